@@ -1,0 +1,1 @@
+//! Placeholder: test support lands here.

@@ -1,0 +1,1 @@
+//! Placeholder smoke test (owned by the test-rig work).
