@@ -1,0 +1,327 @@
+//! The incremental event-stream parser (WHATWG HTML, "Interpreting an event stream").
+
+use bytes::{Buf, BufMut, BytesMut};
+
+use crate::{Event, Item, Limits, ParseError, Text};
+
+const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
+const MESSAGE: Text = Text::from_static("message");
+
+/// Incremental parser of one `text/event-stream`, one connection at a time.
+///
+/// Feed bytes with [`Parser::push`] in any chunking, then call [`Parser::next_item`] until it
+/// returns `Ok(None)`. Any chunking of the same bytes yields the same items. Memory is bounded by
+/// the [`Limits`] plus the size of one pushed chunk, provided the caller drains `next_item`
+/// between pushes.
+///
+/// At the end of a connection call [`Parser::end_of_stream`]; the parser keeps the last event id
+/// and can be reused for the next connection.
+#[derive(Debug, Clone)]
+pub struct Parser {
+    limits: Limits,
+    /// Input not yet consumed; starts at the beginning of the current line.
+    buf: BytesMut,
+    /// Leading bytes of `buf` already searched for a line end without finding one.
+    scanned: usize,
+    /// A BOM may still follow (nothing consumed on this connection yet).
+    at_stream_start: bool,
+    /// The last line ended with a CR at the very end of the input: an LF that comes first in
+    /// the next input is the second half of that CRLF.
+    skip_lf: bool,
+    data: Data,
+    /// Spill buffer for events with more than one `data` line; reused across events.
+    multi: BytesMut,
+    event_type: Text,
+    /// The id buffer: set by `id` lines of the event being read.
+    id_buffer: Text,
+    /// The last event id string: the id buffer as of the last empty line.
+    last_event_id: Text,
+    failed: Option<ParseError>,
+}
+
+/// The data buffer of the event being read.
+#[derive(Debug, Clone)]
+enum Data {
+    /// No `data` line yet.
+    Empty,
+    /// Exactly one `data` line: its value (zero-copy).
+    One(Text),
+    /// More than one `data` line: the joined values are in `Parser::multi`.
+    Many,
+}
+
+impl Default for Parser {
+    fn default() -> Parser {
+        Parser::new(Limits::default())
+    }
+}
+
+impl Parser {
+    /// A parser for a new stream with no last event id.
+    pub fn new(limits: Limits) -> Parser {
+        Parser {
+            limits,
+            buf: BytesMut::new(),
+            scanned: 0,
+            at_stream_start: true,
+            skip_lf: false,
+            data: Data::Empty,
+            multi: BytesMut::new(),
+            event_type: Text::new(),
+            id_buffer: Text::new(),
+            last_event_id: Text::new(),
+            failed: None,
+        }
+    }
+
+    /// Seed the last event id (e.g. from a checkpoint or the previous connection).
+    ///
+    /// Events that carry no `id` line report this id until the stream sets another one.
+    pub fn with_last_event_id(mut self, id: &str) -> Parser {
+        let id = Text::copy_from_str(id);
+        self.id_buffer = id.clone();
+        self.last_event_id = id;
+        self
+    }
+
+    /// The limits this parser enforces.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Append bytes from the stream (any chunking).
+    ///
+    /// After an error the bytes are dropped: the connection is done.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(chunk);
+        }
+    }
+
+    /// Next complete item, or `Ok(None)` when more bytes are needed.
+    ///
+    /// An error is final for the connection: every later call returns the same error and pushed
+    /// bytes are dropped until [`Parser::end_of_stream`] prepares the parser for a new
+    /// connection. The error is reported as soon as a buffered unterminated line exceeds
+    /// [`Limits::max_line_bytes`], so a stream without line ends cannot grow memory.
+    pub fn next_item(&mut self) -> Result<Option<Item>, ParseError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        if self.at_stream_start && !self.skip_bom() {
+            return Ok(None);
+        }
+        loop {
+            if self.skip_lf {
+                match self.buf.first() {
+                    None => return Ok(None),
+                    Some(b'\n') => self.buf.advance(1),
+                    Some(_) => {}
+                }
+                self.skip_lf = false;
+            }
+            let Some(found) = memchr::memchr2(b'\n', b'\r', &self.buf[self.scanned..]) else {
+                self.scanned = self.buf.len();
+                if self.buf.len() > self.limits.max_line_bytes {
+                    return Err(self.fail(ParseError::LineTooLong {
+                        limit: self.limits.max_line_bytes,
+                    }));
+                }
+                return Ok(None);
+            };
+            let end = self.scanned + found;
+            self.scanned = 0;
+            if end > self.limits.max_line_bytes {
+                return Err(self.fail(ParseError::LineTooLong {
+                    limit: self.limits.max_line_bytes,
+                }));
+            }
+            let terminator = self.terminator_len(end);
+            if end == 0 {
+                self.buf.advance(terminator);
+                if let Some(event) = self.dispatch() {
+                    return Ok(Some(Item::Event(event)));
+                }
+                continue;
+            }
+            let line = self.buf.split_to(end);
+            self.buf.advance(terminator);
+            if let Some(item) = self.field(line)? {
+                return Ok(Some(item));
+            }
+        }
+    }
+
+    /// End of the stream (connection closed): discards the unfinished event and buffered partial
+    /// line, keeps the last event id, and re-arms BOM handling so the parser can be reused for
+    /// the next connection.
+    ///
+    /// The kept id is the one in force at the last empty line: an `id` line of the discarded
+    /// unfinished event does not count. A previous error is cleared.
+    pub fn end_of_stream(&mut self) {
+        self.buf.clear();
+        self.scanned = 0;
+        self.at_stream_start = true;
+        self.skip_lf = false;
+        self.data = Data::Empty;
+        self.multi.clear();
+        self.event_type = Text::new();
+        self.id_buffer = self.last_event_id.clone();
+        self.failed = None;
+    }
+
+    /// The last event id currently in force ("" when none): the id of the last dispatched event
+    /// or, if the stream set an id in a block without data, that id. This is the value to send as
+    /// `Last-Event-ID` when reconnecting.
+    pub fn last_event_id(&self) -> &str {
+        self.last_event_id.as_str()
+    }
+
+    /// Bytes currently allocated for buffered input (for tests and memory metrics).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity() + self.multi.capacity()
+    }
+
+    /// Skips a leading BOM. Returns false when more bytes are needed to decide.
+    fn skip_bom(&mut self) -> bool {
+        let n = self.buf.len().min(BOM.len());
+        if self.buf[..n] != BOM[..n] {
+            self.at_stream_start = false;
+        } else if n == BOM.len() {
+            self.buf.advance(n);
+            self.at_stream_start = false;
+        }
+        !self.at_stream_start
+    }
+
+    /// Length of the line terminator at `end` (which holds CR or LF).
+    fn terminator_len(&mut self, end: usize) -> usize {
+        if self.buf[end] == b'\n' {
+            return 1;
+        }
+        match self.buf.get(end + 1) {
+            Some(b'\n') => 2,
+            Some(_) => 1,
+            None => {
+                self.skip_lf = true;
+                1
+            }
+        }
+    }
+
+    /// Handles a non-empty line (terminator already removed).
+    fn field(&mut self, mut line: BytesMut) -> Result<Option<Item>, ParseError> {
+        let (name_end, value_start) = match memchr::memchr(b':', &line) {
+            Some(colon) if line.get(colon + 1) == Some(&b' ') => (colon, colon + 2),
+            Some(colon) => (colon, colon + 1),
+            None => (line.len(), line.len()),
+        };
+        match &line[..name_end] {
+            b"" => {
+                line.advance(1);
+                Ok(Some(Item::Comment(Text::from_utf8_lossy(line.freeze()))))
+            }
+            b"data" => {
+                line.advance(value_start);
+                self.append_data(line)?;
+                Ok(None)
+            }
+            b"event" => {
+                line.advance(value_start);
+                self.event_type = Text::from_utf8_lossy(line.freeze());
+                Ok(None)
+            }
+            b"id" => {
+                line.advance(value_start);
+                if memchr::memchr(0, &line).is_none() {
+                    self.id_buffer = Text::from_utf8_lossy(line.freeze());
+                }
+                Ok(None)
+            }
+            b"retry" => Ok(parse_retry(&line[value_start..]).map(Item::Retry)),
+            _ => Ok(None),
+        }
+    }
+
+    fn append_data(&mut self, value: BytesMut) -> Result<(), ParseError> {
+        let limit = self.limits.max_event_bytes;
+        match &self.data {
+            Data::Empty => {
+                let value = Text::from_utf8_lossy(value.freeze());
+                if value.len() > limit {
+                    return Err(self.fail(ParseError::EventTooLarge { limit }));
+                }
+                self.data = Data::One(value);
+            }
+            Data::One(first) => {
+                let value = Text::from_utf8_lossy(value.freeze());
+                if first.len() + 1 + value.len() > limit {
+                    return Err(self.fail(ParseError::EventTooLarge { limit }));
+                }
+                self.multi.reserve(first.len() + 1 + value.len());
+                self.multi.put_slice(first.as_bytes());
+                self.multi.put_u8(b'\n');
+                self.multi.put_slice(value.as_bytes());
+                self.data = Data::Many;
+            }
+            Data::Many => {
+                let value = Text::from_utf8_lossy(value.freeze());
+                if self.multi.len() + 1 + value.len() > limit {
+                    return Err(self.fail(ParseError::EventTooLarge { limit }));
+                }
+                self.multi.put_u8(b'\n');
+                self.multi.put_slice(value.as_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// The empty-line step: commits the id and yields the event unless the data buffer is empty.
+    fn dispatch(&mut self) -> Option<Event> {
+        self.last_event_id = self.id_buffer.clone();
+        let event_type = std::mem::take(&mut self.event_type);
+        let data = match std::mem::replace(&mut self.data, Data::Empty) {
+            Data::Empty => return None,
+            Data::One(data) => data,
+            Data::Many => {
+                // Each part was decoded to valid UTF-8 and LF is ASCII, so the join is valid.
+                Text::from_validated(self.multi.split().freeze())
+            }
+        };
+        Some(Event {
+            id: self.last_event_id.clone(),
+            event: if event_type.is_empty() {
+                MESSAGE
+            } else {
+                event_type
+            },
+            data,
+        })
+    }
+
+    /// Records a final error and releases the buffers.
+    fn fail(&mut self, error: ParseError) -> ParseError {
+        self.buf = BytesMut::new();
+        self.multi = BytesMut::new();
+        self.scanned = 0;
+        self.data = Data::Empty;
+        self.failed = Some(error.clone());
+        error
+    }
+}
+
+/// The value of a `retry` field: only non-empty all-ASCII-digit values count. A value too large
+/// for `u64` is ignored, like any other value the browser would not use.
+fn parse_retry(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    let mut ms: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        ms = ms.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(ms)
+}

@@ -1,0 +1,224 @@
+//! `Text`: cheaply clonable UTF-8 text backed by `bytes::Bytes`.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::str::Utf8Error;
+
+use bytes::Bytes;
+
+/// Cheaply clonable UTF-8 text backed by [`Bytes`].
+///
+/// Invariant: the bytes are always valid UTF-8. Every constructor either takes a `str`/`String` or
+/// validates, so [`Text::as_str`] never re-checks. Cloning is a reference-count increment; the
+/// parser hands out slices of its input buffer without copying.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// The empty text.
+    pub const fn new() -> Text {
+        Text(Bytes::new())
+    }
+
+    /// Text pointing at a static string (no allocation).
+    pub const fn from_static(s: &'static str) -> Text {
+        Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// Text holding a copy of `s`.
+    pub fn copy_from_str(s: &str) -> Text {
+        Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    /// Validates `bytes` as UTF-8 and wraps them without copying.
+    pub fn try_from_bytes(bytes: Bytes) -> Result<Text, Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Text(bytes))
+    }
+
+    /// Decodes `bytes` as the WHATWG UTF-8 decoder does: zero-copy when they are valid UTF-8,
+    /// otherwise a copy with each maximal invalid subpart replaced by U+FFFD.
+    pub fn from_utf8_lossy(bytes: Bytes) -> Text {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Text(bytes),
+            Err(_) => Text::from(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+
+    /// Wraps bytes the caller has already validated (or built from valid UTF-8 parts).
+    #[inline]
+    pub(crate) fn from_validated(bytes: Bytes) -> Text {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Text(bytes)
+    }
+
+    /// The text as a string slice.
+    #[allow(unsafe_code)]
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor of `Text` stores bytes that are valid UTF-8: `new`,
+        // `from_static`, `copy_from_str` and the `From<&'static str>` / `From<String>` impls take
+        // `str` data; `try_from_bytes` and `from_utf8_lossy` return the original bytes only after
+        // `std::str::from_utf8` accepted them; the crate-private `from_validated` is only called by
+        // the parser with LF-joined parts that were each decoded to valid UTF-8 (and it
+        // re-checks in debug builds). The field is private and `Bytes` is immutable, so
+        // the bytes cannot change afterwards.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The UTF-8 bytes of the text.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The underlying bytes (no copy).
+    #[inline]
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the text is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+// Hash as `str` does so that `Borrow<str>` lookups in hash maps agree.
+impl Hash for Text {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Text {
+        Text::from_static(s)
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text(Bytes::from(s))
+    }
+}
+
+impl From<Text> for Bytes {
+    fn from(t: Text) -> Bytes {
+        t.0
+    }
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> String {
+        t.as_str().to_owned()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<Text> for str {
+    fn eq(&self, other: &Text) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, other: &Text) -> bool {
+        *self == other.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossy_decoding_keeps_valid_bytes_without_copy() {
+        let bytes = Bytes::from_static("héllo".as_bytes());
+        let text = Text::from_utf8_lossy(bytes.clone());
+        assert_eq!(text.as_bytes().as_ptr(), bytes.as_ptr());
+        assert_eq!(text, "héllo");
+    }
+
+    #[test]
+    fn lossy_decoding_replaces_each_maximal_subpart() {
+        let text = Text::from_utf8_lossy(Bytes::from_static(b"a\xF0\x9F\x98b\xFFc"));
+        assert_eq!(text, "a\u{FFFD}b\u{FFFD}c");
+    }
+
+    #[test]
+    fn invalid_bytes_are_rejected_by_checked_constructor() {
+        assert!(Text::try_from_bytes(Bytes::from_static(b"\xC3")).is_err());
+    }
+
+    #[test]
+    fn debug_and_display_show_the_string() {
+        let text = Text::from("a\"b");
+        assert_eq!(format!("{text}"), "a\"b");
+        assert_eq!(format!("{text:?}"), "\"a\\\"b\"");
+    }
+}
