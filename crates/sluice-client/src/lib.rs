@@ -1,1 +1,19 @@
-//! Placeholder.
+//! The HTTP side of reading one Server-Sent Events endpoint.
+//!
+//! This crate opens a `text/event-stream` response (through an HTTP, HTTPS or SOCKS5 proxy when one is
+//! given), classifies every way that can fail into bounded error kinds, hands body bytes to the
+//! [`sluice_sse::Parser`], and offers [`EventSource`]: the reconnect loop a browser's `EventSource`
+//! runs (`Last-Event-ID` on every reconnect, `retry:` honoured, stop on 204).
+//!
+//! It must not know about Kafka, checkpoints or configuration files, and it must never put a secret
+//! (proxy password, header value, URL query) into an error message or a log line: URLs shown to
+//! people go through [`redact::redact_url`].
+
+mod connect;
+mod eventsource;
+mod reason;
+pub mod redact;
+
+pub use connect::{Client, ClientOptions, ConnectError, Connection, StreamError};
+pub use eventsource::{EventSource, EventSourceError, EventSourceOptions, SourceItem};
+pub use reason::DisconnectReason;

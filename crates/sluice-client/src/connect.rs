@@ -1,0 +1,416 @@
+//! One connection attempt: request, status and content-type checks, then body chunks.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use url::Url;
+
+use crate::reason::DisconnectReason;
+use crate::redact::redact_url;
+
+/// How to reach an endpoint. Everything here is fixed for the life of a [`Client`].
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Extra request headers (auth, cookies). Values are marked sensitive so `Debug` hides them.
+    pub headers: HeaderMap,
+    /// Proxy for every request: `http://`, `https://`, `socks5://` or `socks5h://`, credentials in the URL.
+    pub proxy: Option<Url>,
+    /// Limit on establishing TCP (and the proxy handshake).
+    pub connect_timeout: Duration,
+    /// Redirects followed before giving up.
+    pub max_redirects: usize,
+    /// `User-Agent` sent with every request.
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            headers: HeaderMap::new(),
+            proxy: None,
+            connect_timeout: Duration::from_secs(10),
+            max_redirects: 5,
+            user_agent: concat!("sluice/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("proxy", &self.proxy.as_ref().map(redact_url))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_redirects", &self.max_redirects)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
+/// Why a connection attempt did not produce a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The options cannot make a client (for example an unsupported proxy scheme).
+    #[error("invalid client options: {0}")]
+    Options(String),
+    /// TCP, TLS or proxy handshake failed, or the request could not be sent.
+    #[error("connection to {url} failed: {detail}")]
+    Transport {
+        /// The endpoint, redacted.
+        url: String,
+        /// What failed, with secrets removed.
+        detail: String,
+    },
+    /// Redirects went on past the configured limit.
+    #[error("too many redirects from {url} (limit {limit})")]
+    TooManyRedirects {
+        /// The endpoint, redacted.
+        url: String,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The server answered 204: the event stream spec's "do not reconnect".
+    #[error("server answered 204 no content: the endpoint asks clients not to reconnect")]
+    NoContent,
+    /// The server answered a status other than 200 (and 204).
+    #[error("server answered http status {status}{}", retry_after_note(*.retry_after))]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// A 200 response whose content type is not `text/event-stream`.
+    #[error("wrong content type {found:?}: expected text/event-stream")]
+    ContentType {
+        /// The `Content-Type` the server sent (empty when none).
+        found: String,
+    },
+}
+
+fn retry_after_note(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!(" (retry after {})", humantime_secs(d)),
+        None => String::new(),
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+impl ConnectError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectError::Options(_) => "options",
+            ConnectError::Transport { .. } => "transport",
+            ConnectError::TooManyRedirects { .. } => "too_many_redirects",
+            ConnectError::NoContent => "no_content",
+            ConnectError::Status { .. } => "http_status",
+            ConnectError::ContentType { .. } => "content_type",
+        }
+    }
+
+    /// Whether trying again later can help. 204 and most 4xx say no; overload and outages say yes.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ConnectError::Options(_) | ConnectError::NoContent => false,
+            ConnectError::Transport { .. } | ConnectError::TooManyRedirects { .. } => true,
+            ConnectError::Status { status, .. } => {
+                matches!(status, 408 | 425 | 429) || (500..=599).contains(status)
+            }
+            ConnectError::ContentType { .. } => false,
+        }
+    }
+
+    /// The reconnect reason this failure is counted under.
+    pub fn disconnect_reason(&self) -> DisconnectReason {
+        match self {
+            ConnectError::Options(_) | ConnectError::Transport { .. } => DisconnectReason::Reset,
+            ConnectError::TooManyRedirects { .. }
+            | ConnectError::NoContent
+            | ConnectError::Status { .. } => DisconnectReason::HttpStatus,
+            ConnectError::ContentType { .. } => DisconnectReason::Protocol,
+        }
+    }
+
+    /// The server's requested delay before the next attempt, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConnectError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Why an open stream stopped delivering bytes (other than a clean end).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The transport failed mid-stream: reset by peer, broken pipe, truncated chunked body.
+    #[error("stream from {url} broke: {detail}")]
+    Broken {
+        /// The endpoint, redacted.
+        url: String,
+        /// What failed, with secrets removed.
+        detail: String,
+    },
+}
+
+impl StreamError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StreamError::Broken { .. } => "broken",
+        }
+    }
+}
+
+/// A reusable client for one endpoint. Cheap to clone; connections share a pool.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    url: Url,
+    shown_url: String,
+    max_redirects: usize,
+    secrets: Vec<String>,
+}
+
+impl Client {
+    /// Builds a client for `url`. Fails only on options that can never work.
+    pub fn new(url: Url, options: ClientOptions) -> Result<Client, ConnectError> {
+        match url.scheme() {
+            "http" | "https" => {}
+            other => {
+                return Err(ConnectError::Options(format!(
+                    "unsupported url scheme {other:?}: expected http or https"
+                )));
+            }
+        }
+        let mut headers = options.headers;
+        for value in headers.values_mut() {
+            value.set_sensitive(true);
+        }
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+
+        let mut secrets: Vec<String> = Vec::new();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(headers)
+            .user_agent(options.user_agent)
+            .connect_timeout(options.connect_timeout)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::limited(options.max_redirects));
+        if let Some(proxy) = &options.proxy {
+            match proxy.scheme() {
+                "http" | "https" | "socks5" | "socks5h" => {}
+                other => {
+                    return Err(ConnectError::Options(format!(
+                        "unsupported proxy scheme {other:?}: expected http, https, socks5 or socks5h"
+                    )));
+                }
+            }
+            if let Some(password) = proxy.password() {
+                secrets.push(password.to_owned());
+            }
+            let p = reqwest::Proxy::all(proxy.as_str()).map_err(|e| {
+                ConnectError::Options(format!(
+                    "invalid proxy {}: {}",
+                    redact_url(proxy),
+                    describe(&e.without_url(), &secrets)
+                ))
+            })?;
+            builder = builder.proxy(p);
+        }
+        let http = builder.build().map_err(|e| {
+            ConnectError::Options(format!(
+                "cannot build http client: {}",
+                describe(&e, &secrets)
+            ))
+        })?;
+        Ok(Client {
+            shown_url: redact_url(&url),
+            http,
+            url,
+            max_redirects: options.max_redirects,
+            secrets,
+        })
+    }
+
+    /// The endpoint as it may be shown to people (secrets removed).
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// Opens the stream, sending `Last-Event-ID` when `last_event_id` is not empty.
+    pub async fn connect(&self, last_event_id: &str) -> Result<Connection, ConnectError> {
+        let mut request = self.http.get(self.url.clone());
+        if !last_event_id.is_empty() {
+            request = request.header("Last-Event-ID", last_event_id);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_redirect() {
+                ConnectError::TooManyRedirects {
+                    url: self.shown_url.clone(),
+                    limit: self.max_redirects,
+                }
+            } else {
+                ConnectError::Transport {
+                    url: self.shown_url.clone(),
+                    detail: describe(&e.without_url(), &self.secrets),
+                }
+            }
+        })?;
+        let status = response.status().as_u16();
+        if status == 204 {
+            return Err(ConnectError::NoContent);
+        }
+        if status != 200 {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            return Err(ConnectError::Status {
+                status,
+                retry_after,
+            });
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        if !is_event_stream(&content_type) {
+            return Err(ConnectError::ContentType {
+                found: content_type,
+            });
+        }
+        Ok(Connection {
+            response,
+            shown_url: self.shown_url.clone(),
+            secrets: self.secrets.clone(),
+        })
+    }
+}
+
+/// An open `text/event-stream` response.
+#[derive(Debug)]
+pub struct Connection {
+    response: reqwest::Response,
+    shown_url: String,
+    secrets: Vec<String>,
+}
+
+impl Connection {
+    /// The HTTP version the server chose (useful to see HTTP/2 multiplexing in action).
+    pub fn version(&self) -> http::Version {
+        self.response.version()
+    }
+
+    /// The next body chunk, `Ok(None)` at a clean end of the response.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StreamError> {
+        self.response
+            .chunk()
+            .await
+            .map_err(|e| StreamError::Broken {
+                url: self.shown_url.clone(),
+                detail: describe(&e.without_url(), &self.secrets),
+            })
+    }
+}
+
+/// Whether a `Content-Type` value names `text/event-stream` (parameters and case ignored).
+fn is_event_stream(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("text/event-stream")
+}
+
+/// Parses `Retry-After` as delta-seconds or an HTTP date (RFC 9110 section 10.2.3).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Renders an error and its sources as one line, with every known secret removed.
+fn describe(error: &(dyn std::error::Error + 'static), secrets: &[String]) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret.as_str(), "***");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_accepts_parameters_and_any_case() {
+        assert!(is_event_stream("text/event-stream"));
+        assert!(is_event_stream("Text/Event-Stream; charset=utf-8"));
+        assert!(!is_event_stream("text/plain"));
+        assert!(!is_event_stream(""));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn status_retryability_follows_the_status_class() {
+        let status = |s| ConnectError::Status {
+            status: s,
+            retry_after: None,
+        };
+        assert!(status(503).is_retryable());
+        assert!(status(429).is_retryable());
+        assert!(!status(404).is_retryable());
+        assert!(!ConnectError::NoContent.is_retryable());
+    }
+
+    #[test]
+    fn unsupported_schemes_are_refused_with_the_scheme_named() {
+        let url = Url::parse("ftp://127.0.0.1/x").expect("valid url");
+        let err = Client::new(url, ClientOptions::default()).expect_err("ftp is not http");
+        assert!(err.to_string().contains("\"ftp\""), "{err}");
+    }
+
+    #[test]
+    fn debug_of_options_hides_header_values_and_proxy_passwords() {
+        let mut options = ClientOptions::default();
+        options
+            .headers
+            .insert("authorization", HeaderValue::from_static("Bearer s3cret"));
+        options.proxy = Some(Url::parse("http://u:pw1234@127.0.0.1:3128").expect("valid url"));
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("pw1234"), "{shown}");
+    }
+}
