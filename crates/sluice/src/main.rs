@@ -30,12 +30,14 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start-up; the size difference between argument structs does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the events of one SSE endpoint as JSON lines (reconnecting as an EventSource does).
     Tail(cmd::tail::TailArgs),
     /// Run the upstream simulator: a market feed with a REST snapshot, an SSE delta stream and faults.
-    Sim(Box<cmd::sim::SimArgs>),
+    Sim(cmd::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,7 +57,7 @@ fn main() -> ExitCode {
         let shutdown = shutdown::on_signal();
         match cli.command {
             Command::Tail(args) => cmd::tail::run(args, shutdown).await,
-            Command::Sim(args) => match cmd::sim::run(*args, shutdown).await {
+            Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("sluice sim: {error:#}");
