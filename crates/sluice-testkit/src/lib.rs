@@ -1,1 +1,26 @@
-//! Placeholder: test support lands here.
+//! Test support for Sluice: a Kafka to test against, real proxy servers on loopback, and the
+//! policy for tests whose external program is missing.
+//!
+//! - [`kafka::TestKafka`] is the broker named by `SLUICE_TEST_KAFKA` when set, else librdkafka's
+//!   in-process mock cluster, so `cargo test` needs nothing installed.
+//! - [`proxies::Tinyproxy`] (HTTP CONNECT) and [`proxies::Microsocks`] (SOCKS5) run the real
+//!   Debian programs on free loopback ports and kill them on drop.
+//! - [`skip::skip_or_fail`] prints a loud `SKIPPED:` line, or fails the test when
+//!   `SLUICE_TEST_STRICT=1` (set by `scripts/test`), so CI cannot pass by skipping.
+//!
+//! This crate is a dev-dependency only: it must NOT be used by production code, must NOT install
+//! anything or reach beyond loopback, and must NOT leave a process or temp directory behind once
+//! its handles are dropped.
+
+pub mod kafka;
+pub mod proxies;
+pub mod skip;
+
+mod daemon;
+mod port;
+
+pub use kafka::{TestKafka, TestKafkaError, unique_topic};
+pub use proxies::{
+    Microsocks, MicrosocksOptions, ProxyAuth, ProxyError, Tinyproxy, TinyproxyOptions,
+};
+pub use skip::{is_strict, skip_or_fail};
