@@ -23,6 +23,8 @@ pub struct ClientOptions {
     pub max_redirects: usize,
     /// `User-Agent` sent with every request.
     pub user_agent: String,
+    /// Extra trusted root certificates (PEM), for upstreams or proxies behind a private CA.
+    pub root_certificates_pem: Vec<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
@@ -33,6 +35,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             max_redirects: 5,
             user_agent: concat!("sluice/", env!("CARGO_PKG_VERSION")).to_owned(),
+            root_certificates_pem: Vec::new(),
         }
     }
 }
@@ -45,6 +48,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_redirects", &self.max_redirects)
             .field("user_agent", &self.user_agent)
+            .field("root_certificates", &self.root_certificates_pem.len())
             .finish()
     }
 }
@@ -205,6 +209,22 @@ impl Client {
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::limited(options.max_redirects));
+        for (index, pem) in options.root_certificates_pem.iter().enumerate() {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ConnectError::Options(format!(
+                    "root certificate bundle {index} is not valid pem: {}",
+                    describe(&e, &secrets)
+                ))
+            })?;
+            if certificates.is_empty() {
+                return Err(ConnectError::Options(format!(
+                    "root certificate bundle {index} holds no certificate"
+                )));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
         if let Some(proxy) = &options.proxy {
             match proxy.scheme() {
                 "http" | "https" | "socks5" | "socks5h" => {}

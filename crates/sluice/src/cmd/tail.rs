@@ -65,6 +65,9 @@ pub struct TailArgs {
     /// Proxy URL: http://, https://, socks5:// or socks5h://, credentials as user:pass@.
     #[arg(long, env = "SLUICE_TAIL_PROXY", hide_env_values = true)]
     proxy: Option<url::Url>,
+    /// Also trust the certificates in this PEM file (a private CA of the upstream or proxy).
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<std::path::PathBuf>,
     /// Send this `Last-Event-ID` with the first request (resume after it).
     #[arg(long)]
     last_event_id: Option<String>,
@@ -126,6 +129,11 @@ fn build(args: &TailArgs) -> anyhow::Result<EventSource> {
         max_redirects: args.max_redirects,
         ..ClientOptions::default()
     };
+    if let Some(path) = &args.cacert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read --cacert {}", path.display()))?;
+        options.root_certificates_pem.push(pem);
+    }
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')

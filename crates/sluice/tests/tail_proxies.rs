@@ -1,0 +1,252 @@
+//! `sluice tail` through real proxies on loopback: tinyproxy (HTTP CONNECT to an HTTPS upstream,
+//! forward proxying of plain HTTP, basic auth) and microsocks (SOCKS5 with credentials).
+//! A missing proxy program skips the test loudly, or fails it under `SLUICE_TEST_STRICT=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_sim::{RunningSim, SimConfig};
+use sluice_testkit::proxies::{
+    Microsocks, MicrosocksOptions, ProxyAuth, Tinyproxy, TinyproxyOptions,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+async fn tail(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .arg("tail")
+        .args(args)
+        .env("SLUICE_LOG", "debug")
+        .env_remove("SLUICE_TAIL_PROXY")
+        .kill_on_drop(true);
+    tokio::time::timeout(RUN_LIMIT, command.output())
+        .await
+        .expect("sluice tail did not finish within the run limit")
+        .expect("sluice tail could not be started")
+}
+
+fn ids(output: &Output) -> Vec<u64> {
+    String::from_utf8(output.stdout.clone())
+        .expect("stdout is utf-8")
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("json line"))
+        .map(|v| v["id"].as_str().expect("id").parse().expect("numeric id"))
+        .collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_contiguous(ids: &[u64]) {
+    for pair in ids.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "ids are not contiguous: {ids:?}");
+    }
+}
+
+async fn sim() -> RunningSim {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let config = SimConfig {
+        rate: 2000.0,
+        heartbeat: Duration::from_millis(200),
+        ..SimConfig::default()
+    };
+    RunningSim::start(config, listener)
+        .await
+        .expect("simulator starts")
+}
+
+/// A TLS terminator for `localhost` in front of the simulator, with a fresh self-signed CA.
+/// Returns the HTTPS base URL and the PEM file the client must trust.
+async fn tls_front(sim: &RunningSim, dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key pair");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("self-signed certificate");
+    let pem_path = dir.join("ca.pem");
+    std::fs::write(&pem_path, cert.pem()).expect("write pem");
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind tls front");
+    let port = listener.local_addr().expect("addr").port();
+    let upstream = sim.addr();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), pem_path)
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[tokio::test]
+async fn streams_https_through_tinyproxy_with_http_connect_and_reconnects_at_max_age() {
+    let Some(proxy) = Tinyproxy::start_or_skip(TinyproxyOptions::default()) else {
+        return;
+    };
+    let sim = sim().await;
+    let dir = temp_dir("connect");
+    let (base, ca) = tls_front(&sim, &dir).await;
+    // The simulator closes each connection at 300 ms, as a proxy with a connection TTL would.
+    let url = format!("{base}/v1/stream?max_age=300ms");
+    let output = tail(&[
+        &url,
+        "--proxy",
+        &proxy.url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--max-events",
+        "1500",
+        "--retry",
+        "10ms",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let ids = ids(&output);
+    assert_eq!(ids.len(), 1500);
+    assert_contiguous(&ids);
+    assert!(
+        stderr(&output).contains("reconnecting"),
+        "max_age forced a reconnect: {}",
+        stderr(&output)
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("CONNECT"),
+        "tinyproxy carried a CONNECT tunnel: {log}"
+    );
+}
+
+#[tokio::test]
+async fn streams_plain_http_through_tinyproxy_with_basic_auth() {
+    let auth = ProxyAuth::new("scraper", "tp-pass-4417");
+    let Some(proxy) = Tinyproxy::start_or_skip(TinyproxyOptions {
+        auth: Some(auth),
+        ..TinyproxyOptions::default()
+    }) else {
+        return;
+    };
+    let sim = sim().await;
+    let output = tail(&[
+        &sim.stream_url(),
+        "--proxy",
+        &proxy.url(),
+        "--max-events",
+        "5",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(ids(&output).len(), 5);
+    assert!(proxy.log().contains("/v1/stream"), "{}", proxy.log());
+}
+
+#[tokio::test]
+async fn a_rejected_proxy_password_is_reported_without_revealing_it() {
+    let Some(proxy) = Tinyproxy::start_or_skip(TinyproxyOptions {
+        auth: Some(ProxyAuth::new("scraper", "right-password")),
+        ..TinyproxyOptions::default()
+    }) else {
+        return;
+    };
+    let sim = sim().await;
+    let wrong = format!("http://scraper:wr0ng-s3cret-77@127.0.0.1:{}", proxy.port());
+    let output = tail(&[&sim.stream_url(), "--proxy", &wrong, "--no-reconnect"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let log = stderr(&output);
+    // tinyproxy answers a failed proxy login with 401 (others use 407): either way an http status.
+    assert!(
+        log.contains("http status 401") || log.contains("http status 407"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("wr0ng-s3cret-77"),
+        "the password leaked: {log}"
+    );
+}
+
+#[tokio::test]
+async fn streams_through_microsocks_with_credentials_across_reconnects() {
+    let Some(proxy) = Microsocks::start_or_skip(MicrosocksOptions {
+        auth: Some(ProxyAuth::new("scraper", "socks-pass-9")),
+    }) else {
+        return;
+    };
+    let sim = sim().await;
+    let url = format!("{}?close_after_events=4", sim.stream_url());
+    for proxy_url in [proxy.url(), proxy.url_socks5()] {
+        let output = tail(&[
+            &url,
+            "--proxy",
+            &proxy_url,
+            "--max-events",
+            "10",
+            "--retry",
+            "10ms",
+        ])
+        .await;
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let ids = ids(&output);
+        assert_eq!(ids.len(), 10);
+        assert_contiguous(&ids);
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_socks_password_fails_the_connection_without_revealing_it() {
+    let Some(proxy) = Microsocks::start_or_skip(MicrosocksOptions {
+        auth: Some(ProxyAuth::new("scraper", "socks-pass-9")),
+    }) else {
+        return;
+    };
+    let sim = sim().await;
+    let wrong = format!(
+        "socks5h://scraper:n0t-the-pass-31@127.0.0.1:{}",
+        proxy.port()
+    );
+    let output = tail(&[&sim.stream_url(), "--proxy", &wrong, "--no-reconnect"]).await;
+    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(
+        !log.contains("n0t-the-pass-31"),
+        "the password leaked: {log}"
+    );
+}
