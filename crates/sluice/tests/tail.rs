@@ -98,6 +98,20 @@ async fn prints_each_event_as_a_json_line_and_stops_at_max_events() {
 }
 
 #[tokio::test]
+async fn tails_an_embedded_simulator_when_no_url_is_given() {
+    let output = tail(&["--max-events", "3"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let ids = ids(&lines(&output));
+    assert_eq!(ids.len(), 3);
+    assert_contiguous(&ids);
+    assert!(
+        stderr(&output).contains("embedded simulator"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
 async fn reconnects_with_last_event_id_after_each_clean_close_without_gaps() {
     let sim = sim(fast()).await;
     let url = format!("{}?close_after_events=7", sim.stream_url());

@@ -57,8 +57,8 @@ Exit status: 0 done (--max-events reached, or end of stream with --no-reconnect)
 3 http status, 4 wrong content type, 5 idle timeout, 6 parse limit exceeded, 7 connection
 failed, 8 server answered 204 (do not reconnect), 9 cannot write output, 130 interrupted.")]
 pub struct TailArgs {
-    /// The SSE endpoint (http or https).
-    url: url::Url,
+    /// The SSE endpoint (http or https). Without one, tails an embedded simulator (`sluice sim`).
+    url: Option<url::Url>,
     /// Extra request header, `Name: value` (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -104,7 +104,23 @@ pub struct TailArgs {
 }
 
 /// Runs `sluice tail` until it is done, fails, or `shutdown` fires.
-pub async fn run(args: TailArgs, shutdown: CancellationToken) -> ExitCode {
+pub async fn run(mut args: TailArgs, shutdown: CancellationToken) -> ExitCode {
+    // Without a URL, tail an embedded simulator: a one-command look at Sluice on a fresh machine.
+    let _embedded = if args.url.is_none() {
+        match embedded_simulator().await {
+            Ok((sim, url)) => {
+                tracing::info!(url = %url, "no url given: tailing the embedded simulator");
+                args.url = Some(url);
+                Some(sim)
+            }
+            Err(error) => {
+                eprintln!("sluice tail: {error:#}");
+                return TailExit::Usage.code();
+            }
+        }
+    } else {
+        None
+    };
     let source = match build(&args) {
         Ok(source) => source,
         Err(error) => {
@@ -122,7 +138,24 @@ pub async fn run(args: TailArgs, shutdown: CancellationToken) -> ExitCode {
     exit.code()
 }
 
+async fn embedded_simulator() -> anyhow::Result<(sluice_sim::RunningSim, url::Url)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the embedded simulator on 127.0.0.1")?;
+    let config = sluice_sim::SimConfig {
+        rate: 5.0,
+        heartbeat: Duration::from_secs(2),
+        ..sluice_sim::SimConfig::default()
+    };
+    let sim = sluice_sim::RunningSim::start(config, listener)
+        .await
+        .context("cannot start the embedded simulator")?;
+    let url = url::Url::parse(&sim.stream_url()).context("simulator stream url")?;
+    Ok((sim, url))
+}
+
 fn build(args: &TailArgs) -> anyhow::Result<EventSource> {
+    let url = args.url.clone().context("no url to tail")?;
     let mut options = ClientOptions {
         proxy: args.proxy.clone(),
         connect_timeout: args.connect_timeout,
@@ -144,7 +177,7 @@ fn build(args: &TailArgs) -> anyhow::Result<EventSource> {
             .with_context(|| format!("invalid value for header {name}"))?;
         options.headers.append(name, value);
     }
-    let client = Client::new(args.url.clone(), options)?;
+    let client = Client::new(url, options)?;
     let mut limits = Limits::default();
     if let Some(max) = args.max_line_bytes {
         limits.max_line_bytes = max;
