@@ -1,5 +1,7 @@
 //! The incremental event-stream parser (WHATWG HTML, "Interpreting an event stream").
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::{Event, Item, Limits, ParseError, Text};
@@ -32,8 +34,9 @@ pub struct Parser {
     /// Spill buffer for events with more than one `data` line; reused across events.
     multi: BytesMut,
     event_type: Text,
-    /// The id buffer: set by `id` lines of the event being read.
-    id_buffer: Text,
+    /// The id buffer when an `id` line of the event being read changed it (`None`: unchanged,
+    /// equal to `last_event_id`).
+    id_buffer: Option<Text>,
     /// The last event id string: the id buffer as of the last empty line.
     last_event_id: Text,
     failed: Option<ParseError>,
@@ -68,7 +71,7 @@ impl Parser {
             data: Data::Empty,
             multi: BytesMut::new(),
             event_type: Text::new(),
-            id_buffer: Text::new(),
+            id_buffer: None,
             last_event_id: Text::new(),
             failed: None,
         }
@@ -78,9 +81,8 @@ impl Parser {
     ///
     /// Events that carry no `id` line report this id until the stream sets another one.
     pub fn with_last_event_id(mut self, id: &str) -> Parser {
-        let id = Text::copy_from_str(id);
-        self.id_buffer = id.clone();
-        self.last_event_id = id;
+        self.id_buffer = None;
+        self.last_event_id = Text::copy_from_str(id);
         self
     }
 
@@ -144,9 +146,9 @@ impl Parser {
                 }
                 continue;
             }
-            let line = self.buf.split_to(end);
+            let item = self.field(end)?;
             self.buf.advance(terminator);
-            if let Some(item) = self.field(line)? {
+            if let Some(item) = item {
                 return Ok(Some(item));
             }
         }
@@ -166,7 +168,7 @@ impl Parser {
         self.data = Data::Empty;
         self.multi.clear();
         self.event_type = Text::new();
-        self.id_buffer = self.last_event_id.clone();
+        self.id_buffer = None;
         self.failed = None;
     }
 
@@ -209,76 +211,89 @@ impl Parser {
         }
     }
 
-    /// Handles a non-empty line (terminator already removed).
-    fn field(&mut self, mut line: BytesMut) -> Result<Option<Item>, ParseError> {
-        let (name_end, value_start) = match memchr::memchr(b':', &line) {
+    /// Handles the non-empty line `buf[..end]` and consumes it (not its terminator).
+    fn field(&mut self, end: usize) -> Result<Option<Item>, ParseError> {
+        let line = &self.buf[..end];
+        let (name_end, value_start) = match memchr::memchr(b':', line) {
             Some(colon) if line.get(colon + 1) == Some(&b' ') => (colon, colon + 2),
             Some(colon) => (colon, colon + 1),
-            None => (line.len(), line.len()),
+            None => (end, end),
         };
         match &line[..name_end] {
-            b"" => {
-                line.advance(1);
-                Ok(Some(Item::Comment(Text::from_utf8_lossy(line.freeze()))))
+            b"" => return Ok(Some(Item::Comment(self.take_text(1, end, true)))),
+            b"data" => self.append_data(value_start, end)?,
+            b"event" => self.event_type = self.take_text(value_start, end, true),
+            b"id" if memchr::memchr(0, &line[value_start..]).is_none() => {
+                self.id_buffer = Some(self.take_text(value_start, end, true));
             }
-            b"data" => {
-                line.advance(value_start);
-                self.append_data(line)?;
-                Ok(None)
+            b"retry" => {
+                let retry = parse_retry(&line[value_start..]);
+                self.buf.advance(end);
+                return Ok(retry.map(Item::Retry));
             }
-            b"event" => {
-                line.advance(value_start);
-                self.event_type = Text::from_utf8_lossy(line.freeze());
-                Ok(None)
-            }
-            b"id" => {
-                line.advance(value_start);
-                if memchr::memchr(0, &line).is_none() {
-                    self.id_buffer = Text::from_utf8_lossy(line.freeze());
-                }
-                Ok(None)
-            }
-            b"retry" => Ok(parse_retry(&line[value_start..]).map(Item::Retry)),
-            _ => Ok(None),
+            _ => self.buf.advance(end),
         }
+        Ok(None)
     }
 
-    fn append_data(&mut self, value: BytesMut) -> Result<(), ParseError> {
+    /// Decodes `buf[start..end]` and consumes `buf[..end]`. Valid UTF-8 becomes a zero-copy
+    /// slice, or an inline copy when `inline` and it is short; invalid UTF-8 is replaced.
+    fn take_text(&mut self, start: usize, end: usize, inline: bool) -> Text {
+        let value = &self.buf[start..end];
+        if !is_utf8(value) {
+            let text = Text::from(String::from_utf8_lossy(value).into_owned());
+            self.buf.advance(end);
+            return text;
+        }
+        if inline && let Some(text) = Text::inline_validated(value) {
+            self.buf.advance(end);
+            return text;
+        }
+        self.buf.advance(start);
+        Text::from_validated(self.buf.split_to(end - start).freeze())
+    }
+
+    /// Appends the value `buf[start..end]` of a `data` line to the data buffer and consumes
+    /// `buf[..end]`.
+    fn append_data(&mut self, start: usize, end: usize) -> Result<(), ParseError> {
         let limit = self.limits.max_event_bytes;
-        match &self.data {
+        let first = match std::mem::replace(&mut self.data, Data::Many) {
             Data::Empty => {
-                let value = Text::from_utf8_lossy(value.freeze());
+                let value = self.take_text(start, end, false);
                 if value.len() > limit {
                     return Err(self.fail(ParseError::EventTooLarge { limit }));
                 }
                 self.data = Data::One(value);
+                return Ok(());
             }
-            Data::One(first) => {
-                let value = Text::from_utf8_lossy(value.freeze());
-                if first.len() + 1 + value.len() > limit {
-                    return Err(self.fail(ParseError::EventTooLarge { limit }));
-                }
-                self.multi.reserve(first.len() + 1 + value.len());
-                self.multi.put_slice(first.as_bytes());
-                self.multi.put_u8(b'\n');
-                self.multi.put_slice(value.as_bytes());
-                self.data = Data::Many;
-            }
-            Data::Many => {
-                let value = Text::from_utf8_lossy(value.freeze());
-                if self.multi.len() + 1 + value.len() > limit {
-                    return Err(self.fail(ParseError::EventTooLarge { limit }));
-                }
-                self.multi.put_u8(b'\n');
-                self.multi.put_slice(value.as_bytes());
-            }
+            Data::One(first) => Some(first),
+            Data::Many => None,
+        };
+        let raw = &self.buf[start..end];
+        let value = if is_utf8(raw) {
+            Cow::Borrowed(raw)
+        } else {
+            Cow::Owned(String::from_utf8_lossy(raw).into_owned().into_bytes())
+        };
+        let joined = first.as_ref().map_or(self.multi.len(), Text::len) + 1 + value.len();
+        if joined > limit {
+            return Err(self.fail(ParseError::EventTooLarge { limit }));
         }
+        if let Some(first) = first {
+            self.multi.reserve(joined);
+            self.multi.put_slice(first.as_bytes());
+        }
+        self.multi.put_u8(b'\n');
+        self.multi.put_slice(&value);
+        self.buf.advance(end);
         Ok(())
     }
 
     /// The empty-line step: commits the id and yields the event unless the data buffer is empty.
     fn dispatch(&mut self) -> Option<Event> {
-        self.last_event_id = self.id_buffer.clone();
+        if let Some(id) = self.id_buffer.take() {
+            self.last_event_id = id;
+        }
         let event_type = std::mem::take(&mut self.event_type);
         let data = match std::mem::replace(&mut self.data, Data::Empty) {
             Data::Empty => return None,
@@ -308,6 +323,12 @@ impl Parser {
         self.failed = Some(error.clone());
         error
     }
+}
+
+/// Whether `bytes` are valid UTF-8, with a fast path for ASCII.
+#[inline]
+fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
 /// The value of a `retry` field: only non-empty all-ASCII-digit values count. A value too large

@@ -12,37 +12,54 @@ use bytes::Bytes;
 ///
 /// Invariant: the bytes are always valid UTF-8. Every constructor either takes a `str`/`String` or
 /// validates, so [`Text::as_str`] never re-checks. Cloning is a reference-count increment; the
-/// parser hands out slices of its input buffer without copying.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Text(Bytes);
+/// parser hands out slices of its input buffer without copying. Short texts (up to
+/// [`Text::INLINE_CAPACITY`] bytes, such as typical ids and event types) may be stored inline
+/// instead, which avoids reference counting; [`Text::into_bytes`] then copies them.
+#[derive(Clone)]
+pub struct Text(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// Valid UTF-8 in `buf[..len]`.
+    Inline {
+        len: u8,
+        buf: [u8; Text::INLINE_CAPACITY],
+    },
+    /// Valid UTF-8, usually a slice of the parser's input.
+    Shared(Bytes),
+}
 
 impl Text {
+    /// Longest text the parser stores inline rather than as a shared slice.
+    pub const INLINE_CAPACITY: usize = 22;
+
     /// The empty text.
     pub const fn new() -> Text {
-        Text(Bytes::new())
+        Text(Repr::Shared(Bytes::new()))
     }
 
     /// Text pointing at a static string (no allocation).
     pub const fn from_static(s: &'static str) -> Text {
-        Text(Bytes::from_static(s.as_bytes()))
+        Text(Repr::Shared(Bytes::from_static(s.as_bytes())))
     }
 
     /// Text holding a copy of `s`.
     pub fn copy_from_str(s: &str) -> Text {
-        Text(Bytes::copy_from_slice(s.as_bytes()))
+        Text::inline(s.as_bytes())
+            .unwrap_or_else(|| Text(Repr::Shared(Bytes::copy_from_slice(s.as_bytes()))))
     }
 
     /// Validates `bytes` as UTF-8 and wraps them without copying.
     pub fn try_from_bytes(bytes: Bytes) -> Result<Text, Utf8Error> {
         std::str::from_utf8(&bytes)?;
-        Ok(Text(bytes))
+        Ok(Text(Repr::Shared(bytes)))
     }
 
     /// Decodes `bytes` as the WHATWG UTF-8 decoder does: zero-copy when they are valid UTF-8,
     /// otherwise a copy with each maximal invalid subpart replaced by U+FFFD.
     pub fn from_utf8_lossy(bytes: Bytes) -> Text {
         match std::str::from_utf8(&bytes) {
-            Ok(_) => Text(bytes),
+            Ok(_) => Text(Repr::Shared(bytes)),
             Err(_) => Text::from(String::from_utf8_lossy(&bytes).into_owned()),
         }
     }
@@ -51,7 +68,25 @@ impl Text {
     #[inline]
     pub(crate) fn from_validated(bytes: Bytes) -> Text {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        Text(bytes)
+        Text(Repr::Shared(bytes))
+    }
+
+    /// Copies already validated bytes inline, if they fit.
+    #[inline]
+    pub(crate) fn inline_validated(bytes: &[u8]) -> Option<Text> {
+        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        Text::inline(bytes)
+    }
+
+    /// Copies `bytes` (valid UTF-8, checked by every caller) inline, if they fit.
+    #[inline]
+    fn inline(bytes: &[u8]) -> Option<Text> {
+        let mut buf = [0u8; Text::INLINE_CAPACITY];
+        buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(Text(Repr::Inline {
+            len: bytes.len() as u8,
+            buf,
+        }))
     }
 
     /// The text as a string slice.
@@ -60,36 +95,72 @@ impl Text {
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor of `Text` stores bytes that are valid UTF-8: `new`,
         // `from_static`, `copy_from_str` and the `From<&'static str>` / `From<String>` impls take
-        // `str` data; `try_from_bytes` and `from_utf8_lossy` return the original bytes only after
-        // `std::str::from_utf8` accepted them; the crate-private `from_validated` is only called by
-        // the parser with LF-joined parts that were each decoded to valid UTF-8 (and it
-        // re-checks in debug builds). The field is private and `Bytes` is immutable, so
-        // the bytes cannot change afterwards.
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
+        // `str` data; `try_from_bytes` and `from_utf8_lossy` keep the original bytes only after
+        // `std::str::from_utf8` accepted them; the crate-private `from_validated` and
+        // `inline_validated` are only called by the parser with bytes it validated (or LF-joined
+        // parts that were each validated) and re-check in debug builds. The field is private,
+        // `Bytes` is immutable and the inline buffer is never written after construction, so the
+        // bytes cannot change afterwards.
+        unsafe { std::str::from_utf8_unchecked(self.as_bytes()) }
     }
 
     /// The UTF-8 bytes of the text.
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Repr::Inline { len, buf } => &buf[..usize::from(*len)],
+            Repr::Shared(bytes) => bytes,
+        }
     }
 
-    /// The underlying bytes (no copy).
+    /// The underlying bytes: no copy for shared text, a copy for short inline text.
     #[inline]
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        match self.0 {
+            Repr::Inline { len, buf } => Bytes::copy_from_slice(&buf[..usize::from(len)]),
+            Repr::Shared(bytes) => bytes,
+        }
     }
 
     /// Length in bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.0 {
+            Repr::Inline { len, .. } => usize::from(*len),
+            Repr::Shared(bytes) => bytes.len(),
+        }
     }
 
     /// True when the text is empty.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+}
+
+impl Default for Text {
+    fn default() -> Text {
+        Text::new()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Text {}
+
+impl PartialOrd for Text {
+    fn partial_cmp(&self, other: &Text) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Text {
+    fn cmp(&self, other: &Text) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
@@ -146,13 +217,13 @@ impl From<&'static str> for Text {
 
 impl From<String> for Text {
     fn from(s: String) -> Text {
-        Text(Bytes::from(s))
+        Text(Repr::Shared(Bytes::from(s)))
     }
 }
 
 impl From<Text> for Bytes {
     fn from(t: Text) -> Bytes {
-        t.0
+        t.into_bytes()
     }
 }
 
@@ -213,6 +284,30 @@ mod tests {
     #[test]
     fn invalid_bytes_are_rejected_by_checked_constructor() {
         assert!(Text::try_from_bytes(Bytes::from_static(b"\xC3")).is_err());
+    }
+
+    #[test]
+    fn inline_and_shared_texts_compare_and_hash_by_content() {
+        use std::collections::hash_map::DefaultHasher;
+        let inline = Text::copy_from_str("abc");
+        let shared = Text::from_utf8_lossy(Bytes::from_static(b"abc"));
+        assert!(matches!(inline.0, Repr::Inline { .. }));
+        assert!(matches!(shared.0, Repr::Shared(_)));
+        assert_eq!(inline, shared);
+        let hash = |t: &Text| {
+            let mut h = DefaultHasher::new();
+            t.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&inline), hash(&shared));
+        assert_eq!(inline.clone().into_bytes(), shared.clone().into_bytes());
+        let long = "x".repeat(Text::INLINE_CAPACITY + 1);
+        assert_eq!(Text::copy_from_str(&long), long.as_str());
+    }
+
+    #[test]
+    fn text_is_no_bigger_than_bytes_plus_a_word() {
+        assert!(std::mem::size_of::<Text>() <= std::mem::size_of::<Bytes>() + 8);
     }
 
     #[test]
