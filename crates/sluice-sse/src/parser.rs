@@ -33,10 +33,14 @@ pub struct Parser {
     data: Data,
     /// Spill buffer for events with more than one `data` line; reused across events.
     multi: BytesMut,
+    /// The event type buffer; meaningful only while `event_type_set` (kept otherwise so that
+    /// the next `event` line can overwrite a short type in place).
     event_type: Text,
-    /// The id buffer when an `id` line of the event being read changed it (`None`: unchanged,
-    /// equal to `last_event_id`).
-    id_buffer: Option<Text>,
+    event_type_set: bool,
+    /// The id buffer when an `id` line of the event being read set it (`id_set`); otherwise
+    /// the id buffer equals `last_event_id` and this holds stale bytes reused in place.
+    id_buffer: Text,
+    id_set: bool,
     /// The last event id string: the id buffer as of the last empty line.
     last_event_id: Text,
     failed: Option<ParseError>,
@@ -71,7 +75,9 @@ impl Parser {
             data: Data::Empty,
             multi: BytesMut::new(),
             event_type: Text::new(),
-            id_buffer: None,
+            event_type_set: false,
+            id_buffer: Text::new(),
+            id_set: false,
             last_event_id: Text::new(),
             failed: None,
         }
@@ -81,7 +87,7 @@ impl Parser {
     ///
     /// Events that carry no `id` line report this id until the stream sets another one.
     pub fn with_last_event_id(mut self, id: &str) -> Parser {
-        self.id_buffer = None;
+        self.id_set = false;
         self.last_event_id = Text::copy_from_str(id);
         self
     }
@@ -167,8 +173,8 @@ impl Parser {
         self.skip_lf = false;
         self.data = Data::Empty;
         self.multi.clear();
-        self.event_type = Text::new();
-        self.id_buffer = None;
+        self.event_type_set = false;
+        self.id_set = false;
         self.failed = None;
     }
 
@@ -220,11 +226,15 @@ impl Parser {
             None => (end, end),
         };
         match &line[..name_end] {
-            b"" => return Ok(Some(Item::Comment(self.take_text(1, end, true)))),
+            b"" => return Ok(Some(Item::Comment(take_text(&mut self.buf, 1, end, true)))),
             b"data" => self.append_data(value_start, end)?,
-            b"event" => self.event_type = self.take_text(value_start, end, true),
+            b"event" => {
+                assign_text(&mut self.event_type, &mut self.buf, value_start, end);
+                self.event_type_set = true;
+            }
             b"id" if memchr::memchr(0, &line[value_start..]).is_none() => {
-                self.id_buffer = Some(self.take_text(value_start, end, true));
+                assign_text(&mut self.id_buffer, &mut self.buf, value_start, end);
+                self.id_set = true;
             }
             b"retry" => {
                 let retry = parse_retry(&line[value_start..]);
@@ -236,30 +246,13 @@ impl Parser {
         Ok(None)
     }
 
-    /// Decodes `buf[start..end]` and consumes `buf[..end]`. Valid UTF-8 becomes a zero-copy
-    /// slice, or an inline copy when `inline` and it is short; invalid UTF-8 is replaced.
-    fn take_text(&mut self, start: usize, end: usize, inline: bool) -> Text {
-        let value = &self.buf[start..end];
-        if !is_utf8(value) {
-            let text = Text::from(String::from_utf8_lossy(value).into_owned());
-            self.buf.advance(end);
-            return text;
-        }
-        if inline && let Some(text) = Text::inline_validated(value) {
-            self.buf.advance(end);
-            return text;
-        }
-        self.buf.advance(start);
-        Text::from_validated(self.buf.split_to(end - start).freeze())
-    }
-
     /// Appends the value `buf[start..end]` of a `data` line to the data buffer and consumes
     /// `buf[..end]`.
     fn append_data(&mut self, start: usize, end: usize) -> Result<(), ParseError> {
         let limit = self.limits.max_event_bytes;
         let first = match std::mem::replace(&mut self.data, Data::Many) {
             Data::Empty => {
-                let value = self.take_text(start, end, false);
+                let value = take_text(&mut self.buf, start, end, false);
                 if value.len() > limit {
                     return Err(self.fail(ParseError::EventTooLarge { limit }));
                 }
@@ -291,10 +284,11 @@ impl Parser {
 
     /// The empty-line step: commits the id and yields the event unless the data buffer is empty.
     fn dispatch(&mut self) -> Option<Event> {
-        if let Some(id) = self.id_buffer.take() {
-            self.last_event_id = id;
+        if self.id_set {
+            std::mem::swap(&mut self.last_event_id, &mut self.id_buffer);
+            self.id_set = false;
         }
-        let event_type = std::mem::take(&mut self.event_type);
+        let event_type_set = std::mem::replace(&mut self.event_type_set, false);
         let data = match std::mem::replace(&mut self.data, Data::Empty) {
             Data::Empty => return None,
             Data::One(data) => data,
@@ -305,10 +299,10 @@ impl Parser {
         };
         Some(Event {
             id: self.last_event_id.clone(),
-            event: if event_type.is_empty() {
-                MESSAGE
+            event: if event_type_set && !self.event_type.is_empty() {
+                self.event_type.clone()
             } else {
-                event_type
+                MESSAGE
             },
             data,
         })
@@ -322,6 +316,34 @@ impl Parser {
         self.data = Data::Empty;
         self.failed = Some(error.clone());
         error
+    }
+}
+
+/// Decodes `buf[start..end]` and consumes `buf[..end]`. Valid UTF-8 becomes a zero-copy slice,
+/// or an inline copy when `inline` and it is short; invalid UTF-8 is replaced.
+fn take_text(buf: &mut BytesMut, start: usize, end: usize, inline: bool) -> Text {
+    let value = &buf[start..end];
+    if !is_utf8(value) {
+        let text = Text::from(String::from_utf8_lossy(value).into_owned());
+        buf.advance(end);
+        return text;
+    }
+    if inline && let Some(text) = Text::inline_validated(value) {
+        buf.advance(end);
+        return text;
+    }
+    buf.advance(start);
+    Text::from_validated(buf.split_to(end - start).freeze())
+}
+
+/// Like [`take_text`] with `inline`, but overwrites a short `dst` in place, which avoids moving
+/// a freshly built `Text` around on the hot path.
+fn assign_text(dst: &mut Text, buf: &mut BytesMut, start: usize, end: usize) {
+    let value = &buf[start..end];
+    if is_utf8(value) && dst.overwrite_inline_validated(value) {
+        buf.advance(end);
+    } else {
+        *dst = take_text(buf, start, end, true);
     }
 }
 

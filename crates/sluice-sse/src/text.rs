@@ -78,6 +78,21 @@ impl Text {
         Text::inline(bytes)
     }
 
+    /// Overwrites this text with already validated `bytes` in place when both are inline-sized;
+    /// returns false (and leaves `self` unchanged) otherwise.
+    #[inline]
+    pub(crate) fn overwrite_inline_validated(&mut self, bytes: &[u8]) -> bool {
+        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        match &mut self.0 {
+            Repr::Inline { len, buf } if bytes.len() <= Text::INLINE_CAPACITY => {
+                buf[..bytes.len()].copy_from_slice(bytes);
+                *len = bytes.len() as u8;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Copies `bytes` (valid UTF-8, checked by every caller) inline, if they fit.
     #[inline]
     fn inline(bytes: &[u8]) -> Option<Text> {
@@ -98,9 +113,10 @@ impl Text {
         // `str` data; `try_from_bytes` and `from_utf8_lossy` keep the original bytes only after
         // `std::str::from_utf8` accepted them; the crate-private `from_validated` and
         // `inline_validated` are only called by the parser with bytes it validated (or LF-joined
-        // parts that were each validated) and re-check in debug builds. The field is private,
-        // `Bytes` is immutable and the inline buffer is never written after construction, so the
-        // bytes cannot change afterwards.
+        // parts that were each validated) and re-check in debug builds. The field is private and
+        // `Bytes` is immutable; the inline buffer is only rewritten by the crate-private
+        // `overwrite_inline_validated`, through `&mut self`, with validated bytes and the matching
+        // length, so no `&str` can observe a partial or invalid state.
         unsafe { std::str::from_utf8_unchecked(self.as_bytes()) }
     }
 
