@@ -11,7 +11,8 @@ pub enum Item {
     /// Upstreams send these as heartbeats.
     Comment(Text),
     /// A `retry` field with only ASCII digits: the new reconnection time in milliseconds.
-    /// Surfaced as soon as the line is read, not at dispatch.
+    /// Surfaced as soon as the line is read, not at dispatch. A value that does not fit in `u64`
+    /// is ignored (no item), as is any value with a non-digit.
     Retry(u64),
 }
 
@@ -23,6 +24,6 @@ pub struct Event {
     /// The event type; `message` when the block had no (or an empty) `event` field.
     pub event: Text,
     /// The data lines joined with LF. Zero-copy slice of the input for a single valid-UTF-8
-    /// `data` line.
+    /// `data` line, so it keeps that input buffer alive: copy it before storing it for long.
     pub data: Text,
 }
