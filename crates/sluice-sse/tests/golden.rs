@@ -457,3 +457,24 @@ fn many_fields_without_empty_line_do_not_grow_memory() {
     }
     assert!(max_capacity < 4096, "buffer grew to {max_capacity} bytes");
 }
+
+#[test]
+fn long_line_across_many_chunks_parses_whole() {
+    let value = "0123456789abcdef".repeat(20_000);
+    let stream = format!("id: 1\ndata: {value}\r\n\r\n");
+    let chunks: Vec<&[u8]> = stream.as_bytes().chunks(1024).collect();
+    assert_eq!(parse_chunks(&chunks), [ev("1", "message", &value)]);
+}
+
+#[test]
+fn line_of_exactly_the_limit_is_accepted() {
+    // `data: ` plus 4 bytes is 10 bytes: at the limit, not over it.
+    assert_eq!(
+        parse_with(&mut tight(10, 4), &[b"data: 1234\r\n\r\n"]).unwrap(),
+        [msg("1234")]
+    );
+    assert_eq!(
+        parse_with(&mut tight(10, 4), &[b"data: 1234", b"5\n"]).unwrap_err(),
+        ParseError::LineTooLong { limit: 10 }
+    );
+}
