@@ -323,7 +323,7 @@ async fn stream(
         Some(queued) => query.or(queued),
         None => query,
     };
-    let options = match raw.validate() {
+    let mut options = match raw.validate() {
         Ok(options) => options,
         Err(problems) => return bad_request(&problems),
     };
@@ -368,6 +368,7 @@ async fn stream(
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .or_else(|| options.last_event_id.clone());
     let firehose = options.firehose || app.config.is_firehose();
+    options.firehose = firehose;
     let start = app.feed.start(last_event_id.as_deref(), firehose);
     tracing::debug!(
         next = start.next,
