@@ -8,6 +8,23 @@
 //! - [`skip::skip_or_fail`] prints a loud `SKIPPED:` line, or fails the test when
 //!   `SLUICE_TEST_STRICT=1` (set by `scripts/test`), so CI cannot pass by skipping.
 //!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use sluice_testkit::{TestKafka, Tinyproxy, TinyproxyOptions, unique_topic};
+//!
+//! let kafka = TestKafka::start()?; // declared first, so dropped after the clients
+//! let topic = unique_topic("my-test");
+//! kafka.create_topic(&topic, 3, false).await?;
+//! let producer: rdkafka::producer::FutureProducer =
+//!     kafka.producer_config().set("acks", "all").create()?;
+//!
+//! let Some(proxy) = Tinyproxy::start_or_skip(TinyproxyOptions::default()) else {
+//!     return Ok(()); // skipped (or failed under SLUICE_TEST_STRICT=1)
+//! };
+//! let proxy_url = proxy.url(); // http://127.0.0.1:PORT
+//! # Ok(()) }
+//! ```
+//!
 //! This crate is a dev-dependency only: it must NOT be used by production code, must NOT install
 //! anything or reach beyond loopback, and must NOT leave a process or temp directory behind once
 //! its handles are dropped.

@@ -15,6 +15,7 @@ const PROGRAM: &str = "tinyproxy";
 #[derive(Debug, Clone, Default)]
 pub struct TinyproxyOptions {
     /// Demand these credentials (`BasicAuth`); clients send `Proxy-Authorization: Basic …`.
+    /// Tinyproxy's config syntax takes neither whitespace nor quotes in them.
     pub auth: Option<ProxyAuth>,
     /// Allow CONNECT only to this port; `None` allows CONNECT to every port.
     pub connect_port: Option<u16>,
