@@ -1,0 +1,103 @@
+//! Sluice's configuration: `worker.yaml` (Kafka, topics, HTTP, defaults, proxy pools) and one
+//! `targets/*.yaml` per upstream, read with the `config` crate (`SLUICE__…` environment overrides
+//! for the worker file), then validated in one pass that reports every problem with its file and
+//! field, then built into domain types ([`WorkerConfig`], [`TargetConfig`], [`TargetId`]) that
+//! nothing downstream has to check again.
+//!
+//! Architecture invariant: this crate does no I/O beyond reading the config files, listing the
+//! targets directory and checking that referenced secrets exist (env var set, file readable). It
+//! opens no sockets and makes no connectivity checks. It never stores a secret's value in the
+//! validated config, and no message or `Debug` output contains one.
+
+mod load;
+mod problem;
+mod proxy;
+mod raw;
+mod secret;
+mod target;
+mod validate;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub use load::{ENV_PREFIX, ENV_SEPARATOR};
+pub use problem::{ConfigErrors, ConfigProblem, ProblemKind};
+pub use proxy::ProxyConfig;
+pub use secret::{Secret, SecretError, SecretRef};
+pub use target::{
+    Auth, HeaderSource, RecordKey, TargetConfig, TargetId, TargetIdError, TargetProxy,
+};
+pub use worker::{
+    Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,
+};
+
+/// Loads and validates `worker_yaml` and every target file in its `targets_dir`.
+///
+/// Returns every problem at once; `Ok` only when there is none.
+pub fn load(worker_yaml: &Path) -> Result<WorkerConfig, ConfigErrors> {
+    let mut problems = Vec::new();
+    let raw = load::read_worker(worker_yaml, &mut problems);
+    let worker_ok = raw.is_some();
+    // A worker file that does not parse still lets the targets be checked, against the built-in
+    // defaults; its own problems are already reported, so the placeholder's are dropped.
+    let mut worker = if let Some(raw) = raw {
+        validate::worker(worker_yaml, raw, &mut problems)
+    } else {
+        validate::worker(worker_yaml, raw::RawWorker::default(), &mut Vec::new())
+    };
+
+    let files = match load::target_files(&worker.targets_dir) {
+        Ok(files) => files,
+        Err(err) => {
+            problems.push(ConfigProblem {
+                file: worker_yaml.to_owned(),
+                field: "targets_dir".to_owned(),
+                message: format!(
+                    "cannot read targets directory {}: {err}",
+                    worker.targets_dir.display()
+                ),
+                kind: ProblemKind::Unreadable,
+            });
+            Vec::new()
+        }
+    };
+
+    let mut seen: BTreeMap<TargetId, std::path::PathBuf> = BTreeMap::new();
+    for file in files {
+        let Some(raw) = load::read_target(&file, &mut problems) else {
+            continue;
+        };
+        let raw_id = raw.id.clone();
+        let mut target_problems = Vec::new();
+        let target = validate::target(&file, raw, &worker, &mut target_problems);
+        // Without a parsed worker file the pool names are unknown, not wrong.
+        target_problems.retain(|p| worker_ok || p.kind != ProblemKind::UnknownProxyPool);
+        problems.extend(target_problems);
+        // Duplicates are checked on every parseable id, even of targets with other problems.
+        if let Some(id) = raw_id.and_then(|id| id.parse::<TargetId>().ok()) {
+            if let Some(first) = seen.get(&id) {
+                problems.push(ConfigProblem {
+                    file: file.clone(),
+                    field: "id".to_owned(),
+                    message: format!(
+                        "duplicate target id {:?} (also in {})",
+                        id.as_str(),
+                        first.display()
+                    ),
+                    kind: ProblemKind::DuplicateTargetId,
+                });
+                continue;
+            }
+            seen.insert(id, file.clone());
+        }
+        worker.targets.extend(target);
+    }
+    worker.targets.sort_by(|a, b| a.id.cmp(&b.id));
+
+    if problems.is_empty() {
+        Ok(worker)
+    } else {
+        Err(ConfigErrors { problems })
+    }
+}

@@ -1,0 +1,125 @@
+//! Reading: `worker.yaml` (plus `SLUICE__…` environment overrides) and every `targets/*.yaml`
+//! through the `config` crate into the raw shapes, turning read and schema errors into problems.
+
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::de::DeserializeOwned;
+
+use crate::problem::{ConfigProblem, ProblemKind};
+use crate::raw::{RawTarget, RawWorker};
+
+/// Prefix of environment overrides: `SLUICE__KAFKA__BROKERS=a:9092,b:9092`.
+pub const ENV_PREFIX: &str = "SLUICE";
+/// Separator between the prefix and the path segments of an environment override.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// Reads `worker.yaml` with environment overrides applied.
+pub(crate) fn read_worker(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<RawWorker> {
+    let env = Environment::with_prefix(ENV_PREFIX)
+        .separator(ENV_SEPARATOR)
+        .try_parsing(true)
+        .list_separator(",")
+        .with_list_parse_key("kafka.brokers");
+    let builder = Config::builder()
+        .add_source(File::from(path).format(FileFormat::Yaml))
+        .add_source(env);
+    read(path, builder, problems)
+}
+
+/// Reads one target file (no environment overrides: targets are many, env is one).
+pub(crate) fn read_target(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<RawTarget> {
+    let builder = Config::builder().add_source(File::from(path).format(FileFormat::Yaml));
+    read(path, builder, problems)
+}
+
+/// The target files in `dir`: `*.yaml` and `*.yml`, sorted by name, hidden files skipped.
+pub(crate) fn target_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let hidden = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with('.'));
+        let yaml = path
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml");
+        if yaml && !hidden && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read<T: DeserializeOwned>(
+    path: &Path,
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    if let Err(err) = std::fs::metadata(path) {
+        problems.push(ConfigProblem {
+            file: path.to_owned(),
+            field: String::new(),
+            message: format!("cannot read file: {err}"),
+            kind: ProblemKind::Unreadable,
+        });
+        return None;
+    }
+    let config = match builder.build() {
+        Ok(config) => config,
+        Err(err) => {
+            problems.push(ConfigProblem {
+                file: path.to_owned(),
+                field: String::new(),
+                message: format!("not valid yaml: {}", strip_path(&err.to_string(), path)),
+                kind: ProblemKind::Unreadable,
+            });
+            return None;
+        }
+    };
+    match serde_path_to_error::deserialize::<_, T>(config) {
+        Ok(raw) => Some(raw),
+        Err(err) => {
+            let field = err.path().to_string();
+            problems.push(schema_problem(path, field, &err.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+/// Turns serde's message into ours: `unknown key` with the key in the field path, lowercase.
+fn schema_problem(path: &Path, field: String, message: &str) -> ConfigProblem {
+    let field = if field == "." { String::new() } else { field };
+    // serde: "unknown field `x`, expected one of `a`, `b`" (the config crate may append " for key …").
+    let message = message.split(" for key `").next().unwrap_or(message);
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected = expected.trim_start_matches(", ").replace('`', "");
+        // serde_path_to_error's path already ends with the unknown key.
+        let field = if field.is_empty() {
+            key.to_owned()
+        } else {
+            field
+        };
+        return ConfigProblem {
+            file: path.to_owned(),
+            field,
+            message: format!("unknown key {key:?} ({expected})"),
+            kind: ProblemKind::UnknownKey,
+        };
+    }
+    ConfigProblem {
+        file: path.to_owned(),
+        field,
+        message: message.replace('`', "\""),
+        kind: ProblemKind::Malformed,
+    }
+}
+
+fn strip_path(message: &str, path: &Path) -> String {
+    message
+        .replace(&format!(" in {}", path.display()), "")
+        .replace(&path.display().to_string(), "")
+}

@@ -1,0 +1,161 @@
+//! The validated `targets/*.yaml`: one upstream SSE endpoint, defaults already applied.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::HeaderName;
+use sluice_sse::Limits;
+use url::Url;
+
+use crate::proxy::ProxyConfig;
+use crate::secret::SecretRef;
+use crate::worker::Backoff;
+
+/// A target's id: `[a-z0-9][a-z0-9._-]{0,62}`. Used as Kafka key, checkpoint key and metric label,
+/// so the charset is closed and the length bounded.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetId(String);
+
+impl TargetId {
+    /// Longest allowed id, in bytes.
+    pub const MAX_LEN: usize = 63;
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a string is not a [`TargetId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad target id {id:?}: use 1 to 63 of a-z 0-9 . _ - starting with a letter or digit")]
+pub struct TargetIdError {
+    /// The rejected string.
+    pub id: String,
+}
+
+impl TargetIdError {
+    /// Bounded label of the failure.
+    pub fn kind(&self) -> &'static str {
+        "bad_target_id"
+    }
+}
+
+impl FromStr for TargetId {
+    type Err = TargetIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = s.as_bytes();
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+        if first_ok && rest_ok && bytes.len() <= Self::MAX_LEN {
+            Ok(TargetId(s.to_owned()))
+        } else {
+            Err(TargetIdError { id: s.to_owned() })
+        }
+    }
+}
+
+impl fmt::Display for TargetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A request header's value: plain text from the file, or a secret by reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSource {
+    /// Written in the config (`{value: "..."}`); not secret.
+    Plain(String),
+    /// Read from env or file on every connect.
+    Secret(SecretRef),
+}
+
+/// Authentication sent with every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// `Authorization: Bearer <token>`.
+    pub bearer: Option<SecretRef>,
+    /// `Cookie: <value>`.
+    pub cookie: Option<SecretRef>,
+}
+
+/// How a target reaches its upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetProxy {
+    /// One dedicated proxy.
+    Direct(ProxyConfig),
+    /// A named pool from `worker.yaml`'s `proxy_pools` (validated to exist).
+    Pool(String),
+}
+
+/// The Kafka record key of each event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKey {
+    /// The target id: all of a target's events in one partition, in order.
+    Target,
+    /// A value taken from the JSON `data` by JSON Pointer (RFC 6901; `""` = the whole document).
+    Pointer(String),
+}
+
+/// One validated target with the worker's defaults applied.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Unique id.
+    pub id: TargetId,
+    /// The file the target was read from.
+    pub file: PathBuf,
+    /// The SSE endpoint, `http` or `https`.
+    pub url: Url,
+    /// Extra request headers.
+    pub headers: Vec<(HeaderName, HeaderSource)>,
+    /// Bearer token and cookie.
+    pub auth: Auth,
+    /// Proxy or pool; `None` = direct.
+    pub proxy: Option<TargetProxy>,
+    /// Heartbeat watchdog.
+    pub idle_timeout: Duration,
+    /// TCP connect plus proxy handshake limit.
+    pub connect_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+    /// Planned reconnect age; `None` = never.
+    pub max_connection_age: Option<Duration>,
+    /// Redirects followed before giving up.
+    pub max_redirects: u32,
+    /// Parser caps.
+    pub limits: Limits,
+    /// Kafka topic for this target's events.
+    pub topic: String,
+    /// Record key.
+    pub key: RecordKey,
+    /// Event types to publish; empty = all.
+    pub event_types: Vec<String>,
+    /// `false` keeps the target in config but not connected.
+    pub enabled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_id_accepts_lowercase_digits_dots_dashes_and_underscores() {
+        for ok in ["a", "0", "sim-prices", "eu.prices_2", &"a".repeat(63)] {
+            assert!(ok.parse::<TargetId>().is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn target_id_rejects_uppercase_leading_punctuation_empty_and_long_ids() {
+        for bad in ["", "A", "-a", ".a", "a b", "a/b", "é", &"a".repeat(64)] {
+            assert!(bad.parse::<TargetId>().is_err(), "{bad}");
+        }
+    }
+}

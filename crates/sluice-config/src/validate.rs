@@ -1,0 +1,710 @@
+//! The one validation pass: raw shapes in, domain types out, every problem recorded with its file
+//! and field. Nothing downstream of this module sees an unvalidated value.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use sluice_sse::Limits;
+use url::Url;
+
+use crate::problem::{ConfigProblem, ProblemKind};
+use crate::proxy::ProxyConfig;
+use crate::raw::{
+    RawBackoff, RawDefaults, RawKey, RawLimits, RawProxy, RawTarget, RawValueRef, RawWorker,
+};
+use crate::secret::{SecretError, SecretRef};
+use crate::target::{Auth, HeaderSource, RecordKey, TargetConfig, TargetId, TargetProxy};
+use crate::worker::{
+    Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,
+};
+
+/// Problems found so far, all tied to one file at a time.
+pub(crate) struct Checker<'a> {
+    file: PathBuf,
+    problems: &'a mut Vec<ConfigProblem>,
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(file: &Path, problems: &'a mut Vec<ConfigProblem>) -> Self {
+        Checker {
+            file: file.to_owned(),
+            problems,
+        }
+    }
+
+    fn report(&mut self, field: &str, kind: ProblemKind, message: String) {
+        self.problems.push(ConfigProblem {
+            file: self.file.clone(),
+            field: field.to_owned(),
+            message,
+            kind,
+        });
+    }
+
+    /// Directory that relative paths in this file are resolved against.
+    fn dir(&self) -> PathBuf {
+        self.file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    fn duration(&mut self, field: &str, raw: Option<&str>, default: Duration) -> Duration {
+        self.opt_duration(field, raw).unwrap_or(default)
+    }
+
+    fn opt_duration(&mut self, field: &str, raw: Option<&str>) -> Option<Duration> {
+        let raw = raw?;
+        match humantime::parse_duration(raw.trim()) {
+            Ok(duration) => Some(duration),
+            Err(_) => {
+                self.report(
+                    field,
+                    ProblemKind::BadDuration,
+                    format!("bad duration {raw:?}: write a number and a unit, e.g. 30s, 500ms, 5m"),
+                );
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, field: &str, value: Duration) {
+        if value.is_zero() {
+            self.report(
+                field,
+                ProblemKind::Invalid,
+                "must be more than 0s".to_owned(),
+            );
+        }
+    }
+
+    fn topic(&mut self, field: &str, raw: Option<&str>, default: &str) -> String {
+        let Some(topic) = raw else {
+            return default.to_owned();
+        };
+        let charset_ok = topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if topic.is_empty() || topic.len() > 249 || !charset_ok || topic == "." || topic == ".." {
+            self.report(
+                field,
+                ProblemKind::Invalid,
+                format!("bad kafka topic {topic:?}: use 1 to 249 of a-z A-Z 0-9 . _ -"),
+            );
+        }
+        topic.to_owned()
+    }
+
+    /// A secret reference: exactly one of `env`/`file`; checks the variable is set or the file is
+    /// readable, never keeping or printing the value.
+    fn secret(&mut self, field: &str, raw: &RawValueRef) -> Option<SecretRef> {
+        let secret = match (&raw.env, &raw.file, &raw.value) {
+            (_, _, Some(_)) => {
+                self.report(
+                    field,
+                    ProblemKind::InlineSecret,
+                    "secrets are never inline: use {env: VAR} or {file: /path}".to_owned(),
+                );
+                return None;
+            }
+            (Some(var), None, None) if !var.is_empty() => SecretRef::Env(var.clone()),
+            (None, Some(file), None) if !file.is_empty() => SecretRef::File(self.dir().join(file)),
+            _ => {
+                self.report(
+                    field,
+                    ProblemKind::Malformed,
+                    "write exactly one of {env: VAR} or {file: /path}".to_owned(),
+                );
+                return None;
+            }
+        };
+        self.check_secret(field, &secret);
+        Some(secret)
+    }
+
+    fn check_secret(&mut self, field: &str, secret: &SecretRef) {
+        let Err(err) = secret.resolve() else {
+            return;
+        };
+        let kind = match err {
+            SecretError::EnvUnset { .. } => ProblemKind::UnsetSecretEnv,
+            SecretError::File { .. } => ProblemKind::MissingSecretFile,
+            SecretError::NotUtf8 { .. } | SecretError::Empty { .. } => ProblemKind::Invalid,
+        };
+        self.report(field, kind, err.to_string());
+    }
+
+    fn proxy(&mut self, field: &str, raw: &RawProxy) -> Option<ProxyConfig> {
+        let Some(url) = &raw.url else {
+            self.report(
+                &format!("{field}.url"),
+                ProblemKind::Missing,
+                "missing proxy url".to_owned(),
+            );
+            return None;
+        };
+        let url_field = format!("{field}.url");
+        let url = match Url::parse(url) {
+            Ok(url) => url,
+            Err(err) => {
+                self.report(&url_field, ProblemKind::BadUrl, format!("bad url: {err}"));
+                return None;
+            }
+        };
+        let mut ok = true;
+        if !ProxyConfig::SCHEMES.contains(&url.scheme()) {
+            self.report(
+                &url_field,
+                ProblemKind::BadUrl,
+                format!(
+                    "unsupported proxy scheme {:?}: use http, https, socks5 or socks5h",
+                    url.scheme()
+                ),
+            );
+            ok = false;
+        }
+        if !url.has_host() {
+            self.report(
+                &url_field,
+                ProblemKind::BadUrl,
+                "proxy url has no host".to_owned(),
+            );
+            ok = false;
+        }
+        if url.password().is_some() {
+            self.report(
+                &url_field,
+                ProblemKind::InlineSecret,
+                "proxy url contains a password: remove it and set password: {env: VAR} or {file: /path}"
+                    .to_owned(),
+            );
+            ok = false;
+        }
+        let password = match &raw.password {
+            Some(password) => {
+                let secret = self.secret(&format!("{field}.password"), password);
+                ok &= secret.is_some();
+                secret
+            }
+            None => None,
+        };
+        ok.then_some(ProxyConfig { url, password })
+    }
+
+    fn backoff(&mut self, field: &str, raw: &RawBackoff, base: Backoff) -> Backoff {
+        let backoff = Backoff {
+            initial: self.duration(
+                &format!("{field}.initial"),
+                raw.initial.as_deref(),
+                base.initial,
+            ),
+            max: self.duration(&format!("{field}.max"), raw.max.as_deref(), base.max),
+            reset_after: self.duration(
+                &format!("{field}.reset_after"),
+                raw.reset_after.as_deref(),
+                base.reset_after,
+            ),
+        };
+        let overridden = raw.initial.is_some() || raw.max.is_some() || raw.reset_after.is_some();
+        if overridden {
+            self.positive(&format!("{field}.initial"), backoff.initial);
+        }
+        // Only where this file set a value, so one bad default is reported once, not per target.
+        if overridden && backoff.max < backoff.initial {
+            self.report(
+                &format!("{field}.max"),
+                ProblemKind::Invalid,
+                format!(
+                    "backoff max {} is below initial {}",
+                    humantime::format_duration(backoff.max),
+                    humantime::format_duration(backoff.initial)
+                ),
+            );
+        }
+        backoff
+    }
+
+    fn limits(&mut self, field: &str, raw: &RawLimits, base: Limits) -> Limits {
+        let mut limits = base;
+        if let Some(bytes) = raw.max_line_bytes {
+            limits.max_line_bytes = self.byte_count(&format!("{field}.max_line_bytes"), bytes);
+        }
+        if let Some(bytes) = raw.max_event_bytes {
+            limits.max_event_bytes = self.byte_count(&format!("{field}.max_event_bytes"), bytes);
+        }
+        limits
+    }
+
+    fn byte_count(&mut self, field: &str, bytes: u64) -> usize {
+        match usize::try_from(bytes) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                self.report(
+                    field,
+                    ProblemKind::Invalid,
+                    format!("bad byte count {bytes}"),
+                );
+                1
+            }
+        }
+    }
+}
+
+/// Validates `worker.yaml` (targets are added by the caller).
+pub(crate) fn worker(
+    file: &Path,
+    raw: RawWorker,
+    problems: &mut Vec<ConfigProblem>,
+) -> WorkerConfig {
+    let mut c = Checker::new(file, problems);
+
+    let brokers: Vec<String> = raw
+        .kafka
+        .brokers
+        .iter()
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
+    if brokers.is_empty() {
+        c.report(
+            "kafka.brokers",
+            ProblemKind::Missing,
+            "no kafka brokers: list at least one host:port (or set SLUICE__KAFKA__BROKERS)"
+                .to_owned(),
+        );
+    }
+    for broker in &brokers {
+        let port_ok = broker
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            c.report(
+                "kafka.brokers",
+                ProblemKind::Invalid,
+                format!("bad broker {broker:?}: write host:port"),
+            );
+        }
+    }
+    let client_id = raw
+        .kafka
+        .client_id
+        .clone()
+        .unwrap_or_else(|| KafkaConfig::DEFAULT_CLIENT_ID.to_owned());
+    if client_id.trim().is_empty() {
+        c.report(
+            "kafka.client_id",
+            ProblemKind::Invalid,
+            "empty client id".to_owned(),
+        );
+    }
+    for key in raw.kafka.properties.keys() {
+        let field = format!("kafka.properties.{key}");
+        let reason = match key.as_str() {
+            "bootstrap.servers" | "metadata.broker.list" => Some("set kafka.brokers instead"),
+            "client.id" => Some("set kafka.client_id instead"),
+            "acks" | "enable.idempotence" => {
+                Some("sluice always produces with acks=all and idempotence")
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            c.report(
+                &field,
+                ProblemKind::Invalid,
+                format!("property {key:?} is managed by sluice: {reason}"),
+            );
+        } else if key.contains("password") || key.contains("secret") {
+            c.report(
+                &field,
+                ProblemKind::InlineSecret,
+                format!("secret property {key:?} cannot be inline in the config"),
+            );
+        }
+    }
+    let kafka = KafkaConfig {
+        brokers,
+        client_id,
+        properties: raw.kafka.properties,
+    };
+
+    let topics = Topics {
+        events: c.topic(
+            "topics.events",
+            raw.topics.events.as_deref(),
+            Topics::DEFAULT_EVENTS,
+        ),
+        checkpoints: c.topic(
+            "topics.checkpoints",
+            raw.topics.checkpoints.as_deref(),
+            Topics::DEFAULT_CHECKPOINTS,
+        ),
+    };
+
+    let listen_raw = raw
+        .http
+        .listen
+        .as_deref()
+        .unwrap_or(HttpConfig::DEFAULT_LISTEN);
+    let listen = match listen_raw.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            c.report(
+                "http.listen",
+                ProblemKind::Invalid,
+                format!("bad listen address {listen_raw:?}: write ip:port, e.g. 0.0.0.0:9090"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 9090))
+        }
+    };
+
+    let targets_dir = c
+        .dir()
+        .join(raw.targets_dir.as_deref().unwrap_or("targets"));
+    let defaults = defaults(&mut c, &raw.defaults);
+
+    let mut proxy_pools = BTreeMap::new();
+    for (name, proxies) in &raw.proxy_pools {
+        let field = format!("proxy_pools.{name}");
+        if proxies.is_empty() {
+            c.report(&field, ProblemKind::Missing, "empty proxy pool".to_owned());
+        }
+        let mut pool = Vec::new();
+        for (i, raw_proxy) in proxies.iter().enumerate() {
+            let field = format!("{field}[{i}]");
+            if raw_proxy.pool.is_some() {
+                c.report(
+                    &format!("{field}.pool"),
+                    ProblemKind::Invalid,
+                    "a pool member cannot refer to another pool".to_owned(),
+                );
+            }
+            pool.extend(c.proxy(&field, raw_proxy));
+        }
+        proxy_pools.insert(name.clone(), pool);
+    }
+
+    let grace = c.duration(
+        "shutdown.grace",
+        raw.shutdown.grace.as_deref(),
+        ShutdownConfig::DEFAULT_GRACE,
+    );
+
+    WorkerConfig {
+        file: file.to_owned(),
+        kafka,
+        topics,
+        http: HttpConfig { listen },
+        targets_dir,
+        defaults,
+        proxy_pools,
+        shutdown: ShutdownConfig { grace },
+        targets: Vec::new(),
+    }
+}
+
+fn defaults(c: &mut Checker<'_>, raw: &RawDefaults) -> Defaults {
+    let base = Defaults::default();
+    let defaults = Defaults {
+        idle_timeout: c.duration(
+            "defaults.idle_timeout",
+            raw.idle_timeout.as_deref(),
+            base.idle_timeout,
+        ),
+        connect_timeout: c.duration(
+            "defaults.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            base.connect_timeout,
+        ),
+        backoff: c.backoff("defaults.backoff", &raw.backoff, base.backoff),
+        max_connection_age: c.opt_duration(
+            "defaults.max_connection_age",
+            raw.max_connection_age.as_deref(),
+        ),
+        max_redirects: raw.max_redirects.unwrap_or(base.max_redirects),
+        limits: c.limits("defaults.limits", &raw.limits, base.limits),
+        per_host_connections: raw
+            .per_host_connections
+            .unwrap_or(base.per_host_connections),
+    };
+    c.positive("defaults.idle_timeout", defaults.idle_timeout);
+    c.positive("defaults.connect_timeout", defaults.connect_timeout);
+    if defaults.per_host_connections == 0 {
+        c.report(
+            "defaults.per_host_connections",
+            ProblemKind::Invalid,
+            "must be at least 1".to_owned(),
+        );
+    }
+    defaults
+}
+
+/// Validates one target file against the (already validated) worker.
+pub(crate) fn target(
+    file: &Path,
+    raw: RawTarget,
+    worker: &WorkerConfig,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<TargetConfig> {
+    let mut c = Checker::new(file, problems);
+    let before = c.problems.len();
+
+    let id = match raw.id.as_deref() {
+        None => {
+            c.report("id", ProblemKind::Missing, "missing target id".to_owned());
+            None
+        }
+        Some(raw_id) => match raw_id.parse::<TargetId>() {
+            Ok(id) => Some(id),
+            Err(err) => {
+                c.report("id", ProblemKind::BadTargetId, err.to_string());
+                None
+            }
+        },
+    };
+
+    let url = match raw.url.as_deref() {
+        None => {
+            c.report("url", ProblemKind::Missing, "missing target url".to_owned());
+            None
+        }
+        Some(raw_url) => target_url(&mut c, raw_url),
+    };
+
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        let field = format!("headers.{name}");
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            c.report(
+                &field,
+                ProblemKind::Invalid,
+                format!("bad header name {name:?}"),
+            );
+            continue;
+        };
+        let sensitive = header == http::header::AUTHORIZATION
+            || header == http::header::COOKIE
+            || header == http::header::PROXY_AUTHORIZATION;
+        let source = match (&value.value, &value.env, &value.file) {
+            (Some(plain), None, None) if sensitive => {
+                let _ = plain;
+                c.report(
+                    &field,
+                    ProblemKind::InlineSecret,
+                    format!("header {name:?} carries credentials: use {{env: VAR}} or {{file: /path}} (or auth.bearer / auth.cookie)"),
+                );
+                continue;
+            }
+            (Some(plain), None, None) => {
+                if HeaderValue::from_str(plain).is_err() {
+                    c.report(&field, ProblemKind::Invalid, "bad header value".to_owned());
+                    continue;
+                }
+                HeaderSource::Plain(plain.clone())
+            }
+            (None, _, _) => match c.secret(&field, value) {
+                Some(secret) => HeaderSource::Secret(secret),
+                None => continue,
+            },
+            _ => {
+                c.report(
+                    &field,
+                    ProblemKind::Malformed,
+                    "write exactly one of {value: \"...\"}, {env: VAR} or {file: /path}".to_owned(),
+                );
+                continue;
+            }
+        };
+        headers.push((header, source));
+    }
+
+    let auth = Auth {
+        bearer: raw
+            .auth
+            .bearer
+            .as_ref()
+            .and_then(|r| c.secret("auth.bearer", r)),
+        cookie: raw
+            .auth
+            .cookie
+            .as_ref()
+            .and_then(|r| c.secret("auth.cookie", r)),
+    };
+
+    let proxy = match &raw.proxy {
+        None => None,
+        Some(RawProxy {
+            pool: Some(pool),
+            url: None,
+            password: None,
+        }) => {
+            if !worker.proxy_pools.contains_key(pool) {
+                let known: Vec<&str> = worker.proxy_pools.keys().map(String::as_str).collect();
+                c.report(
+                    "proxy.pool",
+                    ProblemKind::UnknownProxyPool,
+                    format!(
+                        "unknown proxy pool {pool:?} (defined in {}: {})",
+                        worker.file.display(),
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+            Some(TargetProxy::Pool(pool.clone()))
+        }
+        Some(raw_proxy @ RawProxy { pool: None, .. }) => {
+            c.proxy("proxy", raw_proxy).map(TargetProxy::Direct)
+        }
+        Some(_) => {
+            c.report(
+                "proxy",
+                ProblemKind::Malformed,
+                "write either {url, password} or {pool: name}, not both".to_owned(),
+            );
+            None
+        }
+    };
+
+    let d = &worker.defaults;
+    let idle_timeout = c.duration("idle_timeout", raw.idle_timeout.as_deref(), d.idle_timeout);
+    c.positive("idle_timeout", idle_timeout);
+    let connect_timeout = c.duration(
+        "connect_timeout",
+        raw.connect_timeout.as_deref(),
+        d.connect_timeout,
+    );
+    c.positive("connect_timeout", connect_timeout);
+    let backoff = c.backoff("backoff", &raw.backoff, d.backoff);
+    let max_connection_age = c
+        .opt_duration("max_connection_age", raw.max_connection_age.as_deref())
+        .or(d.max_connection_age);
+    let limits = c.limits("limits", &raw.limits, d.limits);
+    let topic = c.topic("topic", raw.topic.as_deref(), &worker.topics.events);
+
+    let key = match &raw.key {
+        None => RecordKey::Target,
+        Some(RawKey::Named(name)) if name == "target" => RecordKey::Target,
+        Some(RawKey::Named(name)) => {
+            c.report(
+                "key",
+                ProblemKind::Invalid,
+                format!("unknown key mode {name:?}: use target or {{pointer: \"/field\"}}"),
+            );
+            RecordKey::Target
+        }
+        Some(RawKey::Pointer(p)) => {
+            if !json_pointer_ok(&p.pointer) {
+                c.report(
+                    "key.pointer",
+                    ProblemKind::BadJsonPointer,
+                    format!(
+                        "bad json pointer {:?}: it must be empty or start with /, and ~ must be followed by 0 or 1",
+                        p.pointer
+                    ),
+                );
+            }
+            RecordKey::Pointer(p.pointer.clone())
+        }
+    };
+
+    for (i, event_type) in raw.event_types.iter().enumerate() {
+        if event_type.is_empty() {
+            c.report(
+                &format!("event_types[{i}]"),
+                ProblemKind::Invalid,
+                "empty event type".to_owned(),
+            );
+        }
+    }
+
+    let ok = c.problems.len() == before;
+    Some(TargetConfig {
+        id: id?,
+        file: file.to_owned(),
+        url: url?,
+        headers,
+        auth,
+        proxy,
+        idle_timeout,
+        connect_timeout,
+        backoff,
+        max_connection_age,
+        max_redirects: raw.max_redirects.unwrap_or(d.max_redirects),
+        limits,
+        topic,
+        key,
+        event_types: raw.event_types,
+        enabled: raw.enabled.unwrap_or(true),
+    })
+    .filter(|_| ok)
+}
+
+fn target_url(c: &mut Checker<'_>, raw: &str) -> Option<Url> {
+    let url = match Url::parse(raw) {
+        Ok(url) => url,
+        Err(err) => {
+            c.report(
+                "url",
+                ProblemKind::BadUrl,
+                format!("bad url {raw:?}: {err}"),
+            );
+            return None;
+        }
+    };
+    if url.scheme() != "http" && url.scheme() != "https" {
+        c.report(
+            "url",
+            ProblemKind::BadUrl,
+            format!("unsupported scheme {:?}: use http or https", url.scheme()),
+        );
+        return None;
+    }
+    if url.password().is_some() {
+        c.report(
+            "url",
+            ProblemKind::InlineSecret,
+            "url contains a password: use auth or headers with {env: VAR} or {file: /path}"
+                .to_owned(),
+        );
+        return None;
+    }
+    Some(url)
+}
+
+/// RFC 6901: empty, or `/`-separated tokens where `~` is only `~0` or `~1`.
+fn json_pointer_ok(pointer: &str) -> bool {
+    if pointer.is_empty() {
+        return true;
+    }
+    if !pointer.starts_with('/') {
+        return false;
+    }
+    let mut chars = pointer.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_pointer_ok;
+
+    #[test]
+    fn json_pointer_must_be_empty_or_start_with_a_slash_with_valid_escapes() {
+        for ok in ["", "/", "/key", "/a/0/b", "/a~0b/c~1d"] {
+            assert!(json_pointer_ok(ok), "{ok}");
+        }
+        for bad in ["key", "#/key", "/a~", "/a~2"] {
+            assert!(!json_pointer_ok(bad), "{bad}");
+        }
+    }
+}

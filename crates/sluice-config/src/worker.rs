@@ -1,0 +1,145 @@
+//! The validated `worker.yaml`: what one worker process connects to and how it treats targets.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_sse::Limits;
+
+use crate::proxy::ProxyConfig;
+use crate::target::TargetConfig;
+
+/// Fully validated worker configuration, targets included, defaults applied.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The `worker.yaml` this was loaded from.
+    pub file: PathBuf,
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: Topics,
+    /// The operations HTTP server (`/metrics`, `/status`, health).
+    pub http: HttpConfig,
+    /// Directory the target files were read from.
+    pub targets_dir: PathBuf,
+    /// Connection settings every target starts from.
+    pub defaults: Defaults,
+    /// Named pools of static proxies that targets can refer to.
+    pub proxy_pools: BTreeMap<String, Vec<ProxyConfig>>,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Every target, sorted by id, disabled ones included (see [`TargetConfig::enabled`]).
+    pub targets: Vec<TargetConfig>,
+}
+
+/// Kafka producer settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port`; never empty.
+    pub brokers: Vec<String>,
+    /// `client.id` sent to the brokers.
+    pub client_id: String,
+    /// Extra librdkafka properties, passed through verbatim. Secret-bearing keys (passwords) are
+    /// refused by validation, so this map is safe to print.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Default `client.id`.
+    pub const DEFAULT_CLIENT_ID: &'static str = "sluice";
+}
+
+/// Topic names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Raw events; the default topic of every target.
+    pub events: String,
+    /// Compacted checkpoint topic (target id → last acknowledged event id).
+    pub checkpoints: String,
+}
+
+impl Topics {
+    /// Default events topic.
+    pub const DEFAULT_EVENTS: &'static str = "sluice.events";
+    /// Default checkpoints topic.
+    pub const DEFAULT_CHECKPOINTS: &'static str = "sluice.checkpoints";
+}
+
+/// The operations HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
+impl HttpConfig {
+    /// Default listen address.
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:9090";
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// Time from SIGTERM to exit: stop reading, flush, write checkpoints.
+    pub grace: Duration,
+}
+
+impl ShutdownConfig {
+    /// Default grace period (a container's default is 30 s; leave headroom).
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(25);
+}
+
+/// Reconnect backoff: exponential with full jitter from `initial` up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First delay; never zero.
+    pub initial: Duration,
+    /// Cap on the delay; at least `initial`.
+    pub max: Duration,
+    /// A connection healthy this long resets the delay to `initial`.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Connection settings from `worker.yaml`'s `defaults`, each overridable per target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    /// No byte (comments included) for this long means the connection is dead (`silent_drop`).
+    pub idle_timeout: Duration,
+    /// Limit on TCP connect plus proxy handshake.
+    pub connect_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+    /// Planned reconnect before a proxy or upstream kills a connection this old; `None` = never.
+    pub max_connection_age: Option<Duration>,
+    /// Redirects followed before giving up.
+    pub max_redirects: u32,
+    /// Parser caps on line and event size.
+    pub limits: Limits,
+    /// Most concurrent connections to one upstream host (not per target).
+    pub per_host_connections: u32,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            idle_timeout: Duration::from_secs(45),
+            connect_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            max_connection_age: None,
+            max_redirects: 5,
+            limits: Limits::default(),
+            per_host_connections: 64,
+        }
+    }
+}

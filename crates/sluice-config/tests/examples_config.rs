@@ -1,0 +1,50 @@
+//! The shipped `config/` directory loads, so the examples never rot.
+
+#![allow(unsafe_code)]
+
+use std::path::Path;
+
+use sluice_config::{RecordKey, TargetProxy};
+
+/// The only test in this binary: it sets the env var the example pool documents, so no other
+/// thread reads the environment meanwhile.
+#[test]
+fn shipped_example_config_loads_and_env_overrides_apply() {
+    // SAFETY: this is the only test in this test binary, so no other thread touches the environment.
+    unsafe {
+        std::env::set_var("SLUICE_EXAMPLE_PROXY_PASSWORD", "example-env-password");
+    }
+    let worker_yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/worker.yaml");
+    let config = sluice_config::load(&worker_yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.targets.len(), 2);
+    let sim = &config.targets[1];
+    assert_eq!(sim.id.as_str(), "sim-prices");
+    assert_eq!(sim.url.as_str(), "http://127.0.0.1:8080/v1/stream");
+    assert_eq!(sim.key, RecordKey::Pointer("/key".to_owned()));
+    assert!(sim.enabled);
+    let pooled = &config.targets[0];
+    assert_eq!(
+        pooled.proxy,
+        Some(TargetProxy::Pool("example-pool".to_owned()))
+    );
+    let pool = &config.proxy_pools["example-pool"];
+    let url = pool[0].resolve_url().expect("env password is set");
+    assert_eq!(url.password(), Some("example-env-password"));
+    assert!(!format!("{config:?}").contains("example-env-password"));
+    assert!(!format!("{config:?}").contains("not-a-real"));
+    assert_eq!(config.kafka.properties["linger.ms"], "5");
+
+    // SAFETY: as above.
+    unsafe {
+        std::env::set_var("SLUICE__KAFKA__BROKERS", "k1:9092,k2:9092");
+        std::env::set_var("SLUICE__SHUTDOWN__GRACE", "40s");
+    }
+    let config = sluice_config::load(&worker_yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.kafka.brokers, ["k1:9092", "k2:9092"]);
+    assert_eq!(config.shutdown.grace, std::time::Duration::from_secs(40));
+    // SAFETY: as above.
+    unsafe {
+        std::env::remove_var("SLUICE__KAFKA__BROKERS");
+        std::env::remove_var("SLUICE__SHUTDOWN__GRACE");
+    }
+}
