@@ -38,6 +38,10 @@ pub use worker::{
 pub fn load(worker_yaml: &Path) -> Result<WorkerConfig, ConfigErrors> {
     let mut problems = Vec::new();
     let raw = load::read_worker(worker_yaml, &mut problems);
+    if problems.iter().any(|p| p.kind == ProblemKind::Unreadable) {
+        // Without the file there is no targets directory to look in either.
+        return Err(ConfigErrors { problems });
+    }
     let worker_ok = raw.is_some();
     // A worker file that does not parse still lets the targets be checked, against the built-in
     // defaults; its own problems are already reported, so the placeholder's are dropped.
@@ -54,8 +58,9 @@ pub fn load(worker_yaml: &Path) -> Result<WorkerConfig, ConfigErrors> {
                 file: worker_yaml.to_owned(),
                 field: "targets_dir".to_owned(),
                 message: format!(
-                    "cannot read targets directory {}: {err}",
-                    worker.targets_dir.display()
+                    "cannot read targets directory {}: {}",
+                    worker.targets_dir.display(),
+                    load::lowercase_first(&err.to_string())
                 ),
                 kind: ProblemKind::Unreadable,
             });

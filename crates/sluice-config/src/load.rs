@@ -62,7 +62,7 @@ fn read<T: DeserializeOwned>(
         problems.push(ConfigProblem {
             file: path.to_owned(),
             field: String::new(),
-            message: format!("cannot read file: {err}"),
+            message: format!("cannot read file: {}", lowercase_first(&err.to_string())),
             kind: ProblemKind::Unreadable,
         });
         return None;
@@ -122,4 +122,12 @@ fn strip_path(message: &str, path: &Path) -> String {
     message
         .replace(&format!(" in {}", path.display()), "")
         .replace(&path.display().to_string(), "")
+}
+
+/// `No such file` → `no such file`: our messages start lowercase, std's I/O errors do not.
+pub(crate) fn lowercase_first(message: &str) -> String {
+    let mut chars = message.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_lowercase().chain(chars).collect()
+    })
 }

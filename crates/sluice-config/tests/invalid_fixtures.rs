@@ -155,3 +155,33 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         }
     }
 }
+
+#[test]
+fn a_missing_worker_file_is_one_problem_naming_it() {
+    let path = fixtures().join("no-such-dir/worker.yaml");
+    let errors = sluice_config::load(&path).expect_err("missing file");
+    assert_eq!(errors.problems.len(), 1, "{errors}");
+    assert_eq!(
+        errors.to_string(),
+        format!(
+            "{}: cannot read file: no such file or directory (os error 2)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_missing_targets_directory_is_reported_on_targets_dir() {
+    let dir = std::env::temp_dir().join(format!("sluice-config-no-targets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    std::fs::write(dir.join("worker.yaml"), "kafka:\n  brokers: [b:9092]\n").expect("writable");
+    let errors = sluice_config::load(&dir.join("worker.yaml")).expect_err("no targets dir");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(errors.problems.len(), 1, "{errors}");
+    assert_eq!(errors.problems[0].field, "targets_dir");
+    assert!(
+        errors.problems[0]
+            .message
+            .starts_with("cannot read targets directory ")
+    );
+}
