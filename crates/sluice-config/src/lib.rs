@@ -26,7 +26,7 @@ pub use problem::{ConfigErrors, ConfigProblem, ProblemKind};
 pub use proxy::ProxyConfig;
 pub use secret::{Secret, SecretError, SecretRef};
 pub use target::{
-    Auth, HeaderSource, RecordKey, TargetConfig, TargetId, TargetIdError, TargetProxy,
+    Auth, HeaderError, HeaderSource, RecordKey, TargetConfig, TargetId, TargetIdError, TargetProxy,
 };
 pub use worker::{
     Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use sluice_sse::Limits;
 use url::Url;
 
 use crate::proxy::ProxyConfig;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretError, SecretRef};
 use crate::worker::Backoff;
 
 /// A target's id: `[a-z0-9][a-z0-9._-]{0,62}`. Used as Kafka key, checkpoint key and metric label,
@@ -141,9 +141,124 @@ pub struct TargetConfig {
     pub enabled: bool,
 }
 
+impl TargetConfig {
+    /// The request headers to send now: `headers`, then `Authorization: Bearer` and `Cookie` from
+    /// `auth`, every secret read afresh (call on each reconnect). Secret values are marked
+    /// sensitive, so `HeaderMap`'s `Debug` and HTTP/2 indexing leave them out.
+    pub fn resolve_headers(&self) -> Result<HeaderMap, HeaderError> {
+        let mut map = HeaderMap::new();
+        for (name, source) in &self.headers {
+            let value = match source {
+                HeaderSource::Plain(plain) => {
+                    HeaderValue::from_str(plain).map_err(|_| HeaderError::Value {
+                        name: name.to_string(),
+                    })?
+                }
+                HeaderSource::Secret(secret) => sensitive(name.as_str(), &secret.resolve()?, "")?,
+            };
+            map.append(name.clone(), value);
+        }
+        if let Some(bearer) = &self.auth.bearer {
+            let value = sensitive("authorization", &bearer.resolve()?, "Bearer ")?;
+            map.insert(http::header::AUTHORIZATION, value);
+        }
+        if let Some(cookie) = &self.auth.cookie {
+            let value = sensitive("cookie", &cookie.resolve()?, "")?;
+            map.insert(http::header::COOKIE, value);
+        }
+        Ok(map)
+    }
+}
+
+fn sensitive(name: &str, secret: &Secret, prefix: &str) -> Result<HeaderValue, HeaderError> {
+    let mut value =
+        HeaderValue::from_str(&format!("{prefix}{}", secret.expose())).map_err(|_| {
+            HeaderError::Value {
+                name: name.to_owned(),
+            }
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Why a target's headers could not be built. Never contains a value.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// A secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// A (secret) value is not a valid header value, e.g. it contains a newline.
+    #[error("value of header {name} is not a valid header value")]
+    Value {
+        /// Header name.
+        name: String,
+    },
+}
+
+impl HeaderError {
+    /// Bounded label of the failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HeaderError::Secret(err) => err.kind(),
+            HeaderError::Value { .. } => "bad_header_value",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target_with(headers: Vec<(HeaderName, HeaderSource)>, auth: Auth) -> TargetConfig {
+        let d = crate::worker::Defaults::default();
+        TargetConfig {
+            id: "t".parse().expect("valid id"),
+            file: PathBuf::from("t.yaml"),
+            url: Url::parse("http://127.0.0.1/").expect("valid url"),
+            headers,
+            auth,
+            proxy: None,
+            idle_timeout: d.idle_timeout,
+            connect_timeout: d.connect_timeout,
+            backoff: d.backoff,
+            max_connection_age: None,
+            max_redirects: d.max_redirects,
+            limits: d.limits,
+            topic: "sluice.events".to_owned(),
+            key: RecordKey::Target,
+            event_types: Vec::new(),
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn resolved_headers_carry_bearer_and_cookie_as_sensitive_values() {
+        let dir = std::env::temp_dir().join(format!("sluice-headers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir is writable");
+        std::fs::write(dir.join("token"), "tok-123\n").expect("writable");
+        std::fs::write(dir.join("cookie"), "session=abc").expect("writable");
+        let target = target_with(
+            vec![(
+                HeaderName::from_static("accept-language"),
+                HeaderSource::Plain("en".to_owned()),
+            )],
+            Auth {
+                bearer: Some(SecretRef::File(dir.join("token"))),
+                cookie: Some(SecretRef::File(dir.join("cookie"))),
+            },
+        );
+        let headers = target.resolve_headers().expect("secrets exist");
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(headers["authorization"], "Bearer tok-123");
+        assert!(headers["authorization"].is_sensitive());
+        assert!(headers["cookie"].is_sensitive());
+        assert_eq!(headers["accept-language"], "en");
+        let debug = format!("{headers:?} {target:?}");
+        assert!(
+            !debug.contains("tok-123") && !debug.contains("abc"),
+            "{debug}"
+        );
+    }
 
     #[test]
     fn target_id_accepts_lowercase_digits_dots_dashes_and_underscores() {
