@@ -38,11 +38,16 @@ enum Command {
     Tail(cmd::tail::TailArgs),
     /// Run the upstream simulator: a market feed with a REST snapshot, an SSE delta stream and faults.
     Sim(cmd::sim::SimArgs),
+    /// Check the worker config and every target file, offline; report every problem with file and field.
+    Validate(cmd::validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
+    if let Command::Validate(args) = cli.command {
+        return cmd::validate::run(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         let shutdown = shutdown::on_signal();
         match cli.command {
             Command::Tail(args) => cmd::tail::run(args, shutdown).await,
+            Command::Validate(args) => cmd::validate::run(args),
             Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

@@ -2,3 +2,4 @@
 
 pub mod sim;
 pub mod tail;
+pub mod validate;
