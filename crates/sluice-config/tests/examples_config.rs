@@ -6,14 +6,10 @@ use std::path::Path;
 
 use sluice_config::{RecordKey, TargetProxy};
 
-/// The only test in this binary: it sets the env var the example pool documents, so no other
-/// thread reads the environment meanwhile.
+/// The only test in this binary: it sets env overrides, so no other thread reads the environment
+/// meanwhile.
 #[test]
 fn shipped_example_config_loads_and_env_overrides_apply() {
-    // SAFETY: this is the only test in this test binary, so no other thread touches the environment.
-    unsafe {
-        std::env::set_var("SLUICE_EXAMPLE_PROXY_PASSWORD", "example-env-password");
-    }
     let worker_yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/worker.yaml");
     let config = sluice_config::load(&worker_yaml).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.targets.len(), 2);
@@ -28,13 +24,16 @@ fn shipped_example_config_loads_and_env_overrides_apply() {
         Some(TargetProxy::Pool("example-pool".to_owned()))
     );
     let pool = &config.proxy_pools["example-pool"];
-    let url = pool[0].resolve_url().expect("env password is set");
-    assert_eq!(url.password(), Some("example-env-password"));
-    assert!(!format!("{config:?}").contains("example-env-password"));
+    let secret_file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/secrets/example-proxy-password");
+    let expected = std::fs::read_to_string(secret_file).expect("example secret file");
+    let url = pool[0].resolve_url().expect("example password file exists");
+    assert_eq!(url.password(), Some(expected.trim()));
+    assert!(!format!("{config:?}").contains(expected.trim()));
     assert!(!format!("{config:?}").contains("not-a-real"));
     assert_eq!(config.kafka.properties["linger.ms"], "5");
 
-    // SAFETY: as above.
+    // SAFETY: this is the only test in this test binary, so no other thread touches the environment.
     unsafe {
         std::env::set_var("SLUICE__KAFKA__BROKERS", "k1:9092,k2:9092");
         std::env::set_var("SLUICE__SHUTDOWN__GRACE", "40s");
