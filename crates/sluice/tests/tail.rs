@@ -3,80 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Output;
+mod support;
+
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_sim::{RunningSim, SimConfig};
+use sluice_sim::SimConfig;
+use support::{assert_contiguous, fast, ids, lines, sim, stderr, tail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::process::Command;
-
-/// Upper bound for one `sluice tail` run; hitting it fails the test, it is not a timing assertion.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-async fn tail(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command
-        .arg("tail")
-        .args(args)
-        .env("SLUICE_LOG", "info")
-        .env_remove("SLUICE_TAIL_PROXY")
-        .kill_on_drop(true);
-    tokio::time::timeout(RUN_LIMIT, command.output())
-        .await
-        .expect("sluice tail did not finish within the run limit")
-        .expect("sluice tail could not be started")
-}
-
-fn lines(output: &Output) -> Vec<Value> {
-    String::from_utf8(output.stdout.clone())
-        .expect("stdout is utf-8")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("every stdout line is json"))
-        .collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn ids(values: &[Value]) -> Vec<u64> {
-    values
-        .iter()
-        .filter(|v| v.get("data").is_some())
-        .map(|v| {
-            v["id"]
-                .as_str()
-                .expect("event has an id")
-                .parse()
-                .expect("numeric id")
-        })
-        .collect()
-}
-
-fn assert_contiguous(ids: &[u64]) {
-    for pair in ids.windows(2) {
-        assert_eq!(pair[1], pair[0] + 1, "ids are not contiguous: {ids:?}");
-    }
-}
-
-async fn sim(config: SimConfig) -> RunningSim {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    RunningSim::start(config, listener)
-        .await
-        .expect("simulator starts")
-}
-
-fn fast() -> SimConfig {
-    SimConfig {
-        rate: 2000.0,
-        heartbeat: Duration::from_millis(200),
-        ..SimConfig::default()
-    }
-}
 
 #[tokio::test]
 async fn prints_each_event_as_a_json_line_and_stops_at_max_events() {

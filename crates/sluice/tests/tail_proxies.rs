@@ -4,67 +4,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Output;
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
-use serde_json::Value;
-use sluice_sim::{RunningSim, SimConfig};
+use std::sync::Arc;
+
+use sluice_sim::RunningSim;
 use sluice_testkit::proxies::{
     Microsocks, MicrosocksOptions, ProxyAuth, Tinyproxy, TinyproxyOptions,
 };
+use support::{assert_contiguous, fast, lines, stderr, tail};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Command;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-async fn tail(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command
-        .arg("tail")
-        .args(args)
-        .env("SLUICE_LOG", "debug")
-        .env_remove("SLUICE_TAIL_PROXY")
-        .kill_on_drop(true);
-    tokio::time::timeout(RUN_LIMIT, command.output())
-        .await
-        .expect("sluice tail did not finish within the run limit")
-        .expect("sluice tail could not be started")
-}
-
-fn ids(output: &Output) -> Vec<u64> {
-    String::from_utf8(output.stdout.clone())
-        .expect("stdout is utf-8")
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).expect("json line"))
-        .map(|v| v["id"].as_str().expect("id").parse().expect("numeric id"))
-        .collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn assert_contiguous(ids: &[u64]) {
-    for pair in ids.windows(2) {
-        assert_eq!(pair[1], pair[0] + 1, "ids are not contiguous: {ids:?}");
-    }
+fn ids(output: &std::process::Output) -> Vec<u64> {
+    support::ids(&lines(output))
 }
 
 async fn sim() -> RunningSim {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let config = SimConfig {
-        rate: 2000.0,
-        heartbeat: Duration::from_millis(200),
-        ..SimConfig::default()
-    };
-    RunningSim::start(config, listener)
-        .await
-        .expect("simulator starts")
+    support::sim(fast()).await
 }
 
 /// A TLS terminator for `localhost` in front of the simulator, with a fresh self-signed CA.

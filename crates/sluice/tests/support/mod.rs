@@ -1,0 +1,85 @@
+//! Shared helpers of the `sluice tail` tests: run the real binary, read its JSON lines.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_sim::{RunningSim, SimConfig};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+/// Upper bound for one `sluice tail` run; hitting it fails the test, it is not a timing assertion.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `sluice tail ARGS` to completion (logging at `debug`, so secrets are searched for in the
+/// most verbose output).
+pub async fn tail(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .arg("tail")
+        .args(args)
+        .env("SLUICE_LOG", "debug")
+        .env_remove("SLUICE_TAIL_PROXY")
+        .kill_on_drop(true);
+    tokio::time::timeout(RUN_LIMIT, command.output())
+        .await
+        .expect("sluice tail did not finish within the run limit")
+        .expect("sluice tail could not be started")
+}
+
+/// Every stdout line, parsed as JSON.
+pub fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8(output.stdout.clone())
+        .expect("stdout is utf-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every stdout line is json"))
+        .collect()
+}
+
+/// stderr as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The numeric ids of the events (lines with `data`).
+pub fn ids(values: &[Value]) -> Vec<u64> {
+    values
+        .iter()
+        .filter(|v| v.get("data").is_some())
+        .map(|v| {
+            v["id"]
+                .as_str()
+                .expect("event has an id")
+                .parse()
+                .expect("numeric id")
+        })
+        .collect()
+}
+
+/// Fails unless every id is its predecessor plus one (no gap, no duplicate).
+pub fn assert_contiguous(ids: &[u64]) {
+    for pair in ids.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "ids are not contiguous: {ids:?}");
+    }
+}
+
+/// A simulator on a loopback port.
+pub async fn sim(config: SimConfig) -> RunningSim {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    RunningSim::start(config, listener)
+        .await
+        .expect("simulator starts")
+}
+
+/// A fast feed with frequent heartbeats, so tests finish quickly.
+pub fn fast() -> SimConfig {
+    SimConfig {
+        rate: 2000.0,
+        heartbeat: Duration::from_millis(200),
+        ..SimConfig::default()
+    }
+}
