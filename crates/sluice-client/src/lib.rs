@@ -9,11 +9,13 @@
 //! (proxy password, header value, URL query) into an error message or a log line: URLs shown to
 //! people go through [`redact::redact_url`].
 
+pub mod backoff;
 mod connect;
 mod eventsource;
 mod reason;
 pub mod redact;
 
+pub use backoff::{BackoffError, ExponentialBackoff};
 pub use connect::{Client, ClientOptions, ConnectError, Connection, StreamError};
 pub use eventsource::{EventSource, EventSourceError, EventSourceOptions, SourceItem};
 pub use reason::DisconnectReason;
