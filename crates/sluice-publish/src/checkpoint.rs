@@ -1,0 +1,178 @@
+//! Which event id is safe to checkpoint for one target, given out-of-order acknowledgements.
+
+use std::collections::VecDeque;
+
+/// Tracks the in-flight events of one target and the checkpoint they allow.
+///
+/// Every event sent gets the next sequence number (`sluice.seq`, starting at 0). The checkpoint
+/// is the event id of the highest sequence number that is acknowledged together with every
+/// earlier one, so it never passes an unacknowledged event. Memory is bounded by the number of
+/// in-flight events: the acknowledged prefix is dropped as soon as it is complete.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointTracker {
+    /// The sequence number of `in_flight[0]`.
+    base: u64,
+    /// Event id and whether it is acknowledged, for every sequence number from `base` on.
+    in_flight: VecDeque<(String, bool)>,
+    /// The event id of the last event of the complete acknowledged prefix.
+    checkpoint: Option<String>,
+}
+
+impl CheckpointTracker {
+    /// A tracker with nothing sent yet and no checkpoint.
+    pub fn new() -> CheckpointTracker {
+        CheckpointTracker::default()
+    }
+
+    /// Records that the event `event_id` is being sent and returns its sequence number.
+    pub fn sent(&mut self, event_id: &str) -> u64 {
+        let seq = self.next_seq();
+        self.in_flight.push_back((event_id.to_owned(), false));
+        seq
+    }
+
+    /// Marks the event with sequence number `seq` as acknowledged by Kafka.
+    ///
+    /// Acknowledgements may come in any order. One for a sequence number that was never
+    /// handed out, or that is already acknowledged, changes nothing.
+    pub fn acked(&mut self, seq: u64) {
+        let Some(index) = seq.checked_sub(self.base) else {
+            return;
+        };
+        let Ok(index) = usize::try_from(index) else {
+            return;
+        };
+        if let Some(slot) = self.in_flight.get_mut(index) {
+            slot.1 = true;
+        }
+        while self.in_flight.front().is_some_and(|(_, acked)| *acked) {
+            if let Some((id, _)) = self.in_flight.pop_front() {
+                self.checkpoint = Some(id);
+                self.base += 1;
+            }
+        }
+    }
+
+    /// The event id that is safe to checkpoint: that of the highest sequence number such that it
+    /// and every earlier one are acknowledged; `None` until the first event is.
+    pub fn checkpoint(&self) -> Option<&str> {
+        self.checkpoint.as_deref()
+    }
+
+    /// The sequence number the next [`CheckpointTracker::sent`] returns.
+    pub fn next_seq(&self) -> u64 {
+        self.base + self.in_flight.len() as u64
+    }
+
+    /// How many events are sent but not yet part of the acknowledged prefix.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Sends `ids` in order, then acks `acks` one by one, returning the checkpoint after each.
+    fn run(ids: &[&str], acks: &[u64]) -> Vec<Option<String>> {
+        let mut tracker = CheckpointTracker::new();
+        for (expected, id) in ids.iter().enumerate() {
+            assert_eq!(tracker.sent(id), expected as u64);
+        }
+        acks.iter()
+            .map(|&seq| {
+                tracker.acked(seq);
+                tracker.checkpoint().map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// A table case: name, ids sent, acks in order, checkpoint expected after each ack.
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [u64], Vec<Option<String>>);
+
+    #[test]
+    fn checkpoint_follows_acknowledgements_only_over_a_complete_prefix() {
+        let some = |s: &str| Some(s.to_owned());
+        let cases: &[Case<'_>] = &[
+            (
+                "in order",
+                &["a", "b", "c"],
+                &[0, 1, 2],
+                vec![some("a"), some("b"), some("c")],
+            ),
+            (
+                "reversed",
+                &["a", "b", "c"],
+                &[2, 1, 0],
+                vec![None, None, some("c")],
+            ),
+            (
+                "gap then fill",
+                &["a", "b", "c"],
+                &[0, 2, 1],
+                vec![some("a"), some("a"), some("c")],
+            ),
+            (
+                "duplicate ack",
+                &["a", "b"],
+                &[1, 1, 0, 0],
+                vec![None, None, some("b"), some("b")],
+            ),
+            ("unknown seq", &["a"], &[7, 0], vec![None, some("a")]),
+        ];
+        for (name, ids, acks, expected) in cases {
+            assert_eq!(&run(ids, acks), expected, "case {name}");
+        }
+    }
+
+    #[test]
+    fn nothing_sent_means_no_checkpoint() {
+        let tracker = CheckpointTracker::new();
+        assert_eq!(tracker.checkpoint(), None);
+        assert_eq!(tracker.next_seq(), 0);
+    }
+
+    #[test]
+    fn the_acknowledged_prefix_is_dropped_from_memory() {
+        let mut tracker = CheckpointTracker::new();
+        for i in 0..1000 {
+            let seq = tracker.sent(&i.to_string());
+            tracker.acked(seq);
+        }
+        assert_eq!(tracker.in_flight(), 0);
+        assert_eq!(tracker.checkpoint(), Some("999"));
+        assert_eq!(tracker.next_seq(), 1000);
+        tracker.sent("x");
+        tracker.sent("y");
+        tracker.acked(1001);
+        assert_eq!(tracker.in_flight(), 2);
+        assert_eq!(tracker.checkpoint(), Some("999"));
+    }
+
+    proptest! {
+        #[test]
+        fn the_checkpoint_never_passes_an_unacknowledged_event(
+            order in (1usize..64).prop_flat_map(|n| Just((0..n as u64).collect::<Vec<_>>()).prop_shuffle())
+        ) {
+            let n = order.len();
+            let mut tracker = CheckpointTracker::new();
+            for i in 0..n {
+                prop_assert_eq!(tracker.sent(&format!("id-{i}")), i as u64);
+            }
+            let mut acked = vec![false; n];
+            for &seq in &order {
+                tracker.acked(seq);
+                acked[seq as usize] = true;
+                let prefix = acked.iter().take_while(|a| **a).count();
+                let expected = prefix.checked_sub(1).map(|i| format!("id-{i}"));
+                prop_assert_eq!(tracker.checkpoint().map(str::to_owned), expected);
+                prop_assert_eq!(tracker.in_flight(), n - prefix);
+            }
+            prop_assert_eq!(tracker.in_flight(), 0);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The publishing side of Sluice: SSE events become Kafka records, and per-target checkpoints
+//! (the last event id Kafka acknowledged together with every earlier one) are tracked, written to
+//! and read back from a compacted topic.
+//!
+//! - [`CheckpointTracker`] (pure) assigns `sluice.seq` numbers and advances the checkpoint only
+//!   over a fully acknowledged prefix, whatever order acknowledgements arrive in.
+//! - [`build_record`] (pure) turns an [`sluice_sse::Event`] into a [`Record`]: key, value and
+//!   headers.
+//! - [`Publisher`] is a thin async wrapper over an idempotent rdkafka producer (`acks=all`), and
+//!   [`read_checkpoints`] replays the checkpoint topic up to its high watermarks.
+//!
+//! What it must NOT do: HTTP, parsing SSE, reading config files, or deciding when to reconnect.
+//! It takes events and validated config values from other crates and only talks to Kafka.
+
+mod checkpoint;
+mod publisher;
+mod record;
+
+pub use checkpoint::CheckpointTracker;
+pub use publisher::{CheckpointReadError, Delivered, PublishError, Publisher, read_checkpoints};
+pub use record::{KeyError, Record, RecordMeta, build_record, headers};

@@ -1,0 +1,325 @@
+//! The Kafka side: an idempotent producer for event and checkpoint records, and the replay of
+//! the checkpoint topic at start.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use sluice_config::TargetId;
+use tokio::time::Instant;
+
+use crate::Record;
+
+/// How long a send may wait for room in the producer queue before it fails (backpressure).
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The consumer group id the checkpoint reader identifies with; it never commits offsets.
+const READER_GROUP: &str = "sluice-checkpoint-reader";
+
+/// Where Kafka stored a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// The partition.
+    pub partition: i32,
+    /// The offset in that partition.
+    pub offset: i64,
+}
+
+/// Why a record was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The producer could not be created from its config.
+    #[error("creating kafka producer failed: {0}")]
+    Create(#[source] KafkaError),
+    /// Kafka did not acknowledge the record.
+    #[error("kafka delivery failed: {0}")]
+    Delivery(#[source] KafkaError),
+    /// Flushing the producer queue failed or timed out.
+    #[error("flushing kafka producer failed: {0}")]
+    Flush(#[source] KafkaError),
+}
+
+impl PublishError {
+    /// A bounded label for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PublishError::Create(_) => "create",
+            PublishError::Delivery(_) => "delivery",
+            PublishError::Flush(_) => "flush",
+        }
+    }
+
+    /// Whether sending again may succeed. Zero loss means a retryable delivery error is retried,
+    /// never dropped; the others need an operator (bad config, a record the broker rejects).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PublishError::Create(_) => false,
+            PublishError::Flush(_) => true,
+            PublishError::Delivery(error) => !matches!(
+                error.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::InvalidMessage
+                        | RDKafkaErrorCode::InvalidMessageSize
+                        | RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::ClusterAuthorizationFailed
+                        | RDKafkaErrorCode::Fatal
+                )
+            ),
+        }
+    }
+}
+
+/// Why the checkpoint topic could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointReadError {
+    /// The consumer could not be created from its config.
+    #[error("creating kafka consumer failed: {0}")]
+    Create(#[source] KafkaError),
+    /// Metadata or watermarks could not be fetched.
+    #[error("fetching checkpoint topic metadata failed: {0}")]
+    Metadata(#[source] KafkaError),
+    /// The checkpoint topic does not exist.
+    #[error("checkpoint topic {topic} does not exist")]
+    TopicMissing {
+        /// The topic's name.
+        topic: String,
+    },
+    /// Reading a record failed.
+    #[error("consuming checkpoint topic failed: {0}")]
+    Consume(#[source] KafkaError),
+    /// Not every partition reached its high watermark in time.
+    #[error("checkpoint topic {topic} not read to its end within {timeout:?}")]
+    Timeout {
+        /// The topic's name.
+        topic: String,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// The blocking reader task died.
+    #[error("checkpoint reader task failed: {0}")]
+    Task(String),
+}
+
+impl CheckpointReadError {
+    /// A bounded label for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CheckpointReadError::Create(_) => "create",
+            CheckpointReadError::Metadata(_) => "metadata",
+            CheckpointReadError::TopicMissing { .. } => "topic_missing",
+            CheckpointReadError::Consume(_) => "consume",
+            CheckpointReadError::Timeout { .. } => "timeout",
+            CheckpointReadError::Task(_) => "task",
+        }
+    }
+
+    /// Whether reading again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CheckpointReadError::Create(_)
+            | CheckpointReadError::TopicMissing { .. }
+            | CheckpointReadError::Task(_) => false,
+            CheckpointReadError::Metadata(_)
+            | CheckpointReadError::Consume(_)
+            | CheckpointReadError::Timeout { .. } => true,
+        }
+    }
+}
+
+/// A thin wrapper over an idempotent rdkafka producer (`acks=all`, `enable.idempotence=true`).
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A producer from `config` (which names `bootstrap.servers` and any security settings),
+    /// with `acks=all` and `enable.idempotence=true` forced on.
+    pub fn new(config: &ClientConfig) -> Result<Publisher, PublishError> {
+        let producer = config
+            .clone()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .create()
+            .map_err(PublishError::Create)?;
+        Ok(Publisher { producer })
+    }
+
+    /// Sends `record` to `topic` and waits until Kafka acknowledged it. Waits up to 30 s for
+    /// room in the producer queue when it is full.
+    pub async fn publish(&self, topic: &str, record: &Record) -> Result<Delivered, PublishError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_slice()),
+            });
+        }
+        let message = FutureRecord::to(topic)
+            .key(record.key.as_slice())
+            .payload(record.value.as_ref())
+            .headers(headers);
+        self.send(message).await
+    }
+
+    /// Writes the checkpoint of `target` to the compacted `topic`: key = target id, value =
+    /// event id. Call it only with an id from [`crate::CheckpointTracker::checkpoint`].
+    pub async fn write_checkpoint(
+        &self,
+        topic: &str,
+        target: &TargetId,
+        event_id: &str,
+    ) -> Result<Delivered, PublishError> {
+        let message = FutureRecord::to(topic)
+            .key(target.as_str())
+            .payload(event_id);
+        self.send(message).await
+    }
+
+    /// Waits until every queued record is delivered or `timeout` passed.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|_| PublishError::Flush(KafkaError::Canceled))?
+            .map_err(PublishError::Flush)
+    }
+
+    async fn send<K, P>(&self, message: FutureRecord<'_, K, P>) -> Result<Delivered, PublishError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        let delivery = self
+            .producer
+            .send(message, QUEUE_TIMEOUT)
+            .await
+            .map_err(|(error, _)| PublishError::Delivery(error))?;
+        Ok(Delivered {
+            partition: delivery.partition,
+            offset: delivery.offset,
+        })
+    }
+}
+
+/// Reads the compacted checkpoint `topic` from the beginning up to the high watermark each
+/// partition had when the read started, and returns the latest event id per target id.
+///
+/// `config` names `bootstrap.servers` and any security settings; the reader assigns partitions
+/// itself and commits nothing. A record without a value (a tombstone) removes its target; a
+/// record whose key or value is not UTF-8 is skipped with a warning. Fails with
+/// [`CheckpointReadError::Timeout`] when the end is not reached within `timeout`.
+pub async fn read_checkpoints(
+    config: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<HashMap<String, String>, CheckpointReadError> {
+    let config = config.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_checkpoints_blocking(config, &topic, timeout))
+        .await
+        .map_err(|e| CheckpointReadError::Task(e.to_string()))?
+}
+
+fn read_checkpoints_blocking(
+    mut config: ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<HashMap<String, String>, CheckpointReadError> {
+    let deadline = Instant::now() + timeout;
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let timed_out = || CheckpointReadError::Timeout {
+        topic: topic.to_owned(),
+        timeout,
+    };
+    let consumer: BaseConsumer = config
+        .set("group.id", READER_GROUP)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(CheckpointReadError::Create)?;
+
+    let metadata = consumer
+        .fetch_metadata(Some(topic), remaining())
+        .map_err(CheckpointReadError::Metadata)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(CheckpointReadError::TopicMissing {
+            topic: topic.to_owned(),
+        });
+    }
+
+    // The end of each non-empty partition: the high watermark when the read started.
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, remaining())
+            .map_err(CheckpointReadError::Metadata)?;
+        if high > low {
+            ends.insert(partition, high);
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(CheckpointReadError::Consume)?;
+        }
+    }
+    let mut checkpoints = HashMap::new();
+    if ends.is_empty() {
+        return Ok(checkpoints);
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(CheckpointReadError::Consume)?;
+
+    while !ends.is_empty() {
+        let left = remaining();
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        let Some(message) = consumer.poll(left) else {
+            continue;
+        };
+        let message = message.map_err(CheckpointReadError::Consume)?;
+        let key = message.key().map(std::str::from_utf8);
+        let value = message.payload().map(std::str::from_utf8);
+        match (key, value) {
+            (Some(Ok(key)), None) => {
+                checkpoints.remove(key);
+            }
+            (Some(Ok(key)), Some(Ok(value))) => {
+                checkpoints.insert(key.to_owned(), value.to_owned());
+            }
+            _ => tracing::warn!(
+                topic,
+                partition = message.partition(),
+                offset = message.offset(),
+                "skipping checkpoint record without a utf-8 key and value"
+            ),
+        }
+        let partition = message.partition();
+        if ends
+            .get(&partition)
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&partition);
+        }
+    }
+    Ok(checkpoints)
+}

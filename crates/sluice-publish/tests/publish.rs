@@ -1,0 +1,122 @@
+//! The publisher against Kafka: the mock cluster by default, the broker named by
+//! `SLUICE_TEST_KAFKA` (Tansu under `scripts/test`) when set.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use sluice_config::{RecordKey, TargetId};
+use sluice_publish::{
+    CheckpointTracker, Publisher, RecordMeta, build_record, headers, read_checkpoints,
+};
+use sluice_sse::{Event, Text};
+use sluice_testkit::{TestKafka, unique_topic};
+
+/// How many events the publish test sends.
+const EVENTS: u64 = 50;
+/// An upper bound for any one step, so a broken broker fails the test instead of hanging it.
+const STEP_LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_events_come_back_with_key_value_headers_in_order() {
+    let kafka = TestKafka::start().unwrap();
+    let topic = unique_topic("sluice-publish");
+    kafka.create_topic(&topic, 3, false).await.unwrap();
+    let publisher = Publisher::new(&kafka.producer_config()).unwrap();
+    let target: TargetId = "feed-a".parse().unwrap();
+    let mut tracker = CheckpointTracker::new();
+
+    let mut sent = Vec::new();
+    for i in 0..EVENTS {
+        let id = format!("ev-{i}");
+        let event = Event {
+            id: Text::from(id.clone()),
+            event: Text::from_static("tick"),
+            data: Text::from(format!("{{\"n\":{i}}}")),
+        };
+        let seq = tracker.sent(&id);
+        let meta = RecordMeta {
+            target: &target,
+            received_at: UNIX_EPOCH + Duration::from_millis(1_000 + i),
+            connection: 1,
+            seq,
+        };
+        let record = build_record(&event, &RecordKey::Target, &meta).unwrap();
+        let delivered = tokio::time::timeout(STEP_LIMIT, publisher.publish(&topic, &record))
+            .await
+            .unwrap()
+            .unwrap();
+        tracker.acked(seq);
+        sent.push((record, delivered));
+    }
+    assert_eq!(tracker.checkpoint(), Some("ev-49"));
+
+    let consumer: StreamConsumer = kafka
+        .consumer_config(&unique_topic("sluice-publish-group"))
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    for (record, delivered) in &sent {
+        let message = tokio::time::timeout(STEP_LIMIT, consumer.recv())
+            .await
+            .expect("a record within the step limit")
+            .unwrap();
+        // One key, so one partition, so Kafka's order is send order.
+        assert_eq!(message.partition(), delivered.partition);
+        assert_eq!(message.offset(), delivered.offset);
+        assert_eq!(message.key(), Some(&b"feed-a"[..]));
+        assert_eq!(message.payload(), Some(record.value.as_ref()));
+        let got: Vec<(String, Vec<u8>)> = message
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+            .collect();
+        let want: Vec<(String, Vec<u8>)> = record
+            .headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        assert_eq!(got, want);
+    }
+    let last = &sent.last().unwrap().0;
+    assert_eq!(last.header(headers::SSE_ID), Some(&b"ev-49"[..]));
+    assert_eq!(last.header(headers::SEQ), Some(&b"49"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_checkpoints_returns_the_latest_event_id_per_target() {
+    let kafka = TestKafka::start().unwrap();
+    let topic = unique_topic("sluice-checkpoints");
+    kafka.create_topic(&topic, 2, true).await.unwrap();
+    let publisher = Publisher::new(&kafka.producer_config()).unwrap();
+    let a: TargetId = "target-a".parse().unwrap();
+    let b: TargetId = "target-b".parse().unwrap();
+    for (target, id) in [(&a, "1"), (&b, "10"), (&a, "2"), (&b, "11"), (&a, "3")] {
+        publisher
+            .write_checkpoint(&topic, target, id)
+            .await
+            .unwrap();
+    }
+
+    let checkpoints = read_checkpoints(&kafka.producer_config(), &topic, STEP_LIMIT)
+        .await
+        .unwrap();
+    assert_eq!(checkpoints.len(), 2);
+    assert_eq!(checkpoints.get("target-a").map(String::as_str), Some("3"));
+    assert_eq!(checkpoints.get("target-b").map(String::as_str), Some("11"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_checkpoints_of_an_empty_topic_is_empty() {
+    let kafka = TestKafka::start().unwrap();
+    let topic = unique_topic("sluice-checkpoints-empty");
+    kafka.create_topic(&topic, 1, true).await.unwrap();
+    let checkpoints = read_checkpoints(&kafka.producer_config(), &topic, STEP_LIMIT)
+        .await
+        .unwrap();
+    assert!(checkpoints.is_empty());
+}
