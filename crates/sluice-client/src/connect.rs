@@ -173,37 +173,39 @@ impl StreamError {
 }
 
 /// A reusable client for one endpoint. Cheap to clone; connections share a pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     url: Url,
     shown_url: String,
     max_redirects: usize,
     secrets: Vec<String>,
+    headers: HeaderMap,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets, never header values.
+        f.debug_struct("Client")
+            .field("url", &self.shown_url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("max_redirects", &self.max_redirects)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
     /// Builds a client for `url`. Fails only on options that can never work.
     pub fn new(url: Url, options: ClientOptions) -> Result<Client, ConnectError> {
-        match url.scheme() {
-            "http" | "https" => {}
-            other => {
-                return Err(ConnectError::Options(format!(
-                    "unsupported url scheme {other:?}: expected http or https"
-                )));
-            }
-        }
-        let mut headers = options.headers;
-        for value in headers.values_mut() {
-            value.set_sensitive(true);
-        }
-        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        check_scheme(&url)?;
+        let mut defaults = HeaderMap::new();
+        defaults.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        defaults.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 
         let mut secrets: Vec<String> = Vec::new();
         let mut builder = reqwest::Client::builder()
             .no_proxy()
-            .default_headers(headers)
+            .default_headers(defaults)
             .user_agent(options.user_agent)
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
@@ -258,6 +260,22 @@ impl Client {
             url,
             max_redirects: options.max_redirects,
             secrets,
+            headers: sensitive_headers(options.headers),
+        })
+    }
+
+    /// A client for another endpoint and request headers that shares this client's transport
+    /// (proxy, timeouts, TLS roots, connection pool). Building transports is the expensive part;
+    /// a worker holding thousands of targets behind the same proxy shares one.
+    pub fn retarget(&self, url: Url, headers: HeaderMap) -> Result<Client, ConnectError> {
+        check_scheme(&url)?;
+        Ok(Client {
+            shown_url: redact_url(&url),
+            http: self.http.clone(),
+            url,
+            max_redirects: self.max_redirects,
+            secrets: self.secrets.clone(),
+            headers: sensitive_headers(headers),
         })
     }
 
@@ -268,7 +286,7 @@ impl Client {
 
     /// Opens the stream, sending `Last-Event-ID` when `last_event_id` is not empty.
     pub async fn connect(&self, last_event_id: &str) -> Result<Connection, ConnectError> {
-        let mut request = self.http.get(self.url.clone());
+        let mut request = self.http.get(self.url.clone()).headers(self.headers.clone());
         if !last_event_id.is_empty() {
             request = request.header("Last-Event-ID", last_event_id);
         }
@@ -319,11 +337,19 @@ impl Client {
 }
 
 /// An open `text/event-stream` response.
-#[derive(Debug)]
 pub struct Connection {
     response: reqwest::Response,
     shown_url: String,
     secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("url", &self.shown_url)
+            .field("version", &self.response.version())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
@@ -342,6 +368,23 @@ impl Connection {
                 detail: describe(&e.without_url(), &self.secrets),
             })
     }
+}
+
+fn check_scheme(url: &Url) -> Result<(), ConnectError> {
+    match url.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(ConnectError::Options(format!(
+            "unsupported url scheme {other:?}: expected http or https"
+        ))),
+    }
+}
+
+/// Marks every value sensitive, so `Debug` output and HTTP/2 header indexing leave it out.
+fn sensitive_headers(mut headers: HeaderMap) -> HeaderMap {
+    for value in headers.values_mut() {
+        value.set_sensitive(true);
+    }
+    headers
 }
 
 /// Whether a `Content-Type` value names `text/event-stream` (parameters and case ignored).
