@@ -44,6 +44,18 @@ pub struct ExponentialBackoff {
     attempt: u32,
 }
 
+impl Default for ExponentialBackoff {
+    /// 500 ms doubling up to 30 s, reset after 60 s of health.
+    fn default() -> Self {
+        ExponentialBackoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+            attempt: 0,
+        }
+    }
+}
+
 impl ExponentialBackoff {
     /// Validates the parameters.
     pub fn try_new(

@@ -286,7 +286,10 @@ impl Client {
 
     /// Opens the stream, sending `Last-Event-ID` when `last_event_id` is not empty.
     pub async fn connect(&self, last_event_id: &str) -> Result<Connection, ConnectError> {
-        let mut request = self.http.get(self.url.clone()).headers(self.headers.clone());
+        let mut request = self
+            .http
+            .get(self.url.clone())
+            .headers(self.headers.clone());
         if !last_event_id.is_empty() {
             request = request.header("Last-Event-ID", last_event_id);
         }

@@ -17,5 +17,8 @@ mod publisher;
 mod record;
 
 pub use checkpoint::CheckpointTracker;
-pub use publisher::{CheckpointReadError, Delivered, PublishError, Publisher, read_checkpoints};
+pub use publisher::{
+    CheckpointReadError, Delivered, Pending, PublishError, Publisher, TrySendError,
+    read_checkpoints,
+};
 pub use record::{KeyError, Record, RecordMeta, build_record, headers};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sluice_config::TargetId;
@@ -71,6 +71,47 @@ impl PublishError {
                 )
             ),
         }
+    }
+}
+
+/// Why [`Publisher::try_send`] did not hand a record to the producer.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError {
+    /// The producer queue is full: wait for acknowledgements, then send again (backpressure).
+    #[error("kafka producer queue is full")]
+    QueueFull,
+    /// The producer refused the record for another reason.
+    #[error(transparent)]
+    Failed(PublishError),
+}
+
+/// A record the producer accepted, whose acknowledgement is pending. Resolves to where Kafka
+/// stored it, or why it did not.
+pub struct Pending(DeliveryFuture);
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for Pending {
+    type Output = Result<Delivered, PublishError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|result| match result {
+                Ok(Ok(delivery)) => Ok(Delivered {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
+                Ok(Err((error, _))) => Err(PublishError::Delivery(error)),
+                Err(_) => Err(PublishError::Delivery(KafkaError::Canceled)),
+            })
     }
 }
 
@@ -171,6 +212,55 @@ impl Publisher {
             .payload(record.value.as_ref())
             .headers(headers);
         self.send(message).await
+    }
+
+    /// Hands `record` to the producer without waiting: the record is queued (in call order, which
+    /// keeps a partition's order) and the returned [`Pending`] resolves on acknowledgement.
+    pub fn try_send(&self, topic: &str, record: &Record) -> Result<Pending, TrySendError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_slice()),
+            });
+        }
+        let message = FutureRecord::to(topic)
+            .key(record.key.as_slice())
+            .payload(record.value.as_ref())
+            .headers(headers);
+        self.try_enqueue(message)
+    }
+
+    /// [`Publisher::write_checkpoint`] without waiting for the acknowledgement.
+    pub fn try_write_checkpoint(
+        &self,
+        topic: &str,
+        target: &TargetId,
+        event_id: &str,
+    ) -> Result<Pending, TrySendError> {
+        let message = FutureRecord::to(topic)
+            .key(target.as_str())
+            .payload(event_id);
+        self.try_enqueue(message)
+    }
+
+    /// Records handed to the producer and not yet acknowledged or failed, process-wide.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
+    fn try_enqueue<K, P>(&self, message: FutureRecord<'_, K, P>) -> Result<Pending, TrySendError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        match self.producer.send_result(message) {
+            Ok(future) => Ok(Pending(future)),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(TrySendError::QueueFull)
+            }
+            Err((error, _)) => Err(TrySendError::Failed(PublishError::Delivery(error))),
+        }
     }
 
     /// Writes the checkpoint of `target` to the compacted `topic`: key = target id, value =

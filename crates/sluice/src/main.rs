@@ -38,6 +38,8 @@ enum Command {
     Tail(cmd::tail::TailArgs),
     /// Run the upstream simulator: a market feed with a REST snapshot, an SSE delta stream and faults.
     Sim(cmd::sim::SimArgs),
+    /// Hold every configured target's SSE connection and publish its events to Kafka, loss-free.
+    Worker(cmd::worker::WorkerArgs),
     /// Check the worker config and every target file, offline; report every problem with file and field.
     Validate(cmd::validate::ValidateArgs),
 }
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Tail(args) => cmd::tail::run(args, shutdown).await,
             Command::Validate(args) => cmd::validate::run(args),
+            Command::Worker(args) => cmd::worker::run(args, shutdown).await,
             Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

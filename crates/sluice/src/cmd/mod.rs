@@ -3,3 +3,4 @@
 pub mod sim;
 pub mod tail;
 pub mod validate;
+pub mod worker;

@@ -1,0 +1,173 @@
+//! The operations endpoints: `/metrics`, `/status` (JSON, or HTML for browsers and at
+//! `/status.html`), `/healthz`, `/readyz`. Read-only views of the status table and metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::status::{StatusRow, TargetStatus};
+
+/// What the handlers read.
+pub struct Ops {
+    /// Every target's status row.
+    pub statuses: Vec<Arc<TargetStatus>>,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// Set once checkpoints are read and targets started.
+    pub ready: AtomicBool,
+    /// Set when shutdown began.
+    pub stopping: AtomicBool,
+    /// Process-wide records in the producer, read at scrape time.
+    pub producer_in_flight: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+/// The router of the operations server.
+pub fn router(ops: Arc<Ops>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/status.json", get(status_json))
+        .route("/status.html", get(status_html))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/", get(status_html))
+        .with_state(ops)
+}
+
+async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
+    let body = ops
+        .metrics
+        .render(&ops.statuses, (ops.producer_in_flight)());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
+    if ops.stopping.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else if ops.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: reading checkpoints\n",
+        )
+            .into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    ready: bool,
+    targets: Vec<StatusRow>,
+}
+
+fn rows(ops: &Ops) -> StatusBody {
+    StatusBody {
+        ready: ops.ready.load(Ordering::Relaxed),
+        targets: ops.statuses.iter().map(|s| s.row()).collect(),
+    }
+}
+
+async fn status(State(ops): State<Arc<Ops>>, headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if wants_html {
+        status_html(State(ops)).await.into_response()
+    } else {
+        status_json(State(ops)).await
+    }
+}
+
+async fn status_json(State(ops): State<Arc<Ops>>) -> Response {
+    axum::Json(rows(&ops)).into_response()
+}
+
+async fn status_html(State(ops): State<Arc<Ops>>) -> Html<String> {
+    Html(render_html(&rows(&ops)))
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn render_html(body: &StatusBody) -> String {
+    use std::fmt::Write as _;
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+         <title>sluice worker</title><style>body{font:14px system-ui,sans-serif;margin:1.5em}\
+         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
+         th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+         .streaming{color:#070}.backoff,.connecting{color:#a60}.stopped{color:#a00}</style></head><body>",
+    );
+    let _ = write!(
+        html,
+        "<h1>sluice worker</h1><p>{} targets, {}</p><table id=\"targets\"><thead><tr>\
+         <th>target</th><th>state</th><th>uptime</th><th>events</th><th>acked</th><th>in flight</th>\
+         <th>reconnects</th><th>proxy</th><th>last event id</th><th>last acked id</th><th>kafka</th><th>last error</th>\
+         </tr></thead><tbody>",
+        body.targets.len(),
+        if body.ready { "ready" } else { "starting" }
+    );
+    for row in &body.targets {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=\"{state}\">{state}</td><td class=\"n\">{:.0}s</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{:?}</td><td>{}</td></tr>",
+            escape(&row.target),
+            row.state_seconds,
+            row.events,
+            row.acked,
+            row.in_flight,
+            row.reconnects,
+            escape(row.proxy.as_deref().unwrap_or("direct")),
+            escape(&row.last_event_id),
+            escape(&row.last_acked_id),
+            row.delivery,
+            escape(row.last_error.as_deref().unwrap_or("")),
+            state = row.state.as_str(),
+        );
+    }
+    html.push_str("</tbody></table></body></html>\n");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_escapes_everything_it_shows() {
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
+}

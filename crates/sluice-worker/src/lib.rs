@@ -1,0 +1,411 @@
+//! The Sluice worker: holds one SSE connection per configured target and publishes every event
+//! to Kafka with zero loss.
+//!
+//! [`run`] reads the checkpoint topic, starts one task per enabled target (jittered), serves the
+//! operations endpoints, and on shutdown stops reading, waits for Kafka to acknowledge what was
+//! read, writes final checkpoints and returns within the grace period.
+//!
+//! What it must not do: lose an accepted event (a checkpoint never passes an unacknowledged
+//! event; delivery errors are retried, never dropped), grow memory when Kafka is slow (reading
+//! pauses instead), or show a secret anywhere (logs, metrics, `/status`, errors).
+
+mod http;
+mod metrics;
+mod pool;
+mod status;
+mod target;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::Rng;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use sluice_client::redact::redact_url;
+use sluice_config::WorkerConfig;
+use sluice_publish::{CheckpointReadError, Publisher, read_checkpoints};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::{Metrics, MetricsError, TargetMetrics};
+pub use status::{Delivery, State, StatusRow, TargetStatus};
+pub use target::{CHECKPOINT_INTERVAL, WINDOW};
+
+use crate::pool::{HostLimits, ProxyPool, Transports};
+
+/// How long one attempt at reading the checkpoint topic may take.
+const CHECKPOINT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The jittered start spreads targets over at most this long (1 ms per target below it).
+const MAX_START_SPREAD: Duration = Duration::from_secs(5);
+
+/// What every target task shares.
+pub(crate) struct Shared {
+    pub(crate) publisher: Publisher,
+    pub(crate) checkpoint_topic: String,
+    pub(crate) transports: Transports,
+    pub(crate) pools: HashMap<String, ProxyPool>,
+    pub(crate) hosts: HostLimits,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Why the worker could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The operations HTTP server could not listen.
+    #[error("cannot listen on {addr} for /metrics and /status: {source}")]
+    Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics registry could not be built.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The Kafka producer could not be created (bad properties).
+    #[error("cannot create the kafka producer: {0}")]
+    Producer(#[source] sluice_publish::PublishError),
+    /// The checkpoint topic could not be read, and retrying cannot help.
+    #[error("cannot read checkpoints: {0}")]
+    Checkpoints(#[source] CheckpointReadError),
+    /// Shutdown did not finish within the grace period: some events read may be unacknowledged
+    /// (they are not checkpointed, so a restart reads them again).
+    #[error("shutdown grace period of {grace:?} passed with {targets} targets still draining")]
+    GraceExceeded {
+        /// The configured grace.
+        grace: Duration,
+        /// Targets that had not finished.
+        targets: usize,
+    },
+}
+
+/// The librdkafka settings of the worker's producer and checkpoint reader.
+///
+/// Sluice's defaults (overridable in `kafka.properties`): messages never time out in the
+/// producer (`message.timeout.ms=0`: a delivery is retried until Kafka takes it, never dropped)
+/// and the producer queue is bounded to 64 MiB, so a Kafka outage pauses reading instead of
+/// growing memory.
+pub fn kafka_client_config(config: &WorkerConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", config.kafka.brokers.join(","))
+        .set("client.id", &config.kafka.client_id)
+        .set("message.timeout.ms", "0")
+        .set("queue.buffering.max.kbytes", "65536");
+    for (key, value) in &config.kafka.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The settings of the checkpoint reader and admin client: connection and security properties
+/// only (producer tuning would only draw librdkafka configuration warnings).
+fn kafka_reader_config(config: &WorkerConfig) -> ClientConfig {
+    const SHARED_PREFIXES: [&str; 6] = [
+        "security.",
+        "sasl.",
+        "ssl.",
+        "socket.",
+        "broker.",
+        "client.",
+    ];
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", config.kafka.brokers.join(","))
+        .set("client.id", &config.kafka.client_id);
+    for (key, value) in &config.kafka.properties {
+        if SHARED_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            client.set(key, value);
+        }
+    }
+    client
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains within the grace period.
+///
+/// `listener` is the operations server's socket (bound by the caller, so tests can use port 0);
+/// `None` binds `config.http.listen`.
+pub async fn run(
+    config: WorkerConfig,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    raise_open_files_limit();
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| WorkerError::Listen {
+                addr: config.http.listen,
+                source,
+            })?,
+    };
+    let kafka = kafka_reader_config(&config);
+    let publisher = Publisher::new(&kafka_client_config(&config)).map_err(WorkerError::Producer)?;
+    let metrics = Metrics::new()?;
+    let origin = Instant::now();
+    let targets: Vec<Arc<sluice_config::TargetConfig>> = config
+        .targets
+        .iter()
+        .filter(|t| t.enabled)
+        .cloned()
+        .map(Arc::new)
+        .collect();
+    let statuses: Vec<Arc<TargetStatus>> = targets
+        .iter()
+        .map(|t| {
+            Arc::new(TargetStatus::new(
+                t.id.clone(),
+                redact_url(&t.url),
+                t.topic.clone(),
+                origin,
+            ))
+        })
+        .collect();
+    let in_flight_publisher = publisher.clone();
+    let ops = Arc::new(http::Ops {
+        statuses: statuses.clone(),
+        metrics: metrics.clone(),
+        ready: Default::default(),
+        stopping: Default::default(),
+        producer_in_flight: Box::new(move || i64::from(in_flight_publisher.in_flight())),
+    });
+    let server_stop = CancellationToken::new();
+    let server = {
+        let stop = server_stop.clone();
+        let router = http::router(ops.clone());
+        let addr = listener.local_addr().ok();
+        tracing::info!(
+            ?addr,
+            "operations server listening (/metrics, /status, /healthz, /readyz)"
+        );
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "operations server failed");
+            }
+        })
+    };
+
+    let result = run_targets(
+        &config, &kafka, publisher, metrics, &targets, &statuses, &ops, shutdown,
+    )
+    .await;
+    ops.stopping.store(true, Ordering::Relaxed);
+    server_stop.cancel();
+    let _ = server.await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_targets(
+    config: &WorkerConfig,
+    kafka: &ClientConfig,
+    publisher: Publisher,
+    metrics: Metrics,
+    targets: &[Arc<sluice_config::TargetConfig>],
+    statuses: &[Arc<TargetStatus>],
+    ops: &http::Ops,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let mut topics: Vec<&str> = targets.iter().map(|t| t.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    ensure_topics(kafka, &topics).await;
+    let Some(checkpoints) = load_checkpoints(kafka, &config.topics.checkpoints, &shutdown).await?
+    else {
+        return Ok(()); // shut down while waiting for Kafka
+    };
+    tracing::info!(
+        checkpoints = checkpoints.len(),
+        targets = targets.len(),
+        "checkpoints read; starting targets"
+    );
+    let shared = Arc::new(Shared {
+        publisher: publisher.clone(),
+        checkpoint_topic: config.topics.checkpoints.clone(),
+        transports: Transports::default(),
+        pools: config
+            .proxy_pools
+            .iter()
+            .map(|(name, proxies)| (name.clone(), ProxyPool::new(name, proxies)))
+            .collect(),
+        hosts: HostLimits::new(config.defaults.per_host_connections),
+        shutdown: shutdown.clone(),
+    });
+    let spread = MAX_START_SPREAD.min(Duration::from_millis(targets.len() as u64));
+    let mut tasks = JoinSet::new();
+    {
+        let mut rng = rand::rng();
+        for (target, status) in targets.iter().zip(statuses) {
+            let resume = checkpoints.get(target.id.as_str()).cloned();
+            if let Some(id) = &resume {
+                status.set_checkpoint(id);
+                status.set_last_acked_id(id);
+            }
+            let delay = if spread.is_zero() {
+                Duration::ZERO
+            } else {
+                rng.random_range(Duration::ZERO..spread)
+            };
+            tasks.spawn(target::run(
+                shared.clone(),
+                target.clone(),
+                status.clone(),
+                metrics.target(target.id.as_str()),
+                resume,
+                delay,
+            ));
+        }
+    }
+    ops.ready.store(true, Ordering::Relaxed);
+
+    shutdown.cancelled().await;
+    ops.stopping.store(true, Ordering::Relaxed);
+    let grace = config.shutdown.grace;
+    let deadline = Instant::now() + grace;
+    tracing::info!(
+        grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        "stopping: draining deliveries and writing final checkpoints"
+    );
+    while !tasks.is_empty() {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(_) => {}
+            Err(_) => {
+                let left = tasks.len();
+                tasks.abort_all();
+                return Err(WorkerError::GraceExceeded {
+                    grace,
+                    targets: left,
+                });
+            }
+        }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if let Err(error) = publisher.flush(left).await {
+        tracing::warn!(%error, "final producer flush did not complete");
+    }
+    tracing::info!("all targets drained; checkpoints written");
+    Ok(())
+}
+
+/// Reads the checkpoint topic, creating it (compacted) when missing and retrying while Kafka is
+/// unreachable. `Ok(None)` when shutdown came first.
+async fn load_checkpoints(
+    kafka: &ClientConfig,
+    topic: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<HashMap<String, String>>, WorkerError> {
+    let mut delay = Duration::from_millis(200);
+    let mut created = false;
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            read = read_checkpoints(kafka, topic, CHECKPOINT_READ_TIMEOUT) => read,
+        };
+        match read {
+            Ok(checkpoints) => return Ok(Some(checkpoints)),
+            Err(CheckpointReadError::TopicMissing { .. }) if !created => {
+                created = true;
+                create_topic(kafka, topic, true).await;
+            }
+            Err(error)
+                if error.is_retryable()
+                    || matches!(error, CheckpointReadError::TopicMissing { .. }) =>
+            {
+                tracing::warn!(%error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(0), "checkpoint topic not readable yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(error) => return Err(WorkerError::Checkpoints(error)),
+        }
+    }
+}
+
+/// Creates the event topics that do not exist yet (with the broker's defaults), so a fresh
+/// cluster without auto-creation does not leave every delivery waiting.
+async fn ensure_topics(kafka: &ClientConfig, topics: &[&str]) {
+    let reader = kafka.clone();
+    let wanted: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    let missing = tokio::task::spawn_blocking(move || -> Vec<String> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let Ok(consumer) = reader.create::<BaseConsumer>() else {
+            return Vec::new();
+        };
+        let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_secs(10)) else {
+            return Vec::new();
+        };
+        wanted
+            .into_iter()
+            .filter(|w| {
+                !metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == w && t.error().is_none() && !t.partitions().is_empty())
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    for topic in missing {
+        create_topic(kafka, &topic, false).await;
+    }
+}
+
+/// Creates `topic` (compacted for checkpoints), with the broker's default replication, or 1
+/// where the broker does not take defaults.
+async fn create_topic(kafka: &ClientConfig, topic: &str, compacted: bool) {
+    let admin: AdminClient<DefaultClientContext> = match kafka.create() {
+        Ok(admin) => admin,
+        Err(error) => {
+            tracing::warn!(%error, "cannot create a kafka admin client");
+            return;
+        }
+    };
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for replication in [-1, 1] {
+        let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(replication));
+        if compacted {
+            new = new.set("cleanup.policy", "compact");
+        }
+        match admin.create_topics([&new], &options).await {
+            Ok(results) => {
+                let failed = results.iter().find_map(|r| r.as_ref().err().cloned());
+                match failed {
+                    None => {
+                        tracing::warn!(
+                            topic,
+                            compacted,
+                            "created missing topic with 1 partition; create topics yourself to choose partitions and replication"
+                        );
+                        return;
+                    }
+                    Some((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return,
+                    Some((_, code)) => {
+                        tracing::warn!(topic, replication, error = %code, "creating topic failed")
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(topic, %error, "creating topic failed"),
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit: each connection is a socket.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+    }
+}

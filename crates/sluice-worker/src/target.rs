@@ -1,0 +1,854 @@
+//! One target's life: the connection state machine and its delivery pipeline.
+//!
+//! Connecting → Streaming → Backoff → Connecting …, and Stopped. One task per target owns
+//! everything here; the only things it shares are the producer, the transports, the pools and
+//! the status row it writes.
+//!
+//! Invariant: the checkpoint written for a target never passes an event Kafka has not
+//! acknowledged together with every earlier event of that target ([`CheckpointTracker`]).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rand::Rng;
+use sluice_client::{
+    Client, ConnectError, Connection, DisconnectReason, ExponentialBackoff, redact::redact_url,
+};
+use sluice_config::{RecordKey, TargetConfig, TargetProxy};
+use sluice_publish::{
+    CheckpointTracker, Delivered, PublishError, Record, RecordMeta, TrySendError, build_record,
+};
+use sluice_sse::{Event, Item, Parser};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use crate::Shared;
+use crate::metrics::TargetMetrics;
+use crate::status::{Delivery, State, TargetStatus};
+
+/// Events of one target sent to Kafka and not yet acknowledged before reading pauses.
+pub const WINDOW: usize = 4096;
+/// Least time between two checkpoint writes of one target.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest replay overlap remembered for dropping duplicates after a switch.
+const MAX_OVERLAP: usize = 65_536;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+struct Done {
+    seq: u64,
+    received: Instant,
+    record: Record,
+    result: Result<Delivered, PublishError>,
+}
+
+/// What happens in the current phase, from the phase's own future.
+enum Step {
+    WaitOver,
+    Connected(
+        Result<Connection, ConnectError>,
+        Option<OwnedSemaphorePermit>,
+    ),
+    Chunk(Result<Option<bytes::Bytes>, sluice_client::StreamError>),
+    Idle,
+    RotateDue,
+    Rotated(
+        Result<Connection, ConnectError>,
+        Option<OwnedSemaphorePermit>,
+    ),
+}
+
+type ConnectFuture = BoxFuture<(
+    Result<Connection, ConnectError>,
+    Option<OwnedSemaphorePermit>,
+)>;
+
+struct Streaming {
+    connection: Connection,
+    parser: Parser,
+    _permit: Option<OwnedSemaphorePermit>,
+    opened: Instant,
+    idle_deadline: Instant,
+    rotate_at: Option<Instant>,
+    rotation: Option<ConnectFuture>,
+    /// Ids read on this connection after the replacement's `Last-Event-ID` was sent.
+    overlap: VecDeque<String>,
+}
+
+enum Phase {
+    Waiting(Instant),
+    Connecting(ConnectFuture),
+    Streaming(Box<Streaming>),
+    Stopped,
+}
+
+/// The publishing side of a target: in-flight deliveries, the checkpoint and its writes.
+struct Pipe {
+    shared: Arc<Shared>,
+    config: Arc<TargetConfig>,
+    status: Arc<TargetStatus>,
+    metrics: TargetMetrics,
+    tracker: CheckpointTracker,
+    deliveries: FuturesUnordered<BoxFuture<Done>>,
+    /// Records the producer had no room for, in order, with their sequence number.
+    blocked: VecDeque<(u64, Instant, Record)>,
+    checkpoint_write: Option<BoxFuture<(String, Result<Delivered, PublishError>)>>,
+    checkpoint_written: String,
+    next_checkpoint_at: Instant,
+    failed: bool,
+}
+
+impl Pipe {
+    fn can_read(&self) -> bool {
+        !self.failed && self.blocked.is_empty() && self.deliveries.len() < WINDOW
+    }
+
+    fn drained(&self) -> bool {
+        self.deliveries.is_empty() && self.blocked.is_empty()
+    }
+
+    fn update_paused(&self) {
+        let paused = !self.can_read();
+        self.metrics.paused.set(i64::from(paused));
+        let delivery = self.status.delivery();
+        if !self.failed && delivery != Delivery::Retrying {
+            self.status.set_delivery(if paused {
+                Delivery::Paused
+            } else {
+                Delivery::Ok
+            });
+        }
+    }
+
+    /// Hands one event to Kafka (or to the blocked queue when the producer is full).
+    fn send(
+        &mut self,
+        event: &Event,
+        generation: u64,
+        received: Instant,
+        received_wall: SystemTime,
+    ) {
+        let seq = self.tracker.sent(event.id.as_str());
+        let meta = RecordMeta {
+            target: &self.config.id,
+            received_at: received_wall,
+            connection: generation,
+            seq,
+        };
+        let record = match build_record(event, &self.config.key, &meta) {
+            Ok(record) => record,
+            Err(error) => {
+                self.metrics.key_errors.inc();
+                let count = self.metrics.key_errors.get();
+                if count.is_power_of_two() {
+                    tracing::warn!(
+                        target_id = %self.config.id,
+                        event_id = event.id.as_str(),
+                        %error,
+                        errors_so_far = count,
+                        "cannot take the record key from the event; publishing it keyed by target id"
+                    );
+                }
+                // Cannot fail: the target key needs no payload.
+                match build_record(event, &RecordKey::Target, &meta) {
+                    Ok(record) => record,
+                    Err(_) => return,
+                }
+            }
+        };
+        self.metrics.events.inc();
+        self.status.events.fetch_add(1, Ordering::Relaxed);
+        self.status.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.queue_depth.inc();
+        if self.blocked.is_empty() {
+            self.enqueue(seq, received, record);
+        } else {
+            self.blocked.push_back((seq, received, record));
+        }
+    }
+
+    fn enqueue(&mut self, seq: u64, received: Instant, record: Record) {
+        match self.shared.publisher.try_send(&self.config.topic, &record) {
+            Ok(pending) => self.deliveries.push(Box::pin(async move {
+                let result = pending.await;
+                Done {
+                    seq,
+                    received,
+                    record,
+                    result,
+                }
+            })),
+            Err(TrySendError::QueueFull) => self.blocked.push_front((seq, received, record)),
+            Err(TrySendError::Failed(error)) => self.deliveries.push(Box::pin(async move {
+                Done {
+                    seq,
+                    received,
+                    record,
+                    result: Err(error),
+                }
+            })),
+        }
+    }
+
+    /// Retries the blocked records in order until the producer is full again.
+    fn flush_blocked(&mut self) {
+        while let Some((seq, received, record)) = self.blocked.pop_front() {
+            self.enqueue(seq, received, record);
+            if self.blocked.front().is_some_and(|(s, _, _)| *s == seq) {
+                break; // still full
+            }
+        }
+    }
+
+    fn on_delivered(&mut self, done: Done) {
+        match done.result {
+            Ok(_) => {
+                self.tracker.acked(done.seq);
+                self.metrics.acked.inc();
+                self.metrics.queue_depth.dec();
+                self.metrics
+                    .latency
+                    .observe(done.received.elapsed().as_secs_f64());
+                self.status.acked.fetch_add(1, Ordering::Relaxed);
+                self.status.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if self.status.delivery() == Delivery::Retrying {
+                    self.status.set_delivery(Delivery::Ok);
+                }
+                if let Some(id) = self.tracker.checkpoint() {
+                    self.status.set_last_acked_id(id);
+                }
+            }
+            Err(error) => {
+                self.metrics.delivery_errors.inc();
+                if error.is_retryable() {
+                    tracing::warn!(target_id = %self.config.id, seq = done.seq, %error, "kafka delivery failed; sending again");
+                    self.status.set_delivery(Delivery::Retrying);
+                    self.status.set_error(Some(error.to_string()));
+                    let shared = self.shared.clone();
+                    let topic = self.config.topic.clone();
+                    let (seq, received, record) = (done.seq, done.received, done.record);
+                    self.deliveries.push(Box::pin(async move {
+                        sleep(Duration::from_millis(200)).await;
+                        let result = loop {
+                            match shared.publisher.try_send(&topic, &record) {
+                                Ok(pending) => break pending.await,
+                                Err(TrySendError::QueueFull) => {
+                                    sleep(Duration::from_millis(50)).await;
+                                }
+                                Err(TrySendError::Failed(error)) => break Err(error),
+                            }
+                        };
+                        Done {
+                            seq,
+                            received,
+                            record,
+                            result,
+                        }
+                    }));
+                } else {
+                    tracing::error!(target_id = %self.config.id, seq = done.seq, %error, "kafka refused an event for good; the target stops before it (its checkpoint stays behind it)");
+                    self.failed = true;
+                    self.status.set_delivery(Delivery::Failed);
+                    self.status
+                        .set_error(Some(format!("kafka refused an event: {error}")));
+                }
+            }
+        }
+    }
+
+    /// Starts a checkpoint write when the checkpoint moved and none is in flight.
+    fn maybe_checkpoint(&mut self, now: Instant, force: bool) {
+        if self.checkpoint_write.is_some() || (!force && now < self.next_checkpoint_at) {
+            return;
+        }
+        let Some(id) = self.tracker.checkpoint() else {
+            return;
+        };
+        if id == self.checkpoint_written {
+            return;
+        }
+        let id = id.to_owned();
+        match self.shared.publisher.try_write_checkpoint(
+            &self.shared.checkpoint_topic,
+            &self.config.id,
+            &id,
+        ) {
+            Ok(pending) => {
+                self.next_checkpoint_at = now + CHECKPOINT_INTERVAL;
+                self.checkpoint_write = Some(Box::pin(async move { (id, pending.await) }));
+            }
+            Err(error) => {
+                tracing::debug!(target_id = %self.config.id, %error, "checkpoint write deferred");
+                self.next_checkpoint_at = now + Duration::from_millis(50);
+            }
+        }
+    }
+
+    fn on_checkpoint(&mut self, id: String, result: Result<Delivered, PublishError>) {
+        self.checkpoint_write = None;
+        match result {
+            Ok(_) => {
+                self.metrics.checkpoints.inc();
+                self.status.set_checkpoint(&id);
+                self.checkpoint_written = id;
+            }
+            Err(error) => {
+                tracing::warn!(target_id = %self.config.id, %error, "checkpoint write failed; will write again");
+            }
+        }
+    }
+
+    fn checkpoint_settled(&self) -> bool {
+        self.checkpoint_write.is_none()
+            && self
+                .tracker
+                .checkpoint()
+                .is_none_or(|id| id == self.checkpoint_written)
+    }
+}
+
+/// Runs one target until shutdown (or forever, for a stopped target, until shutdown).
+pub async fn run(
+    shared: Arc<Shared>,
+    config: Arc<TargetConfig>,
+    status: Arc<TargetStatus>,
+    metrics: TargetMetrics,
+    resume_from: Option<String>,
+    start_delay: Duration,
+) {
+    let mut machine = Machine::new(shared.clone(), config.clone(), status.clone(), resume_from);
+    let mut pipe = Pipe {
+        shared: shared.clone(),
+        config,
+        status,
+        metrics,
+        tracker: CheckpointTracker::new(),
+        deliveries: FuturesUnordered::new(),
+        blocked: VecDeque::new(),
+        checkpoint_write: None,
+        checkpoint_written: machine.last_event_id.clone(),
+        next_checkpoint_at: Instant::now(),
+        failed: false,
+    };
+    pipe.metrics.set_state(State::Starting);
+    let mut phase = Phase::Waiting(Instant::now() + start_delay);
+    let shutdown = shared.shutdown.clone();
+    let mut stopping = false;
+    loop {
+        let can_read = pipe.can_read();
+        let blocked_idle = !pipe.blocked.is_empty() && pipe.deliveries.is_empty();
+        let deliveries = &mut pipe.deliveries;
+        let checkpoint = &mut pipe.checkpoint_write;
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                phase = Phase::Stopped;
+                machine.set_state(&pipe, State::Stopped);
+            }
+            Some(done) = deliveries.next(), if !deliveries.is_empty() => {
+                pipe.on_delivered(done);
+                if !pipe.blocked.is_empty() {
+                    pipe.flush_blocked();
+                }
+            }
+            (id, result) = async { match checkpoint.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if checkpoint.is_some() => {
+                pipe.on_checkpoint(id, result);
+            }
+            _ = sleep(Duration::from_millis(10)), if blocked_idle => pipe.flush_blocked(),
+            step = phase_step(&mut phase, can_read), if !stopping => {
+                machine.handle(step, &mut phase, &mut pipe).await;
+            }
+        }
+        pipe.update_paused();
+        pipe.maybe_checkpoint(Instant::now(), stopping);
+        if stopping && pipe.drained() && pipe.checkpoint_settled() {
+            break;
+        }
+    }
+    tracing::debug!(target_id = %pipe.config.id, checkpoint = %pipe.checkpoint_written, "target stopped");
+}
+
+async fn phase_step(phase: &mut Phase, can_read: bool) -> Step {
+    match phase {
+        Phase::Waiting(until) => {
+            sleep_until(*until).await;
+            Step::WaitOver
+        }
+        Phase::Connecting(future) => {
+            let (result, permit) = future.as_mut().await;
+            Step::Connected(result, permit)
+        }
+        Phase::Streaming(s) => {
+            let rotate_at = s.rotate_at;
+            tokio::select! {
+                chunk = s.connection.next_chunk(), if can_read => Step::Chunk(chunk),
+                _ = sleep_until(s.idle_deadline), if can_read => Step::Idle,
+                (result, permit) = async { match s.rotation.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if s.rotation.is_some() => Step::Rotated(result, permit),
+                _ = async { match rotate_at { Some(at) => sleep_until(at).await, None => std::future::pending().await } }, if rotate_at.is_some() && s.rotation.is_none() => Step::RotateDue,
+                else => std::future::pending().await,
+            }
+        }
+        Phase::Stopped => std::future::pending().await,
+    }
+}
+
+/// The connection side of a target.
+struct Machine {
+    shared: Arc<Shared>,
+    config: Arc<TargetConfig>,
+    status: Arc<TargetStatus>,
+    /// The `Last-Event-ID` in force: the checkpoint at start, then the last id received.
+    last_event_id: String,
+    backoff: ExponentialBackoff,
+    /// `retry:` from the stream, the reconnection time floor.
+    retry: Duration,
+    generation: u64,
+    pool_cursor: usize,
+    /// The pool member of the attempt in progress / the open connection.
+    pool_member: Option<usize>,
+    /// When the last connection opened (for healthy-period reset of the backoff).
+    last_open: Option<Instant>,
+}
+
+impl Machine {
+    fn new(
+        shared: Arc<Shared>,
+        config: Arc<TargetConfig>,
+        status: Arc<TargetStatus>,
+        resume_from: Option<String>,
+    ) -> Machine {
+        let backoff = ExponentialBackoff::try_new(
+            config.backoff.initial,
+            config.backoff.max,
+            config.backoff.reset_after,
+        )
+        // Validation already refused bad values; fall back to the defaults rather than panic.
+        .unwrap_or_default();
+        let pool_cursor = match &config.proxy {
+            Some(TargetProxy::Pool(name)) => shared
+                .pools
+                .get(name)
+                .map(|p| p.home(config.id.as_str()))
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let last_event_id = resume_from.unwrap_or_default();
+        status.set_last_event_id(&last_event_id);
+        Machine {
+            shared,
+            config,
+            status,
+            last_event_id,
+            backoff,
+            retry: Duration::ZERO,
+            generation: 0,
+            pool_cursor,
+            pool_member: None,
+            last_open: None,
+        }
+    }
+
+    fn set_state(&self, pipe: &Pipe, state: State) {
+        self.status.set_state(state);
+        pipe.metrics.set_state(state);
+    }
+
+    /// Builds the client for the next attempt: secrets (headers, proxy password) read now.
+    fn client(&mut self) -> Result<Client, String> {
+        let headers = self
+            .config
+            .resolve_headers()
+            .map_err(|e| format!("cannot build request headers: {e}"))?;
+        let proxy = match &self.config.proxy {
+            None => {
+                self.status.set_proxy(None);
+                None
+            }
+            Some(TargetProxy::Direct(proxy)) => {
+                self.status.set_proxy(Some(redact_url(&proxy.url)));
+                Some(
+                    proxy
+                        .resolve_url()
+                        .map_err(|e| format!("cannot read proxy password: {e}"))?,
+                )
+            }
+            Some(TargetProxy::Pool(name)) => {
+                let pool = self
+                    .shared
+                    .pools
+                    .get(name)
+                    .ok_or_else(|| format!("unknown proxy pool {name:?}"))?;
+                let index = pool.pick(self.pool_cursor);
+                self.pool_cursor = index;
+                self.pool_member = Some(index);
+                let (proxy, shown) = pool
+                    .member(index)
+                    .ok_or_else(|| format!("proxy pool {name:?} is empty"))?;
+                self.status
+                    .set_proxy(Some(format!("{shown} (pool {name})")));
+                Some(
+                    proxy
+                        .resolve_url()
+                        .map_err(|e| format!("cannot read proxy password: {e}"))?,
+                )
+            }
+        };
+        self.shared
+            .transports
+            .client(&self.config, proxy, headers)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The future of one connection attempt: host slot, request, response checks.
+    fn connect(&mut self, second_slot: bool) -> Result<ConnectFuture, String> {
+        let client = self.client()?;
+        let last_event_id = self.last_event_id.clone();
+        let shared = self.shared.clone();
+        let url = self.config.url.clone();
+        let limit = self.config.connect_timeout + self.config.idle_timeout;
+        let permit = if second_slot {
+            Some(
+                shared
+                    .hosts
+                    .try_acquire(&url)
+                    .ok_or_else(|| "no free connection slot for the host".to_owned())?,
+            )
+        } else {
+            None
+        };
+        Ok(Box::pin(async move {
+            let permit = match permit {
+                Some(permit) => Some(permit),
+                None => shared.hosts.acquire(&url).await,
+            };
+            let result = match tokio::time::timeout(limit, client.connect(&last_event_id)).await {
+                Ok(result) => result,
+                Err(_) => Err(ConnectError::Transport {
+                    url: client.shown_url().to_owned(),
+                    detail: format!("no response within {}s", limit.as_secs()),
+                }),
+            };
+            (result, permit)
+        }))
+    }
+
+    fn report_pool(&self, ok: bool) {
+        if let (Some(TargetProxy::Pool(name)), Some(index)) = (&self.config.proxy, self.pool_member)
+            && let Some(pool) = self.shared.pools.get(name)
+        {
+            pool.report(index, ok);
+        }
+    }
+
+    /// Ends the connection (if any) and schedules the next attempt.
+    fn reconnect_later(
+        &mut self,
+        phase: &mut Phase,
+        pipe: &Pipe,
+        reason: DisconnectReason,
+        detail: String,
+        at_least: Duration,
+        hard_error: bool,
+    ) {
+        if let Some(opened) = self.last_open.take() {
+            self.backoff.connection_ended(opened.elapsed());
+        }
+        let floor = at_least.max(self.retry);
+        let delay = {
+            let mut rng = rand::rng();
+            let jittered = self.backoff.next_delay(&mut rng, floor);
+            if hard_error {
+                // Errors a retry is unlikely to fix soon get their own, long backoff: half to
+                // all of the cap.
+                let max = self.config.backoff.max;
+                jittered.max(rng.random_range(max / 2..=max))
+            } else {
+                jittered
+            }
+        };
+        pipe.metrics.reconnect(reason);
+        self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.status
+            .set_error(Some(format!("{}: {detail}", reason.as_str())));
+        self.status.set_http_version(None);
+        tracing::warn!(
+            target_id = %self.config.id,
+            reason = reason.as_str(),
+            %detail,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            last_event_id = %self.last_event_id,
+            "reconnecting"
+        );
+        self.set_state(pipe, State::Backoff);
+        *phase = Phase::Waiting(Instant::now() + delay);
+    }
+
+    fn stop(&mut self, phase: &mut Phase, pipe: &Pipe, why: String) {
+        tracing::warn!(target_id = %self.config.id, reason = %why, "target stopped");
+        self.status.set_error(Some(why));
+        self.set_state(pipe, State::Stopped);
+        *phase = Phase::Stopped;
+    }
+
+    fn opened(
+        &mut self,
+        connection: Connection,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Box<Streaming> {
+        let now = Instant::now();
+        self.generation += 1;
+        self.status
+            .generation
+            .store(self.generation, Ordering::Relaxed);
+        self.status
+            .set_http_version(Some(format!("{:?}", connection.version())));
+        self.status.set_error(None);
+        self.last_open = Some(now);
+        self.report_pool(true);
+        let rotate_at = self.config.max_connection_age.map(|age| {
+            let margin = (age / 5).min(Duration::from_secs(10));
+            now + age.saturating_sub(margin)
+        });
+        tracing::info!(
+            target_id = %self.config.id,
+            connection = self.generation,
+            last_event_id = %self.last_event_id,
+            version = ?connection.version(),
+            "stream open"
+        );
+        Box::new(Streaming {
+            connection,
+            parser: Parser::new(self.config.limits).with_last_event_id(&self.last_event_id),
+            _permit: permit,
+            opened: now,
+            idle_deadline: now + self.config.idle_timeout,
+            rotate_at,
+            rotation: None,
+            overlap: VecDeque::new(),
+        })
+    }
+
+    fn begin_connect(&mut self, phase: &mut Phase, pipe: &Pipe) {
+        self.set_state(pipe, State::Connecting);
+        match self.connect(false) {
+            Ok(future) => *phase = Phase::Connecting(future),
+            Err(detail) => {
+                // Missing secret or similar: an operator must act; keep retrying slowly.
+                self.reconnect_later(
+                    phase,
+                    pipe,
+                    DisconnectReason::Protocol,
+                    detail,
+                    Duration::ZERO,
+                    true,
+                );
+            }
+        }
+    }
+
+    async fn handle(&mut self, step: Step, phase: &mut Phase, pipe: &mut Pipe) {
+        match step {
+            Step::WaitOver => self.begin_connect(phase, pipe),
+            Step::Connected(Ok(connection), permit) => {
+                let streaming = self.opened(connection, permit);
+                self.set_state(pipe, State::Streaming);
+                *phase = Phase::Streaming(streaming);
+            }
+            Step::Connected(Err(error), _) => {
+                if matches!(error, ConnectError::Transport { .. }) {
+                    self.report_pool(false);
+                    // Try the next proxy of a pool on the next attempt.
+                    self.pool_cursor = self.pool_cursor.wrapping_add(1);
+                }
+                match error {
+                    ConnectError::NoContent => {
+                        pipe.metrics.reconnect(DisconnectReason::HttpStatus);
+                        self.stop(phase, pipe, "server answered 204 no content: the endpoint asks clients not to reconnect".to_owned());
+                    }
+                    ConnectError::Options(detail) => {
+                        self.stop(phase, pipe, format!("invalid client options: {detail}"));
+                    }
+                    error => {
+                        let hard = !error.is_retryable();
+                        let at_least = error.retry_after().unwrap_or_default();
+                        self.reconnect_later(
+                            phase,
+                            pipe,
+                            error.disconnect_reason(),
+                            error.to_string(),
+                            at_least,
+                            hard,
+                        );
+                    }
+                }
+            }
+            Step::Chunk(chunk) => {
+                let Phase::Streaming(s) = phase else { return };
+                match chunk {
+                    Ok(Some(bytes)) => {
+                        let now = Instant::now();
+                        s.idle_deadline = now + self.config.idle_timeout;
+                        pipe.metrics.bytes.inc_by(bytes.len() as u64);
+                        pipe.status
+                            .bytes
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        pipe.status.touch_byte(now);
+                        s.parser.push(&bytes);
+                        let wall = SystemTime::now();
+                        let mut got_event = false;
+                        loop {
+                            match s.parser.next_item() {
+                                Ok(Some(Item::Event(event))) => {
+                                    got_event = true;
+                                    if s.rotation.is_some() {
+                                        // The old stream, while its replacement is connecting.
+                                        if s.overlap.len() < MAX_OVERLAP {
+                                            s.overlap.push_back(event.id.as_str().to_owned());
+                                        }
+                                    } else if !s.overlap.is_empty() {
+                                        // The replacement, replaying what the old one delivered.
+                                        if s.overlap
+                                            .front()
+                                            .is_some_and(|id| id == event.id.as_str())
+                                        {
+                                            s.overlap.pop_front();
+                                            pipe.metrics.duplicates.inc();
+                                            continue;
+                                        }
+                                        s.overlap.clear();
+                                    }
+                                    self.accept(&event, pipe, now, wall);
+                                }
+                                Ok(Some(Item::Retry(ms))) => self.retry = Duration::from_millis(ms),
+                                Ok(Some(Item::Comment(_))) => {}
+                                Ok(None) => break,
+                                Err(error) => {
+                                    let detail = format!("stream rejected: {error}");
+                                    self.reconnect_later(
+                                        phase,
+                                        pipe,
+                                        DisconnectReason::Protocol,
+                                        detail,
+                                        Duration::ZERO,
+                                        true,
+                                    );
+                                    return;
+                                }
+                            }
+                        }
+                        if got_event {
+                            pipe.status.touch_event(now);
+                            pipe.status.set_last_event_id(&self.last_event_id);
+                        }
+                    }
+                    Ok(None) => {
+                        let reason = self.end_reason(s, DisconnectReason::Eof);
+                        self.reconnect_later(
+                            phase,
+                            pipe,
+                            reason,
+                            "server closed the stream".to_owned(),
+                            Duration::ZERO,
+                            false,
+                        );
+                    }
+                    Err(error) => {
+                        let reason = self.end_reason(s, DisconnectReason::Reset);
+                        self.reconnect_later(
+                            phase,
+                            pipe,
+                            reason,
+                            error.to_string(),
+                            Duration::ZERO,
+                            false,
+                        );
+                    }
+                }
+            }
+            Step::Idle => {
+                let detail = format!(
+                    "no bytes for {}s (idle timeout): the connection is dead",
+                    self.config.idle_timeout.as_secs_f64()
+                );
+                self.reconnect_later(
+                    phase,
+                    pipe,
+                    DisconnectReason::SilentDrop,
+                    detail,
+                    Duration::ZERO,
+                    false,
+                );
+            }
+            Step::RotateDue => {
+                let Phase::Streaming(s) = phase else { return };
+                match self.connect(true) {
+                    Ok(future) => {
+                        tracing::info!(target_id = %self.config.id, last_event_id = %self.last_event_id, "max connection age near: opening the replacement stream");
+                        s.overlap.clear();
+                        s.rotation = Some(future);
+                    }
+                    Err(detail) => {
+                        tracing::warn!(target_id = %self.config.id, %detail, "cannot open the replacement stream yet");
+                        s.rotate_at = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            }
+            Step::Rotated(result, permit) => {
+                let Phase::Streaming(s) = phase else { return };
+                s.rotation = None;
+                match result {
+                    Ok(connection) => {
+                        let overlap = std::mem::take(&mut s.overlap);
+                        // The replacement was asked to resume after the id in force when it was
+                        // requested; what the old stream delivered since will be replayed.
+                        let mut replacement = self.opened(connection, permit);
+                        replacement.overlap = overlap;
+                        pipe.metrics.reconnect(DisconnectReason::Rotate);
+                        self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(target_id = %self.config.id, connection = self.generation, "switched to the replacement stream; old one closed");
+                        *phase = Phase::Streaming(replacement);
+                    }
+                    Err(error) => {
+                        tracing::warn!(target_id = %self.config.id, %error, "replacement stream failed; keeping the current one");
+                        s.overlap.clear();
+                        s.rotate_at = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why a stream ended: an end at (or past) the configured connection age is the proxy's TTL.
+    fn end_reason(&self, s: &Streaming, otherwise: DisconnectReason) -> DisconnectReason {
+        match self.config.max_connection_age {
+            Some(age) if s.opened.elapsed() + Duration::from_millis(50) >= age.mul_f64(0.9) => {
+                DisconnectReason::ProxyTtl
+            }
+            _ => otherwise,
+        }
+    }
+
+    /// One event from the stream: duplicate check, filter, then Kafka.
+    fn accept(&mut self, event: &Event, pipe: &mut Pipe, now: Instant, wall: SystemTime) {
+        self.last_event_id.clear();
+        self.last_event_id.push_str(event.id.as_str());
+        if !self.config.event_types.is_empty()
+            && !self
+                .config
+                .event_types
+                .iter()
+                .any(|t| t == event.event.as_str())
+        {
+            pipe.metrics.filtered.inc();
+            return;
+        }
+        pipe.send(event, self.generation, now, wall);
+    }
+}
