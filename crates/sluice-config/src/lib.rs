@@ -5,7 +5,8 @@
 //! nothing downstream has to check again.
 //!
 //! Architecture invariant: this crate does no I/O beyond reading the config files, listing the
-//! targets directory and checking that referenced secrets exist (env var set, file readable). It
+//! targets directory, checking that referenced secrets exist (env var set, file readable) and
+//! reading the extra TLS root certificates a target names (`tls.ca_file`, kept as PEM bytes). It
 //! opens no sockets and makes no connectivity checks. It never stores a secret's value in the
 //! validated config, and no message or `Debug` output contains one.
 

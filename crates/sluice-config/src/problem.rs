@@ -30,6 +30,8 @@ pub enum ProblemKind {
     UnsetSecretEnv,
     /// A secret written inline, e.g. a password inside a proxy URL.
     InlineSecret,
+    /// A TLS CA file (`tls.ca_file`) that cannot be read or holds no PEM certificate.
+    BadCaFile,
     /// A JSON Pointer that is neither empty nor starts with `/`.
     BadJsonPointer,
     /// Any other value out of its allowed range.
@@ -52,6 +54,7 @@ impl ProblemKind {
             ProblemKind::MissingSecretFile => "missing_secret_file",
             ProblemKind::UnsetSecretEnv => "unset_secret_env",
             ProblemKind::InlineSecret => "inline_secret",
+            ProblemKind::BadCaFile => "bad_ca_file",
             ProblemKind::BadJsonPointer => "bad_json_pointer",
             ProblemKind::Invalid => "invalid",
         }

@@ -112,6 +112,8 @@ pub(crate) struct RawTarget {
     #[serde(default)]
     pub auth: RawAuth,
     pub proxy: Option<RawProxy>,
+    #[serde(default)]
+    pub tls: RawTls,
     pub idle_timeout: Option<String>,
     pub connect_timeout: Option<String>,
     #[serde(default)]
@@ -132,6 +134,14 @@ pub(crate) struct RawTarget {
 pub(crate) struct RawAuth {
     pub bearer: Option<RawValueRef>,
     pub cookie: Option<RawValueRef>,
+}
+
+/// A target's `tls` section: extra trust for HTTPS upstreams (and HTTPS proxies) behind private CAs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    /// PEM bundle of extra root certificates, relative to the target file.
+    pub ca_file: Option<String>,
 }
 
 /// `key: target` or `key: {pointer: "/path"}`.

@@ -119,6 +119,11 @@ pub struct TargetConfig {
     pub auth: Auth,
     /// Proxy or pool; `None` = direct.
     pub proxy: Option<TargetProxy>,
+    /// Extra trusted root certificates, each entry the bytes of one PEM bundle (`tls.ca_file`,
+    /// read once at load and checked to hold at least one `-----BEGIN CERTIFICATE-----` block;
+    /// the certificates themselves are not parsed here). Add them to the system roots for the
+    /// upstream and for HTTPS proxies. Empty when the target file has no `tls` section.
+    pub root_certificates_pem: Vec<Vec<u8>>,
     /// Heartbeat watchdog.
     pub idle_timeout: Duration,
     /// TCP connect plus proxy handshake limit.
@@ -218,6 +223,7 @@ mod tests {
             headers,
             auth,
             proxy: None,
+            root_certificates_pem: Vec::new(),
             idle_timeout: d.idle_timeout,
             connect_timeout: d.connect_timeout,
             backoff: d.backoff,

@@ -13,7 +13,7 @@ use url::Url;
 use crate::problem::{ConfigProblem, ProblemKind};
 use crate::proxy::ProxyConfig;
 use crate::raw::{
-    RawBackoff, RawDefaults, RawKey, RawLimits, RawProxy, RawTarget, RawValueRef, RawWorker,
+    RawBackoff, RawDefaults, RawKey, RawLimits, RawProxy, RawTarget, RawTls, RawValueRef, RawWorker,
 };
 use crate::secret::{SecretError, SecretRef};
 use crate::target::{Auth, HeaderSource, RecordKey, TargetConfig, TargetId, TargetProxy};
@@ -192,6 +192,52 @@ impl<'a> Checker<'a> {
             None => None,
         };
         ok.then_some(ProxyConfig { url, password })
+    }
+
+    /// A target's `tls` section: the CA bundle read now (relative to this file) and checked to be
+    /// PEM with at least one certificate. The certificates are not parsed: that is the TLS stack's
+    /// job when the worker builds its client.
+    fn tls(&mut self, raw: &RawTls) -> Vec<Vec<u8>> {
+        let Some(ca_file) = &raw.ca_file else {
+            return Vec::new();
+        };
+        let field = "tls.ca_file";
+        if ca_file.is_empty() {
+            self.report(
+                field,
+                ProblemKind::Missing,
+                "empty ca file path: name a pem bundle, relative to this file".to_owned(),
+            );
+            return Vec::new();
+        }
+        let path = self.dir().join(ca_file);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                self.report(
+                    field,
+                    ProblemKind::BadCaFile,
+                    format!(
+                        "cannot read ca file {}: {}",
+                        path.display(),
+                        crate::load::lowercase_first(&err.to_string())
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        if !holds_pem_certificate(&bytes) {
+            self.report(
+                field,
+                ProblemKind::BadCaFile,
+                format!(
+                    "ca file {} is not a pem certificate bundle: no {PEM_BEGIN_CERTIFICATE} block found",
+                    path.display()
+                ),
+            );
+            return Vec::new();
+        }
+        vec![bytes]
     }
 
     fn backoff(&mut self, field: &str, raw: &RawBackoff, base: Backoff) -> Backoff {
@@ -571,6 +617,8 @@ pub(crate) fn target(
         }
     };
 
+    let root_certificates_pem = c.tls(&raw.tls);
+
     let d = &worker.defaults;
     let idle_timeout = c.duration("idle_timeout", raw.idle_timeout.as_deref(), d.idle_timeout);
     c.positive("idle_timeout", idle_timeout);
@@ -631,6 +679,7 @@ pub(crate) fn target(
         headers,
         auth,
         proxy,
+        root_certificates_pem,
         idle_timeout,
         connect_timeout,
         backoff,
@@ -677,6 +726,23 @@ fn target_url(c: &mut Checker<'_>, raw: &str) -> Option<Url> {
     Some(url)
 }
 
+const PEM_BEGIN_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";
+const PEM_END_CERTIFICATE: &str = "-----END CERTIFICATE-----";
+
+/// Whether `bytes` hold a `-----BEGIN CERTIFICATE-----` marker followed later by its
+/// `-----END CERTIFICATE-----`: enough to tell a PEM bundle from a DER file, a key or a typo'd
+/// path, without a crypto dependency.
+fn holds_pem_certificate(bytes: &[u8]) -> bool {
+    find(bytes, PEM_BEGIN_CERTIFICATE.as_bytes())
+        .is_some_and(|at| find(&bytes[at..], PEM_END_CERTIFICATE.as_bytes()).is_some())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
 /// RFC 6901: empty, or `/`-separated tokens where `~` is only `~0` or `~1`.
 fn json_pointer_ok(pointer: &str) -> bool {
     if pointer.is_empty() {
@@ -696,7 +762,26 @@ fn json_pointer_ok(pointer: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::json_pointer_ok;
+    use super::{holds_pem_certificate, json_pointer_ok};
+
+    #[test]
+    fn pem_check_wants_a_begin_certificate_block_with_its_end() {
+        let pem = b"subject=CN=x\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert!(holds_pem_certificate(pem));
+        for bad in [
+            &b""[..],
+            b"\x30\x82\x01\x0a",
+            b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+            b"-----BEGIN CERTIFICATE-----\nMIIB truncated",
+            b"-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\n",
+        ] {
+            assert!(
+                !holds_pem_certificate(bad),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn json_pointer_must_be_empty_or_start_with_a_slash_with_valid_escapes() {

@@ -76,6 +76,23 @@ fn missing_secret_file_is_reported_with_its_path() {
 }
 
 #[test]
+fn missing_tls_ca_file_is_reported_with_its_path_resolved_against_the_target_file() {
+    assert_fixture("missing_ca_file");
+}
+
+#[test]
+fn tls_ca_file_without_a_pem_certificate_is_reported() {
+    assert_fixture("not_pem_ca_file");
+    let dir = fixtures().join("not_pem_ca_file");
+    let errors = sluice_config::load(&dir.join("worker.yaml")).expect_err("invalid");
+    assert_eq!(
+        errors.kind(),
+        sluice_config::ProblemKind::BadCaFile,
+        "{errors}"
+    );
+}
+
+#[test]
 fn unset_secret_env_var_is_reported_with_its_name() {
     assert_fixture("unset_secret_env");
 }
@@ -134,7 +151,9 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "duplicate_target_id",
         "empty_brokers",
         "inline_proxy_password",
+        "missing_ca_file",
         "missing_secret_file",
+        "not_pem_ca_file",
         "several_problems",
         "unknown_key",
         "unknown_proxy_pool",
