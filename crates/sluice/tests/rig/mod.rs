@@ -1,0 +1,398 @@
+//! The worker test rig: a temp config directory, Kafka (mock cluster, or the broker named by
+//! `SLUICE_TEST_KAFKA`), the real `sluice worker` binary, and readers of what reached Kafka.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use sluice_sim::{RunningSim, SimConfig};
+use sluice_testkit::{TestKafka, unique_topic};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// Upper bound for anything a test waits for; reaching it fails the test (not a timing assertion).
+pub const LIMIT: Duration = Duration::from_secs(90);
+
+/// One test's world: config dir, topics, Kafka.
+pub struct Rig {
+    pub kafka: TestKafka,
+    pub dir: PathBuf,
+    pub events: String,
+    pub checkpoints: String,
+}
+
+/// A record of the events topic, as the tests look at it.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub key: String,
+    pub value: String,
+    pub headers: HashMap<String, String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Rec {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn id(&self) -> u64 {
+        self.header("sse.id").parse().expect("numeric sse.id")
+    }
+}
+
+impl Rig {
+    /// A rig on the test Kafka (external when `SLUICE_TEST_KAFKA` is set, else the mock cluster).
+    pub async fn new(name: &str) -> Rig {
+        Rig::with_kafka(name, TestKafka::start().expect("test kafka")).await
+    }
+
+    /// A rig on the given Kafka.
+    pub async fn with_kafka(name: &str, kafka: TestKafka) -> Rig {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-worker-{name}-{}-{}",
+            std::process::id(),
+            unique_topic("d")
+        ));
+        std::fs::create_dir_all(dir.join("targets")).expect("temp dir");
+        let events = unique_topic(&format!("{name}.events"));
+        let checkpoints = unique_topic(&format!("{name}.checkpoints"));
+        kafka
+            .create_topic(&events, 1, false)
+            .await
+            .expect("events topic");
+        kafka
+            .create_topic(&checkpoints, 1, true)
+            .await
+            .expect("checkpoints topic");
+        Rig {
+            kafka,
+            dir,
+            events,
+            checkpoints,
+        }
+    }
+
+    /// Writes `targets/<id>.yaml`: `id`, `url`, then `extra` YAML lines.
+    pub fn target(&self, id: &str, url: &str, extra: &str) {
+        let body = format!("id: {id}\nurl: {url}\n{extra}\n");
+        std::fs::write(self.dir.join("targets").join(format!("{id}.yaml")), body)
+            .expect("write target");
+    }
+
+    /// Writes `worker.yaml` for this rig with fast test defaults, plus `extra` top-level YAML.
+    pub fn worker_yaml(&self, port: u16, extra: &str) -> PathBuf {
+        let path = self.dir.join("worker.yaml");
+        let body = format!(
+            "kafka:\n  brokers: [\"{brokers}\"]\n  properties:\n    linger.ms: \"2\"\n\
+             topics:\n  events: {events}\n  checkpoints: {checkpoints}\n\
+             http:\n  listen: 127.0.0.1:{port}\n\
+             targets_dir: targets\n\
+             defaults:\n  idle_timeout: 5s\n  connect_timeout: 5s\n  backoff:\n    initial: 20ms\n    max: 500ms\n    reset_after: 10s\n\
+             shutdown:\n  grace: 20s\n{extra}\n",
+            brokers = self.kafka.bootstrap(),
+            events = self.events,
+            checkpoints = self.checkpoints,
+        );
+        std::fs::write(&path, body).expect("write worker.yaml");
+        path
+    }
+
+    /// Starts `sluice worker` on this rig's config (writing `worker.yaml` with `extra`).
+    pub async fn start(&self, extra: &str) -> Worker {
+        self.start_with_env(extra, &[]).await
+    }
+
+    /// [`Rig::start`] with extra environment variables.
+    pub async fn start_with_env(&self, extra: &str, env: &[(&str, &str)]) -> Worker {
+        let port = free_port().await;
+        let config = self.worker_yaml(port, extra);
+        let log = self.dir.join(format!("worker-{}.log", unique_topic("l")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .arg("--log")
+            .arg("debug,rdkafka=info,librdkafka=info,h2=info,hyper_util=info,reqwest=info")
+            .arg("worker")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start sluice worker");
+        let worker = Worker {
+            child,
+            log,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        worker.wait_ready().await;
+        worker
+    }
+
+    /// Reads the events topic from the beginning until `done` says the records are enough.
+    pub async fn records_until(&self, done: impl Fn(&[Rec]) -> bool) -> Vec<Rec> {
+        read_until(&self.kafka, &self.events, done).await
+    }
+
+    /// Waits until every target in `expected` (id → last event id N) has ids 1..=N in Kafka.
+    pub async fn wait_all_ids(&self, expected: &[(&str, u64)]) -> Vec<Rec> {
+        self.records_until(|records| {
+            expected.iter().all(|(target, n)| {
+                let ids = ids_of(records, target);
+                first_occurrences(&ids).len() as u64 >= *n
+            })
+        })
+        .await
+    }
+
+    /// The checkpoint topic, read to its end: target → last acknowledged id.
+    pub async fn checkpoints(&self) -> HashMap<String, String> {
+        let mut config = self.kafka.producer_config();
+        config.set("client.id", "sluice-test-checkpoints");
+        sluice_publish::read_checkpoints(&config, &self.checkpoints, Duration::from_secs(30))
+            .await
+            .expect("read checkpoints")
+    }
+}
+
+/// The `sse.id`s of `target`'s records, in Kafka order.
+pub fn ids_of(records: &[Rec], target: &str) -> Vec<u64> {
+    records
+        .iter()
+        .filter(|r| r.header("sluice.target") == target)
+        .map(Rec::id)
+        .collect()
+}
+
+/// `ids` with every repeat of an earlier id removed, order kept.
+pub fn first_occurrences(ids: &[u64]) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+}
+
+/// Fails unless `ids` (duplicates allowed) first show every id 1..=n exactly in order.
+pub fn assert_complete_in_order(target: &str, ids: &[u64], n: u64) {
+    let first = first_occurrences(ids);
+    let expected: Vec<u64> = (1..=n).collect();
+    if first != expected {
+        let missing: Vec<u64> = expected
+            .iter()
+            .copied()
+            .filter(|i| !first.contains(i))
+            .collect();
+        panic!(
+            "{target}: ids in kafka are not 1..={n} in order; missing {missing:?}; first occurrences {first:?}"
+        );
+    }
+}
+
+async fn read_until(kafka: &TestKafka, topic: &str, done: impl Fn(&[Rec]) -> bool) -> Vec<Rec> {
+    let consumer: StreamConsumer = kafka
+        .consumer_config(&unique_topic("sluice-test-reader"))
+        .set("fetch.wait.max.ms", "20")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("assignment");
+    consumer.assign(&assignment).expect("assign");
+    let deadline = Instant::now() + LIMIT;
+    let mut records = Vec::new();
+    loop {
+        if done(&records) {
+            return records;
+        }
+        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(message) => message.expect("consume"),
+            Err(_) => {
+                let mut summary: std::collections::BTreeMap<String, (usize, u64)> =
+                    Default::default();
+                for r in &records {
+                    let entry = summary
+                        .entry(r.header("sluice.target").to_owned())
+                        .or_default();
+                    entry.0 += 1;
+                    entry.1 = entry.1.max(r.header("sse.id").parse().unwrap_or(0));
+                }
+                panic!(
+                    "kafka topic {topic} did not get the expected records within {LIMIT:?}; \
+                     got {} records; per target (count, max id): {summary:?}",
+                    records.len()
+                )
+            }
+        };
+        let mut headers = HashMap::new();
+        if let Some(h) = message.headers() {
+            for header in h.iter() {
+                headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        records.push(Rec {
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            value: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+            headers,
+            partition: message.partition(),
+            offset: message.offset(),
+        });
+    }
+}
+
+/// A running `sluice worker`.
+pub struct Worker {
+    child: Child,
+    log: PathBuf,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Worker {
+    /// Waits for `/readyz` to say ready (fails the test if the process exits first).
+    async fn wait_ready(&self) {
+        self.wait_for("/readyz to answer 200", async |w: &Worker| {
+            w.get("/readyz").await.is_some_and(|(code, _)| code == 200)
+        })
+        .await;
+    }
+
+    /// GET `path` on the operations server: status code and body.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .ok()?;
+        let code = response.status().as_u16();
+        Some((code, response.text().await.ok()?))
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> Value {
+        let (_, body) = self.get("/status").await.expect("status answers");
+        serde_json::from_str(&body).expect("status is json")
+    }
+
+    /// The status row of `target`.
+    pub async fn row(&self, target: &str) -> Value {
+        let status = self.status().await;
+        status["targets"]
+            .as_array()
+            .expect("targets array")
+            .iter()
+            .find(|r| r["target"] == target)
+            .cloned()
+            .unwrap_or_else(|| panic!("no status row for {target}: {status}"))
+    }
+
+    /// `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.expect("metrics answer").1
+    }
+
+    /// The value of one metric sample line (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// Polls `check` (every 20 ms) until it holds; fails after [`LIMIT`] or if the worker exits.
+    pub async fn wait_for(&self, what: &str, check: impl AsyncFn(&Worker) -> bool) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if check(self).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; worker log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The worker's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("worker is running")
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn terminate(mut self) -> (ExitStatus, String) {
+        let pid = self.pid();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let exit = tokio::time::timeout(LIMIT, self.child.wait())
+            .await
+            .expect("worker exits after SIGTERM")
+            .expect("wait for worker");
+        (exit, self.log())
+    }
+
+    /// SIGKILL: no chance to flush or checkpoint.
+    pub async fn kill(mut self) -> String {
+        self.child.kill().await.expect("kill worker");
+        self.log()
+    }
+}
+
+/// The value of `series` (exact `name{labels}` text as rendered) in Prometheus text, 0 if absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(series)?;
+            rest.strip_prefix(' ')?.trim().parse().ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A loopback port free right now.
+pub async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A simulator on a loopback port that stops after `events` deltas at `rate` per second.
+pub async fn sim(events: u64, rate: f64) -> RunningSim {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    RunningSim::start(
+        SimConfig {
+            rate,
+            max_events: Some(events),
+            heartbeat: Duration::from_millis(200),
+            ..SimConfig::default()
+        },
+        listener,
+    )
+    .await
+    .expect("simulator starts")
+}
+
+/// Writes a file under the rig dir and returns its path.
+pub fn write_file(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write file");
+    path
+}
