@@ -32,6 +32,7 @@ struct TransportKey {
     proxy: Option<String>,
     connect_timeout: Duration,
     max_redirects: u32,
+    roots: Vec<Vec<u8>>,
 }
 
 /// One HTTP client per distinct (proxy, connect timeout, redirect limit).
@@ -52,6 +53,7 @@ impl Transports {
             proxy: proxy.as_ref().map(|u| u.to_string()),
             connect_timeout: target.connect_timeout,
             max_redirects: target.max_redirects,
+            roots: target.root_certificates_pem.clone(),
         };
         let base = {
             let clients = lock(&self.clients);
@@ -64,6 +66,7 @@ impl Transports {
                     proxy,
                     connect_timeout: target.connect_timeout,
                     max_redirects: usize::try_from(target.max_redirects).unwrap_or(usize::MAX),
+                    root_certificates_pem: target.root_certificates_pem.clone(),
                     ..ClientOptions::default()
                 };
                 let client = Client::new(target.url.clone(), options)?;

@@ -6,16 +6,11 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use sluice_sim::RunningSim;
 use sluice_testkit::proxies::{
     Microsocks, MicrosocksOptions, ProxyAuth, Tinyproxy, TinyproxyOptions,
 };
-use support::{assert_contiguous, fast, lines, stderr, tail};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
+use support::{assert_contiguous, fast, lines, stderr, tail, tls_front};
 
 fn ids(output: &std::process::Output) -> Vec<u64> {
     support::ids(&lines(output))
@@ -23,51 +18,6 @@ fn ids(output: &std::process::Output) -> Vec<u64> {
 
 async fn sim() -> RunningSim {
     support::sim(fast()).await
-}
-
-/// A TLS terminator for `localhost` in front of the simulator, with a fresh self-signed CA.
-/// Returns the HTTPS base URL and the PEM file the client must trust.
-async fn tls_front(sim: &RunningSim, dir: &std::path::Path) -> (String, std::path::PathBuf) {
-    let key = rcgen::KeyPair::generate().expect("key pair");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    let cert = params.self_signed(&key).expect("self-signed certificate");
-    let pem_path = dir.join("ca.pem");
-    std::fs::write(&pem_path, cert.pem()).expect("write pem");
-
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .expect("server config");
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind tls front");
-    let port = listener.local_addr().expect("addr").port();
-    let upstream = sim.addr();
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let Ok(mut plain) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    (format!("https://localhost:{port}"), pem_path)
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -3,12 +3,15 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Output;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use sluice_sim::{RunningSim, SimConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 
 /// Upper bound for one `sluice tail` run; hitting it fails the test, it is not a timing assertion.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -82,4 +85,49 @@ pub fn fast() -> SimConfig {
         heartbeat: Duration::from_millis(200),
         ..SimConfig::default()
     }
+}
+
+/// A TLS terminator for `localhost` in front of the simulator, with a fresh self-signed CA.
+/// Returns the HTTPS base URL and the PEM file the client must trust.
+pub async fn tls_front(sim: &RunningSim, dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key pair");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("self-signed certificate");
+    let pem_path = dir.join("ca.pem");
+    std::fs::write(&pem_path, cert.pem()).expect("write pem");
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind tls front");
+    let port = listener.local_addr().expect("addr").port();
+    let upstream = sim.addr();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), pem_path)
 }
