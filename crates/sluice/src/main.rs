@@ -5,10 +5,15 @@
 
 mod cmd;
 mod shutdown;
+mod telemetry;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing::Instrument as _;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Sluice turns Server-Sent Events endpoints into Kafka topics, and deltas back into state.
 #[derive(Debug, Parser)]
@@ -20,6 +25,15 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sluice_client=debug`.
     #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
     log: String,
+    /// OpenTelemetry collector (OTLP over HTTP) base URL, e.g. `http://127.0.0.1:4318`: spans go to
+    /// `URL/v1/traces`, logs to `URL/v1/logs`. Unset: nothing is exported.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,9 +60,24 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
-    if let Command::Validate(args) = cli.command {
-        return cmd::validate::run(args);
+    let telemetry = init_logging(cli.log_format, &cli.log, cli.otlp_endpoint.as_deref());
+    let command = match &cli.command {
+        Command::Tail(_) => "tail",
+        Command::Sim(_) => "sim",
+        Command::Worker(_) => "worker",
+        Command::Validate(_) => "validate",
+    };
+    // The root span of the run: there is always at least one span to export.
+    let span = tracing::info_span!(telemetry::ROOT_SPAN, command);
+    let code = run(cli.command, span);
+    // Flush buffered spans and logs (bounded in time), after the runtime and its tasks are gone.
+    telemetry.shutdown();
+    code
+}
+
+fn run(command: Command, span: tracing::Span) -> ExitCode {
+    if let Command::Validate(args) = command {
+        return span.in_scope(|| cmd::validate::run(args));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -60,31 +89,52 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let shutdown = shutdown::on_signal();
-        match cli.command {
-            Command::Tail(args) => cmd::tail::run(args, shutdown).await,
-            Command::Validate(args) => cmd::validate::run(args),
-            Command::Worker(args) => cmd::worker::run(args, shutdown).await,
-            Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("sluice sim: {error:#}");
-                    ExitCode::FAILURE
-                }
-            },
+    let code = runtime.block_on(
+        async move {
+            let shutdown = shutdown::on_signal();
+            match command {
+                Command::Tail(args) => cmd::tail::run(args, shutdown).await,
+                Command::Validate(args) => cmd::validate::run(args),
+                Command::Worker(args) => cmd::worker::run(args, shutdown).await,
+                Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("sluice sim: {error:#}");
+                        ExitCode::FAILURE
+                    }
+                },
+            }
         }
-    })
+        .instrument(span),
+    );
+    drop(runtime);
+    code
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
+/// Installs the stderr log (text or JSON) and, when an OTLP endpoint is configured, the
+/// OpenTelemetry export of spans and events; the returned handle must be shut down at exit.
+fn init_logging(
+    format: LogFormat,
+    filter: &str,
+    otlp_endpoint: Option<&str>,
+) -> telemetry::Telemetry {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let telemetry = telemetry::Telemetry::start(&telemetry::Config::from_env(otlp_endpoint));
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // The root span is for export only: stderr lines stay as they were, without its context.
+    let on_stderr = tracing_subscriber::filter::filter_fn(telemetry::not_root_span);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry
+            .with(stderr.with_filter(on_stderr))
+            .with(telemetry.layer())
+            .init(),
+        LogFormat::Json => registry
+            .with(stderr.json().with_filter(on_stderr))
+            .with(telemetry.layer())
+            .init(),
     }
+    telemetry.report();
+    telemetry
 }
