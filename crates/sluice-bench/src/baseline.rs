@@ -33,8 +33,8 @@ pub const MAX_IN_FLIGHT: usize = 10_000;
 pub struct Baseline {
     /// Await each send, or keep many in flight.
     pub mode: Mode,
-    /// The SSE endpoint.
-    pub url: String,
+    /// The SSE endpoints; stream `i` reads `urls[i % urls.len()]`.
+    pub urls: Vec<String>,
     /// `bootstrap.servers`.
     pub brokers: String,
     /// The topic every event goes to.
@@ -71,8 +71,11 @@ pub async fn run(baseline: Baseline) -> anyhow::Result<()> {
     let budget = Arc::new(AtomicU64::new(baseline.events.unwrap_or(u64::MAX)));
     let baseline = Arc::new(baseline);
     let mut streams = tokio::task::JoinSet::new();
+    if baseline.urls.is_empty() {
+        bail!("no --url");
+    }
     for index in 0..baseline.connections {
-        let request = client.get(&baseline.url);
+        let request = client.get(&baseline.urls[index % baseline.urls.len()]);
         let (producer, budget, baseline) = (producer.clone(), budget.clone(), baseline.clone());
         streams.spawn(async move {
             let target = target_id(index, baseline.connections);
@@ -222,7 +225,10 @@ async fn stream(
 }
 
 fn check(
-    delivered: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    delivered: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
 ) -> anyhow::Result<()> {
     delivered
         .context("producer dropped a delivery")?

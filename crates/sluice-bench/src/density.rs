@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::impls::{Job, Running};
 use crate::kafka::{Kafka, Watermarks};
 use crate::procfs::{self, ProcSample};
-use crate::report::{Table, count, machine_note, num};
+use crate::report::{Table, count, load_average, machine_note, num};
 use crate::simproc::SimProcess;
 use crate::{Impl, command_line, parse_duration, parse_impls};
 
@@ -47,6 +47,10 @@ pub struct DensityArgs {
     /// How long all connections may take to be established.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// Most connections per simulator process (each costs the simulator two descriptors, and
+    /// the hard open-files limit is per process), so 10,000 connections use 3 simulators.
+    #[arg(long, default_value_t = 4_000)]
+    pub per_sim: usize,
     /// The simulator's heartbeat interval on idle streams.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -71,6 +75,7 @@ struct Outcome {
     events: u64,
     cpu: Duration,
     sim_cpu: Option<Duration>,
+    sims: usize,
     end: ProcSample,
     metrics: Option<Scrape>,
 }
@@ -172,9 +177,24 @@ async fn run_one(
         kafka.create_topic(&checkpoints, 1, true).await?;
     }
     let watermarks = Watermarks::new(kafka.bootstrap(), &topic, args.partitions)?;
-    let sim = SimProcess::start(1.0, args.heartbeat).await?;
+    std::fs::create_dir_all(dir)?;
+    let mut sims = Vec::new();
+    for n in 0..connections.div_ceil(args.per_sim.max(1)) {
+        sims.push(SimProcess::start(1.0, args.heartbeat, &dir.join(format!("sim-{n}.log"))).await?);
+    }
+    let established_now = || -> usize {
+        sims.iter()
+            .map(|sim| procfs::established_to_port(sim.port))
+            .sum()
+    };
+    let sims_cpu = || -> Option<u64> {
+        sims.iter()
+            .map(|sim| sim.pid().and_then(|pid| procfs::sample(pid).ok()))
+            .map(|s| s.map(|s| s.cpu_ticks))
+            .sum()
+    };
     let job = Job {
-        url: sim.url.clone(),
+        urls: sims.iter().map(|sim| sim.url.clone()).collect(),
         connections,
         brokers: kafka.bootstrap().to_owned(),
         topic,
@@ -189,7 +209,7 @@ async fn run_one(
     while established < connections {
         tokio::time::sleep(Duration::from_millis(250)).await;
         running.check_alive()?;
-        established = procfs::established_to_port(sim.port);
+        established = established_now();
         if started.elapsed() > args.connect_timeout {
             bail!(
                 "{}: only {established} of {connections} connections after {:?}",
@@ -203,7 +223,7 @@ async fn run_one(
     running.check_alive()?;
 
     let client = reqwest012::Client::new();
-    let sim_before = sim.pid().and_then(|pid| procfs::sample(pid).ok());
+    let sim_before = sims_cpu();
     let wm_before = watermarks.sum_async().await?;
     let before = procfs::sample(running.pid)?;
     let t0 = Instant::now();
@@ -241,11 +261,13 @@ async fn run_one(
     let window = t0.elapsed();
     let end = procfs::sample(running.pid)?;
     let wm_after = watermarks.sum_async().await?;
-    let sim_after = sim.pid().and_then(|pid| procfs::sample(pid).ok());
-    let established_end = procfs::established_to_port(sim.port);
+    let sim_after = sims_cpu();
+    let established_end = established_now();
     running.check_alive()?;
     running.stop(Duration::from_secs(30)).await;
-    sim.stop().await;
+    for sim in sims {
+        sim.stop().await;
+    }
     Ok(Outcome {
         which,
         connections,
@@ -254,9 +276,10 @@ async fn run_one(
         window,
         events: wm_after.saturating_sub(wm_before),
         cpu: procfs::ticks_to_duration(end.cpu_ticks.saturating_sub(before.cpu_ticks), ticks),
-        sim_cpu: sim_before.zip(sim_after).map(|(b, a)| {
-            procfs::ticks_to_duration(a.cpu_ticks.saturating_sub(b.cpu_ticks), ticks)
-        }),
+        sim_cpu: sim_before
+            .zip(sim_after)
+            .map(|(b, a)| procfs::ticks_to_duration(a.saturating_sub(b), ticks)),
+        sims: connections.div_ceil(args.per_sim.max(1)),
         end,
         metrics,
     })
@@ -281,6 +304,7 @@ fn print_report(
         "peak RSS MiB",
         "RSS KiB / conn",
         "marginal KiB / conn",
+        "sims",
         "sim CPU %",
         "/metrics",
     ]);
@@ -307,6 +331,7 @@ fn print_report(
             num(Some(o.end.hwm_kib as f64 / 1024.0), 1),
             num(Some(o.rss_per_connection_kib()), 1),
             num(marginal, 1),
+            o.sims.to_string(),
             num(o.sim_cpu.map(|c| 100.0 * c.as_secs_f64() / window), 1),
             o.metrics.map_or("-".to_owned(), |m| {
                 format!(
@@ -331,7 +356,10 @@ fn print_report(
         args.partitions
     );
     println!("command: {command}");
-    println!("machine: before {machine_before}; after {}", machine_note());
+    println!(
+        "machine: {machine_before} (before); load average {} (after)",
+        load_average()
+    );
     println!();
     print!("{}", table.text());
     println!();
@@ -343,6 +371,7 @@ fn print_report(
         "RSS = the implementation process's VmRSS at the end of the window; RSS / conn = RSS / \
          connections; marginal = (RSS(C) - RSS(reference)) / (C - reference); CPU = its \
          utime+stime over the window; events/s = growth of the topic's high watermarks over \
-         the window; sim CPU = the simulator process (not counted for the implementation)."
+         the window (it should equal the connections: each served stream gets 1 event/s); sim CPU = \
+         the simulator processes together (not counted for the implementation)."
     );
 }

@@ -14,8 +14,8 @@ use crate::{Impl, Mode, baseline::target_id};
 /// What an implementation is asked to do.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// The SSE endpoint every connection reads.
-    pub url: String,
+    /// The SSE endpoints; connection `i` reads `urls[i % urls.len()]`.
+    pub urls: Vec<String>,
     /// Concurrent connections (targets).
     pub connections: usize,
     /// `bootstrap.servers`.
@@ -82,14 +82,15 @@ impl Running {
                     } else {
                         "inflight"
                     })
-                    .arg("--url")
-                    .arg(&job.url)
                     .arg("--brokers")
                     .arg(&job.brokers)
                     .arg("--topic")
                     .arg(&job.topic)
                     .arg("--connections")
                     .arg(job.connections.to_string());
+                for url in &job.urls {
+                    command.arg("--url").arg(url);
+                }
                 if let Some(events) = job.events {
                     command.arg("--events").arg(events.to_string());
                 }
@@ -186,9 +187,13 @@ pub fn write_sluice_config(dir: &Path, job: &Job, listen: &str) -> anyhow::Resul
     worker.push_str("shutdown:\n  grace: 5s\n");
     let worker_file = dir.join("worker.yaml");
     std::fs::write(&worker_file, worker).context("cannot write worker.yaml")?;
+    if job.urls.is_empty() {
+        bail!("no simulator url");
+    }
     for index in 0..job.connections {
         let id = target_id(index, job.connections);
-        let target = format!("id: {id}\nurl: {}\nkey: target\n", yaml_string(&job.url));
+        let url = &job.urls[index % job.urls.len()];
+        let target = format!("id: {id}\nurl: {}\nkey: target\n", yaml_string(url));
         std::fs::write(targets.join(format!("{id}.yaml")), target)
             .with_context(|| format!("cannot write target {id}"))?;
     }
@@ -229,7 +234,7 @@ mod tests {
     fn generated_config_names_every_target_and_the_shared_producer_settings() {
         let dir = tempfile::tempdir().unwrap();
         let job = Job {
-            url: "http://127.0.0.1:1/v1/stream?last_event_id=0".to_owned(),
+            urls: vec!["http://127.0.0.1:1/v1/stream?last_event_id=0".to_owned()],
             connections: 3,
             brokers: "127.0.0.1:9092,127.0.0.1:9093".to_owned(),
             topic: "events".to_owned(),

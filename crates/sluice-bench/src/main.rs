@@ -70,9 +70,9 @@ struct BaselineArgs {
     /// Await each send, or keep up to 10,000 in flight.
     #[arg(long, value_enum)]
     mode: Mode,
-    /// The SSE endpoint.
-    #[arg(long)]
-    url: String,
+    /// The SSE endpoint (repeatable: stream i reads URL number i modulo their count).
+    #[arg(long = "url", required = true)]
+    urls: Vec<String>,
     /// Kafka bootstrap servers.
     #[arg(long)]
     brokers: String,
@@ -245,23 +245,34 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
-        match cli.command {
-            Command::Pipeline(args) => pipeline::run(args).await,
-            Command::Density(args) => density::run(args).await,
-            Command::Sim(args) => simproc::run(args).await,
-            Command::Baseline(args) => {
-                baseline::run(baseline::Baseline {
-                    mode: args.mode,
-                    url: args.url,
-                    brokers: args.brokers,
-                    topic: args.topic,
-                    events: args.events,
-                    connections: args.connections,
-                    producer_properties: args.producer_properties,
-                })
-                .await
+        let work = async move {
+            match cli.command {
+                Command::Pipeline(args) => pipeline::run(args).await,
+                Command::Density(args) => density::run(args).await,
+                Command::Sim(args) => simproc::run(args).await,
+                Command::Baseline(args) => {
+                    baseline::run(baseline::Baseline {
+                        mode: args.mode,
+                        urls: args.urls,
+                        brokers: args.brokers,
+                        topic: args.topic,
+                        events: args.events,
+                        connections: args.connections,
+                        producer_properties: args.producer_properties,
+                    })
+                    .await
+                }
+                Command::MockKafka { .. } => Ok(()),
             }
-            Command::MockKafka { .. } => Ok(()),
+        };
+        // On SIGINT/SIGTERM the work is dropped, and with it every child (kill_on_drop) and
+        // temp dir.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot install the SIGTERM handler")?;
+        tokio::select! {
+            result = work => result,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            _ = term.recv() => bail!("terminated"),
         }
     })
 }

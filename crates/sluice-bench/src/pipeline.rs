@@ -28,7 +28,7 @@ use crate::impls::{Job, Running};
 use crate::kafka::{Kafka, LatencyConsumer, Watermarks};
 use crate::latency::Latencies;
 use crate::procfs::{self, ProcSample};
-use crate::report::{Table, count, machine_note, num};
+use crate::report::{Table, count, load_average, machine_note, num};
 use crate::{Impl, command_line, parse_duration, parse_impls};
 
 /// Arguments of `sluice-bench pipeline`.
@@ -73,6 +73,7 @@ struct Outcome {
     cpu: Duration,
     end: ProcSample,
     broker_cpu: Option<Duration>,
+    harness_cpu: Option<Duration>,
     latency: Option<Latencies>,
 }
 
@@ -169,7 +170,7 @@ async fn run_one(
         .context("cannot bind the simulator")?;
     let port = listener.local_addr()?.port();
     let job = Job {
-        url: format!("http://127.0.0.1:{port}/v1/stream?last_event_id=0"),
+        urls: vec![format!("http://127.0.0.1:{port}/v1/stream?last_event_id=0")],
         connections: 1,
         brokers: kafka.bootstrap().to_owned(),
         topic: topic.clone(),
@@ -211,6 +212,7 @@ async fn run_one(
     };
 
     let broker_before = kafka.pid().and_then(|pid| procfs::sample(pid).ok());
+    let harness_before = procfs::sample(std::process::id()).ok();
     let before = procfs::sample(running.pid)?;
     let _ = sim_start.set(SystemTime::now());
     let t0 = Instant::now();
@@ -245,6 +247,7 @@ async fn run_one(
     let wall = t0.elapsed();
     let end = procfs::sample(running.pid)?;
     let broker_after = kafka.pid().and_then(|pid| procfs::sample(pid).ok());
+    let harness_after = procfs::sample(std::process::id()).ok();
 
     let latency = match consumer {
         Some(consumer) => Some(
@@ -268,6 +271,9 @@ async fn run_one(
         cpu: procfs::ticks_to_duration(end.cpu_ticks.saturating_sub(before.cpu_ticks), ticks),
         end,
         broker_cpu: broker_before.zip(broker_after).map(|(b, a)| {
+            procfs::ticks_to_duration(a.cpu_ticks.saturating_sub(b.cpu_ticks), ticks)
+        }),
+        harness_cpu: harness_before.zip(harness_after).map(|(b, a)| {
             procfs::ticks_to_duration(a.cpu_ticks.saturating_sub(b.cpu_ticks), ticks)
         }),
         latency,
@@ -296,6 +302,7 @@ fn print_report(
         "vs inflight",
         "peak RSS MiB",
         "broker CPU s",
+        "harness CPU s",
     ];
     if args.rate.is_some() {
         header.extend(["p50 ms", "p99 ms", "max ms"]);
@@ -322,6 +329,7 @@ fn print_report(
             ) + "x",
             num(Some(o.end.hwm_kib as f64 / 1024.0), 1),
             num(o.broker_cpu.map(|d| d.as_secs_f64()), 2),
+            num(o.harness_cpu.map(|d| d.as_secs_f64()), 2),
         ];
         if args.rate.is_some() {
             let l = o.latency.as_ref();
@@ -343,7 +351,10 @@ fn print_report(
         args.partitions
     );
     println!("command: {command}");
-    println!("machine: before {machine_before}; after {}", machine_note());
+    println!(
+        "machine: {machine_before} (before); load average {} (after)",
+        load_average()
+    );
     println!("producer: {}", producer_line(&args.producer_properties));
     println!();
     print!("{}", table.text());
@@ -356,7 +367,8 @@ fn print_report(
         "events/s = N / (last ack seen in the high watermarks - simulator start; the \
          implementation is already connected); CPU = the implementation process's utime+stime \
          in that window; peak RSS = its VmHWM; broker CPU = the mock/Tansu process in that \
-         window; 'vs inflight' = events per CPU-second relative to inflight."
+         window; harness CPU = this process (simulator, watermark polls, latency consumer) in \
+         that window; 'vs inflight' = events per CPU-second relative to inflight."
     );
     if args.rate.is_some() {
         println!(

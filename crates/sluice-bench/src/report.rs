@@ -104,17 +104,22 @@ pub fn count(n: f64) -> String {
 /// What the machine looked like: cores, load average, kernel.
 pub fn machine_note() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
+    let load = load_average();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_else(|_| "?".to_owned());
+    format!("{cores} cores, load average {load}, Linux {kernel}")
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| {
             let parts: Vec<&str> = l.split_whitespace().take(3).collect();
             (parts.len() == 3).then(|| parts.join(" "))
         })
-        .unwrap_or_else(|| "?".to_owned());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|k| k.trim().to_owned())
-        .unwrap_or_else(|_| "?".to_owned());
-    format!("{cores} cores, load average {load}, Linux {kernel}")
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 #[cfg(test)]

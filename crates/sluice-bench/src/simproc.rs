@@ -50,7 +50,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
 /// A `sluice-bench sim` child process; stops when dropped.
 pub struct SimProcess {
     child: Child,
-    _stdin: ChildStdin,
+    stdin: ChildStdin,
     /// The SSE endpoint.
     pub url: String,
     /// The port it listens on.
@@ -59,7 +59,13 @@ pub struct SimProcess {
 
 impl SimProcess {
     /// Starts `sluice-bench sim` with `rate` and `heartbeat`.
-    pub async fn start(rate: f64, heartbeat: Duration) -> anyhow::Result<SimProcess> {
+    /// Its log (stderr) goes to `log`.
+    pub async fn start(
+        rate: f64,
+        heartbeat: Duration,
+        log: &std::path::Path,
+    ) -> anyhow::Result<SimProcess> {
+        let log = std::fs::File::create(log).context("cannot create the simulator's log")?;
         let exe = std::env::current_exe().context("cannot find the harness executable")?;
         let mut child = Command::new(exe)
             .arg("sim")
@@ -69,6 +75,7 @@ impl SimProcess {
             .arg(format!("{}ms", heartbeat.as_millis()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .context("cannot start the simulator process")?;
@@ -89,7 +96,7 @@ impl SimProcess {
             .with_context(|| format!("no port in the simulator's URL {url:?}"))?;
         Ok(SimProcess {
             child,
-            _stdin: stdin,
+            stdin,
             url,
             port,
         })
@@ -102,7 +109,7 @@ impl SimProcess {
 
     /// Closes its stdin and waits (briefly) for it to exit.
     pub async fn stop(mut self) {
-        drop(self._stdin);
+        drop(self.stdin);
         if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .is_err()
