@@ -121,7 +121,11 @@ fn init_logging(
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let telemetry = telemetry::Telemetry::start(&telemetry::Config::from_env(otlp_endpoint));
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal; files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     // The root span is for export only: stderr lines stay as they were, without its context.
     let on_stderr = tracing_subscriber::filter::filter_fn(telemetry::not_root_span);
     let registry = tracing_subscriber::registry().with(filter);

@@ -31,8 +31,9 @@ pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> ExitCode {
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(
                 stderr,
-                "sluice worker: invalid configuration, not starting ({} problems):",
-                errors.problems.len()
+                "sluice worker: invalid configuration, not starting ({} problem{}):",
+                errors.problems.len(),
+                if errors.problems.len() == 1 { "" } else { "s" }
             );
             for problem in &errors.problems {
                 let _ = writeln!(stderr, "{problem}");

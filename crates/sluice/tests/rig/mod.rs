@@ -211,28 +211,38 @@ async fn read_until(kafka: &TestKafka, topic: &str, done: impl Fn(&[Rec]) -> boo
     consumer.assign(&assignment).expect("assign");
     let deadline = Instant::now() + LIMIT;
     let mut records = Vec::new();
+    let mut checked = usize::MAX;
     loop {
-        if done(&records) {
-            return records;
-        }
-        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(message) => message.expect("consume"),
-            Err(_) => {
-                let mut summary: std::collections::BTreeMap<String, (usize, u64)> =
-                    Default::default();
-                for r in &records {
-                    let entry = summary
-                        .entry(r.header("sluice.target").to_owned())
-                        .or_default();
-                    entry.0 += 1;
-                    entry.1 = entry.1.max(r.header("sse.id").parse().unwrap_or(0));
-                }
-                panic!(
-                    "kafka topic {topic} did not get the expected records within {LIMIT:?}; \
-                     got {} records; per target (count, max id): {summary:?}",
-                    records.len()
-                )
+        // `done` looks at every record: ask it when the topic is drained for now or every 2000
+        // records, not after each one.
+        let message = match tokio::time::timeout(Duration::from_millis(50), consumer.recv()).await {
+            Ok(message) => Some(message.expect("consume")),
+            Err(_) => None,
+        };
+        let due = message.is_none() || records.len() % 2000 == 0;
+        if due && checked != records.len() {
+            checked = records.len();
+            if done(&records) {
+                return records;
             }
+        }
+        if Instant::now() > deadline {
+            let mut summary: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
+            for r in &records {
+                let entry = summary
+                    .entry(r.header("sluice.target").to_owned())
+                    .or_default();
+                entry.0 += 1;
+                entry.1 = entry.1.max(r.header("sse.id").parse().unwrap_or(0));
+            }
+            panic!(
+                "kafka topic {topic} did not get the expected records within {LIMIT:?}; \
+                 got {} records; per target (count, max id): {summary:?}",
+                records.len()
+            )
+        }
+        let Some(message) = message else {
+            continue;
         };
         let mut headers = HashMap::new();
         if let Some(h) = message.headers() {
@@ -388,6 +398,25 @@ pub async fn sim(events: u64, rate: f64) -> RunningSim {
     )
     .await
     .expect("simulator starts")
+}
+
+/// A simulator on a loopback port with `config`.
+pub async fn sim_with(config: SimConfig) -> RunningSim {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    RunningSim::start(config, listener)
+        .await
+        .expect("simulator starts")
+}
+
+/// Resident set size of process `pid` in bytes, from `/proc`.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmRSS in proc status")
 }
 
 /// Writes a file under the rig dir and returns its path.

@@ -1,0 +1,254 @@
+//! `sluice worker` recovery end to end: a SIGKILL mid-stream and restart, Kafka unavailable for
+//! 30 s, upstream answers that stop or reject a target, and config the worker refuses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod rig;
+
+use std::time::Duration;
+
+use rig::{
+    Rig, assert_complete_in_order, first_occurrences, ids_of, metric_value, rss_bytes, sim,
+    sim_with,
+};
+use sluice_sim::SimConfig;
+use sluice_testkit::TestKafka;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_stream_resumes_from_its_checkpoint_and_loses_nothing() {
+    const EVENTS: u64 = 3000;
+    let sim = sim(EVENTS, 500.0).await;
+    let rig = Rig::new("sigkill").await;
+    rig.target(
+        "killed",
+        &format!("{}?last_event_id=0", sim.stream_url()),
+        "",
+    );
+    let worker = rig.start("").await;
+    rig.records_until(|records| records.len() >= 800).await;
+    worker
+        .wait_for("a checkpoint to be written", async |w: &rig::Worker| {
+            !w.row("killed").await["checkpoint"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty()
+        })
+        .await;
+    let log = worker.kill().await;
+    let at_kill = rig.checkpoints().await;
+    let checkpoint: u64 = at_kill
+        .get("killed")
+        .unwrap_or_else(|| panic!("a checkpoint exists after the kill: {at_kill:?}\n{log}"))
+        .parse()
+        .expect("numeric checkpoint");
+    assert!(
+        checkpoint < EVENTS,
+        "killed mid-stream (checkpoint {checkpoint})"
+    );
+
+    let restarted = rig.start("").await;
+    let row = restarted.row("killed").await;
+    assert_eq!(
+        row["checkpoint"],
+        checkpoint.to_string(),
+        "resumed from the checkpoint: {row}"
+    );
+    let records = rig.wait_all_ids(&[("killed", EVENTS)]).await;
+    let ids = ids_of(&records, "killed");
+    assert_complete_in_order("killed", &ids, EVENTS);
+    // Duplicates come only from the window the checkpoint had not covered yet.
+    let mut seen = std::collections::HashSet::new();
+    let duplicates: Vec<u64> = ids.iter().copied().filter(|id| !seen.insert(*id)).collect();
+    assert!(
+        duplicates.iter().all(|id| *id > checkpoint),
+        "an id at or below the checkpoint {checkpoint} was published twice: {duplicates:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.header("sse.id") == (checkpoint + 1).to_string())
+            .count()
+            <= 2
+    );
+    let (exit, log) = restarted.terminate().await;
+    assert!(exit.success(), "{log}");
+    assert!(
+        log.contains(&format!("last_event_id={checkpoint}")),
+        "the restarted worker sent Last-Event-ID {checkpoint}:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_down_for_30s_pauses_reading_loses_nothing_and_bounds_memory() {
+    // Fault injection needs the mock cluster, whatever broker the other tests use.
+    let kafka = TestKafka::mock().expect("mock cluster");
+    let rig = Rig::with_kafka("outage", kafka).await;
+    let sim = sim_with(SimConfig {
+        rate: 1000.0,
+        history: 200_000,
+        max_events: Some(120_000),
+        heartbeat: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await;
+    rig.target(
+        "outage",
+        &format!("{}?last_event_id=0", sim.stream_url()),
+        "",
+    );
+    let worker = rig.start("").await;
+    rig.records_until(|records| records.len() >= 500).await;
+    let pid = worker.pid();
+    let rss_before = rss_bytes(pid);
+
+    rig.kafka
+        .with_mock(|mock| (1..=3).try_for_each(|broker| mock.broker_down(broker)))
+        .expect("mock cluster")
+        .expect("mock thread")
+        .expect("brokers down");
+    worker
+        .wait_for("reading upstream to pause", async |w: &rig::Worker| {
+            w.metric("sluice_upstream_paused{target=\"outage\"}").await == 1.0
+        })
+        .await;
+    let mut rss_peak = rss_before;
+    let outage_end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < outage_end {
+        rss_peak = rss_peak.max(rss_bytes(pid));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let row = worker.row("outage").await;
+    assert_eq!(row["delivery"], "paused", "{row}");
+    rig.kafka
+        .with_mock(|mock| (1..=3).try_for_each(|broker| mock.broker_up(broker)))
+        .expect("mock cluster")
+        .expect("mock thread")
+        .expect("brokers up");
+
+    let head = sim.head();
+    let records = rig.wait_all_ids(&[("outage", head)]).await;
+    let ids = ids_of(&records, "outage");
+    assert_eq!(
+        first_occurrences(&ids)[..head as usize],
+        (1..=head).collect::<Vec<u64>>()[..],
+        "every event emitted up to the end of the outage is in kafka, in order"
+    );
+    let growth = rss_peak.saturating_sub(rss_before);
+    assert!(
+        growth < 64 * 1024 * 1024,
+        "memory stayed bounded during the outage: grew {} KiB (before {} KiB, peak {} KiB)",
+        growth / 1024,
+        rss_before / 1024,
+        rss_peak / 1024
+    );
+    let (exit, log) = worker.terminate().await;
+    assert!(exit.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_content_stops_a_target_and_bad_responses_are_reported_not_fatal() {
+    const EVENTS: u64 = 100;
+    let sim = sim(EVENTS, 500.0).await;
+    let rig = Rig::new("bad").await;
+    let url = |q: &str| format!("{}?{q}", sim.stream_url());
+    rig.target("t-204", &url("status=204"), "");
+    rig.target("t-ctype", &url("content_type=text/plain"), "");
+    rig.target(
+        "t-oversized",
+        &url("last_event_id=0&oversized_after_events=20&oversized_bytes=100000"),
+        "limits:\n  max_event_bytes: 65536",
+    );
+    rig.target("t-healthy", &url("last_event_id=0"), "");
+    let worker = rig.start("").await;
+
+    let records = rig
+        .wait_all_ids(&[("t-healthy", EVENTS), ("t-oversized", EVENTS)])
+        .await;
+    assert_complete_in_order("t-healthy", &ids_of(&records, "t-healthy"), EVENTS);
+    // The oversized event is refused each time; resuming after the last good id loses nothing.
+    assert_complete_in_order("t-oversized", &ids_of(&records, "t-oversized"), EVENTS);
+
+    let stopped = worker.row("t-204").await;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert!(
+        stopped["last_error"].as_str().unwrap_or("").contains("204"),
+        "{stopped}"
+    );
+    worker
+        .wait_for(
+            "the content-type error to be reported",
+            async |w: &rig::Worker| {
+                w.row("t-ctype").await["last_error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("wrong content type")
+            },
+        )
+        .await;
+    let metrics = worker.metrics().await;
+    for (target, reason) in [("t-ctype", "protocol"), ("t-oversized", "protocol")] {
+        let series = format!("sluice_reconnects_total{{reason=\"{reason}\",target=\"{target}\"}}");
+        assert!(
+            metric_value(&metrics, &series) >= 1.0,
+            "{series}:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "sluice_target_state{state=\"stopped\",target=\"t-204\"}"
+        ),
+        1.0
+    );
+    let (exit, log) = worker.terminate().await;
+    assert!(exit.success(), "{log}");
+    assert!(
+        log.contains("sse event data larger than 65536 bytes"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn the_worker_refuses_invalid_config_with_the_validate_messages() {
+    let dir = std::env::temp_dir().join(format!("sluice-worker-invalid-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("targets")).expect("dir");
+    std::fs::write(
+        dir.join("worker.yaml"),
+        "kafka:\n  brokers: [127.0.0.1:1]\nhttp:\n  listen: 127.0.0.1:0\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("targets/a.yaml"),
+        "id: a\nurl: ftp://example.com/\nproxy: {pool: nowhere}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("targets/b.yaml"),
+        "id: b\nurl: http://example.com/\ncolour: blue\n",
+    )
+    .expect("write");
+    let config = dir.join("worker.yaml");
+    let run = |cmd: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([cmd, "--config"])
+            .arg(&config)
+            .output()
+            .expect("run sluice")
+    };
+    let validate = run("validate");
+    let worker = run("worker");
+    assert_eq!(validate.status.code(), Some(1));
+    assert_eq!(worker.status.code(), Some(1), "the worker refuses to start");
+    let validate_err = String::from_utf8_lossy(&validate.stderr).into_owned();
+    let worker_err = String::from_utf8_lossy(&worker.stderr).into_owned();
+    assert!(validate_err.lines().count() >= 3, "{validate_err}");
+    for line in validate_err.lines() {
+        assert!(
+            worker_err.contains(line),
+            "worker output lacks {line:?}:\n{worker_err}"
+        );
+    }
+    for field in ["url", "proxy", "colour"] {
+        assert!(worker_err.contains(field), "{field} named:\n{worker_err}");
+    }
+}
