@@ -42,9 +42,7 @@ pub fn router(ops: Arc<Ops>) -> Router {
 }
 
 async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
-    let body = ops
-        .metrics
-        .render(&ops.statuses, (ops.producer_in_flight)());
+    let body = ops.metrics.render((ops.producer_in_flight)());
     (
         [(
             header::CONTENT_TYPE,

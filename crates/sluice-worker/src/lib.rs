@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use metrics::{Metrics, MetricsError, TargetMetrics};
+pub use metrics::{Metrics, MetricsError};
 pub use status::{Delivery, State, StatusRow, TargetStatus};
 pub use target::{CHECKPOINT_INTERVAL, WINDOW};
 
@@ -148,7 +148,6 @@ pub async fn run(
     };
     let kafka = kafka_reader_config(&config);
     let publisher = Publisher::new(&kafka_client_config(&config)).map_err(WorkerError::Producer)?;
-    let metrics = Metrics::new()?;
     let origin = Instant::now();
     let targets: Vec<Arc<sluice_config::TargetConfig>> = config
         .targets
@@ -168,6 +167,7 @@ pub async fn run(
             ))
         })
         .collect();
+    let metrics = Metrics::new(statuses.clone())?;
     let in_flight_publisher = publisher.clone();
     let ops = Arc::new(http::Ops {
         statuses: statuses.clone(),
@@ -196,7 +196,7 @@ pub async fn run(
     };
 
     let result = run_targets(
-        &config, &kafka, publisher, metrics, &targets, &statuses, &ops, shutdown,
+        &config, &kafka, publisher, &targets, &statuses, &ops, shutdown,
     )
     .await;
     ops.stopping.store(true, Ordering::Relaxed);
@@ -210,7 +210,6 @@ async fn run_targets(
     config: &WorkerConfig,
     kafka: &ClientConfig,
     publisher: Publisher,
-    metrics: Metrics,
     targets: &[Arc<sluice_config::TargetConfig>],
     statuses: &[Arc<TargetStatus>],
     ops: &http::Ops,
@@ -260,7 +259,7 @@ async fn run_targets(
                 shared.clone(),
                 target.clone(),
                 status.clone(),
-                metrics.target(target.id.as_str()),
+                status.clone(),
                 resume,
                 delay,
             ));

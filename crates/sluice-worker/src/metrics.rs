@@ -1,40 +1,26 @@
-//! Prometheus metrics of the worker: one registry, per-target handles resolved once.
+//! Prometheus metrics of the worker.
+//!
+//! Per-target values live in each target's [`TargetStatus`] as plain atomics; a collector turns
+//! them into metric families at scrape time. A registry child per series would cost about a
+//! kilobyte each (every child keeps its own copy of the descriptor), thirty series per target,
+//! which at 10,000 targets is more than the connections themselves.
 //!
 //! Label values are bounded: target ids (validated, from config), the fixed reconnect reasons and
 //! states. No URL, header, proxy or error text ever becomes a label.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
-};
-use sluice_client::DisconnectReason;
+use std::sync::Arc;
 
-use crate::status::{State, TargetStatus};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 
-/// Buckets of the delivery latency histogram, seconds (receipt to Kafka acknowledgement).
-const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5, 10.0];
+use crate::status::{LATENCY_BUCKETS, State, TargetStatus};
 
 /// Every metric family of the worker.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    state: IntGaugeVec,
-    events: IntCounterVec,
-    bytes: IntCounterVec,
-    acked: IntCounterVec,
-    filtered: IntCounterVec,
-    duplicates: IntCounterVec,
-    reconnects: IntCounterVec,
-    delivery_errors: IntCounterVec,
-    key_errors: IntCounterVec,
-    paused: IntGaugeVec,
-    queue_depth: IntGaugeVec,
-    since_byte: prometheus::GaugeVec,
-    since_event: prometheus::GaugeVec,
-    latency: HistogramVec,
-    checkpoints: IntCounterVec,
     producer_in_flight: IntGauge,
-    targets: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -48,206 +34,31 @@ impl std::fmt::Debug for Metrics {
 #[error("building metrics registry failed: {0}")]
 pub struct MetricsError(#[from] prometheus::Error);
 
-fn counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, MetricsError> {
-    let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(vec.clone()))?;
-    Ok(vec)
-}
-
-fn gauge(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntGaugeVec, MetricsError> {
-    let vec = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(vec.clone()))?;
-    Ok(vec)
-}
-
-fn float_gauge(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<prometheus::GaugeVec, MetricsError> {
-    let vec = prometheus::GaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(vec.clone()))?;
-    Ok(vec)
-}
-
 impl Metrics {
-    /// Registers every family (and the process collector on Linux).
-    pub fn new() -> Result<Metrics, MetricsError> {
+    /// The registry: per-target families for `targets`, process totals, the producer gauge.
+    pub fn new(targets: Vec<Arc<TargetStatus>>) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        let t = &["target"];
-        let metrics = Metrics {
-            state: gauge(
-                &registry,
-                "sluice_target_state",
-                "1 for the target's current connection state, 0 for the others.",
-                &["target", "state"],
-            )?,
-            events: counter(
-                &registry,
-                "sluice_events_received_total",
-                "SSE events received and handed to Kafka (after the event-type filter).",
-                t,
-            )?,
-            bytes: counter(
-                &registry,
-                "sluice_bytes_received_total",
-                "Response body bytes received.",
-                t,
-            )?,
-            acked: counter(
-                &registry,
-                "sluice_events_delivered_total",
-                "Events Kafka acknowledged.",
-                t,
-            )?,
-            filtered: counter(
-                &registry,
-                "sluice_events_filtered_total",
-                "Events dropped by the target's event-type filter.",
-                t,
-            )?,
-            duplicates: counter(
-                &registry,
-                "sluice_events_duplicate_total",
-                "Replayed events dropped after a make-before-break switch.",
-                t,
-            )?,
-            reconnects: counter(
-                &registry,
-                "sluice_reconnects_total",
-                "Reconnects by reason.",
-                &["target", "reason"],
-            )?,
-            delivery_errors: counter(
-                &registry,
-                "sluice_delivery_errors_total",
-                "Kafka delivery failures (each is retried, never dropped).",
-                t,
-            )?,
-            key_errors: counter(
-                &registry,
-                "sluice_key_errors_total",
-                "Events whose record key could not be read from the payload (published with the target id as key).",
-                t,
-            )?,
-            paused: gauge(
-                &registry,
-                "sluice_upstream_paused",
-                "1 while reading upstream is paused because Kafka is not keeping up.",
-                t,
-            )?,
-            queue_depth: gauge(
-                &registry,
-                "sluice_producer_queue_depth",
-                "Events of the target sent to Kafka and not yet acknowledged.",
-                t,
-            )?,
-            since_byte: float_gauge(
-                &registry,
-                "sluice_seconds_since_last_byte",
-                "Seconds since the last byte from upstream (absent before the first).",
-                t,
-            )?,
-            since_event: float_gauge(
-                &registry,
-                "sluice_seconds_since_last_event",
-                "Seconds since the last event from upstream (absent before the first).",
-                t,
-            )?,
-            latency: {
-                let vec = HistogramVec::new(
-                    HistogramOpts::new(
-                        "sluice_delivery_latency_seconds",
-                        "From receipt of an event to Kafka's acknowledgement.",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    t,
-                )?;
-                registry.register(Box::new(vec.clone()))?;
-                vec
-            },
-            checkpoints: counter(
-                &registry,
-                "sluice_checkpoints_written_total",
-                "Checkpoints Kafka acknowledged.",
-                t,
-            )?,
-            producer_in_flight: {
-                let g = IntGauge::new(
-                    "sluice_producer_in_flight",
-                    "Records in the producer not yet acknowledged, process-wide.",
-                )?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
-            targets: {
-                let g = IntGauge::new("sluice_targets", "Enabled targets held by this worker.")?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
+        let producer_in_flight = IntGauge::new(
+            "sluice_producer_in_flight",
+            "Records in the producer not yet acknowledged, process-wide.",
+        )?;
+        registry.register(Box::new(producer_in_flight.clone()))?;
+        let count = IntGauge::new("sluice_targets", "Enabled targets held by this worker.")?;
+        count.set(i64::try_from(targets.len()).unwrap_or(i64::MAX));
+        registry.register(Box::new(count))?;
+        registry.register(Box::new(TargetsCollector::new(targets)?))?;
+        Ok(Metrics {
             registry,
-        };
-        Ok(metrics)
+            producer_in_flight,
+        })
     }
 
-    /// Handles for one target; creating them makes its series appear.
-    pub fn target(&self, target: &str) -> TargetMetrics {
-        let states = State::ALL.map(|s| self.state.with_label_values(&[target, s.as_str()]));
-        self.targets.inc();
-        TargetMetrics {
-            target: target.to_owned(),
-            states,
-            events: self.events.with_label_values(&[target]),
-            bytes: self.bytes.with_label_values(&[target]),
-            acked: self.acked.with_label_values(&[target]),
-            filtered: self.filtered.with_label_values(&[target]),
-            duplicates: self.duplicates.with_label_values(&[target]),
-            delivery_errors: self.delivery_errors.with_label_values(&[target]),
-            key_errors: self.key_errors.with_label_values(&[target]),
-            paused: self.paused.with_label_values(&[target]),
-            queue_depth: self.queue_depth.with_label_values(&[target]),
-            latency: self.latency.with_label_values(&[target]),
-            checkpoints: self.checkpoints.with_label_values(&[target]),
-            reconnects: self.reconnects.clone(),
-        }
-    }
-
-    /// Refreshes the scrape-time gauges from the status table and renders the text format.
-    pub fn render(
-        &self,
-        statuses: &[std::sync::Arc<TargetStatus>],
-        producer_in_flight: i64,
-    ) -> String {
-        for status in statuses {
-            let target = status.id.as_str();
-            match status.seconds_since_last_byte() {
-                Some(s) => self.since_byte.with_label_values(&[target]).set(s),
-                None => {
-                    let _ = self.since_byte.remove_label_values(&[target]);
-                }
-            }
-            match status.seconds_since_last_event() {
-                Some(s) => self.since_event.with_label_values(&[target]).set(s),
-                None => {
-                    let _ = self.since_event.remove_label_values(&[target]);
-                }
-            }
-        }
+    /// Renders the text format.
+    pub fn render(&self, producer_in_flight: i64) -> String {
         self.producer_in_flight.set(producer_in_flight);
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
@@ -257,48 +68,246 @@ impl Metrics {
     }
 }
 
-/// The metric handles of one target.
-#[derive(Clone)]
-pub struct TargetMetrics {
-    target: String,
-    states: [IntGauge; 5],
-    /// Events handed to Kafka.
-    pub events: IntCounter,
-    /// Body bytes.
-    pub bytes: IntCounter,
-    /// Events acknowledged.
-    pub acked: IntCounter,
-    /// Events filtered out by type.
-    pub filtered: IntCounter,
-    /// Replayed duplicates dropped.
-    pub duplicates: IntCounter,
-    /// Delivery failures.
-    pub delivery_errors: IntCounter,
-    /// Key extraction failures.
-    pub key_errors: IntCounter,
-    /// 1 while paused by backpressure.
-    pub paused: IntGauge,
-    /// Events in flight.
-    pub queue_depth: IntGauge,
-    /// Receipt → acknowledgement.
-    pub latency: Histogram,
-    /// Checkpoints written.
-    pub checkpoints: IntCounter,
-    reconnects: IntCounterVec,
+/// (name, help, type, extra label) of each per-target family, in output order.
+const FAMILIES: [(&str, &str, MetricType, Option<&str>); 16] = [
+    (
+        "sluice_target_state",
+        "1 for the target's current connection state, 0 for the others.",
+        MetricType::GAUGE,
+        Some("state"),
+    ),
+    (
+        "sluice_events_received_total",
+        "SSE events received and handed to Kafka (after the event-type filter).",
+        MetricType::COUNTER,
+        None,
+    ),
+    (
+        "sluice_bytes_received_total",
+        "Response body bytes received.",
+        MetricType::COUNTER,
+        None,
+    ),
+    (
+        "sluice_events_delivered_total",
+        "Events Kafka acknowledged.",
+        MetricType::COUNTER,
+        None,
+    ),
+    (
+        "sluice_events_filtered_total",
+        "Events dropped by the target's event-type filter.",
+        MetricType::COUNTER,
+        None,
+    ),
+    (
+        "sluice_events_duplicate_total",
+        "Replayed events dropped after a make-before-break switch.",
+        MetricType::COUNTER,
+        None,
+    ),
+    (
+        "sluice_reconnects_total",
+        "Reconnects by reason.",
+        MetricType::COUNTER,
+        Some("reason"),
+    ),
+    (
+        "sluice_delivery_errors_total",
+        "Kafka delivery failures (each is retried, never dropped).",
+        MetricType::COUNTER,
+        None,
+    ),
+    (
+        "sluice_key_errors_total",
+        "Events whose record key could not be read from the payload (published keyed by target id).",
+        MetricType::COUNTER,
+        None,
+    ),
+    (
+        "sluice_checkpoints_written_total",
+        "Checkpoints Kafka acknowledged.",
+        MetricType::COUNTER,
+        None,
+    ),
+    (
+        "sluice_upstream_paused",
+        "1 while reading upstream is paused because Kafka is not keeping up.",
+        MetricType::GAUGE,
+        None,
+    ),
+    (
+        "sluice_producer_queue_depth",
+        "Events of the target sent to Kafka and not yet acknowledged.",
+        MetricType::GAUGE,
+        None,
+    ),
+    (
+        "sluice_seconds_since_last_byte",
+        "Seconds since the last byte from upstream (absent before the first).",
+        MetricType::GAUGE,
+        None,
+    ),
+    (
+        "sluice_seconds_since_last_event",
+        "Seconds since the last event from upstream (absent before the first).",
+        MetricType::GAUGE,
+        None,
+    ),
+    (
+        "sluice_delivery_latency_seconds",
+        "From receipt of an event to Kafka's acknowledgement.",
+        MetricType::HISTOGRAM,
+        None,
+    ),
+    (
+        "sluice_connection_generation",
+        "Successful connections of the target so far (the sluice.connection header).",
+        MetricType::GAUGE,
+        None,
+    ),
+];
+
+/// Renders every target's metrics from its status at scrape time.
+struct TargetsCollector {
+    targets: Vec<Arc<TargetStatus>>,
+    descs: Vec<Desc>,
 }
 
-impl TargetMetrics {
-    /// Sets the one-hot state gauge.
-    pub fn set_state(&self, state: State) {
-        for (gauge, s) in self.states.iter().zip(State::ALL) {
-            gauge.set(i64::from(s == state));
-        }
+impl TargetsCollector {
+    fn new(targets: Vec<Arc<TargetStatus>>) -> Result<TargetsCollector, prometheus::Error> {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, _, extra)| {
+                let mut labels = vec!["target".to_owned()];
+                labels.extend(extra.map(str::to_owned));
+                Desc::new(
+                    (*name).to_owned(),
+                    (*help).to_owned(),
+                    labels,
+                    Default::default(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TargetsCollector { targets, descs })
+    }
+}
+
+fn label(name: &str, value: &str) -> proto::LabelPair {
+    let mut pair = proto::LabelPair::default();
+    pair.set_name(name.to_owned());
+    pair.set_value(value.to_owned());
+    pair
+}
+
+fn with_labels(target: &str, extra: Option<(&str, &str)>) -> proto::Metric {
+    // Label pairs sorted by name, as the registry's own metrics render them.
+    let mut labels = vec![label("target", target)];
+    if let Some((name, value)) = extra {
+        labels.push(label(name, value));
+    }
+    labels.sort_by(|a, b| a.name().cmp(b.name()));
+    proto::Metric::from_label(labels)
+}
+
+fn counter(target: &str, extra: Option<(&str, &str)>, value: u64) -> proto::Metric {
+    let mut metric = with_labels(target, extra);
+    let mut c = proto::Counter::default();
+    c.set_value(value as f64);
+    metric.set_counter(c);
+    metric
+}
+
+fn gauge(target: &str, extra: Option<(&str, &str)>, value: f64) -> proto::Metric {
+    let mut metric = with_labels(target, extra);
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    metric.set_gauge(g);
+    metric
+}
+
+impl Collector for TargetsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
     }
 
-    /// Counts one reconnect.
-    pub fn reconnect(&self, reason: DisconnectReason) {
-        self.reconnects
-            .with_label_values(&[self.target.as_str(), reason.as_str()])
-            .inc();
+    fn collect(&self) -> Vec<MetricFamily> {
+        FAMILIES
+            .iter()
+            .enumerate()
+            .map(|(index, (name, help, kind, _))| {
+                let mut family = MetricFamily::default();
+                family.set_name((*name).to_owned());
+                family.set_help((*help).to_owned());
+                family.set_field_type(*kind);
+                let metrics = family.mut_metric();
+                for status in &self.targets {
+                    let t = status.id.as_str();
+                    match index {
+                        0 => {
+                            let current = status.state();
+                            for state in State::ALL {
+                                let on = f64::from(u8::from(state == current));
+                                metrics.push(gauge(t, Some(("state", state.as_str())), on));
+                            }
+                        }
+                        1 => metrics.push(counter(t, None, status.events.get())),
+                        2 => metrics.push(counter(t, None, status.bytes.get())),
+                        3 => metrics.push(counter(t, None, status.acked.get())),
+                        4 => metrics.push(counter(t, None, status.filtered.get())),
+                        5 => metrics.push(counter(t, None, status.duplicates.get())),
+                        6 => {
+                            for (reason, n) in status.reconnects_by_reason() {
+                                metrics.push(counter(t, Some(("reason", reason.as_str())), n));
+                            }
+                        }
+                        7 => metrics.push(counter(t, None, status.delivery_errors.get())),
+                        8 => metrics.push(counter(t, None, status.key_errors.get())),
+                        9 => metrics.push(counter(t, None, status.checkpoints.get())),
+                        10 => metrics.push(gauge(t, None, status.paused.get() as f64)),
+                        11 => metrics.push(gauge(t, None, status.queue_depth.get() as f64)),
+                        12 => {
+                            if let Some(s) = status.seconds_since_last_byte() {
+                                metrics.push(gauge(t, None, s));
+                            }
+                        }
+                        13 => {
+                            if let Some(s) = status.seconds_since_last_event() {
+                                metrics.push(gauge(t, None, s));
+                            }
+                        }
+                        14 => {
+                            let (cumulative, count, sum) = status.latency.snapshot();
+                            let mut h = proto::Histogram::default();
+                            h.set_sample_count(count);
+                            h.set_sample_sum(sum);
+                            h.set_bucket(
+                                LATENCY_BUCKETS
+                                    .iter()
+                                    .zip(cumulative)
+                                    .map(|(bound, n)| {
+                                        let mut b = proto::Bucket::default();
+                                        b.set_upper_bound(*bound);
+                                        b.set_cumulative_count(n);
+                                        b
+                                    })
+                                    .collect(),
+                            );
+                            let mut metric = with_labels(t, None);
+                            metric.set_histogram(h);
+                            metrics.push(metric);
+                        }
+                        _ => metrics.push(gauge(
+                            t,
+                            None,
+                            status.generation.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                        )),
+                    }
+                }
+                family
+            })
+            // A family without samples (e.g. no reconnect yet) is left out, as registries do.
+            .filter(|family| !family.get_metric().is_empty())
+            .collect()
     }
 }

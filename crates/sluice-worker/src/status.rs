@@ -5,7 +5,9 @@
 //! and proxies are stored redacted.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+
+use sluice_client::DisconnectReason;
 
 use serde::Serialize;
 use sluice_config::TargetId;
@@ -100,7 +102,93 @@ impl Delivery {
     }
 }
 
-/// The live status of one target.
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n`.
+    pub fn inc_by(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Sets the value.
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// The value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the delivery latency histogram, seconds (receipt to Kafka acknowledgement).
+pub const LATENCY_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5, 10.0];
+
+/// A fixed-bucket histogram in a few atomics (a target's worth of memory matters at 10k targets).
+#[derive(Debug, Default)]
+pub struct Latency {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    /// Records one observation of `seconds`.
+    pub fn observe(&self, seconds: f64) {
+        if let Some(index) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b)
+            && let Some(bucket) = self.buckets.get(index)
+        {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (same order as [`LATENCY_BUCKETS`]), count and sum.
+    pub fn snapshot(&self) -> ([u64; LATENCY_BUCKETS.len()], u64, f64) {
+        let mut cumulative = [0u64; LATENCY_BUCKETS.len()];
+        let mut running = 0;
+        for (slot, bucket) in cumulative.iter_mut().zip(&self.buckets) {
+            running += bucket.load(Ordering::Relaxed);
+            *slot = running;
+        }
+        let count = self.count.load(Ordering::Relaxed).max(running);
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (cumulative, count, sum)
+    }
+}
+
+/// The live status of one target: what `/status` shows and every per-target metric.
 #[derive(Debug)]
 pub struct TargetStatus {
     /// The target.
@@ -118,17 +206,31 @@ pub struct TargetStatus {
     last_byte_ms: AtomicU64,
     last_event_ms: AtomicU64,
     /// Events received (after the event-type filter: events handed to Kafka).
-    pub events: AtomicU64,
+    pub events: Counter,
     /// Events Kafka acknowledged.
-    pub acked: AtomicU64,
+    pub acked: Counter,
     /// Body bytes received.
-    pub bytes: AtomicU64,
+    pub bytes: Counter,
     /// Events sent and not yet acknowledged.
-    pub in_flight: AtomicU64,
+    pub queue_depth: Gauge,
+    /// Events dropped by the event-type filter.
+    pub filtered: Counter,
+    /// Replayed events dropped after a make-before-break switch.
+    pub duplicates: Counter,
+    /// Kafka delivery failures (each retried).
+    pub delivery_errors: Counter,
+    /// Events whose record key could not be read from the payload.
+    pub key_errors: Counter,
+    /// Checkpoints Kafka acknowledged.
+    pub checkpoints: Counter,
+    /// 1 while reading upstream is paused by backpressure.
+    pub paused: Gauge,
+    /// Receipt → acknowledgement.
+    pub latency: Latency,
+    /// Reconnects by reason, in [`DisconnectReason::ALL`] order.
+    reconnects: [Counter; DisconnectReason::ALL.len()],
     /// Successful connections so far (the `sluice.connection` of the current one).
     pub generation: AtomicU64,
-    /// Reconnects of every reason.
-    pub reconnects: AtomicU64,
     text: Mutex<Text>,
 }
 
@@ -202,14 +304,39 @@ impl TargetStatus {
             state_since_ms: AtomicU64::new(ms_since(origin)),
             last_byte_ms: AtomicU64::new(NEVER),
             last_event_ms: AtomicU64::new(NEVER),
-            events: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
+            events: Counter::default(),
+            acked: Counter::default(),
+            bytes: Counter::default(),
+            queue_depth: Gauge::default(),
+            filtered: Counter::default(),
+            duplicates: Counter::default(),
+            delivery_errors: Counter::default(),
+            key_errors: Counter::default(),
+            checkpoints: Counter::default(),
+            paused: Gauge::default(),
+            latency: Latency::default(),
+            reconnects: Default::default(),
             generation: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
             text: Mutex::new(Text::default()),
         }
+    }
+
+    /// Counts one reconnect.
+    pub fn reconnect(&self, reason: DisconnectReason) {
+        if let Some(index) = DisconnectReason::ALL.iter().position(|r| *r == reason)
+            && let Some(counter) = self.reconnects.get(index)
+        {
+            counter.inc();
+        }
+    }
+
+    /// Reconnects by reason (non-zero ones only).
+    pub fn reconnects_by_reason(&self) -> impl Iterator<Item = (DisconnectReason, u64)> + '_ {
+        DisconnectReason::ALL
+            .iter()
+            .zip(&self.reconnects)
+            .map(|(r, c)| (*r, c.get()))
+            .filter(|(_, n)| *n > 0)
     }
 
     /// The current state.
@@ -324,12 +451,12 @@ impl TargetStatus {
             state: self.state(),
             state_seconds: now.saturating_sub(self.state_since_ms.load(Ordering::Relaxed)) as f64
                 / 1000.0,
-            events: self.events.load(Ordering::Relaxed),
-            acked: self.acked.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
+            events: self.events.get(),
+            acked: self.acked.get(),
+            bytes: self.bytes.get(),
+            in_flight: u64::try_from(self.queue_depth.get()).unwrap_or(0),
             connection: self.generation.load(Ordering::Relaxed),
-            reconnects: self.reconnects.load(Ordering::Relaxed),
+            reconnects: self.reconnects.iter().map(Counter::get).sum(),
             proxy: text.proxy,
             http_version: text.http_version,
             last_event_id: text.last_event_id,

@@ -29,7 +29,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::Shared;
-use crate::metrics::TargetMetrics;
 use crate::status::{Delivery, State, TargetStatus};
 
 /// Events of one target sent to Kafka and not yet acknowledged before reading pauses.
@@ -93,7 +92,7 @@ struct Pipe {
     shared: Arc<Shared>,
     config: Arc<TargetConfig>,
     status: Arc<TargetStatus>,
-    metrics: TargetMetrics,
+    metrics: Arc<TargetStatus>,
     tracker: CheckpointTracker,
     deliveries: FuturesUnordered<BoxFuture<Done>>,
     /// Records the producer had no room for, in order, with their sequence number.
@@ -163,8 +162,6 @@ impl Pipe {
             }
         };
         self.metrics.events.inc();
-        self.status.events.fetch_add(1, Ordering::Relaxed);
-        self.status.in_flight.fetch_add(1, Ordering::Relaxed);
         self.metrics.queue_depth.inc();
         if self.blocked.is_empty() {
             self.enqueue(seq, received, record);
@@ -215,8 +212,6 @@ impl Pipe {
                 self.metrics
                     .latency
                     .observe(done.received.elapsed().as_secs_f64());
-                self.status.acked.fetch_add(1, Ordering::Relaxed);
-                self.status.in_flight.fetch_sub(1, Ordering::Relaxed);
                 if self.status.delivery() == Delivery::Retrying {
                     self.status.set_delivery(Delivery::Ok);
                 }
@@ -318,7 +313,7 @@ pub async fn run(
     shared: Arc<Shared>,
     config: Arc<TargetConfig>,
     status: Arc<TargetStatus>,
-    metrics: TargetMetrics,
+    metrics: Arc<TargetStatus>,
     resume_from: Option<String>,
     start_delay: Duration,
 ) {
@@ -336,7 +331,6 @@ pub async fn run(
         next_checkpoint_at: Instant::now(),
         failed: false,
     };
-    pipe.metrics.set_state(State::Starting);
     let mut phase = Phase::Waiting(Instant::now() + start_delay);
     let shutdown = shared.shutdown.clone();
     let mut stopping = false;
@@ -350,7 +344,7 @@ pub async fn run(
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 phase = Phase::Stopped;
-                machine.set_state(&pipe, State::Stopped);
+                machine.set_state(State::Stopped);
             }
             Some(done) = deliveries.next(), if !deliveries.is_empty() => {
                 pipe.on_delivered(done);
@@ -455,9 +449,8 @@ impl Machine {
         }
     }
 
-    fn set_state(&self, pipe: &Pipe, state: State) {
+    fn set_state(&self, state: State) {
         self.status.set_state(state);
-        pipe.metrics.set_state(state);
     }
 
     /// Builds the client for the next attempt: secrets (headers, proxy password) read now.
@@ -574,7 +567,6 @@ impl Machine {
             }
         };
         pipe.metrics.reconnect(reason);
-        self.status.reconnects.fetch_add(1, Ordering::Relaxed);
         self.status
             .set_error(Some(format!("{}: {detail}", reason.as_str())));
         self.status.set_http_version(None);
@@ -586,14 +578,14 @@ impl Machine {
             last_event_id = %self.last_event_id,
             "reconnecting"
         );
-        self.set_state(pipe, State::Backoff);
+        self.set_state(State::Backoff);
         *phase = Phase::Waiting(Instant::now() + delay);
     }
 
-    fn stop(&mut self, phase: &mut Phase, pipe: &Pipe, why: String) {
+    fn stop(&mut self, phase: &mut Phase, why: String) {
         tracing::warn!(target_id = %self.config.id, reason = %why, "target stopped");
         self.status.set_error(Some(why));
-        self.set_state(pipe, State::Stopped);
+        self.set_state(State::Stopped);
         *phase = Phase::Stopped;
     }
 
@@ -636,7 +628,7 @@ impl Machine {
     }
 
     fn begin_connect(&mut self, phase: &mut Phase, pipe: &Pipe) {
-        self.set_state(pipe, State::Connecting);
+        self.set_state(State::Connecting);
         match self.connect(false) {
             Ok(future) => *phase = Phase::Connecting(future),
             Err(detail) => {
@@ -658,7 +650,7 @@ impl Machine {
             Step::WaitOver => self.begin_connect(phase, pipe),
             Step::Connected(Ok(connection), permit) => {
                 let streaming = self.opened(connection, permit);
-                self.set_state(pipe, State::Streaming);
+                self.set_state(State::Streaming);
                 *phase = Phase::Streaming(streaming);
             }
             Step::Connected(Err(error), _) => {
@@ -670,10 +662,10 @@ impl Machine {
                 match error {
                     ConnectError::NoContent => {
                         pipe.metrics.reconnect(DisconnectReason::HttpStatus);
-                        self.stop(phase, pipe, "server answered 204 no content: the endpoint asks clients not to reconnect".to_owned());
+                        self.stop(phase, "server answered 204 no content: the endpoint asks clients not to reconnect".to_owned());
                     }
                     ConnectError::Options(detail) => {
-                        self.stop(phase, pipe, format!("invalid client options: {detail}"));
+                        self.stop(phase, format!("invalid client options: {detail}"));
                     }
                     error => {
                         let hard = !error.is_retryable();
@@ -696,9 +688,6 @@ impl Machine {
                         let now = Instant::now();
                         s.idle_deadline = now + self.config.idle_timeout;
                         pipe.metrics.bytes.inc_by(bytes.len() as u64);
-                        pipe.status
-                            .bytes
-                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                         pipe.status.touch_byte(now);
                         s.parser.push(&bytes);
                         let wall = SystemTime::now();
@@ -811,7 +800,6 @@ impl Machine {
                         let mut replacement = self.opened(connection, permit);
                         replacement.overlap = overlap;
                         pipe.metrics.reconnect(DisconnectReason::Rotate);
-                        self.status.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(target_id = %self.config.id, connection = self.generation, "switched to the replacement stream; old one closed");
                         *phase = Phase::Streaming(replacement);
                     }
