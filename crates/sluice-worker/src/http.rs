@@ -138,7 +138,7 @@ fn render_html(body: &StatusBody) -> String {
             html,
             "<tr><td>{}</td><td class=\"{state}\">{state}</td><td class=\"n\">{:.0}s</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{:?}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td></tr>",
             escape(&row.target),
             row.state_seconds,
             row.events,
@@ -148,7 +148,7 @@ fn render_html(body: &StatusBody) -> String {
             escape(row.proxy.as_deref().unwrap_or("direct")),
             escape(&row.last_event_id),
             escape(&row.last_acked_id),
-            row.delivery,
+            row.delivery.as_str(),
             escape(row.last_error.as_deref().unwrap_or("")),
             state = row.state.as_str(),
         );

@@ -180,9 +180,12 @@ pub async fn run(
     let server = {
         let stop = server_stop.clone();
         let router = http::router(ops.clone());
-        let addr = listener.local_addr().ok();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!(
-            ?addr,
+            %addr,
             "operations server listening (/metrics, /status, /healthz, /readyz)"
         );
         tokio::spawn(async move {

@@ -83,6 +83,16 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// The label shown in `/status` (same as its JSON form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Ok => "ok",
+            Delivery::Paused => "paused",
+            Delivery::Retrying => "retrying",
+            Delivery::Failed => "failed",
+        }
+    }
+
     fn from_u8(value: u8) -> Delivery {
         match value {
             1 => Delivery::Paused,
