@@ -221,7 +221,20 @@ async fn run_targets(
     let mut topics: Vec<&str> = targets.iter().map(|t| t.topic.as_str()).collect();
     topics.sort_unstable();
     topics.dedup();
-    ensure_topics(kafka, &topics).await;
+    // In the background: a broker without the admin API (or slow to answer) must not hold up
+    // the start; a target whose topic is missing shows `paused` until it exists.
+    {
+        let kafka = kafka.clone();
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = ensure_topics(&kafka, &topics) => {}
+            }
+        });
+    }
     let Some(checkpoints) = load_checkpoints(kafka, &config.topics.checkpoints, &shutdown).await?
     else {
         return Ok(()); // shut down while waiting for Kafka
@@ -307,7 +320,6 @@ async fn load_checkpoints(
     shutdown: &CancellationToken,
 ) -> Result<Option<HashMap<String, String>>, WorkerError> {
     let mut delay = Duration::from_millis(200);
-    let mut created = false;
     loop {
         let read = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
@@ -315,14 +327,19 @@ async fn load_checkpoints(
         };
         match read {
             Ok(checkpoints) => return Ok(Some(checkpoints)),
-            Err(CheckpointReadError::TopicMissing { .. }) if !created => {
-                created = true;
-                create_topic(kafka, topic, true).await;
+            Err(CheckpointReadError::TopicMissing { .. }) => {
+                // No topic, so no checkpoint was ever written: every target starts fresh.
+                tracing::warn!(
+                    topic,
+                    "checkpoint topic missing: starting every target without a checkpoint"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = create_topic(kafka, topic, true) => {}
+                }
+                return Ok(Some(HashMap::new()));
             }
-            Err(error)
-                if error.is_retryable()
-                    || matches!(error, CheckpointReadError::TopicMissing { .. }) =>
-            {
+            Err(error) if error.is_retryable() => {
                 tracing::warn!(%error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(0), "checkpoint topic not readable yet");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
@@ -375,7 +392,9 @@ async fn create_topic(kafka: &ClientConfig, topic: &str, compacted: bool) {
             return;
         }
     };
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(5)))
+        .request_timeout(Some(Duration::from_secs(5)));
     for replication in [-1, 1] {
         let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(replication));
         if compacted {
