@@ -131,7 +131,7 @@ pub fn build_record(
     ];
     Ok(Record {
         key,
-        value: Bytes::copy_from_slice(event.data.as_bytes()),
+        value: event.data.clone().into_bytes(),
         headers,
     })
 }
