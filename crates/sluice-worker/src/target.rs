@@ -73,7 +73,11 @@ struct Streaming {
     parser: Parser,
     _permit: Option<OwnedSemaphorePermit>,
     opened: Instant,
-    idle_deadline: Instant,
+    /// When the last byte arrived (or reading resumed after a backpressure pause).
+    last_byte: Instant,
+    /// The watchdog: armed at `last_byte + idle_timeout`, re-armed lazily when it fires early,
+    /// so a busy stream costs no timer operation per chunk.
+    idle: Pin<Box<tokio::time::Sleep>>,
     rotate_at: Option<Instant>,
     rotation: Option<ConnectFuture>,
     /// Ids read on this connection after the replacement's `Last-Event-ID` was sent.
@@ -333,15 +337,25 @@ pub async fn run(
     };
     let mut phase = Phase::Waiting(Instant::now() + start_delay);
     let shutdown = shared.shutdown.clone();
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let mut stopping = false;
+    let mut was_reading = true;
     loop {
         let can_read = pipe.can_read();
+        if can_read && !was_reading {
+            // A backpressure pause is not silence from upstream: restart the watchdog.
+            if let Phase::Streaming(s) = &mut phase {
+                s.last_byte = Instant::now();
+            }
+        }
+        was_reading = can_read;
         let blocked_idle = !pipe.blocked.is_empty() && pipe.deliveries.is_empty();
         let deliveries = &mut pipe.deliveries;
         let checkpoint = &mut pipe.checkpoint_write;
         tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if !stopping => {
+            _ = &mut cancelled, if !stopping => {
                 stopping = true;
                 phase = Phase::Stopped;
                 machine.set_state(State::Stopped);
@@ -355,7 +369,9 @@ pub async fn run(
             (id, result) = async { match checkpoint.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if checkpoint.is_some() => {
                 pipe.on_checkpoint(id, result);
             }
-            _ = sleep(Duration::from_millis(10)), if blocked_idle => pipe.flush_blocked(),
+            // No signal exists for "the producer queue has room" when this target has nothing
+            // in flight (other targets filled it): poll for it.
+            _ = async { sleep(Duration::from_millis(10)).await }, if blocked_idle => pipe.flush_blocked(),
             step = phase_step(&mut phase, can_read), if !stopping => {
                 machine.handle(step, &mut phase, &mut pipe).await;
             }
@@ -383,7 +399,7 @@ async fn phase_step(phase: &mut Phase, can_read: bool) -> Step {
             let rotate_at = s.rotate_at;
             tokio::select! {
                 chunk = s.connection.next_chunk(), if can_read => Step::Chunk(chunk),
-                _ = sleep_until(s.idle_deadline), if can_read => Step::Idle,
+                _ = s.idle.as_mut(), if can_read => Step::Idle,
                 (result, permit) = async { match s.rotation.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if s.rotation.is_some() => Step::Rotated(result, permit),
                 _ = async { match rotate_at { Some(at) => sleep_until(at).await, None => std::future::pending().await } }, if rotate_at.is_some() && s.rotation.is_none() => Step::RotateDue,
                 else => std::future::pending().await,
@@ -620,7 +636,8 @@ impl Machine {
             parser: Parser::new(self.config.limits).with_last_event_id(&self.last_event_id),
             _permit: permit,
             opened: now,
-            idle_deadline: now + self.config.idle_timeout,
+            last_byte: now,
+            idle: Box::pin(sleep_until(now + self.config.idle_timeout)),
             rotate_at,
             rotation: None,
             overlap: VecDeque::new(),
@@ -686,7 +703,7 @@ impl Machine {
                 match chunk {
                     Ok(Some(bytes)) => {
                         let now = Instant::now();
-                        s.idle_deadline = now + self.config.idle_timeout;
+                        s.last_byte = now;
                         pipe.metrics.bytes.inc_by(bytes.len() as u64);
                         pipe.status.touch_byte(now);
                         s.parser.push(&bytes);
@@ -762,6 +779,13 @@ impl Machine {
                 }
             }
             Step::Idle => {
+                if let Phase::Streaming(s) = phase {
+                    let due = s.last_byte + self.config.idle_timeout;
+                    if Instant::now() < due {
+                        s.idle.as_mut().reset(due);
+                        return;
+                    }
+                }
                 let detail = format!(
                     "no bytes for {}s (idle timeout): the connection is dead",
                     self.config.idle_timeout.as_secs_f64()
