@@ -42,7 +42,20 @@ pub fn router(ops: Arc<Ops>) -> Router {
 }
 
 async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
-    let body = ops.metrics.render((ops.producer_in_flight)());
+    // Rendering 10,000 targets takes a while: keep it off the threads that move events.
+    let in_flight = (ops.producer_in_flight)();
+    let metrics = ops.metrics.clone();
+    let body = match tokio::task::spawn_blocking(move || metrics.render(in_flight)).await {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, "rendering metrics failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering metrics failed\n",
+            )
+                .into_response();
+        }
+    };
     (
         [(
             header::CONTENT_TYPE,

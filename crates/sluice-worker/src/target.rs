@@ -34,7 +34,7 @@ use crate::status::{Delivery, State, TargetStatus};
 /// Events of one target sent to Kafka and not yet acknowledged before reading pauses.
 pub const WINDOW: usize = 4096;
 /// Least time between two checkpoint writes of one target.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest replay overlap remembered for dropping duplicates after a switch.
 const MAX_OVERLAP: usize = 65_536;
 
