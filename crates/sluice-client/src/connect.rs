@@ -331,8 +331,11 @@ impl Client {
                 found: content_type,
             });
         }
+        // Keep only the body: the response head (headers, extensions) would pin the read buffer
+        // it was parsed from for the whole life of the stream, 8 KiB per connection.
         Ok(Connection {
-            response,
+            version: response.version(),
+            body: Box::pin(response.bytes_stream()),
             shown_url: self.shown_url.clone(),
             secrets: self.secrets.clone(),
         })
@@ -341,7 +344,8 @@ impl Client {
 
 /// An open `text/event-stream` response.
 pub struct Connection {
-    response: reqwest::Response,
+    version: http::Version,
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>,
     shown_url: String,
     secrets: Vec<String>,
 }
@@ -350,7 +354,7 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("url", &self.shown_url)
-            .field("version", &self.response.version())
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -358,14 +362,16 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// The HTTP version the server chose (useful to see HTTP/2 multiplexing in action).
     pub fn version(&self) -> http::Version {
-        self.response.version()
+        self.version
     }
 
     /// The next body chunk, `Ok(None)` at a clean end of the response.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StreamError> {
-        self.response
-            .chunk()
+        use futures::StreamExt as _;
+        self.body
+            .next()
             .await
+            .transpose()
             .map_err(|e| StreamError::Broken {
                 url: self.shown_url.clone(),
                 detail: describe(&e.without_url(), &self.secrets),
