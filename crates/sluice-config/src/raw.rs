@@ -127,6 +127,7 @@ pub(crate) struct RawTarget {
     #[serde(default)]
     pub event_types: Vec<String>,
     pub enabled: Option<bool>,
+    pub cloudevents: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

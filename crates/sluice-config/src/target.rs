@@ -144,6 +144,10 @@ pub struct TargetConfig {
     pub event_types: Vec<String>,
     /// `false` keeps the target in config but not connected.
     pub enabled: bool,
+    /// `true` adds CloudEvents Kafka binary-mode headers (`ce_specversion`, `ce_id`, `ce_source`,
+    /// `ce_type`, `ce_time`) to this target's records, beside the `sse.*`/`sluice.*` headers.
+    /// Default `false`.
+    pub cloudevents: bool,
 }
 
 impl TargetConfig {
@@ -234,6 +238,7 @@ mod tests {
             key: RecordKey::Target,
             event_types: Vec::new(),
             enabled: true,
+            cloudevents: false,
         }
     }
 

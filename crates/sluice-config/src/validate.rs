@@ -690,6 +690,7 @@ pub(crate) fn target(
         key,
         event_types: raw.event_types,
         enabled: raw.enabled.unwrap_or(true),
+        cloudevents: raw.cloudevents.unwrap_or(false),
     })
     .filter(|_| ok)
 }

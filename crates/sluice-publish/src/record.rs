@@ -20,7 +20,28 @@ pub mod headers {
     pub const CONNECTION: &str = "sluice.connection";
     /// The per-target sequence number from the checkpoint tracker, decimal.
     pub const SEQ: &str = "sluice.seq";
+
+    // CloudEvents Kafka protocol binding, binary content mode: attributes as `ce_` headers with
+    // UTF-8 string values. Only on targets with `cloudevents: true`.
+
+    /// CloudEvents `specversion`: always `1.0`.
+    pub const CE_SPECVERSION: &str = "ce_specversion";
+    /// CloudEvents `id`: `<target id>:<sse.id>` when the event has an SSE id (a replayed
+    /// duplicate keeps its `ce_id`, so consumers can drop it by `ce_source` + `ce_id`), else
+    /// `<target id>:<sluice.connection>:<sluice.seq>`, which is unique only within one worker
+    /// process (both counters restart with the process).
+    pub const CE_ID: &str = "ce_id";
+    /// CloudEvents `source`: `urn:sluice:target:<target id>` (never the URL: it may carry secrets).
+    pub const CE_SOURCE: &str = "ce_source";
+    /// CloudEvents `type`: the SSE event type (same as `sse.event`).
+    pub const CE_TYPE: &str = "ce_type";
+    /// CloudEvents `time`: when the worker received the event, RFC 3339 UTC with milliseconds
+    /// (`2023-11-14T22:13:20.123Z`).
+    pub const CE_TIME: &str = "ce_time";
 }
+
+/// The CloudEvents `specversion` Sluice writes.
+pub const CE_SPECVERSION_VALUE: &str = "1.0";
 
 /// What the worker knows about an event besides the event itself.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +54,8 @@ pub struct RecordMeta<'a> {
     pub connection: u64,
     /// The per-target sequence number, from [`crate::CheckpointTracker::sent`].
     pub seq: u64,
+    /// Whether to add the CloudEvents binary-mode headers (`headers::CE_*`) too.
+    pub cloudevents: bool,
 }
 
 /// The parts of one Kafka record, ready for the producer.
@@ -115,7 +138,7 @@ pub fn build_record(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
-    let headers = vec![
+    let mut headers = vec![
         (headers::SSE_ID, event.id.as_bytes().to_vec()),
         (headers::SSE_EVENT, event.event.as_bytes().to_vec()),
         (headers::TARGET, meta.target.as_str().as_bytes().to_vec()),
@@ -129,11 +152,64 @@ pub fn build_record(
         ),
         (headers::SEQ, meta.seq.to_string().into_bytes()),
     ];
+    if meta.cloudevents {
+        let target = meta.target.as_str();
+        let ce_id = if event.id.is_empty() {
+            format!("{target}:{}:{}", meta.connection, meta.seq)
+        } else {
+            format!("{target}:{}", event.id.as_str())
+        };
+        headers.extend([
+            (
+                headers::CE_SPECVERSION,
+                CE_SPECVERSION_VALUE.as_bytes().to_vec(),
+            ),
+            (headers::CE_ID, ce_id.into_bytes()),
+            (
+                headers::CE_SOURCE,
+                format!("urn:sluice:target:{target}").into_bytes(),
+            ),
+            (headers::CE_TYPE, event.event.as_bytes().to_vec()),
+            (
+                headers::CE_TIME,
+                rfc3339_millis(received_at_ms).into_bytes(),
+            ),
+        ]);
+    }
     Ok(Record {
         key,
         value: event.data.clone().into_bytes(),
         headers,
     })
+}
+
+/// Unix milliseconds as RFC 3339 UTC with millisecond precision: `1970-01-01T00:00:00.000Z`.
+fn rfc3339_millis(unix_ms: u128) -> String {
+    let ms = unix_ms % 1000;
+    let secs = unix_ms / 1000;
+    let (days, sod) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// (year, month 1-12, day 1-31) of `days` after 1970-01-01: Howard Hinnant's `civil_from_days`,
+/// for non-negative day counts only.
+fn civil_from_days(days: u128) -> (u128, u128, u128) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u128::from(month <= 2);
+    (year, month, day)
 }
 
 fn pointer_key(data: &[u8], pointer: &str) -> Result<Vec<u8>, KeyError> {
@@ -181,8 +257,82 @@ mod tests {
             received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             connection: 3,
             seq: 42,
+            cloudevents: false,
         };
         build_record(&event("e-7", data), key, &meta)
+    }
+
+    fn build_ce(id: &'static str) -> Record {
+        let target: TargetId = "binance-btc".parse().unwrap();
+        let meta = RecordMeta {
+            target: &target,
+            received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            connection: 3,
+            seq: 42,
+            cloudevents: true,
+        };
+        build_record(&event(id, "{}"), &RecordKey::Target, &meta).unwrap()
+    }
+
+    #[test]
+    fn cloudevents_off_adds_no_ce_header() {
+        let record = build("{}", &RecordKey::Target).unwrap();
+        assert!(
+            record.headers.iter().all(|(n, _)| !n.starts_with("ce_")),
+            "{:?}",
+            record.headers
+        );
+    }
+
+    #[test]
+    fn cloudevents_on_adds_binary_mode_headers_after_the_usual_ones() {
+        let record = build_ce("e-7");
+        let actual: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_slice()))
+            .collect();
+        let expected: Vec<(&str, &[u8])> = vec![
+            ("sse.id", b"e-7"),
+            ("sse.event", b"trade"),
+            ("sluice.target", b"binance-btc"),
+            ("sluice.received_at", b"1700000000123"),
+            ("sluice.connection", b"3"),
+            ("sluice.seq", b"42"),
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"binance-btc:e-7"),
+            ("ce_source", b"urn:sluice:target:binance-btc"),
+            ("ce_type", b"trade"),
+            ("ce_time", b"2023-11-14T22:13:20.123Z"),
+        ];
+        assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn cloudevents_id_without_an_sse_id_is_connection_and_seq() {
+        let record = build_ce("");
+        assert_eq!(
+            record.header(headers::CE_ID),
+            Some(&b"binance-btc:3:42"[..])
+        );
+    }
+
+    #[test]
+    fn rfc3339_millis_formats_known_instants() {
+        let cases: &[(u128, &str)] = &[
+            (0, "1970-01-01T00:00:00.000Z"),
+            (999, "1970-01-01T00:00:00.999Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (951_868_799_001, "2000-02-29T23:59:59.001Z"),
+            (951_868_800_000, "2000-03-01T00:00:00.000Z"),
+            (1_709_164_800_000, "2024-02-29T00:00:00.000Z"),
+            (1_700_000_000_123, "2023-11-14T22:13:20.123Z"),
+            (1_735_689_599_999, "2024-12-31T23:59:59.999Z"),
+            (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
+        ];
+        for (ms, expected) in cases {
+            assert_eq!(rfc3339_millis(*ms), *expected, "{ms}");
+        }
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Pipe {
             received_at: received_wall,
             connection: generation,
             seq,
+            cloudevents: self.config.cloudevents,
         };
         let record = match build_record(event, &self.config.key, &meta) {
             Ok(record) => record,
