@@ -20,6 +20,10 @@ pub mod headers {
     pub const CONNECTION: &str = "sluice.connection";
     /// The per-target sequence number from the checkpoint tracker, decimal.
     pub const SEQ: &str = "sluice.seq";
+    /// Only on the first record published from each connection generation: the `Last-Event-ID`
+    /// the connection was opened with, empty when it sent none (it did not resume, so events
+    /// may have been missed between the generations: a consumer keeping state must re-sync).
+    pub const RESUME: &str = "sluice.resume";
 
     // CloudEvents Kafka protocol binding, binary content mode: attributes as `ce_` headers with
     // UTF-8 string values. Only on targets with `cloudevents: true`.
@@ -54,6 +58,9 @@ pub struct RecordMeta<'a> {
     pub connection: u64,
     /// The per-target sequence number, from [`crate::CheckpointTracker::sent`].
     pub seq: u64,
+    /// `Some(last event id sent)` on the first record of a connection generation (see
+    /// [`headers::RESUME`]); `None` on every other record.
+    pub resume: Option<&'a str>,
     /// Whether to add the CloudEvents binary-mode headers (`headers::CE_*`) too.
     pub cloudevents: bool,
 }
@@ -152,6 +159,9 @@ pub fn build_record(
         ),
         (headers::SEQ, meta.seq.to_string().into_bytes()),
     ];
+    if let Some(resume) = meta.resume {
+        headers.push((headers::RESUME, resume.as_bytes().to_vec()));
+    }
     if meta.cloudevents {
         let target = meta.target.as_str();
         let ce_id = if event.id.is_empty() {
@@ -257,6 +267,7 @@ mod tests {
             received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             connection: 3,
             seq: 42,
+            resume: None,
             cloudevents: false,
         };
         build_record(&event("e-7", data), key, &meta)
@@ -269,9 +280,31 @@ mod tests {
             received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             connection: 3,
             seq: 42,
+            resume: None,
             cloudevents: true,
         };
         build_record(&event(id, "{}"), &RecordKey::Target, &meta).unwrap()
+    }
+
+    #[test]
+    fn resume_header_only_on_the_record_that_carries_it() {
+        let target: TargetId = "binance-btc".parse().unwrap();
+        let mut meta = RecordMeta {
+            target: &target,
+            received_at: UNIX_EPOCH,
+            connection: 2,
+            seq: 1,
+            resume: Some("e-6"),
+            cloudevents: false,
+        };
+        let first = build_record(&event("e-7", "{}"), &RecordKey::Target, &meta).unwrap();
+        assert_eq!(first.header(headers::RESUME), Some(&b"e-6"[..]));
+        meta.resume = Some("");
+        let fresh = build_record(&event("e-7", "{}"), &RecordKey::Target, &meta).unwrap();
+        assert_eq!(fresh.header(headers::RESUME), Some(&b""[..]));
+        meta.resume = None;
+        let later = build_record(&event("e-8", "{}"), &RecordKey::Target, &meta).unwrap();
+        assert_eq!(later.header(headers::RESUME), None);
     }
 
     #[test]

@@ -43,6 +43,7 @@ async fn published_events_come_back_with_key_value_headers_in_order() {
             received_at: UNIX_EPOCH + Duration::from_millis(1_000 + i),
             connection: 1,
             seq,
+            resume: None,
             cloudevents: false,
         };
         let record = build_record(&event, &RecordKey::Target, &meta).unwrap();

@@ -134,6 +134,7 @@ impl Pipe {
         &mut self,
         event: &Event,
         generation: u64,
+        resume: Option<&str>,
         received: Instant,
         received_wall: SystemTime,
     ) {
@@ -143,6 +144,7 @@ impl Pipe {
             received_at: received_wall,
             connection: generation,
             seq,
+            resume,
             cloudevents: self.config.cloudevents,
         };
         let record = match build_record(event, &self.config.key, &meta) {
@@ -421,6 +423,9 @@ struct Machine {
     /// `retry:` from the stream, the reconnection time floor.
     retry: Duration,
     generation: u64,
+    /// The `Last-Event-ID` the current connection opened with, until its first record is sent
+    /// (it travels as the `sluice.resume` header on that record).
+    resume: Option<String>,
     pool_cursor: usize,
     /// The pool member of the attempt in progress / the open connection.
     pool_member: Option<usize>,
@@ -460,6 +465,7 @@ impl Machine {
             backoff,
             retry: Duration::ZERO,
             generation: 0,
+            resume: None,
             pool_cursor,
             pool_member: None,
             last_open: None,
@@ -613,6 +619,7 @@ impl Machine {
     ) -> Box<Streaming> {
         let now = Instant::now();
         self.generation += 1;
+        self.resume = Some(self.last_event_id.clone());
         self.status
             .generation
             .store(self.generation, Ordering::Relaxed);
@@ -862,6 +869,7 @@ impl Machine {
             pipe.metrics.filtered.inc();
             return;
         }
-        pipe.send(event, self.generation, now, wall);
+        let resume = self.resume.take();
+        pipe.send(event, self.generation, resume.as_deref(), now, wall);
     }
 }

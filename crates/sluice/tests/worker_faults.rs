@@ -136,6 +136,37 @@ async fn no_event_is_lost_under_any_simulator_fault() {
     let truth: serde_json::Value = serde_json::from_str(&first.value).expect("data is json");
     assert_eq!(truth["version"], 1);
 
+    // The first record of each connection says what the connection resumed from: nothing on the
+    // fresh start, then the id of the last record before it.
+    let closes: Vec<_> = records
+        .iter()
+        .filter(|r| r.header("sluice.target") == "t-close")
+        .collect();
+    let mut generations = 0;
+    for (i, rec) in closes.iter().enumerate() {
+        let new_generation =
+            i == 0 || rec.header("sluice.connection") != closes[i - 1].header("sluice.connection");
+        let resume = rec.headers.get("sluice.resume").map(String::as_str);
+        if !new_generation {
+            assert_eq!(
+                resume, None,
+                "only a generation's first record: {:?}",
+                rec.headers
+            );
+        } else if i == 0 {
+            assert_eq!(resume, Some(""), "fresh start resumes from nothing");
+        } else {
+            generations += 1;
+            assert_eq!(
+                resume,
+                Some(closes[i - 1].header("sse.id")),
+                "{:?}",
+                rec.headers
+            );
+        }
+    }
+    assert!(generations >= 1, "t-close reconnected at least once");
+
     let (exit, log) = worker.terminate().await;
     assert!(exit.success(), "graceful exit: {exit:?}\n{log}");
     let checkpoints = rig.checkpoints().await;
