@@ -279,6 +279,11 @@ impl Client {
         })
     }
 
+    /// The transport, the endpoint, the request headers and the secrets to keep out of errors.
+    pub(crate) fn parts(&self) -> (&reqwest::Client, &Url, &HeaderMap, &[String]) {
+        (&self.http, &self.url, &self.headers, &self.secrets)
+    }
+
     /// The endpoint as it may be shown to people (secrets removed).
     pub fn shown_url(&self) -> &str {
         &self.shown_url
@@ -416,6 +421,13 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// Renders an error and its sources as one line, with every known secret removed.
+pub(crate) fn describe_error(
+    error: &(dyn std::error::Error + 'static),
+    secrets: &[String],
+) -> String {
+    describe(error, secrets)
+}
+
 fn describe(error: &(dyn std::error::Error + 'static), secrets: &[String]) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

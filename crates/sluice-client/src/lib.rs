@@ -12,10 +12,12 @@
 pub mod backoff;
 mod connect;
 mod eventsource;
+mod fetch;
 mod reason;
 pub mod redact;
 
 pub use backoff::{BackoffError, ExponentialBackoff};
 pub use connect::{Client, ClientOptions, ConnectError, Connection, StreamError};
+pub use fetch::FetchError;
 pub use eventsource::{EventSource, EventSourceError, EventSourceOptions, SourceItem};
 pub use reason::DisconnectReason;

@@ -15,6 +15,7 @@
 mod checkpoint;
 mod publisher;
 mod record;
+pub mod topics;
 
 pub use checkpoint::CheckpointTracker;
 pub use publisher::{

@@ -23,8 +23,6 @@ use std::time::Duration;
 
 use rand::Rng;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use sluice_client::redact::redact_url;
 use sluice_config::WorkerConfig;
 use sluice_publish::{CheckpointReadError, Publisher, read_checkpoints};
@@ -231,7 +229,7 @@ async fn run_targets(
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = ensure_topics(&kafka, &topics) => {}
+                _ = sluice_publish::topics::ensure_topics(&kafka, &topics, false) => {}
             }
         });
     }
@@ -335,7 +333,7 @@ async fn load_checkpoints(
                 );
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
-                    _ = create_topic(kafka, topic, true) => {}
+                    _ = sluice_publish::topics::create_topic(kafka, topic, true) => {}
                 }
                 return Ok(Some(HashMap::new()));
             }
@@ -348,77 +346,6 @@ async fn load_checkpoints(
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
             Err(error) => return Err(WorkerError::Checkpoints(error)),
-        }
-    }
-}
-
-/// Creates the event topics that do not exist yet (with the broker's defaults), so a fresh
-/// cluster without auto-creation does not leave every delivery waiting.
-async fn ensure_topics(kafka: &ClientConfig, topics: &[&str]) {
-    let reader = kafka.clone();
-    let wanted: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
-    let missing = tokio::task::spawn_blocking(move || -> Vec<String> {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let Ok(consumer) = reader.create::<BaseConsumer>() else {
-            return Vec::new();
-        };
-        let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_secs(10)) else {
-            return Vec::new();
-        };
-        wanted
-            .into_iter()
-            .filter(|w| {
-                !metadata
-                    .topics()
-                    .iter()
-                    .any(|t| t.name() == w && t.error().is_none() && !t.partitions().is_empty())
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default();
-    for topic in missing {
-        create_topic(kafka, &topic, false).await;
-    }
-}
-
-/// Creates `topic` (compacted for checkpoints), with the broker's default replication, or 1
-/// where the broker does not take defaults.
-async fn create_topic(kafka: &ClientConfig, topic: &str, compacted: bool) {
-    let admin: AdminClient<DefaultClientContext> = match kafka.create() {
-        Ok(admin) => admin,
-        Err(error) => {
-            tracing::warn!(%error, "cannot create a kafka admin client");
-            return;
-        }
-    };
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(5)))
-        .request_timeout(Some(Duration::from_secs(5)));
-    for replication in [-1, 1] {
-        let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(replication));
-        if compacted {
-            new = new.set("cleanup.policy", "compact");
-        }
-        match admin.create_topics([&new], &options).await {
-            Ok(results) => {
-                let failed = results.iter().find_map(|r| r.as_ref().err().cloned());
-                match failed {
-                    None => {
-                        tracing::warn!(
-                            topic,
-                            compacted,
-                            "created missing topic with 1 partition; create topics yourself to choose partitions and replication"
-                        );
-                        return;
-                    }
-                    Some((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return,
-                    Some((_, code)) => {
-                        tracing::warn!(topic, replication, error = %code, "creating topic failed")
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(topic, %error, "creating topic failed"),
         }
     }
 }

@@ -1,0 +1,109 @@
+//! One-shot document fetches over the same transport as the stream: the REST base state a
+//! consumer needs before it can apply a stream's deltas (same proxy, TLS roots and secrets).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::ACCEPT;
+use http::HeaderValue;
+
+use crate::connect::{Client, describe_error};
+
+/// Why a document could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// TCP, TLS or proxy handshake failed, or the request could not be sent or read.
+    #[error("fetching {url} failed: {detail}")]
+    Transport {
+        /// The endpoint, redacted.
+        url: String,
+        /// What failed, with secrets removed.
+        detail: String,
+    },
+    /// The server answered a status other than 200.
+    #[error("fetching {url}: server answered http status {status}")]
+    Status {
+        /// The endpoint, redacted.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The body grew past the limit.
+    #[error("fetching {url}: document larger than {limit} bytes")]
+    TooLarge {
+        /// The endpoint, redacted.
+        url: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The whole fetch took longer than the timeout.
+    #[error("fetching {url}: no complete answer within {}ms", .timeout.as_millis())]
+    Timeout {
+        /// The endpoint, redacted.
+        url: String,
+        /// The limit.
+        timeout: Duration,
+    },
+}
+
+impl FetchError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Transport { .. } => "transport",
+            FetchError::Status { .. } => "http_status",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::Timeout { .. } => "timeout",
+        }
+    }
+}
+
+impl Client {
+    /// `GET`s this client's URL as JSON (`Accept: application/json`) and returns the whole body,
+    /// at most `max_bytes` of it, within `timeout`. Headers, proxy and TLS roots are the
+    /// client's; no `Last-Event-ID`.
+    pub async fn fetch_document(
+        &self,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Bytes, FetchError> {
+        let url = self.shown_url().to_owned();
+        match tokio::time::timeout(timeout, self.fetch_inner(max_bytes)).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout { url, timeout }),
+        }
+    }
+
+    async fn fetch_inner(&self, max_bytes: usize) -> Result<Bytes, FetchError> {
+        let (http, url, headers, secrets) = self.parts();
+        let transport = |e: reqwest::Error| FetchError::Transport {
+            url: self.shown_url().to_owned(),
+            detail: describe_error(&e.without_url(), secrets),
+        };
+        let mut response = http
+            .get(url.clone())
+            .headers(headers.clone())
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(FetchError::Status {
+                url: self.shown_url().to_owned(),
+                status,
+            });
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > max_bytes {
+                return Err(FetchError::TooLarge {
+                    url: self.shown_url().to_owned(),
+                    limit: max_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+}
