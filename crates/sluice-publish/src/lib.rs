@@ -20,6 +20,6 @@ pub mod topics;
 pub use checkpoint::CheckpointTracker;
 pub use publisher::{
     CheckpointReadError, Delivered, Pending, PublishError, Publisher, TrySendError,
-    read_checkpoints,
+    read_checkpoints, read_compacted_blocking,
 };
 pub use record::{KeyError, Record, RecordMeta, build_record, headers};

@@ -122,19 +122,19 @@ pub enum CheckpointReadError {
     #[error("creating kafka consumer failed: {0}")]
     Create(#[source] KafkaError),
     /// Metadata or watermarks could not be fetched.
-    #[error("fetching checkpoint topic metadata failed: {0}")]
+    #[error("fetching topic metadata failed: {0}")]
     Metadata(#[source] KafkaError),
     /// The checkpoint topic does not exist.
-    #[error("checkpoint topic {topic} does not exist")]
+    #[error("topic {topic} does not exist")]
     TopicMissing {
         /// The topic's name.
         topic: String,
     },
     /// Reading a record failed.
-    #[error("consuming checkpoint topic failed: {0}")]
+    #[error("consuming compacted topic failed: {0}")]
     Consume(#[source] KafkaError),
     /// Not every partition reached its high watermark in time.
-    #[error("checkpoint topic {topic} not read to its end within {timeout:?}")]
+    #[error("topic {topic} not read to its end within {timeout:?}")]
     Timeout {
         /// The topic's name.
         topic: String,
@@ -142,7 +142,7 @@ pub enum CheckpointReadError {
         timeout: Duration,
     },
     /// The blocking reader task died.
-    #[error("checkpoint reader task failed: {0}")]
+    #[error("compacted topic reader task failed: {0}")]
     Task(String),
 }
 
@@ -323,10 +323,31 @@ pub async fn read_checkpoints(
 }
 
 fn read_checkpoints_blocking(
-    mut config: ClientConfig,
+    config: ClientConfig,
     topic: &str,
     timeout: Duration,
 ) -> Result<HashMap<String, String>, CheckpointReadError> {
+    let table = read_compacted_blocking(config, topic, timeout)?;
+    let mut checkpoints = HashMap::with_capacity(table.len());
+    for (key, value) in table {
+        match String::from_utf8(value) {
+            Ok(value) => {
+                checkpoints.insert(key, value);
+            }
+            Err(_) => tracing::warn!(topic, key, "skipping checkpoint whose value is not utf-8"),
+        }
+    }
+    Ok(checkpoints)
+}
+
+/// Reads a compacted topic from the beginning up to the high watermarks it had when the read
+/// started: the latest value of every key (a key whose latest record is a tombstone is absent).
+/// Blocking; a missing topic is [`CheckpointReadError::TopicMissing`].
+pub fn read_compacted_blocking(
+    mut config: ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<HashMap<String, Vec<u8>>, CheckpointReadError> {
     let deadline = Instant::now() + timeout;
     let remaining = || deadline.saturating_duration_since(Instant::now());
     let timed_out = || CheckpointReadError::Timeout {
@@ -388,19 +409,18 @@ fn read_checkpoints_blocking(
         };
         let message = message.map_err(CheckpointReadError::Consume)?;
         let key = message.key().map(std::str::from_utf8);
-        let value = message.payload().map(std::str::from_utf8);
-        match (key, value) {
+        match (key, message.payload()) {
             (Some(Ok(key)), None) => {
                 checkpoints.remove(key);
             }
-            (Some(Ok(key)), Some(Ok(value))) => {
-                checkpoints.insert(key.to_owned(), value.to_owned());
+            (Some(Ok(key)), Some(value)) => {
+                checkpoints.insert(key.to_owned(), value.to_vec());
             }
             _ => tracing::warn!(
                 topic,
                 partition = message.partition(),
                 offset = message.offset(),
-                "skipping checkpoint record without a utf-8 key and value"
+                "skipping compacted record without a utf-8 key"
             ),
         }
         let partition = message.partition();

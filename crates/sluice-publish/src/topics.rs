@@ -78,4 +78,3 @@ pub async fn create_topic(kafka: &ClientConfig, topic: &str, compacted: bool) {
         }
     }
 }
-
