@@ -4,6 +4,7 @@
 //! replay history is a window `(head - history, head]` of sequence numbers that streams may
 //! regenerate. The state is maintained incrementally so a snapshot is a copy, not a replay.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub(crate) struct Feed {
     pub max_events: Option<u64>,
     book: Mutex<Book>,
     head: watch::Sender<u64>,
+    /// `GET /v1/snapshot` requests served.
+    snapshot_requests: AtomicU64,
 }
 
 impl Feed {
@@ -47,7 +50,19 @@ impl Feed {
             max_events: config.max_events,
             book: Mutex::new(Book::new(config.entities)),
             head: watch::Sender::new(0),
+            snapshot_requests: AtomicU64::new(0),
         }
+    }
+
+    /// The snapshot a `GET /v1/snapshot` request gets, counted.
+    pub fn serve_snapshot(&self) -> Snapshot {
+        self.snapshot_requests.fetch_add(1, Ordering::Relaxed);
+        self.snapshot()
+    }
+
+    /// How many `GET /v1/snapshot` requests were served.
+    pub fn snapshot_requests(&self) -> u64 {
+        self.snapshot_requests.load(Ordering::Relaxed)
     }
 
     pub fn head(&self) -> u64 {

@@ -177,6 +177,12 @@ impl RunningSim {
         self.feed.snapshot()
     }
 
+    /// How many `GET /v1/snapshot` requests were served (what a consumer's base-state fetches
+    /// cost the upstream).
+    pub fn snapshot_requests(&self) -> u64 {
+        self.feed.snapshot_requests()
+    }
+
     /// Resolves once the feed has produced delta `seq`. Never resolves when `seq` is beyond
     /// `max_events` or the feed is a firehose (whose head does not move).
     pub async fn wait_for_head(&self, seq: u64) {
@@ -299,7 +305,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn snapshot(State(app): State<AppState>) -> Json<Snapshot> {
-    Json(app.feed.snapshot())
+    Json(app.feed.serve_snapshot())
 }
 
 fn bad_request(problems: &[String]) -> Response {
