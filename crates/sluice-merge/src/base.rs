@@ -1,0 +1,65 @@
+//! Reading a base-state document: the items become the entities (keyed by the base key, each the
+//! whole item), and the document's version becomes the state's.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::BaseError;
+use crate::key::read_key;
+use crate::paths::Paths;
+use crate::version::parse_version;
+
+/// A parsed base state.
+#[derive(Debug)]
+pub(crate) struct Base {
+    /// The entities by key.
+    pub(crate) entities: BTreeMap<String, Arc<Value>>,
+    /// The base state's version (`None`: the target has no base version pointer).
+    pub(crate) version: Option<u64>,
+}
+
+impl Base {
+    /// Reads `body` by `paths`.
+    pub(crate) fn parse(paths: &Paths, body: &[u8]) -> Result<Base, BaseError> {
+        let mut doc: Value =
+            serde_json::from_slice(body).map_err(|e| BaseError::NotJson(e.to_string()))?;
+        let version = match &paths.base_version {
+            None => None,
+            Some(at) => Some(
+                at.get(&doc)
+                    .and_then(parse_version)
+                    .ok_or_else(|| BaseError::Version(at.as_str().to_owned()))?,
+            ),
+        };
+        let items = match paths.base_items.take(&mut doc) {
+            Some(Value::Array(items)) => items,
+            _ => return Err(BaseError::Items(paths.base_items.as_str().to_owned())),
+        };
+        let mut entities = BTreeMap::new();
+        for (index, item) in items.into_iter().enumerate() {
+            let key = paths
+                .base_key
+                .get(&item)
+                .and_then(read_key)
+                .ok_or_else(|| BaseError::Key {
+                    index,
+                    pointer: paths.base_key.as_str().to_owned(),
+                })?
+                .into_owned();
+            match entities.entry(key) {
+                Entry::Occupied(taken) => {
+                    return Err(BaseError::DuplicateKey {
+                        key: taken.key().clone(),
+                    });
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(Arc::new(item));
+                }
+            }
+        }
+        Ok(Base { entities, version })
+    }
+}

@@ -1,0 +1,121 @@
+//! Why a base state or a delta could not be used. Messages name the pointer and never quote the
+//! document (it may be large).
+
+/// Why [`crate::Merger::load_base`] refused a base-state document. Nothing changes when it does.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    /// The epoch is not the one a fetch is pending for: a later fetch was requested (or this
+    /// one was loaded already).
+    #[error("base state of fetch epoch {epoch} superseded (current epoch {current})")]
+    Superseded {
+        /// The epoch the base was loaded with.
+        epoch: u64,
+        /// The merger's current epoch.
+        current: u64,
+    },
+    /// The document is not JSON.
+    #[error("base state is not json: {0}")]
+    NotJson(String),
+    /// The items pointer is missing or not an array.
+    #[error("base state items at {0} missing or not an array")]
+    Items(String),
+    /// An item has no string or integer key.
+    #[error("base state item {index} has no string or integer key at {pointer}")]
+    Key {
+        /// The item's index in the items array.
+        index: usize,
+        /// The key pointer.
+        pointer: String,
+    },
+    /// The version pointer is missing or not a non-negative integer.
+    #[error("base state version at {0} missing or not a non-negative integer")]
+    Version(String),
+    /// Two items have the same key.
+    #[error("base state has key {key:?} twice")]
+    DuplicateKey {
+        /// The repeated key.
+        key: String,
+    },
+}
+
+impl BaseError {
+    /// The bounded label: `superseded`, `not_json`, `items`, `key`, `version`, `duplicate_key`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BaseError::Superseded { .. } => "superseded",
+            BaseError::NotJson(_) => "not_json",
+            BaseError::Items(_) => "items",
+            BaseError::Key { .. } => "key",
+            BaseError::Version(_) => "version",
+            BaseError::DuplicateKey { .. } => "duplicate_key",
+        }
+    }
+
+    /// Whether fetching the base state again may help: yes for a bad document (the upstream
+    /// may serve a good one next time), no for a superseded epoch (the later fetch is the one
+    /// to load).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, BaseError::Superseded { .. })
+    }
+}
+
+/// Why a delta was not applied. The state is unchanged and the target goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedError {
+    /// The data is not JSON.
+    #[error("delta is not json: {0}")]
+    NotJson(String),
+    /// Nothing at the key pointer.
+    #[error("delta has no key at {pointer}")]
+    MissingKey {
+        /// The key pointer.
+        pointer: String,
+    },
+    /// The key is not a string or an integer.
+    #[error("delta key at {pointer} is not a string or an integer")]
+    BadKey {
+        /// The key pointer.
+        pointer: String,
+    },
+    /// Nothing at a version pointer.
+    #[error("delta has no version at {pointer}")]
+    MissingVersion {
+        /// The version pointer.
+        pointer: String,
+    },
+    /// A version is not a non-negative integer (or a range's first version is above its last).
+    #[error("delta version at {pointer} is not a non-negative integer or not in order")]
+    BadVersion {
+        /// The version pointer.
+        pointer: String,
+    },
+    /// Nothing at the value pointer.
+    #[error("delta has no value at {pointer}")]
+    BadValue {
+        /// The value pointer.
+        pointer: String,
+    },
+    /// The JSON Patch does not apply to the entity.
+    #[error("json patch does not apply: {0}")]
+    PatchFailed(String),
+    /// The data (or its value) is not an array of JSON Patch operations.
+    #[error("delta is not a json patch (an array of operations)")]
+    NotAPatch,
+}
+
+impl MalformedError {
+    /// The bounded label: `not_json`, `missing_key`, `bad_key`, `missing_version`,
+    /// `bad_version`, `bad_value`, `patch_failed`, `not_a_patch`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MalformedError::NotJson(_) => "not_json",
+            MalformedError::MissingKey { .. } => "missing_key",
+            MalformedError::BadKey { .. } => "bad_key",
+            MalformedError::MissingVersion { .. } => "missing_version",
+            MalformedError::BadVersion { .. } => "bad_version",
+            MalformedError::BadValue { .. } => "bad_value",
+            MalformedError::PatchFailed(_) => "patch_failed",
+            MalformedError::NotAPatch => "not_a_patch",
+        }
+    }
+}

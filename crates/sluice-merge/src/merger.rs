@@ -1,0 +1,472 @@
+//! The merger: one target's state machine. It waits for a base state (holding deltas meanwhile),
+//! loads it, replays what it held, then applies deltas one by one until a gap, a lost
+//! connection generation, a reset event or an unknown entity asks for a fresh base state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::base::Base;
+use crate::buffer::{Buffer, Held};
+use crate::dedupe::IdWindow;
+use crate::error::{BaseError, MalformedError};
+use crate::key::read_key;
+use crate::outcome::{BaseApplied, Change, Counts, FetchRequest, Input, Outcome, ResnapshotReason};
+use crate::paths::Paths;
+use crate::snapshot::TargetSnapshot;
+use crate::spec::{MergeSpec, Strategy};
+use crate::version::Order;
+
+/// One target's merged state and the rules that keep it exact.
+///
+/// Phases: awaiting a base state (new, or a re-snapshot is pending: deltas are held in a bounded
+/// buffer) and synced (deltas apply as they come). A base state is requested through
+/// [`Merger::fetch_request`] and loaded with [`Merger::load_base`]; the epoch ties a fetch to the
+/// request it answers, so a fetch that started before a later loss is refused.
+#[derive(Debug, Clone)]
+pub struct Merger {
+    spec: Arc<MergeSpec>,
+    paths: Paths,
+    entities: BTreeMap<String, Arc<Value>>,
+    /// The state's version.
+    version: Option<u64>,
+    /// The version of the last base state loaded (deltas at or below it are stale).
+    base_version: Option<u64>,
+    change_seq: u64,
+    last_connection: Option<u64>,
+    /// Recent `sse.id`s (unversioned targets only).
+    ids: IdWindow,
+    buffer: Buffer,
+    /// Deltas dropped from the buffer because a reset or a new generation made them useless.
+    discarded: u64,
+    /// A complete state exists (a base was loaded or a snapshot restored).
+    has_state: bool,
+    /// A base state is loaded and no re-snapshot is pending.
+    synced: bool,
+    epoch: u64,
+    /// A fetch requested and not yet handed out by [`Merger::fetch_request`].
+    request: Option<ResnapshotReason>,
+}
+
+/// What one delta did to the state.
+enum Step {
+    Applied {
+        key: String,
+        value: Option<Arc<Value>>,
+    },
+    Stale,
+    Duplicate,
+    Malformed(MalformedError),
+    /// A fresh base state is needed before this delta can apply.
+    Break(ResnapshotReason),
+}
+
+/// What a delta asks of its entity, read from its data.
+enum Content {
+    Delete,
+    Replace(Value),
+    MergePatch(Value),
+    JsonPatch(json_patch::Patch),
+}
+
+impl Merger {
+    /// A merger with no state: it awaits a base state, and a fetch (epoch 1, reason
+    /// [`ResnapshotReason::Initial`]) is pending.
+    pub fn new(spec: Arc<MergeSpec>) -> Merger {
+        let paths = Paths::new(&spec);
+        Merger {
+            paths,
+            entities: BTreeMap::new(),
+            version: None,
+            base_version: None,
+            change_seq: 0,
+            last_connection: None,
+            ids: IdWindow::new(spec.dedupe_window),
+            buffer: Buffer::new(spec.max_buffered),
+            discarded: 0,
+            has_state: false,
+            synced: false,
+            epoch: 1,
+            request: Some(ResnapshotReason::Initial),
+            spec,
+        }
+    }
+
+    /// A merger holding `snap`: synced, no fetch pending, epoch 0. The dedupe window is restored
+    /// for unversioned targets only (versioned targets keep none).
+    pub fn restore(spec: Arc<MergeSpec>, snap: TargetSnapshot) -> Merger {
+        let paths = Paths::new(&spec);
+        let ids = if paths.version.is_versioned() {
+            IdWindow::new(spec.dedupe_window)
+        } else {
+            IdWindow::with_ids(spec.dedupe_window, &snap.recent_ids)
+        };
+        Merger {
+            paths,
+            entities: snap
+                .entities
+                .into_iter()
+                .map(|(key, value)| (key, Arc::new(value)))
+                .collect(),
+            version: snap.version,
+            base_version: None,
+            change_seq: snap.change_seq,
+            last_connection: snap.last_connection,
+            ids,
+            buffer: Buffer::new(spec.max_buffered),
+            discarded: 0,
+            has_state: true,
+            synced: true,
+            epoch: 0,
+            request: None,
+            spec,
+        }
+    }
+
+    /// The last complete state (also while a re-snapshot is pending); `None` before the first
+    /// base state. Held deltas and a pending fetch are not part of it: a restored merger is
+    /// synced.
+    pub fn export(&self) -> Option<TargetSnapshot> {
+        if !self.has_state {
+            return None;
+        }
+        Some(TargetSnapshot {
+            version: self.version,
+            change_seq: self.change_seq,
+            last_connection: self.last_connection,
+            recent_ids: self.ids.to_vec(),
+            entities: self
+                .entities
+                .iter()
+                .map(|(key, value)| (key.clone(), Value::clone(value)))
+                .collect(),
+        })
+    }
+
+    /// Takes one record. Order of the rules: a new connection generation that did not resume,
+    /// ignored event types, reset events, then (awaiting a base) hold it, or (synced) apply it.
+    pub fn offer(&mut self, input: &Input<'_>) -> Outcome {
+        let ignored = is_one_of(&self.spec.ignore_events, input.event);
+        let reset = !ignored && is_one_of(&self.spec.reset_events, input.event);
+        let delete = is_one_of(&self.spec.delete_events, input.event);
+        if let Some(connection) = input.connection {
+            let new_generation = self.last_connection != Some(connection);
+            self.last_connection = Some(connection);
+            if new_generation && input.resume == Some("") {
+                // Everything held came before the loss, so before the fetch this requests.
+                self.discarded += self.buffer.clear();
+                let reason = ResnapshotReason::Generation;
+                self.request_base(reason);
+                if !ignored && !reset {
+                    self.buffer.push(held(input, delete, Some(reason)));
+                }
+                return Outcome::Resnapshot(reason);
+            }
+        }
+        if ignored {
+            return Outcome::Ignored;
+        }
+        if reset {
+            self.discarded += self.buffer.clear();
+            self.request_base(ResnapshotReason::ResetEvent);
+            return Outcome::Resnapshot(ResnapshotReason::ResetEvent);
+        }
+        if !self.synced {
+            self.buffer.push(held(input, delete, None));
+            return Outcome::Buffered;
+        }
+        match self.step(input.id, delete, input.data, None) {
+            Step::Applied { key, value } => {
+                self.change_seq += 1;
+                Outcome::Applied(Change {
+                    seq: self.change_seq,
+                    key,
+                    value,
+                })
+            }
+            Step::Stale => Outcome::Stale,
+            Step::Duplicate => Outcome::Duplicate,
+            Step::Malformed(error) => Outcome::Malformed(error),
+            Step::Break(reason) => {
+                self.request_base(reason);
+                self.buffer.push(held(input, delete, Some(reason)));
+                Outcome::Resnapshot(reason)
+            }
+        }
+    }
+
+    /// The base fetch to start, once per request (then `None` until another is requested).
+    pub fn fetch_request(&mut self) -> Option<FetchRequest> {
+        self.request.take().map(|reason| FetchRequest {
+            epoch: self.epoch,
+            reason,
+        })
+    }
+
+    /// The current fetch epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Loads the base state fetched for `epoch`: every entity is replaced by the base items,
+    /// the version becomes the base's, then the held deltas are replayed in order (those at or
+    /// below the base version are stale). Counts as one change. A gap or an unknown entity
+    /// during the replay leaves the merger awaiting another base (requested; the deltas from
+    /// that one on stay held). On error nothing changes.
+    pub fn load_base(&mut self, epoch: u64, body: &[u8]) -> Result<BaseApplied, BaseError> {
+        if epoch != self.epoch || self.synced {
+            return Err(BaseError::Superseded {
+                epoch,
+                current: self.epoch,
+            });
+        }
+        let base = Base::parse(&self.paths, body)?;
+        self.entities = base.entities;
+        self.version = base.version;
+        self.base_version = base.version;
+        self.has_state = true;
+        self.synced = true;
+        self.request = None;
+        self.change_seq += 1;
+
+        let mut replayed = Counts::default();
+        let mut resnapshot = None;
+        while let Some(mut delta) = self.buffer.pop() {
+            match self.step(delta.id.as_deref(), delta.delete, &delta.data, delta.caused) {
+                Step::Applied { .. } => replayed.applied += 1,
+                Step::Stale => replayed.stale += 1,
+                Step::Duplicate => replayed.duplicate += 1,
+                Step::Malformed(_) => replayed.malformed += 1,
+                Step::Break(reason) => {
+                    delta.caused = Some(reason);
+                    self.buffer.push_front(delta);
+                    self.request_base(reason);
+                    resnapshot = Some(reason);
+                    break;
+                }
+            }
+        }
+        Ok(BaseApplied {
+            entities: self.entities.len(),
+            version: self.version,
+            replayed,
+            resnapshot,
+        })
+    }
+
+    /// Whether a base state is loaded and no re-snapshot is pending.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Whether a complete state exists (synced now, or before a pending re-snapshot).
+    pub fn has_state(&self) -> bool {
+        self.has_state
+    }
+
+    /// The state's version.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    /// The change sequence: +1 per applied delta and per base state loaded.
+    pub fn change_seq(&self) -> u64 {
+        self.change_seq
+    }
+
+    /// The number of entities.
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Whether there are no entities.
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// The entity `key`.
+    pub fn get(&self, key: &str) -> Option<&Arc<Value>> {
+        self.entities.get(key)
+    }
+
+    /// Every entity, sorted by key.
+    pub fn entities(&self) -> impl Iterator<Item = (&str, &Arc<Value>)> {
+        self.entities
+            .iter()
+            .map(|(key, value)| (key.as_str(), value))
+    }
+
+    /// Deltas held for the next base state.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Deltas dropped from a full buffer (oldest first), total.
+    pub fn buffer_dropped(&self) -> u64 {
+        self.buffer.dropped()
+    }
+
+    /// Held deltas dropped because a reset event or a new connection generation made them
+    /// older than any base state still to come, total.
+    pub fn buffer_discarded(&self) -> u64 {
+        self.discarded
+    }
+
+    /// The last worker connection generation seen.
+    pub fn last_connection(&self) -> Option<u64> {
+        self.last_connection
+    }
+
+    /// The merge rules.
+    pub fn spec(&self) -> &Arc<MergeSpec> {
+        &self.spec
+    }
+
+    /// Asks for a fresh base state: a new epoch (so a fetch in flight is refused) and a pending
+    /// request; the state stays readable.
+    fn request_base(&mut self, reason: ResnapshotReason) {
+        self.epoch += 1;
+        self.request = Some(reason);
+        self.synced = false;
+    }
+
+    /// Applies one delta under the synced rules. `caused`: the re-snapshot this delta caused
+    /// before, if any.
+    fn step(
+        &mut self,
+        id: Option<&str>,
+        delete: bool,
+        data: &[u8],
+        caused: Option<ResnapshotReason>,
+    ) -> Step {
+        let versioned = self.paths.version.is_versioned();
+        if !versioned && id.is_some_and(|id| self.ids.contains(id)) {
+            return Step::Duplicate;
+        }
+        let doc: Value = match serde_json::from_slice(data) {
+            Ok(doc) => doc,
+            Err(e) => return Step::Malformed(MalformedError::NotJson(e.to_string())),
+        };
+        let span = match self.paths.version.read(&doc) {
+            Ok(span) => span,
+            Err(e) => return Step::Malformed(e),
+        };
+        let key = match self.paths.key.get(&doc).map(read_key) {
+            Some(Some(key)) => key.into_owned(),
+            Some(None) => {
+                return Step::Malformed(MalformedError::BadKey {
+                    pointer: self.paths.key.as_str().to_owned(),
+                });
+            }
+            None => {
+                return Step::Malformed(MalformedError::MissingKey {
+                    pointer: self.paths.key.as_str().to_owned(),
+                });
+            }
+        };
+        let content = match self.content(delete, doc) {
+            Ok(content) => content,
+            Err(e) => return Step::Malformed(e),
+        };
+        if let Some(span) = span {
+            match span.order(self.version, self.spec.contiguous) {
+                Order::Apply => {}
+                Order::Old if self.base_version.is_some_and(|base| span.last <= base) => {
+                    return Step::Stale;
+                }
+                Order::Old => return Step::Duplicate,
+                Order::Gap => return Step::Break(ResnapshotReason::Gap),
+            }
+        }
+        let value = match content {
+            Content::Delete => {
+                self.entities.remove(key.as_str());
+                None
+            }
+            Content::Replace(value) => {
+                let value = Arc::new(value);
+                match self.entities.get_mut(key.as_str()) {
+                    Some(slot) => *slot = Arc::clone(&value),
+                    None => {
+                        self.entities.insert(key.clone(), Arc::clone(&value));
+                    }
+                }
+                Some(value)
+            }
+            Content::MergePatch(patch) => match self.entities.get_mut(key.as_str()) {
+                Some(slot) => {
+                    json_patch::merge(Arc::make_mut(slot), &patch);
+                    Some(Arc::clone(slot))
+                }
+                None => {
+                    let mut value = Value::Object(Map::new());
+                    json_patch::merge(&mut value, &patch);
+                    let value = Arc::new(value);
+                    self.entities.insert(key.clone(), Arc::clone(&value));
+                    Some(value)
+                }
+            },
+            Content::JsonPatch(patch) => {
+                let Some(slot) = self.entities.get_mut(key.as_str()) else {
+                    if caused == Some(ResnapshotReason::UnknownEntity) {
+                        // A fresh base state did not bring the entity either: the patch is for
+                        // an entity that no longer exists.
+                        return Step::Malformed(MalformedError::PatchFailed(
+                            "entity still unknown after a fresh base state".to_owned(),
+                        ));
+                    }
+                    return Step::Break(ResnapshotReason::UnknownEntity);
+                };
+                // Patched on a copy: the entity stays as it was when an operation fails.
+                let mut next = Value::clone(slot);
+                if let Err(e) = json_patch::patch_unsafe(&mut next, &patch) {
+                    return Step::Malformed(MalformedError::PatchFailed(e.to_string()));
+                }
+                *slot = Arc::new(next);
+                Some(Arc::clone(slot))
+            }
+        };
+        if let Some(span) = span {
+            self.version = Some(span.last);
+        }
+        if !versioned && let Some(id) = id {
+            self.ids.remember(id);
+        }
+        Step::Applied { key, value }
+    }
+
+    /// What the delta `doc` asks of its entity.
+    fn content(&self, delete: bool, mut doc: Value) -> Result<Content, MalformedError> {
+        if delete {
+            return Ok(Content::Delete);
+        }
+        let value = match &self.paths.value {
+            None => doc,
+            Some(at) => at.take(&mut doc).ok_or_else(|| MalformedError::BadValue {
+                pointer: at.as_str().to_owned(),
+            })?,
+        };
+        Ok(match self.spec.strategy {
+            Strategy::Replace => Content::Replace(value),
+            Strategy::MergePatch => Content::MergePatch(value),
+            Strategy::JsonPatch => Content::JsonPatch(
+                serde_json::from_value(value).map_err(|_| MalformedError::NotAPatch)?,
+            ),
+        })
+    }
+}
+
+/// `input` as held in the buffer.
+fn held(input: &Input<'_>, delete: bool, caused: Option<ResnapshotReason>) -> Held {
+    Held {
+        id: input.id.map(Box::from),
+        delete,
+        data: input.data.into(),
+        caused,
+    }
+}
+
+fn is_one_of(events: &[String], event: &str) -> bool {
+    events.iter().any(|e| e == event)
+}

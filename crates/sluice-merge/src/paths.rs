@@ -1,0 +1,101 @@
+//! A [`MergeSpec`]'s pointers, split once when a merger is built.
+
+use serde_json::Value;
+
+use crate::error::MalformedError;
+use crate::pointer::Pointer;
+use crate::spec::{MergeSpec, VersionSpec};
+use crate::version::{Span, parse_version};
+
+/// The pointers of one spec.
+#[derive(Debug, Clone)]
+pub(crate) struct Paths {
+    /// To the base state's items.
+    pub(crate) base_items: Pointer,
+    /// Into a base item, to its key.
+    pub(crate) base_key: Pointer,
+    /// To the base state's version.
+    pub(crate) base_version: Option<Pointer>,
+    /// Into a delta, to its key.
+    pub(crate) key: Pointer,
+    /// Into a delta, to its entity or patch (`None`: the whole delta).
+    pub(crate) value: Option<Pointer>,
+    /// Into a delta, to its versions.
+    pub(crate) version: Versions,
+}
+
+/// Where a delta's versions are.
+#[derive(Debug, Clone)]
+pub(crate) enum Versions {
+    /// Nowhere: the target is unversioned.
+    None,
+    /// One version.
+    Single(Pointer),
+    /// A range.
+    Range {
+        /// Its first version.
+        first: Pointer,
+        /// Its last version.
+        last: Pointer,
+    },
+}
+
+impl Paths {
+    /// Splits the pointers of `spec`.
+    pub(crate) fn new(spec: &MergeSpec) -> Paths {
+        Paths {
+            base_items: Pointer::new(&spec.base_items),
+            base_key: Pointer::new(&spec.base_key),
+            base_version: spec.base_version.as_deref().map(Pointer::new),
+            key: Pointer::new(&spec.key),
+            value: spec.value.as_deref().map(Pointer::new),
+            version: match &spec.version {
+                VersionSpec::None => Versions::None,
+                VersionSpec::Single(at) => Versions::Single(Pointer::new(at)),
+                VersionSpec::Range { first, last } => Versions::Range {
+                    first: Pointer::new(first),
+                    last: Pointer::new(last),
+                },
+            },
+        }
+    }
+}
+
+impl Versions {
+    /// Whether deltas carry versions.
+    pub(crate) fn is_versioned(&self) -> bool {
+        !matches!(self, Versions::None)
+    }
+
+    /// The versions `data` covers (`None` for an unversioned target).
+    pub(crate) fn read(&self, data: &Value) -> Result<Option<Span>, MalformedError> {
+        match self {
+            Versions::None => Ok(None),
+            Versions::Single(at) => {
+                let v = read_version(at, data)?;
+                Ok(Some(Span { first: v, last: v }))
+            }
+            Versions::Range { first, last } => {
+                let span = Span {
+                    first: read_version(first, data)?,
+                    last: read_version(last, data)?,
+                };
+                if span.first > span.last {
+                    return Err(MalformedError::BadVersion {
+                        pointer: first.as_str().to_owned(),
+                    });
+                }
+                Ok(Some(span))
+            }
+        }
+    }
+}
+
+fn read_version(at: &Pointer, data: &Value) -> Result<u64, MalformedError> {
+    let value = at.get(data).ok_or_else(|| MalformedError::MissingVersion {
+        pointer: at.as_str().to_owned(),
+    })?;
+    parse_version(value).ok_or_else(|| MalformedError::BadVersion {
+        pointer: at.as_str().to_owned(),
+    })
+}
