@@ -1,8 +1,10 @@
 //! Sluice's configuration: `worker.yaml` (Kafka, topics, HTTP, defaults, proxy pools) and one
-//! `targets/*.yaml` per upstream, read with the `config` crate (`SLUICE__…` environment overrides
-//! for the worker file), then validated in one pass that reports every problem with its file and
-//! field, then built into domain types ([`WorkerConfig`], [`TargetConfig`], [`TargetId`]) that
-//! nothing downstream has to check again.
+//! `targets/*.yaml` per upstream (with an optional `aggregate` section), and `aggregator.yaml`
+//! (which worker config to aggregate, Kafka, topics, HTTP, snapshots), read with the `config`
+//! crate (`SLUICE__…` environment overrides for the file a process starts with), then validated
+//! in one pass that reports every problem with its file and field, then built into domain types
+//! ([`WorkerConfig`], [`TargetConfig`], [`AggregateConfig`], [`AggregatorConfig`], [`TargetId`])
+//! that nothing downstream has to check again.
 //!
 //! Architecture invariant: this crate does no I/O beyond reading the config files, listing the
 //! targets directory, checking that referenced secrets exist (env var set, file readable) and
@@ -10,6 +12,8 @@
 //! opens no sockets and makes no connectivity checks. It never stores a secret's value in the
 //! validated config, and no message or `Debug` output contains one.
 
+mod aggregate;
+mod aggregator;
 mod load;
 mod problem;
 mod proxy;
@@ -22,6 +26,8 @@ mod worker;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use aggregate::AggregateConfig;
+pub use aggregator::{AggregatorConfig, AggregatorKafka, AggregatorTopics, Loaded, SnapshotConfig};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use problem::{ConfigErrors, ConfigProblem, ProblemKind};
 pub use proxy::ProxyConfig;
@@ -33,12 +39,45 @@ pub use worker::{
     Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,
 };
 
-/// Loads and validates `worker_yaml` and every target file in its `targets_dir`.
+/// Loads and validates `worker_yaml` (with `SLUICE__…` environment overrides) and every target
+/// file in its `targets_dir`.
 ///
 /// Returns every problem at once; `Ok` only when there is none.
 pub fn load(worker_yaml: &Path) -> Result<WorkerConfig, ConfigErrors> {
+    load_worker(worker_yaml, load::read_with_env)
+}
+
+/// Loads and validates `aggregator.yaml` (with `SLUICE__…` environment overrides) and the worker
+/// config its `worker` key names (without overrides: the environment belongs to the aggregator's
+/// file), which must have at least one enabled target with an `aggregate` section.
+///
+/// Returns every problem at once, the worker config's included; `Ok` only when there is none.
+pub fn load_aggregator(aggregator_yaml: &Path) -> Result<AggregatorConfig, ConfigErrors> {
     let mut problems = Vec::new();
-    let raw = load::read_worker(worker_yaml, &mut problems);
+    let config = load::read_with_env(aggregator_yaml, &mut problems)
+        .and_then(|raw| validate::aggregator(aggregator_yaml, raw, &mut problems));
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigErrors { problems }),
+    }
+}
+
+/// Loads either kind of config file: an aggregator file (recognised by its top-level `worker`
+/// key) with [`load_aggregator`], anything else with [`load`].
+pub fn load_any(path: &Path) -> Result<Loaded, ConfigErrors> {
+    if load::has_top_level_key(path, "worker") == Some(true) {
+        load_aggregator(path).map(Loaded::Aggregator)
+    } else {
+        load(path).map(Loaded::Worker)
+    }
+}
+
+/// How a worker file is read: with or without environment overrides.
+type ReadWorker = fn(&Path, &mut Vec<ConfigProblem>) -> Option<raw::RawWorker>;
+
+fn load_worker(worker_yaml: &Path, read: ReadWorker) -> Result<WorkerConfig, ConfigErrors> {
+    let mut problems = Vec::new();
+    let raw = read(worker_yaml, &mut problems);
     if problems.iter().any(|p| p.kind == ProblemKind::Unreadable) {
         // Without the file there is no targets directory to look in either.
         return Err(ConfigErrors { problems });
@@ -71,7 +110,7 @@ pub fn load(worker_yaml: &Path) -> Result<WorkerConfig, ConfigErrors> {
 
     let mut seen: BTreeMap<TargetId, std::path::PathBuf> = BTreeMap::new();
     for file in files {
-        let Some(raw) = load::read_target(&file, &mut problems) else {
+        let Some(raw) = load::read_file::<raw::RawTarget>(&file, &mut problems) else {
             continue;
         };
         let raw_id = raw.id.clone();

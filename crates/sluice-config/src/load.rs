@@ -1,21 +1,26 @@
-//! Reading: `worker.yaml` (plus `SLUICE__…` environment overrides) and every `targets/*.yaml`
-//! through the `config` crate into the raw shapes, turning read and schema errors into problems.
+//! Reading: `worker.yaml` or `aggregator.yaml` (plus `SLUICE__…` environment overrides) and every
+//! `targets/*.yaml` through the `config` crate into the raw shapes, turning read and schema errors
+//! into problems.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::problem::{ConfigProblem, ProblemKind};
-use crate::raw::{RawTarget, RawWorker};
 
 /// Prefix of environment overrides: `SLUICE__KAFKA__BROKERS=a:9092,b:9092`.
 pub const ENV_PREFIX: &str = "SLUICE";
 /// Separator between the prefix and the path segments of an environment override.
 pub const ENV_SEPARATOR: &str = "__";
 
-/// Reads `worker.yaml` with environment overrides applied.
-pub(crate) fn read_worker(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<RawWorker> {
+/// Reads the file a process was started with (`worker.yaml` or `aggregator.yaml`), with
+/// environment overrides applied.
+pub(crate) fn read_with_env<T: DeserializeOwned>(
+    path: &Path,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
     let env = Environment::with_prefix(ENV_PREFIX)
         .separator(ENV_SEPARATOR)
         .try_parsing(true)
@@ -27,10 +32,25 @@ pub(crate) fn read_worker(path: &Path, problems: &mut Vec<ConfigProblem>) -> Opt
     read(path, builder, problems)
 }
 
-/// Reads one target file (no environment overrides: targets are many, env is one).
-pub(crate) fn read_target(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<RawTarget> {
+/// Reads a file without environment overrides: a target file (targets are many, env is one), or
+/// the worker file an aggregator names (the environment belongs to the aggregator's own file).
+pub(crate) fn read_file<T: DeserializeOwned>(
+    path: &Path,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
     let builder = Config::builder().add_source(File::from(path).format(FileFormat::Yaml));
     read(path, builder, problems)
+}
+
+/// Whether the YAML file at `path` has the top-level key `key` (even with a null value); `None`
+/// when the file cannot be read or parsed (loading it reports why).
+pub(crate) fn has_top_level_key(path: &Path, key: &str) -> Option<bool> {
+    let config = Config::builder()
+        .add_source(File::from(path).format(FileFormat::Yaml))
+        .build()
+        .ok()?;
+    let top: BTreeMap<String, IgnoredAny> = config.try_deserialize().ok()?;
+    Some(top.contains_key(key))
 }
 
 /// The target files in `dir`: `*.yaml` and `*.yml`, sorted by name, hidden files skipped.

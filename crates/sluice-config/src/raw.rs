@@ -128,6 +128,7 @@ pub(crate) struct RawTarget {
     pub event_types: Vec<String>,
     pub enabled: Option<bool>,
     pub cloudevents: Option<bool>,
+    pub aggregate: Option<RawAggregate>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,4 +158,89 @@ pub(crate) enum RawKey {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPointerKey {
     pub pointer: String,
+}
+
+/// A target's `aggregate` section: how the aggregator rebuilds its state.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAggregate {
+    pub base: Option<RawBase>,
+    pub delta: Option<RawDelta>,
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub delete_events: Vec<String>,
+    #[serde(default)]
+    pub ignore_events: Vec<String>,
+    #[serde(default)]
+    pub reset_events: Vec<String>,
+    pub max_buffered: Option<u64>,
+    pub dedupe_window: Option<u64>,
+}
+
+/// `aggregate.base`: the REST base state.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBase {
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, RawValueRef>,
+    pub items: Option<String>,
+    pub key: Option<String>,
+    pub version: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// `aggregate.delta`: where key, value and version are in each event's data.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDelta {
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub version: Option<String>,
+    pub first_version: Option<String>,
+    pub last_version: Option<String>,
+    pub contiguous: Option<bool>,
+}
+
+/// `aggregator.yaml` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAggregator {
+    pub worker: Option<String>,
+    #[serde(default)]
+    pub kafka: RawAggregatorKafka,
+    #[serde(default)]
+    pub topics: RawAggregatorTopics,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub snapshots: RawSnapshots,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+}
+
+/// The aggregator's `kafka`: the worker's keys plus the consumer group.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAggregatorKafka {
+    #[serde(default)]
+    pub brokers: Vec<String>,
+    pub client_id: Option<String>,
+    pub group_id: Option<String>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAggregatorTopics {
+    pub state: Option<String>,
+    pub dead_letter: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSnapshots {
+    pub interval: Option<String>,
+    pub dir: Option<String>,
 }

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sluice_sse::Limits;
 use url::Url;
 
+use crate::aggregate::AggregateConfig;
 use crate::proxy::ProxyConfig;
 use crate::secret::{Secret, SecretError, SecretRef};
 use crate::worker::Backoff;
@@ -148,6 +149,10 @@ pub struct TargetConfig {
     /// `ce_type`, `ce_time`) to this target's records, beside the `sse.*`/`sluice.*` headers.
     /// Default `false`.
     pub cloudevents: bool,
+    /// How the aggregator rebuilds this target's state from its base state and deltas; `None` =
+    /// the target is not aggregated. Validation guarantees `key` is [`RecordKey::Target`] when
+    /// this is set.
+    pub aggregate: Option<AggregateConfig>,
 }
 
 impl TargetConfig {
@@ -155,18 +160,7 @@ impl TargetConfig {
     /// `auth`, every secret read afresh (call on each reconnect). Secret values are marked
     /// sensitive, so `HeaderMap`'s `Debug` and HTTP/2 indexing leave them out.
     pub fn resolve_headers(&self) -> Result<HeaderMap, HeaderError> {
-        let mut map = HeaderMap::new();
-        for (name, source) in &self.headers {
-            let value = match source {
-                HeaderSource::Plain(plain) => {
-                    HeaderValue::from_str(plain).map_err(|_| HeaderError::Value {
-                        name: name.to_string(),
-                    })?
-                }
-                HeaderSource::Secret(secret) => sensitive(name.as_str(), &secret.resolve()?, "")?,
-            };
-            map.append(name.clone(), value);
-        }
+        let mut map = resolve_header_list(&self.headers)?;
         if let Some(bearer) = &self.auth.bearer {
             let value = sensitive("authorization", &bearer.resolve()?, "Bearer ")?;
             map.insert(http::header::AUTHORIZATION, value);
@@ -177,6 +171,25 @@ impl TargetConfig {
         }
         Ok(map)
     }
+}
+
+/// `headers` as a map, every secret read now and marked sensitive.
+pub(crate) fn resolve_header_list(
+    headers: &[(HeaderName, HeaderSource)],
+) -> Result<HeaderMap, HeaderError> {
+    let mut map = HeaderMap::new();
+    for (name, source) in headers {
+        let value = match source {
+            HeaderSource::Plain(plain) => {
+                HeaderValue::from_str(plain).map_err(|_| HeaderError::Value {
+                    name: name.to_string(),
+                })?
+            }
+            HeaderSource::Secret(secret) => sensitive(name.as_str(), &secret.resolve()?, "")?,
+        };
+        map.append(name.clone(), value);
+    }
+    Ok(map)
 }
 
 fn sensitive(name: &str, secret: &Secret, prefix: &str) -> Result<HeaderValue, HeaderError> {
@@ -239,6 +252,7 @@ mod tests {
             event_types: Vec::new(),
             enabled: true,
             cloudevents: false,
+            aggregate: None,
         }
     }
 

@@ -1,6 +1,11 @@
 //! The one validation pass: raw shapes in, domain types out, every problem recorded with its file
 //! and field. Nothing downstream of this module sees an unvalidated value.
 
+mod aggregate;
+mod aggregator;
+
+pub(crate) use aggregator::aggregator;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,7 +18,8 @@ use url::Url;
 use crate::problem::{ConfigProblem, ProblemKind};
 use crate::proxy::ProxyConfig;
 use crate::raw::{
-    RawBackoff, RawDefaults, RawKey, RawLimits, RawProxy, RawTarget, RawTls, RawValueRef, RawWorker,
+    RawBackoff, RawDefaults, RawHttp, RawKey, RawLimits, RawProxy, RawShutdown, RawTarget, RawTls,
+    RawValueRef, RawWorker,
 };
 use crate::secret::{SecretError, SecretRef};
 use crate::target::{Auth, HeaderSource, RecordKey, TargetConfig, TargetId, TargetProxy};
@@ -297,7 +303,238 @@ impl<'a> Checker<'a> {
             }
         }
     }
+
+    /// Kafka bootstrap servers: trimmed, at least one, each `host:port`.
+    fn brokers(&mut self, raw: &[String]) -> Vec<String> {
+        let brokers: Vec<String> = raw
+            .iter()
+            .map(|b| b.trim().to_owned())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if brokers.is_empty() {
+            self.report(
+                "kafka.brokers",
+                ProblemKind::Missing,
+                "no kafka brokers: list at least one host:port (or set SLUICE__KAFKA__BROKERS)"
+                    .to_owned(),
+            );
+        }
+        for broker in &brokers {
+            let port_ok = broker
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                self.report(
+                    "kafka.brokers",
+                    ProblemKind::Invalid,
+                    format!("bad broker {broker:?}: write host:port"),
+                );
+            }
+        }
+        brokers
+    }
+
+    /// A Kafka name such as `client.id` or `group.id`: `default` when absent, never blank.
+    fn name(&mut self, field: &str, raw: Option<&str>, default: &str) -> String {
+        let name = raw.unwrap_or(default);
+        if name.trim().is_empty() {
+            let what = field.rsplit('.').next().unwrap_or(field).replace('_', " ");
+            self.report(field, ProblemKind::Invalid, format!("empty {what}"));
+        }
+        name.to_owned()
+    }
+
+    /// Extra librdkafka properties: none that sluice sets itself (`managed`: key and what to do
+    /// instead), and no inline secrets.
+    fn kafka_properties(&mut self, properties: &BTreeMap<String, String>, managed: &[Managed]) {
+        for key in properties.keys() {
+            let field = format!("kafka.properties.{key}");
+            let reason = managed
+                .iter()
+                .flat_map(|list| list.iter())
+                .find_map(|(name, reason)| (name == key).then_some(reason));
+            if let Some(reason) = reason {
+                self.report(
+                    &field,
+                    ProblemKind::Invalid,
+                    format!("property {key:?} is managed by sluice: {reason}"),
+                );
+            } else if key.contains("password") || key.contains("secret") {
+                self.report(
+                    &field,
+                    ProblemKind::InlineSecret,
+                    format!("secret property {key:?} cannot be inline in the config"),
+                );
+            }
+        }
+    }
+
+    /// The `http` section: a listen address, `default` when absent.
+    fn http(&mut self, raw: &RawHttp, default: &str) -> HttpConfig {
+        let listen_raw = raw.listen.as_deref().unwrap_or(default);
+        let listen = match listen_raw.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                self.report(
+                    "http.listen",
+                    ProblemKind::Invalid,
+                    format!("bad listen address {listen_raw:?}: write ip:port, e.g. 0.0.0.0:9090"),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        };
+        HttpConfig { listen }
+    }
+
+    /// The `shutdown` section.
+    fn shutdown(&mut self, raw: &RawShutdown) -> ShutdownConfig {
+        ShutdownConfig {
+            grace: self.duration(
+                "shutdown.grace",
+                raw.grace.as_deref(),
+                ShutdownConfig::DEFAULT_GRACE,
+            ),
+        }
+    }
+
+    /// Request headers: `{value}` for plain text (never for credential headers), `{env}` /
+    /// `{file}` for secrets; each problem on `<prefix>.<name>`.
+    fn headers(
+        &mut self,
+        prefix: &str,
+        raw: &BTreeMap<String, RawValueRef>,
+    ) -> Vec<(HeaderName, HeaderSource)> {
+        let mut headers = Vec::new();
+        for (name, value) in raw {
+            let field = format!("{prefix}.{name}");
+            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+                self.report(
+                    &field,
+                    ProblemKind::Invalid,
+                    format!("bad header name {name:?}"),
+                );
+                continue;
+            };
+            let sensitive = header == http::header::AUTHORIZATION
+                || header == http::header::COOKIE
+                || header == http::header::PROXY_AUTHORIZATION;
+            let source = match (&value.value, &value.env, &value.file) {
+                (Some(_), None, None) if sensitive => {
+                    self.report(
+                        &field,
+                        ProblemKind::InlineSecret,
+                        format!("header {name:?} carries credentials: use {{env: VAR}} or {{file: /path}} (or auth.bearer / auth.cookie)"),
+                    );
+                    continue;
+                }
+                (Some(plain), None, None) => {
+                    if HeaderValue::from_str(plain).is_err() {
+                        self.report(&field, ProblemKind::Invalid, "bad header value".to_owned());
+                        continue;
+                    }
+                    HeaderSource::Plain(plain.clone())
+                }
+                (None, _, _) => match self.secret(&field, value) {
+                    Some(secret) => HeaderSource::Secret(secret),
+                    None => continue,
+                },
+                _ => {
+                    self.report(
+                        &field,
+                        ProblemKind::Malformed,
+                        "write exactly one of {value: \"...\"}, {env: VAR} or {file: /path}"
+                            .to_owned(),
+                    );
+                    continue;
+                }
+            };
+            headers.push((header, source));
+        }
+        headers
+    }
+
+    /// An `http` or `https` URL without a password.
+    fn http_url(&mut self, field: &str, raw: &str) -> Option<Url> {
+        let url = match Url::parse(raw) {
+            Ok(url) => url,
+            Err(err) => {
+                self.report(
+                    field,
+                    ProblemKind::BadUrl,
+                    format!("bad url {raw:?}: {err}"),
+                );
+                return None;
+            }
+        };
+        if url.scheme() != "http" && url.scheme() != "https" {
+            self.report(
+                field,
+                ProblemKind::BadUrl,
+                format!("unsupported scheme {:?}: use http or https", url.scheme()),
+            );
+            return None;
+        }
+        if url.password().is_some() {
+            self.report(
+                field,
+                ProblemKind::InlineSecret,
+                "url contains a password: use auth or headers with {env: VAR} or {file: /path}"
+                    .to_owned(),
+            );
+            return None;
+        }
+        Some(url)
+    }
+
+    /// A JSON Pointer (RFC 6901), reported when malformed and returned as written.
+    fn pointer(&mut self, field: &str, raw: &str) -> String {
+        if !json_pointer_ok(raw) {
+            self.report(
+                field,
+                ProblemKind::BadJsonPointer,
+                format!(
+                    "bad json pointer {raw:?}: it must be empty or start with /, and ~ must be followed by 0 or 1"
+                ),
+            );
+        }
+        raw.to_owned()
+    }
+
+    /// A list of SSE event types: none empty.
+    fn event_types(&mut self, field: &str, event_types: &[String]) {
+        for (i, event_type) in event_types.iter().enumerate() {
+            if event_type.is_empty() {
+                self.report(
+                    &format!("{field}[{i}]"),
+                    ProblemKind::Invalid,
+                    "empty event type".to_owned(),
+                );
+            }
+        }
+    }
 }
+
+/// librdkafka properties sluice sets itself, each with what to write instead.
+type Managed = &'static [(&'static str, &'static str)];
+
+/// Set by every sluice Kafka client.
+const CLIENT_MANAGED: Managed = &[
+    ("bootstrap.servers", "set kafka.brokers instead"),
+    ("metadata.broker.list", "set kafka.brokers instead"),
+    ("client.id", "set kafka.client_id instead"),
+];
+
+/// Set by every sluice producer.
+const PRODUCER_MANAGED: Managed = &[
+    (
+        "acks",
+        "sluice always produces with acks=all and idempotence",
+    ),
+    (
+        "enable.idempotence",
+        "sluice always produces with acks=all and idempotence",
+    ),
+];
 
 /// Validates `worker.yaml` (targets are added by the caller).
 pub(crate) fn worker(
@@ -307,69 +544,13 @@ pub(crate) fn worker(
 ) -> WorkerConfig {
     let mut c = Checker::new(file, problems);
 
-    let brokers: Vec<String> = raw
-        .kafka
-        .brokers
-        .iter()
-        .map(|b| b.trim().to_owned())
-        .filter(|b| !b.is_empty())
-        .collect();
-    if brokers.is_empty() {
-        c.report(
-            "kafka.brokers",
-            ProblemKind::Missing,
-            "no kafka brokers: list at least one host:port (or set SLUICE__KAFKA__BROKERS)"
-                .to_owned(),
-        );
-    }
-    for broker in &brokers {
-        let port_ok = broker
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
-            c.report(
-                "kafka.brokers",
-                ProblemKind::Invalid,
-                format!("bad broker {broker:?}: write host:port"),
-            );
-        }
-    }
-    let client_id = raw
-        .kafka
-        .client_id
-        .clone()
-        .unwrap_or_else(|| KafkaConfig::DEFAULT_CLIENT_ID.to_owned());
-    if client_id.trim().is_empty() {
-        c.report(
-            "kafka.client_id",
-            ProblemKind::Invalid,
-            "empty client id".to_owned(),
-        );
-    }
-    for key in raw.kafka.properties.keys() {
-        let field = format!("kafka.properties.{key}");
-        let reason = match key.as_str() {
-            "bootstrap.servers" | "metadata.broker.list" => Some("set kafka.brokers instead"),
-            "client.id" => Some("set kafka.client_id instead"),
-            "acks" | "enable.idempotence" => {
-                Some("sluice always produces with acks=all and idempotence")
-            }
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            c.report(
-                &field,
-                ProblemKind::Invalid,
-                format!("property {key:?} is managed by sluice: {reason}"),
-            );
-        } else if key.contains("password") || key.contains("secret") {
-            c.report(
-                &field,
-                ProblemKind::InlineSecret,
-                format!("secret property {key:?} cannot be inline in the config"),
-            );
-        }
-    }
+    let brokers = c.brokers(&raw.kafka.brokers);
+    let client_id = c.name(
+        "kafka.client_id",
+        raw.kafka.client_id.as_deref(),
+        KafkaConfig::DEFAULT_CLIENT_ID,
+    );
+    c.kafka_properties(&raw.kafka.properties, &[CLIENT_MANAGED, PRODUCER_MANAGED]);
     let kafka = KafkaConfig {
         brokers,
         client_id,
@@ -389,23 +570,7 @@ pub(crate) fn worker(
         ),
     };
 
-    let listen_raw = raw
-        .http
-        .listen
-        .as_deref()
-        .unwrap_or(HttpConfig::DEFAULT_LISTEN);
-    let listen = match listen_raw.parse::<SocketAddr>() {
-        Ok(addr) => addr,
-        Err(_) => {
-            c.report(
-                "http.listen",
-                ProblemKind::Invalid,
-                format!("bad listen address {listen_raw:?}: write ip:port, e.g. 0.0.0.0:9090"),
-            );
-            SocketAddr::from(([127, 0, 0, 1], 9090))
-        }
-    };
-
+    let http = c.http(&raw.http, HttpConfig::DEFAULT_LISTEN);
     let targets_dir = c
         .dir()
         .join(raw.targets_dir.as_deref().unwrap_or("targets"));
@@ -432,21 +597,17 @@ pub(crate) fn worker(
         proxy_pools.insert(name.clone(), pool);
     }
 
-    let grace = c.duration(
-        "shutdown.grace",
-        raw.shutdown.grace.as_deref(),
-        ShutdownConfig::DEFAULT_GRACE,
-    );
+    let shutdown = c.shutdown(&raw.shutdown);
 
     WorkerConfig {
         file: file.to_owned(),
         kafka,
         topics,
-        http: HttpConfig { listen },
+        http,
         targets_dir,
         defaults,
         proxy_pools,
-        shutdown: ShutdownConfig { grace },
+        shutdown,
         targets: Vec::new(),
     }
 }
@@ -516,55 +677,10 @@ pub(crate) fn target(
             c.report("url", ProblemKind::Missing, "missing target url".to_owned());
             None
         }
-        Some(raw_url) => target_url(&mut c, raw_url),
+        Some(raw_url) => c.http_url("url", raw_url),
     };
 
-    let mut headers = Vec::new();
-    for (name, value) in &raw.headers {
-        let field = format!("headers.{name}");
-        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-            c.report(
-                &field,
-                ProblemKind::Invalid,
-                format!("bad header name {name:?}"),
-            );
-            continue;
-        };
-        let sensitive = header == http::header::AUTHORIZATION
-            || header == http::header::COOKIE
-            || header == http::header::PROXY_AUTHORIZATION;
-        let source = match (&value.value, &value.env, &value.file) {
-            (Some(plain), None, None) if sensitive => {
-                let _ = plain;
-                c.report(
-                    &field,
-                    ProblemKind::InlineSecret,
-                    format!("header {name:?} carries credentials: use {{env: VAR}} or {{file: /path}} (or auth.bearer / auth.cookie)"),
-                );
-                continue;
-            }
-            (Some(plain), None, None) => {
-                if HeaderValue::from_str(plain).is_err() {
-                    c.report(&field, ProblemKind::Invalid, "bad header value".to_owned());
-                    continue;
-                }
-                HeaderSource::Plain(plain.clone())
-            }
-            (None, _, _) => match c.secret(&field, value) {
-                Some(secret) => HeaderSource::Secret(secret),
-                None => continue,
-            },
-            _ => {
-                c.report(
-                    &field,
-                    ProblemKind::Malformed,
-                    "write exactly one of {value: \"...\"}, {env: VAR} or {file: /path}".to_owned(),
-                );
-                continue;
-            }
-        };
-        headers.push((header, source));
-    }
+    let headers = c.headers("headers", &raw.headers);
 
     let auth = Auth {
         bearer: raw
@@ -646,30 +762,15 @@ pub(crate) fn target(
             );
             RecordKey::Target
         }
-        Some(RawKey::Pointer(p)) => {
-            if !json_pointer_ok(&p.pointer) {
-                c.report(
-                    "key.pointer",
-                    ProblemKind::BadJsonPointer,
-                    format!(
-                        "bad json pointer {:?}: it must be empty or start with /, and ~ must be followed by 0 or 1",
-                        p.pointer
-                    ),
-                );
-            }
-            RecordKey::Pointer(p.pointer.clone())
-        }
+        Some(RawKey::Pointer(p)) => RecordKey::Pointer(c.pointer("key.pointer", &p.pointer)),
     };
 
-    for (i, event_type) in raw.event_types.iter().enumerate() {
-        if event_type.is_empty() {
-            c.report(
-                &format!("event_types[{i}]"),
-                ProblemKind::Invalid,
-                "empty event type".to_owned(),
-            );
-        }
-    }
+    c.event_types("event_types", &raw.event_types);
+
+    let aggregate = raw
+        .aggregate
+        .as_ref()
+        .and_then(|agg| aggregate::aggregate(&mut c, agg, &key, &raw.event_types));
 
     let ok = c.problems.len() == before;
     Some(TargetConfig {
@@ -691,40 +792,9 @@ pub(crate) fn target(
         event_types: raw.event_types,
         enabled: raw.enabled.unwrap_or(true),
         cloudevents: raw.cloudevents.unwrap_or(false),
+        aggregate,
     })
     .filter(|_| ok)
-}
-
-fn target_url(c: &mut Checker<'_>, raw: &str) -> Option<Url> {
-    let url = match Url::parse(raw) {
-        Ok(url) => url,
-        Err(err) => {
-            c.report(
-                "url",
-                ProblemKind::BadUrl,
-                format!("bad url {raw:?}: {err}"),
-            );
-            return None;
-        }
-    };
-    if url.scheme() != "http" && url.scheme() != "https" {
-        c.report(
-            "url",
-            ProblemKind::BadUrl,
-            format!("unsupported scheme {:?}: use http or https", url.scheme()),
-        );
-        return None;
-    }
-    if url.password().is_some() {
-        c.report(
-            "url",
-            ProblemKind::InlineSecret,
-            "url contains a password: use auth or headers with {env: VAR} or {file: /path}"
-                .to_owned(),
-        );
-        return None;
-    }
-    Some(url)
 }
 
 const PEM_BEGIN_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";

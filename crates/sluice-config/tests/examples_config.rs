@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use sluice_config::{RecordKey, TargetProxy};
+use sluice_merge::{MergeSpec, Strategy, VersionSpec};
 
 /// The only test in this binary: it sets env overrides, so no other thread reads the environment
 /// meanwhile.
@@ -16,9 +17,36 @@ fn shipped_example_config_loads_and_env_overrides_apply() {
     let sim = &config.targets[1];
     assert_eq!(sim.id.as_str(), "sim-prices");
     assert_eq!(sim.url.as_str(), "http://127.0.0.1:8080/v1/stream");
-    assert_eq!(sim.key, RecordKey::Pointer("/key".to_owned()));
+    assert_eq!(sim.key, RecordKey::Target);
     assert!(sim.enabled);
+    let aggregate = sim.aggregate.as_ref().expect("sim-prices is aggregated");
+    assert_eq!(
+        aggregate.base_url.as_str(),
+        "http://127.0.0.1:8080/v1/snapshot"
+    );
+    assert_eq!(aggregate.base_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(
+        aggregate.spec,
+        MergeSpec {
+            base_items: "/items".to_owned(),
+            base_key: "/key".to_owned(),
+            base_version: Some("/version".to_owned()),
+            key: "/key".to_owned(),
+            value: None,
+            version: VersionSpec::Single("/version".to_owned()),
+            contiguous: true,
+            strategy: Strategy::Replace,
+            delete_events: vec!["delete".to_owned()],
+            ignore_events: Vec::new(),
+            reset_events: vec!["reset".to_owned()],
+            max_buffered: MergeSpec::DEFAULT_MAX_BUFFERED,
+            dedupe_window: MergeSpec::DEFAULT_DEDUPE_WINDOW,
+        }
+    );
+    let base_headers = aggregate.resolve_base_headers().expect("plain headers");
+    assert_eq!(base_headers["accept"], "application/json");
     let pooled = &config.targets[0];
+    assert!(pooled.aggregate.is_none());
     assert_eq!(
         pooled.proxy,
         Some(TargetProxy::Pool("example-pool".to_owned()))

@@ -1,6 +1,7 @@
 //! One fixture directory per validation rule under `fixtures/invalid/<rule>/`: a `worker.yaml`,
 //! its `targets/`, and `expected.txt` with every problem line `load` must report (paths relative to
-//! the fixture directory), in order.
+//! the fixture directory), in order. A fixture with an `aggregator.yaml` is loaded through it
+//! with `load_aggregator` instead.
 
 use std::path::{Path, PathBuf};
 
@@ -8,11 +9,25 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid")
 }
 
+/// Loads one fixture: its `aggregator.yaml` when it has one, else its `worker.yaml`.
+fn load(rule: &str) -> sluice_config::ConfigErrors {
+    let dir = fixtures().join(rule);
+    let aggregator = dir.join("aggregator.yaml");
+    if aggregator.exists() {
+        sluice_config::load_aggregator(&aggregator)
+            .map(drop)
+            .expect_err("an invalid fixture must not load")
+    } else {
+        sluice_config::load(&dir.join("worker.yaml"))
+            .map(drop)
+            .expect_err("an invalid fixture must not load")
+    }
+}
+
 /// The problem lines for one fixture, with the fixture directory stripped from paths.
 fn problems(rule: &str) -> Vec<String> {
     let dir = fixtures().join(rule);
-    let errors = sluice_config::load(&dir.join("worker.yaml"))
-        .expect_err("an invalid fixture must not load");
+    let errors = load(rule);
     let prefix = format!("{}/", dir.display());
     errors
         .to_string()
@@ -132,6 +147,144 @@ fn one_run_reports_every_problem_across_all_files() {
 }
 
 #[test]
+fn aggregate_pointers_must_be_rfc_6901_json_pointers() {
+    assert_fixture("aggregate_bad_json_pointer");
+}
+
+#[test]
+fn aggregate_unknown_strategy_lists_the_valid_ones() {
+    assert_fixture("aggregate_unknown_strategy");
+}
+
+#[test]
+fn aggregate_single_version_and_version_range_exclude_each_other() {
+    assert_fixture("aggregate_version_and_range");
+}
+
+#[test]
+fn aggregate_version_range_needs_both_ends() {
+    assert_fixture("aggregate_half_range");
+}
+
+#[test]
+fn aggregate_versioned_deltas_need_a_base_version() {
+    assert_fixture("aggregate_missing_base_version");
+}
+
+#[test]
+fn aggregate_contiguous_needs_versioned_deltas() {
+    assert_fixture("aggregate_contiguous_without_versions");
+}
+
+#[test]
+fn aggregate_event_type_may_be_in_only_one_event_list() {
+    assert_fixture("aggregate_event_type_in_two_lists");
+}
+
+#[test]
+fn aggregate_delete_and_reset_events_must_pass_the_event_type_filter() {
+    assert_fixture("aggregate_filtered_event_type");
+}
+
+#[test]
+fn aggregate_max_buffered_must_be_at_least_one() {
+    assert_fixture("aggregate_zero_max_buffered");
+}
+
+#[test]
+fn aggregate_unknown_keys_are_reported_in_every_section() {
+    assert_fixture("aggregate_unknown_key");
+}
+
+#[test]
+fn aggregate_needs_the_target_id_as_record_key() {
+    assert_fixture("aggregate_pointer_record_key");
+    let lines = problems("aggregate_pointer_record_key").join("\n");
+    assert!(lines.contains("all of the target's deltas in one partition, in order"));
+}
+
+#[test]
+fn aggregate_missing_sections_and_required_pointers_are_reported() {
+    assert_fixture("aggregate_missing_required");
+}
+
+#[test]
+fn aggregate_base_url_follows_the_target_url_rules_without_echoing_a_password() {
+    assert_fixture("aggregate_bad_base_url");
+    let lines = problems("aggregate_bad_base_url").join("\n");
+    assert!(!lines.contains("hunter2"), "the password leaked: {lines}");
+}
+
+#[test]
+fn aggregate_base_headers_follow_the_target_header_rules() {
+    assert_fixture("aggregate_base_header_inline_secret");
+    let lines = problems("aggregate_base_header_inline_secret").join("\n");
+    assert!(!lines.contains("hunter2"), "the secret leaked: {lines}");
+}
+
+#[test]
+fn aggregate_base_timeout_must_be_a_positive_duration() {
+    assert_fixture("aggregate_bad_base_timeout");
+}
+
+#[test]
+fn aggregator_needs_an_enabled_aggregated_target() {
+    assert_fixture("aggregator_no_aggregated_target");
+}
+
+#[test]
+fn aggregator_needs_a_worker_file() {
+    assert_fixture("aggregator_missing_worker");
+}
+
+#[test]
+fn aggregator_names_an_unreadable_worker_file_on_its_worker_key() {
+    assert_fixture("aggregator_unreadable_worker");
+}
+
+#[test]
+fn aggregator_reports_the_problems_of_its_worker_config_with_their_files() {
+    assert_fixture("aggregator_worker_problems");
+}
+
+#[test]
+fn aggregator_unknown_keys_are_reported() {
+    assert_fixture("aggregator_unknown_key");
+}
+
+#[test]
+fn aggregator_refuses_managed_and_secret_kafka_properties() {
+    assert_fixture("aggregator_managed_property");
+    let lines = problems("aggregator_managed_property").join("\n");
+    assert!(!lines.contains("hunter2"), "the password leaked: {lines}");
+}
+
+#[test]
+fn aggregator_group_id_must_not_be_empty() {
+    assert_fixture("aggregator_empty_group_id");
+}
+
+#[test]
+fn aggregator_snapshot_interval_must_be_positive() {
+    assert_fixture("aggregator_zero_snapshot_interval");
+}
+
+#[test]
+fn aggregator_topics_must_not_be_the_ones_it_reads_or_the_checkpoints() {
+    assert_fixture("aggregator_topic_clash");
+}
+
+#[test]
+fn aggregator_dead_letter_topic_must_differ_from_the_state_topic() {
+    assert_fixture("aggregator_dead_letter_is_state");
+}
+
+#[test]
+fn aggregator_needs_brokers_like_the_worker() {
+    assert_fixture("aggregator_no_brokers");
+}
+
+#[test]
 fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
     let mut rules: Vec<String> = std::fs::read_dir(fixtures())
         .expect("fixtures dir exists")
@@ -144,6 +297,32 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         .collect();
     rules.sort();
     let known = [
+        "aggregate_bad_base_timeout",
+        "aggregate_bad_base_url",
+        "aggregate_bad_json_pointer",
+        "aggregate_base_header_inline_secret",
+        "aggregate_contiguous_without_versions",
+        "aggregate_event_type_in_two_lists",
+        "aggregate_filtered_event_type",
+        "aggregate_half_range",
+        "aggregate_missing_base_version",
+        "aggregate_missing_required",
+        "aggregate_pointer_record_key",
+        "aggregate_unknown_key",
+        "aggregate_unknown_strategy",
+        "aggregate_version_and_range",
+        "aggregate_zero_max_buffered",
+        "aggregator_dead_letter_is_state",
+        "aggregator_empty_group_id",
+        "aggregator_managed_property",
+        "aggregator_missing_worker",
+        "aggregator_no_aggregated_target",
+        "aggregator_no_brokers",
+        "aggregator_topic_clash",
+        "aggregator_unknown_key",
+        "aggregator_unreadable_worker",
+        "aggregator_worker_problems",
+        "aggregator_zero_snapshot_interval",
         "bad_duration",
         "bad_json_pointer",
         "bad_target_id",
@@ -161,8 +340,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
     ];
     assert_eq!(rules, known);
     for rule in known {
-        let dir = fixtures().join(rule);
-        let errors = sluice_config::load(&dir.join("worker.yaml")).expect_err("invalid");
+        let errors = load(rule);
         for problem in &errors.problems {
             assert!(!problem.kind().as_str().is_empty());
             assert!(!problem.message.ends_with('.'), "{problem}");

@@ -1,0 +1,115 @@
+//! The validated `aggregator.yaml`: which worker config's targets to aggregate, and how the
+//! aggregator process reaches Kafka, writes snapshots and serves state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::aggregate::AggregateConfig;
+use crate::target::TargetConfig;
+use crate::worker::{HttpConfig, ShutdownConfig, WorkerConfig};
+
+/// Fully validated aggregator configuration, its worker config included.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// The `aggregator.yaml` this was loaded from.
+    pub file: PathBuf,
+    /// The worker config named by `worker` (targets, their `aggregate` sections, proxy pools),
+    /// loaded from its file without environment overrides.
+    pub worker: WorkerConfig,
+    /// Kafka consumer and producer settings.
+    pub kafka: AggregatorKafka,
+    /// Topic names.
+    pub topics: AggregatorTopics,
+    /// The HTTP server (state, `/metrics`, health).
+    pub http: HttpConfig,
+    /// Periodic snapshots of the state.
+    pub snapshots: SnapshotConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+impl AggregatorConfig {
+    /// Default [`HttpConfig::listen`] of the aggregator (the worker's is next to it).
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:9091";
+
+    /// The enabled targets with an `aggregate` section, sorted by id.
+    pub fn targets(&self) -> impl Iterator<Item = (&TargetConfig, &AggregateConfig)> {
+        self.worker
+            .targets
+            .iter()
+            .filter(|target| target.enabled)
+            .filter_map(|target| target.aggregate.as_ref().map(|agg| (target, agg)))
+    }
+
+    /// The distinct event topics of [`AggregatorConfig::targets`], sorted.
+    pub fn event_topics(&self) -> Vec<String> {
+        let topics: BTreeSet<&str> = self
+            .targets()
+            .map(|(target, _)| target.topic.as_str())
+            .collect();
+        topics.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// The aggregator's Kafka settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregatorKafka {
+    /// Bootstrap servers, `host:port`; never empty.
+    pub brokers: Vec<String>,
+    /// `client.id` sent to the brokers.
+    pub client_id: String,
+    /// The consumer group (`group.id`): aggregators in one group split the partitions.
+    pub group_id: String,
+    /// Extra librdkafka consumer and producer properties, passed through verbatim. Secret-bearing
+    /// keys (passwords) are refused by validation, so this map is safe to print.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl AggregatorKafka {
+    /// Default `client.id`.
+    pub const DEFAULT_CLIENT_ID: &'static str = "sluice-aggregator";
+    /// Default `group.id`.
+    pub const DEFAULT_GROUP_ID: &'static str = "sluice-aggregator";
+}
+
+/// The aggregator's topic names (the event topics come from the targets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregatorTopics {
+    /// Compacted snapshot topic: target id → latest state.
+    pub state: String,
+    /// Where deltas that cannot be merged go; `None` = they are only counted and logged.
+    pub dead_letter: Option<String>,
+}
+
+impl AggregatorTopics {
+    /// Default state topic.
+    pub const DEFAULT_STATE: &'static str = "sluice.state";
+}
+
+/// Periodic snapshots of each target's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// Time between snapshots of each target's state; never zero.
+    pub interval: Duration,
+    /// Directory for `<target>.json` files besides the state topic (resolved against the
+    /// aggregator file's directory); `None` = the topic only.
+    pub dir: Option<PathBuf>,
+}
+
+impl SnapshotConfig {
+    /// Default [`SnapshotConfig::interval`].
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+}
+
+/// A loaded config file of either kind (see [`load_any`](crate::load_any)).
+// Loaded once per process and matched at once, so the size difference between the variants
+// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    /// A `worker.yaml` with its targets.
+    Worker(WorkerConfig),
+    /// An `aggregator.yaml` with the worker config it names.
+    Aggregator(AggregatorConfig),
+}

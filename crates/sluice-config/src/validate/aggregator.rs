@@ -1,0 +1,181 @@
+//! `aggregator.yaml` into an [`AggregatorConfig`], the worker config it names loaded on the way
+//! and checked to have something to aggregate.
+
+use std::path::{Path, PathBuf};
+
+use super::{CLIENT_MANAGED, Checker, Managed, PRODUCER_MANAGED};
+use crate::aggregator::{AggregatorConfig, AggregatorKafka, AggregatorTopics, SnapshotConfig};
+use crate::problem::{ConfigProblem, ProblemKind};
+use crate::raw::RawAggregator;
+
+/// Set by the aggregator's consumer: it stores an offset only once the delta is merged.
+const CONSUMER_MANAGED: Managed = &[
+    ("group.id", "set kafka.group_id instead"),
+    (
+        "enable.auto.commit",
+        "the aggregator commits offsets itself, after merging",
+    ),
+    (
+        "enable.auto.offset.store",
+        "the aggregator commits offsets itself, after merging",
+    ),
+];
+
+/// Validates `aggregator.yaml` and loads the worker config it names (without environment
+/// overrides: they belong to this file). `None` only with at least one problem reported.
+pub(crate) fn aggregator(
+    file: &Path,
+    raw: RawAggregator,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<AggregatorConfig> {
+    let mut c = Checker::new(file, problems);
+
+    let worker_file = worker_file(&mut c, raw.worker.as_deref());
+    let kafka = AggregatorKafka {
+        brokers: c.brokers(&raw.kafka.brokers),
+        client_id: c.name(
+            "kafka.client_id",
+            raw.kafka.client_id.as_deref(),
+            AggregatorKafka::DEFAULT_CLIENT_ID,
+        ),
+        group_id: c.name(
+            "kafka.group_id",
+            raw.kafka.group_id.as_deref(),
+            AggregatorKafka::DEFAULT_GROUP_ID,
+        ),
+        properties: raw.kafka.properties,
+    };
+    c.kafka_properties(
+        &kafka.properties,
+        &[CLIENT_MANAGED, PRODUCER_MANAGED, CONSUMER_MANAGED],
+    );
+
+    let state = c.topic(
+        "topics.state",
+        raw.topics.state.as_deref(),
+        AggregatorTopics::DEFAULT_STATE,
+    );
+    let dead_letter = raw
+        .topics
+        .dead_letter
+        .as_deref()
+        .map(|topic| c.topic("topics.dead_letter", Some(topic), topic));
+    if dead_letter.as_ref() == Some(&state) {
+        c.report(
+            "topics.dead_letter",
+            ProblemKind::Invalid,
+            format!("topic {state:?} is also topics.state: dead letters need a topic of their own"),
+        );
+    }
+    let topics = AggregatorTopics { state, dead_letter };
+
+    let http = c.http(&raw.http, AggregatorConfig::DEFAULT_LISTEN);
+
+    let interval = c.duration(
+        "snapshots.interval",
+        raw.snapshots.interval.as_deref(),
+        SnapshotConfig::DEFAULT_INTERVAL,
+    );
+    c.positive("snapshots.interval", interval);
+    let dir = match raw.snapshots.dir.as_deref() {
+        None => None,
+        Some("") => {
+            c.report(
+                "snapshots.dir",
+                ProblemKind::Missing,
+                "empty snapshot directory: name one, relative to this file, or remove the key"
+                    .to_owned(),
+            );
+            None
+        }
+        Some(dir) => Some(c.dir().join(dir)),
+    };
+    let snapshots = SnapshotConfig { interval, dir };
+    let shutdown = c.shutdown(&raw.shutdown);
+
+    let worker = match crate::load_worker(&worker_file?, crate::load::read_file) {
+        Ok(worker) => worker,
+        Err(errors) => {
+            problems.extend(errors.problems);
+            return None;
+        }
+    };
+    let mut c = Checker::new(file, problems);
+    let config = AggregatorConfig {
+        file: file.to_owned(),
+        worker,
+        kafka,
+        topics,
+        http,
+        snapshots,
+        shutdown,
+    };
+    check_targets(&mut c, &config);
+    Some(config)
+}
+
+/// The `worker` key: present, and naming a readable file (its own problems come from loading it).
+fn worker_file(c: &mut Checker<'_>, raw: Option<&str>) -> Option<PathBuf> {
+    let Some(name) = raw.filter(|name| !name.is_empty()) else {
+        c.report(
+            "worker",
+            ProblemKind::Missing,
+            "missing worker file: name the worker config whose targets to aggregate, relative \
+             to this file"
+                .to_owned(),
+        );
+        return None;
+    };
+    let path = c.dir().join(name);
+    if let Err(err) = std::fs::metadata(&path) {
+        c.report(
+            "worker",
+            ProblemKind::Unreadable,
+            format!(
+                "cannot read worker file {}: {}",
+                path.display(),
+                crate::load::lowercase_first(&err.to_string())
+            ),
+        );
+        return None;
+    }
+    Some(path)
+}
+
+/// Something to aggregate, and the aggregator's own topics apart from every target's events topic
+/// and from the worker's checkpoints.
+fn check_targets(c: &mut Checker<'_>, config: &AggregatorConfig) {
+    if config.targets().next().is_none() {
+        c.report(
+            "worker",
+            ProblemKind::Missing,
+            "no enabled target has an aggregate section".to_owned(),
+        );
+    }
+    let own = [
+        ("topics.state", Some(&config.topics.state)),
+        ("topics.dead_letter", config.topics.dead_letter.as_ref()),
+    ];
+    for (field, topic) in own {
+        let Some(topic) = topic else {
+            continue;
+        };
+        let clash = if *topic == config.worker.topics.checkpoints {
+            Some("the worker's checkpoints topic".to_owned())
+        } else {
+            config
+                .worker
+                .targets
+                .iter()
+                .find(|target| target.topic == *topic)
+                .map(|target| format!("the events topic of target {}", target.id))
+        };
+        if let Some(clash) = clash {
+            c.report(
+                field,
+                ProblemKind::Invalid,
+                format!("topic {topic:?} is {clash}: use a topic of its own"),
+            );
+        }
+    }
+}
