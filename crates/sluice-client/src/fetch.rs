@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::ACCEPT;
 use http::HeaderValue;
+use http::header::ACCEPT;
 
 use crate::connect::{Client, describe_error};
 

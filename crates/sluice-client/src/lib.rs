@@ -18,6 +18,6 @@ pub mod redact;
 
 pub use backoff::{BackoffError, ExponentialBackoff};
 pub use connect::{Client, ClientOptions, ConnectError, Connection, StreamError};
-pub use fetch::FetchError;
 pub use eventsource::{EventSource, EventSourceError, EventSourceOptions, SourceItem};
+pub use fetch::FetchError;
 pub use reason::DisconnectReason;

@@ -61,6 +61,8 @@ enum Command {
     Sim(cmd::sim::SimArgs),
     /// Hold every configured target's SSE connection and publish its events to Kafka, loss-free.
     Worker(cmd::worker::WorkerArgs),
+    /// Merge each target's REST base state and Kafka deltas into exact state, and serve it.
+    Aggregator(cmd::aggregator::AggregatorArgs),
     /// Check the worker config and every target file, offline; report every problem with file and field.
     Validate(cmd::validate::ValidateArgs),
 }
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Tail(_) => "tail",
         Command::Sim(_) => "sim",
         Command::Worker(_) => "worker",
+        Command::Aggregator(_) => "aggregator",
         Command::Validate(_) => "validate",
     };
     // The root span of the run: there is always at least one span to export.
@@ -103,6 +106,7 @@ fn run(command: Command, span: tracing::Span) -> ExitCode {
                 Command::Tail(args) => cmd::tail::run(args, shutdown).await,
                 Command::Validate(args) => cmd::validate::run(args),
                 Command::Worker(args) => cmd::worker::run(args, shutdown).await,
+                Command::Aggregator(args) => cmd::aggregator::run(args, shutdown).await,
                 Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {

@@ -27,19 +27,7 @@ pub struct WorkerArgs {
 pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> ExitCode {
     let config = match sluice_config::load(&args.config) {
         Ok(config) => config,
-        Err(errors) => {
-            let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(
-                stderr,
-                "sluice worker: invalid configuration, not starting ({} problem{}):",
-                errors.problems.len(),
-                if errors.problems.len() == 1 { "" } else { "s" }
-            );
-            for problem in &errors.problems {
-                let _ = writeln!(stderr, "{problem}");
-            }
-            return ExitCode::FAILURE;
-        }
+        Err(errors) => return super::refuse_config("worker", &errors),
     };
     tracing::info!(
         config = %args.config.display(),

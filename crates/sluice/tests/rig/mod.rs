@@ -27,6 +27,12 @@ pub struct Rig {
     pub dir: PathBuf,
     pub events: String,
     pub checkpoints: String,
+    /// The aggregator's compacted snapshot topic.
+    pub state: String,
+    /// The aggregator's dead-letter topic.
+    pub dead_letter: String,
+    /// The aggregators' consumer group.
+    pub group: String,
 }
 
 /// A record of the events topic, as the tests look at it.
@@ -57,6 +63,11 @@ impl Rig {
 
     /// A rig on the given Kafka.
     pub async fn with_kafka(name: &str, kafka: TestKafka) -> Rig {
+        Rig::with_partitions(name, kafka, 1).await
+    }
+
+    /// A rig whose events topic has `partitions` partitions.
+    pub async fn with_partitions(name: &str, kafka: TestKafka, partitions: i32) -> Rig {
         let dir = std::env::temp_dir().join(format!(
             "sluice-worker-{name}-{}-{}",
             std::process::id(),
@@ -66,18 +77,31 @@ impl Rig {
         let events = unique_topic(&format!("{name}.events"));
         let checkpoints = unique_topic(&format!("{name}.checkpoints"));
         kafka
-            .create_topic(&events, 1, false)
+            .create_topic(&events, partitions, false)
             .await
             .expect("events topic");
         kafka
             .create_topic(&checkpoints, 1, true)
             .await
             .expect("checkpoints topic");
+        let state = unique_topic(&format!("{name}.state"));
+        kafka
+            .create_topic(&state, 1, true)
+            .await
+            .expect("state topic");
+        let dead_letter = unique_topic(&format!("{name}.dead"));
+        kafka
+            .create_topic(&dead_letter, 1, false)
+            .await
+            .expect("dead-letter topic");
         Rig {
             kafka,
             dir,
             events,
             checkpoints,
+            state,
+            dead_letter,
+            group: unique_topic(&format!("{name}.aggregators")),
         }
     }
 
@@ -141,6 +165,68 @@ impl Rig {
         worker
     }
 
+    /// Writes `aggregator.yaml` (on the rig's `worker.yaml`, which must exist) with fast test
+    /// settings, plus `extra` top-level YAML; returns its path.
+    pub fn aggregator_yaml(&self, port: u16, extra: &str) -> PathBuf {
+        let path = self.dir.join(format!("aggregator-{port}.yaml"));
+        let body = format!(
+            "worker: worker.yaml\n\
+             kafka:\n  brokers: [\"{brokers}\"]\n  group_id: {group}\n  properties:\n    fetch.wait.max.ms: \"20\"\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n\
+             topics:\n  state: {state}\n  dead_letter: {dead}\n\
+             http:\n  listen: 127.0.0.1:{port}\n\
+             snapshots:\n  interval: 1s\n\
+             shutdown:\n  grace: 20s\n{extra}\n",
+            brokers = self.kafka.bootstrap(),
+            group = self.group,
+            state = self.state,
+            dead = self.dead_letter,
+        );
+        std::fs::write(&path, body).expect("write aggregator.yaml");
+        path
+    }
+
+    /// Starts `sluice aggregator` on this rig (writing its config with `extra`) and waits for
+    /// `/healthz`; `ready` also waits for `/readyz`.
+    pub async fn start_aggregator(&self, extra: &str, ready: bool) -> Worker {
+        if !self.dir.join("worker.yaml").exists() {
+            // The aggregator reads the targets through the worker's file; the port is unused.
+            self.worker_yaml(free_port().await, "");
+        }
+        let port = free_port().await;
+        let config = self.aggregator_yaml(port, extra);
+        let log = self
+            .dir
+            .join(format!("aggregator-{}.log", unique_topic("l")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--log")
+            .arg("debug,rdkafka=info,librdkafka=info,h2=info,hyper_util=info,reqwest=info")
+            .arg("aggregator")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sluice aggregator");
+        let aggregator = Worker {
+            child,
+            log,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        if ready {
+            aggregator.wait_ready().await;
+        } else {
+            aggregator
+                .wait_for("/healthz to answer 200", async |w: &Worker| {
+                    w.get("/healthz").await.is_some_and(|(code, _)| code == 200)
+                })
+                .await;
+        }
+        aggregator
+    }
+
     /// Reads the events topic from the beginning until `done` says the records are enough.
     pub async fn records_until(&self, done: impl Fn(&[Rec]) -> bool) -> Vec<Rec> {
         read_until(&self.kafka, &self.events, done).await
@@ -196,6 +282,15 @@ pub fn assert_complete_in_order(target: &str, ids: &[u64], n: u64) {
             "{target}: ids in kafka are not 1..={n} in order; missing {missing:?}; first occurrences {first:?}"
         );
     }
+}
+
+/// Reads partition 0 of `topic` from the beginning until `done` says the records are enough.
+pub async fn read_topic_until(
+    kafka: &TestKafka,
+    topic: &str,
+    done: impl Fn(&[Rec]) -> bool,
+) -> Vec<Rec> {
+    read_until(kafka, topic, done).await
 }
 
 async fn read_until(kafka: &TestKafka, topic: &str, done: impl Fn(&[Rec]) -> bool) -> Vec<Rec> {
@@ -273,11 +368,16 @@ pub struct Worker {
 
 impl Worker {
     /// Waits for `/readyz` to say ready (fails the test if the process exits first).
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         self.wait_for("/readyz to answer 200", async |w: &Worker| {
             w.get("/readyz").await.is_some_and(|(code, _)| code == 200)
         })
         .await;
+    }
+
+    /// `http://127.0.0.1:PORT` of its HTTP server.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// GET `path` on the operations server: status code and body.

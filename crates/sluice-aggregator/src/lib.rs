@@ -1,0 +1,216 @@
+//! The aggregator: consumes the worker's raw event topic in a consumer group and, per target,
+//! merges a REST base state with the ordered deltas into the exact current state (the rules
+//! live in `sluice-merge`), then serves it: JSON per target and per entity, an SSE stream of
+//! merged changes, periodic snapshots to a compacted topic and files, `/metrics` and probes.
+//!
+//! Architecture invariants: a target is served only from a complete state (never half-built);
+//! the committed offset of a partition never passes the last snapshot of any of its targets, so
+//! a restart neither loses nor double-applies a delta; this crate never merges on its own, it
+//! calls the pure merger. It must not write to the events topic.
+
+mod engine;
+mod http;
+mod metrics;
+mod partition;
+mod snapshot;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use sluice_config::AggregatorConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::DeltaOutcome;
+pub use partition::partition_for;
+pub use snapshot::SnapshotRecord;
+
+use crate::engine::{Ctx, Engine, Shared};
+use crate::store::TargetDef;
+
+/// Why the aggregator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    /// Metric registration failed (a bug: names are fixed).
+    #[error("registering metrics failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A Kafka client could not be created from the configuration.
+    #[error("creating the kafka {role} failed: {source}")]
+    Kafka {
+        /// `consumer` or `producer`.
+        role: &'static str,
+        /// The librdkafka error.
+        source: KafkaError,
+    },
+    /// The HTTP listen address could not be bound.
+    #[error("binding http listener {addr} failed: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The consumer thread died.
+    #[error("consumer thread failed: {0}")]
+    Engine(String),
+}
+
+/// The librdkafka settings shared by the aggregator's consumer, producer and state reader.
+fn base_client_config(config: &AggregatorConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", config.kafka.brokers.join(","))
+        .set("client.id", &config.kafka.client_id);
+    client
+}
+
+fn with_properties(mut client: ClientConfig, config: &AggregatorConfig) -> ClientConfig {
+    for (key, value) in &config.kafka.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Runs the aggregator until `shutdown` is cancelled; then writes final snapshots, commits and
+/// leaves the group. `listener` is the HTTP socket (bound by the caller, so tests can use port
+/// 0); `None` binds `config.http.listen`.
+pub async fn run(
+    config: AggregatorConfig,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), AggregatorError> {
+    let defs: HashMap<String, Arc<TargetDef>> = config
+        .targets()
+        .map(|(target, aggregate)| {
+            let def = TargetDef {
+                target: target.clone(),
+                aggregate: aggregate.clone(),
+                spec: Arc::new(aggregate.spec.clone()),
+            };
+            (target.id.as_str().to_owned(), Arc::new(def))
+        })
+        .collect();
+    let topics = config.event_topics();
+    tracing::info!(targets = defs.len(), topics = ?topics, group = %config.kafka.group_id, "aggregator starting");
+
+    let reader = base_client_config(&config);
+    let producer: FutureProducer = with_properties(
+        {
+            let mut c = base_client_config(&config);
+            c.set("acks", "all")
+                .set("enable.idempotence", "true")
+                .set("compression.type", "lz4")
+                .set("message.max.bytes", "67108864");
+            c
+        },
+        &config,
+    )
+    .create()
+    .map_err(|source| AggregatorError::Kafka {
+        role: "producer",
+        source,
+    })?;
+
+    // Best effort and bounded: a broker without CreateTopics auto-creates on first write.
+    let admin = base_client_config(&config);
+    let state_topic = config.topics.state.clone();
+    let ensure = async {
+        sluice_publish::topics::ensure_topics(&admin, &[state_topic.as_str()], true).await;
+        if let Some(dead) = &config.topics.dead_letter {
+            sluice_publish::topics::ensure_topics(&admin, &[dead.as_str()], false).await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        _ = tokio::time::timeout(Duration::from_secs(15), ensure) => {}
+    }
+
+    let shared = Arc::new(Shared::new(
+        defs,
+        config.worker.proxy_pools.clone(),
+        metrics::Metrics::new()?,
+        config.topics.state.clone(),
+        config.snapshots.dir.clone(),
+        config.topics.dead_letter.clone(),
+        producer,
+        reader,
+        tokio::runtime::Handle::current(),
+    ));
+
+    let consumer: BaseConsumer<Ctx> = with_properties(
+        {
+            let mut c = base_client_config(&config);
+            c.set("group.id", &config.kafka.group_id)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "latest")
+                .set("enable.partition.eof", "false")
+                .set("topic.metadata.refresh.interval.ms", "5000");
+            c
+        },
+        &config,
+    )
+    .create_with_context(Ctx {
+        shared: shared.clone(),
+    })
+    .map_err(|source| AggregatorError::Kafka {
+        role: "consumer",
+        source,
+    })?;
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(|source| AggregatorError::Kafka {
+            role: "consumer",
+            source,
+        })?;
+
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| AggregatorError::Bind {
+                addr: config.http.listen,
+                source,
+            })?,
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "aggregator http listening");
+    }
+    let http_stop = CancellationToken::new();
+    let server = {
+        let stop = http_stop.clone();
+        let app = http::router(shared.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "http server failed");
+            }
+        })
+    };
+
+    let engine = Engine::new(shared.clone(), consumer, config.snapshots.interval);
+    let engine_stop = shutdown.clone();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sluice-aggregator".to_owned())
+        .spawn(move || {
+            engine.run(engine_stop);
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| AggregatorError::Engine(e.to_string()))?;
+    let finished = done_rx.await;
+    http_stop.cancel();
+    let _ = server.await;
+    finished.map_err(|_| AggregatorError::Engine("the consumer thread panicked".to_owned()))?;
+    tracing::info!("aggregator stopped");
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The targets this aggregator owns right now, each behind its own lock: the merger, where it
+//! is in its partition, and the recent changes that `/stream` clients resume from.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::SystemTime;
+
+use prometheus::IntCounter;
+use serde::ser::{SerializeMap, Serializer};
+use sluice_config::{AggregateConfig, TargetConfig};
+use sluice_merge::{Change, Merger};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Changes kept per target for `Last-Event-ID` resumption of `/stream`.
+pub const RING: usize = 10_000;
+
+/// A configured target (static for the life of the process).
+pub struct TargetDef {
+    /// The target file's settings.
+    pub target: TargetConfig,
+    /// Its `aggregate:` section.
+    pub aggregate: AggregateConfig,
+    /// The merge rules, shared by every merger of the target.
+    pub spec: Arc<sluice_merge::MergeSpec>,
+}
+
+impl TargetDef {
+    /// The target id.
+    pub fn id(&self) -> &str {
+        self.target.id.as_str()
+    }
+}
+
+/// What `/stream` subscribers receive.
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    /// One entity changed.
+    Change(Arc<Change>),
+    /// The whole state was replaced (a base state loaded); its change sequence.
+    Full(u64),
+}
+
+impl StreamItem {
+    /// The change sequence number the item brings the state to.
+    pub fn seq(&self) -> u64 {
+        match self {
+            StreamItem::Change(change) => change.seq,
+            StreamItem::Full(seq) => *seq,
+        }
+    }
+}
+
+/// One owned target's mutable part.
+pub struct Inner {
+    /// The merge.
+    pub merger: Merger,
+    /// The events partition the target's records are in.
+    pub partition: i32,
+    /// Offset of the next record to offer (records below it were offered already).
+    pub next_offset: i64,
+    /// `next_offset` of the last snapshot written or restored; the committed offset of the
+    /// partition never passes it.
+    pub snapshot_offset: Option<i64>,
+    /// Whether the state changed since the last snapshot.
+    pub dirty: bool,
+    /// When the state last changed.
+    pub changed_at: SystemTime,
+    /// Recent changes, oldest first, for `/stream` resumption.
+    pub ring: VecDeque<StreamItem>,
+    /// The base fetch in flight: its epoch.
+    pub fetching: Option<u64>,
+}
+
+impl Inner {
+    /// Remembers `item` for resumption and returns it.
+    pub fn remember(&mut self, item: StreamItem) -> StreamItem {
+        if self.ring.len() == RING {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(item.clone());
+        item
+    }
+}
+
+/// One owned target.
+pub struct Cell {
+    /// Its configuration.
+    pub def: Arc<TargetDef>,
+    /// The state.
+    inner: Mutex<Inner>,
+    /// Changes for `/stream` subscribers.
+    pub changes: broadcast::Sender<StreamItem>,
+    /// Cancelled when the target moves away (partition revoked) or the process stops.
+    pub gone: CancellationToken,
+    /// Per-outcome delta counters (see [`crate::metrics::DeltaOutcome::ALL`]).
+    pub counters: Vec<IntCounter>,
+}
+
+impl Cell {
+    /// A cell around `inner`.
+    pub fn new(def: Arc<TargetDef>, inner: Inner, counters: Vec<IntCounter>) -> Cell {
+        let (changes, _) = broadcast::channel(1024);
+        Cell {
+            def,
+            inner: Mutex::new(inner),
+            changes,
+            gone: CancellationToken::new(),
+            counters,
+        }
+    }
+
+    /// Locks the state (a poisoned lock is still usable: mergers never panic mid-update).
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `item` to subscribers (none listening is fine).
+    pub fn publish(&self, item: StreamItem) {
+        let _ = self.changes.send(item);
+    }
+}
+
+/// The owned targets by id.
+#[derive(Default)]
+pub struct Store {
+    cells: RwLock<HashMap<String, Arc<Cell>>>,
+}
+
+impl Store {
+    /// The cell of `id`, if owned.
+    pub fn get(&self, id: &str) -> Option<Arc<Cell>> {
+        self.cells
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every owned cell, sorted by id.
+    pub fn all(&self) -> Vec<Arc<Cell>> {
+        let mut cells: Vec<_> = self
+            .cells
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        cells.sort_by(|a, b| a.def.id().cmp(b.def.id()));
+        cells
+    }
+
+    /// Adds (or replaces) a cell.
+    pub fn insert(&self, cell: Arc<Cell>) {
+        let id = cell.def.id().to_owned();
+        let old = self
+            .cells
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, cell);
+        if let Some(old) = old {
+            old.gone.cancel();
+        }
+    }
+
+    /// Removes the cells for which `f` is true and returns them.
+    pub fn remove_where(&self, f: impl Fn(&Cell) -> bool) -> Vec<Arc<Cell>> {
+        let mut cells = self.cells.write().unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<String> = cells
+            .iter()
+            .filter(|(_, c)| f(c))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let removed: Vec<_> = ids.iter().filter_map(|id| cells.remove(id)).collect();
+        for cell in &removed {
+            cell.gone.cancel();
+        }
+        removed
+    }
+}
+
+/// The whole state of a target as JSON: `{"target", "version", "change_seq", "synced",
+/// "as_of", "entities": {key: entity, ...}}`, entities sorted by key.
+pub fn state_json(id: &str, inner: &Inner) -> Vec<u8> {
+    struct Entities<'a>(&'a Merger);
+    impl serde::Serialize for Entities<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for (key, value) in self.0.entities() {
+                map.serialize_entry(key, value.as_ref())?;
+            }
+            map.end()
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct View<'a> {
+        target: &'a str,
+        version: Option<u64>,
+        change_seq: u64,
+        synced: bool,
+        as_of: String,
+        entities: Entities<'a>,
+    }
+    let view = View {
+        target: id,
+        version: inner.merger.version(),
+        change_seq: inner.merger.change_seq(),
+        synced: inner.merger.is_synced(),
+        as_of: humantime::format_rfc3339_millis(inner.changed_at).to_string(),
+        entities: Entities(&inner.merger),
+    };
+    serde_json::to_vec(&view).unwrap_or_default()
+}

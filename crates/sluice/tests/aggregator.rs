@@ -1,0 +1,493 @@
+//! End to end: simulator → `sluice worker` → Kafka → `sluice aggregator`, every process real,
+//! every hop over TCP. The aggregator's state must equal the simulator's `GET /v1/snapshot`
+//! exactly (same entities, same values, same version) under faults, base-state races,
+//! restarts and a split across two aggregators.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod rig;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use rig::{Rig, Worker, free_port};
+use serde_json::Value;
+use sluice_sim::{QueuedFaults, RawParams, RunningSim, Scalar, SimConfig};
+use sluice_testkit::TestKafka;
+use tokio::net::TcpListener;
+
+/// The `aggregate:` section for a simulator target whose base state is at `base_url`.
+fn aggregate_yaml(base_url: &str) -> String {
+    format!(
+        "aggregate:\n  base:\n    url: {base_url}\n    items: /items\n    key: /key\n    version: /version\n\
+         \x20 delta:\n    key: /key\n    version: /version\n  strategy: replace\n\
+         \x20 delete_events: [delete]\n  reset_events: [reset]\n"
+    )
+}
+
+fn sim_config(entities: usize, rate: f64, events: u64) -> SimConfig {
+    SimConfig {
+        entities,
+        rate,
+        max_events: Some(events),
+        heartbeat: Duration::from_millis(100),
+        ..SimConfig::default()
+    }
+}
+
+/// The simulator's truth as the aggregator shows state: key → item, and the version.
+fn truth(sim: &RunningSim) -> (u64, BTreeMap<String, Value>) {
+    let snapshot = sim.snapshot();
+    let items = snapshot
+        .items
+        .iter()
+        .map(|i| (i.key.clone(), serde_json::to_value(i).unwrap()))
+        .collect();
+    (snapshot.version, items)
+}
+
+/// The aggregator's state of `target`, when it has one.
+async fn state_of(aggregator: &Worker, target: &str) -> Option<(u64, BTreeMap<String, Value>)> {
+    let (code, body) = aggregator
+        .get(&format!("/v1/targets/{target}/state"))
+        .await?;
+    if code != 200 {
+        return None;
+    }
+    let state: Value = serde_json::from_str(&body).expect("state is json");
+    let version = state["version"].as_u64()?;
+    let entities = state["entities"]
+        .as_object()
+        .expect("entities object")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Some((version, entities))
+}
+
+/// Waits until the aggregator's state of `target` reaches the simulator's final version, then
+/// asserts it equals the truth exactly.
+async fn assert_converges(aggregator: &Worker, target: &str, sim: &RunningSim) {
+    let (version, items) = truth(sim);
+    aggregator
+        .wait_for(
+            &format!("{target} to reach version {version}"),
+            async |a: &Worker| state_of(a, target).await.is_some_and(|(v, _)| v >= version),
+        )
+        .await;
+    let (got_version, got) = state_of(aggregator, target).await.expect("state");
+    assert_eq!(got_version, version, "{target}: version");
+    let missing: Vec<_> = items.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !items.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{target}: entities differ: missing {missing:?}, extra {extra:?}"
+    );
+    for (key, value) in &items {
+        assert_eq!(&got[key], value, "{target}: entity {key}");
+    }
+}
+
+fn queue(sim: &RunningSim, faults: RawParams) {
+    sim.queue_faults(QueuedFaults { count: 1, faults })
+        .expect("valid faults");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_equals_the_simulator_after_drops_stalls_replays_and_a_reset() {
+    let rig = Rig::new("agg-faults").await;
+    let sim = rig::sim_with(SimConfig {
+        history: 300,
+        ..sim_config(40, 500.0, 5_000)
+    })
+    .await;
+    // Successive connections: a clean close and a reset (replayed from Last-Event-ID), a
+    // malformed event, then a stall long enough (idle timeout 1.5 s at 500 events/s) that the
+    // Last-Event-ID falls out of the 300-event history: the upstream answers `event: reset`.
+    queue(
+        &sim,
+        RawParams {
+            close_after_events: Some(Scalar::Num(600)),
+            ..RawParams::default()
+        },
+    );
+    queue(
+        &sim,
+        RawParams {
+            reset_after_events: Some(Scalar::Num(600)),
+            ..RawParams::default()
+        },
+    );
+    queue(
+        &sim,
+        RawParams {
+            malformed_after_events: Some(Scalar::Num(100)),
+            close_after_events: Some(Scalar::Num(400)),
+            ..RawParams::default()
+        },
+    );
+    queue(
+        &sim,
+        RawParams {
+            stall_after_events: Some(Scalar::Num(400)),
+            ..RawParams::default()
+        },
+    );
+    rig.target(
+        "prices",
+        &sim.stream_url(),
+        &format!(
+            "idle_timeout: 1500ms\n{}",
+            aggregate_yaml(&sim.snapshot_url())
+        ),
+    );
+    // The aggregator first, so it sees every fault the worker goes through.
+    let aggregator = rig.start_aggregator("", true).await;
+    let worker = rig.start("").await;
+
+    sim.wait_for_head(5_000).await;
+    assert_converges(&aggregator, "prices", &sim).await;
+
+    let metrics = aggregator.metrics().await;
+    let value = |series: &str| rig::metric_value(&metrics, series);
+    assert!(
+        value("sluice_aggregator_resnapshots_total{reason=\"reset_event\",target=\"prices\"}")
+            >= 1.0,
+        "the too-old Last-Event-ID forced a fresh base state:\n{metrics}"
+    );
+    assert!(
+        value("sluice_aggregator_deltas_total{outcome=\"malformed\",target=\"prices\"}") >= 1.0,
+        "the malformed event was counted:\n{metrics}"
+    );
+    assert!(
+        value("sluice_aggregator_deltas_total{outcome=\"applied\",target=\"prices\"}") > 1000.0
+    );
+    assert_eq!(value("sluice_aggregator_synced{target=\"prices\"}"), 1.0);
+    assert!(
+        aggregator.log().contains("malformed delta skipped"),
+        "malformed delta logged"
+    );
+
+    // The malformed record went to the dead-letter topic with the reason and its source.
+    let dead = rig::read_topic_until(&rig.kafka, &rig.dead_letter, |r| !r.is_empty()).await;
+    assert!(
+        dead[0].header("sluice.error").contains("json"),
+        "{:?}",
+        dead[0].headers
+    );
+    assert!(dead[0].header("sluice.source").starts_with(&rig.events));
+    assert_eq!(dead[0].key, "prices");
+
+    let (exit, log) = aggregator.terminate().await;
+    assert!(
+        exit.success(),
+        "aggregator exits 0 on SIGTERM: {exit:?}\n{log}"
+    );
+    drop(worker);
+}
+
+/// A REST front for the simulator's snapshot that takes the snapshot half-way through a slow
+/// answer: deltas arrive before the fetch starts, while it is in flight (before and after the
+/// snapshot's version) and after it returns.
+async fn slow_snapshot_front(
+    sim: &RunningSim,
+    delay: Duration,
+) -> (String, tokio::sync::watch::Receiver<Vec<u64>>) {
+    #[derive(Clone)]
+    struct Front {
+        snapshot_url: String,
+        delay: Duration,
+        served: std::sync::Arc<tokio::sync::watch::Sender<Vec<u64>>>,
+    }
+    async fn handler(State(front): State<Front>) -> String {
+        tokio::time::sleep(front.delay / 2).await;
+        let body = reqwest::get(&front.snapshot_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let version = serde_json::from_str::<Value>(&body).unwrap()["version"]
+            .as_u64()
+            .unwrap();
+        front.served.send_modify(|v| v.push(version));
+        tokio::time::sleep(front.delay / 2).await;
+        body
+    }
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let front = Front {
+        snapshot_url: sim.snapshot_url(),
+        delay,
+        served: std::sync::Arc::new(tx),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/snapshot", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/snapshot", get(handler))
+        .with_state(front);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_before_during_and_after_the_base_fetch_apply_exactly_once() {
+    let rig = Rig::new("agg-race").await;
+    let sim = rig::sim_with(sim_config(30, 400.0, 3_000)).await;
+    let (base_url, served) = slow_snapshot_front(&sim, Duration::from_millis(1_500)).await;
+    rig.target("race", &sim.stream_url(), &aggregate_yaml(&base_url));
+    let worker = rig.start("").await;
+    let aggregator = rig.start_aggregator("", false).await;
+
+    sim.wait_for_head(3_000).await;
+    assert_converges(&aggregator, "race", &sim).await;
+
+    let versions = served.borrow().clone();
+    assert_eq!(versions.len(), 1, "one base fetch: {versions:?}");
+    let base = versions[0];
+    let metrics = aggregator.metrics().await;
+    let value = |outcome: &str| {
+        rig::metric_value(
+            &metrics,
+            &format!("sluice_aggregator_deltas_total{{outcome=\"{outcome}\",target=\"race\"}}"),
+        ) as u64
+    };
+    // Every delta after the base version applied once; none at or below it.
+    assert_eq!(
+        value("applied"),
+        3_000 - base,
+        "applied = deltas after the base\n{metrics}"
+    );
+    assert!(
+        value("buffered") > 0,
+        "deltas arrived while the fetch was in flight"
+    );
+    assert!(
+        value("stale") > 0,
+        "buffered deltas at or below the base version were dropped"
+    );
+    assert_eq!(value("duplicate"), 0);
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_aggregator_resumes_from_its_snapshot_without_refetching() {
+    let rig = Rig::new("agg-restart").await;
+    let sim = rig::sim_with(sim_config(30, 300.0, 4_000)).await;
+    rig.target(
+        "restart",
+        &sim.stream_url(),
+        &aggregate_yaml(&sim.snapshot_url()),
+    );
+    let worker = rig.start("").await;
+    let first = rig.start_aggregator("", true).await;
+    // Let it apply deltas and write a snapshot or two (every 1 s), then kill it outright.
+    first
+        .wait_for("a snapshot in kafka", async |a: &Worker| {
+            a.metric("sluice_aggregator_snapshots_written_total{sink=\"kafka\"}")
+                .await
+                >= 2.0
+        })
+        .await;
+    // (The first run may fetch twice: the worker's first connection resumes from nothing, which
+    // the aggregator must treat as a possible gap.)
+    let fetches_before = sim.snapshot_requests();
+    assert!(fetches_before >= 1, "the first run fetched the base state");
+    first.kill().await;
+
+    let second = rig.start_aggregator("", true).await;
+    assert!(
+        second.log().contains("target restored from its snapshot"),
+        "restored:\n{}",
+        second.log()
+    );
+    sim.wait_for_head(4_000).await;
+    assert_converges(&second, "restart", &sim).await;
+    assert_eq!(
+        sim.snapshot_requests(),
+        fetches_before,
+        "the restart did not fetch the base state again"
+    );
+    assert_eq!(
+        second
+            .metric("sluice_aggregator_deltas_total{outcome=\"duplicate\",target=\"restart\"}")
+            .await,
+        0.0,
+        "nothing applied twice: replay starts exactly at the snapshot"
+    );
+    let (exit, log) = second.terminate().await;
+    assert!(exit.success(), "{exit:?}\n{log}");
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_aggregators_split_the_targets_and_together_hold_the_truth() {
+    let kafka = TestKafka::start().expect("test kafka");
+    let rig = Rig::with_partitions("agg-split", kafka, 4).await;
+    // One target per partition, so each aggregator of two gets some.
+    let mut ids: BTreeMap<i32, String> = BTreeMap::new();
+    for n in 0.. {
+        let id = format!("t{n}");
+        ids.entry(sluice_aggregator::partition_for(&id, 4))
+            .or_insert(id);
+        if ids.len() == 4 {
+            break;
+        }
+    }
+    let mut sims = Vec::new();
+    for id in ids.values() {
+        let sim = rig::sim_with(sim_config(20, 150.0, 2_400)).await;
+        rig.target(id, &sim.stream_url(), &aggregate_yaml(&sim.snapshot_url()));
+        sims.push((id.clone(), sim));
+    }
+    let worker = rig.start("").await;
+    let a = rig.start_aggregator("", true).await;
+    let b = rig.start_aggregator("", false).await;
+    let owned = async |agg: &Worker| -> Vec<String> {
+        let (_, body) = agg.get("/v1/targets").await.expect("targets");
+        let list: Value = serde_json::from_str(&body).expect("json");
+        list["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["target"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    b.wait_for("the group to split the targets", async |b: &Worker| {
+        !owned(b).await.is_empty() && b.get("/readyz").await.is_some_and(|(c, _)| c == 200)
+    })
+    .await;
+    a.wait_ready().await;
+
+    for (_, sim) in &sims {
+        sim.wait_for_head(2_400).await;
+    }
+    let (in_a, in_b) = (owned(&a).await, owned(&b).await);
+    assert!(
+        !in_a.is_empty() && !in_b.is_empty(),
+        "both own targets: {in_a:?} {in_b:?}"
+    );
+    assert!(
+        in_a.iter().all(|t| !in_b.contains(t)),
+        "each target has one owner: {in_a:?} {in_b:?}"
+    );
+    for (id, sim) in &sims {
+        let owner = if in_a.contains(id) { &a } else { &b };
+        assert!(in_a.contains(id) || in_b.contains(id), "{id} is owned");
+        assert_converges(owner, id, sim).await;
+        let other = if in_a.contains(id) { &b } else { &a };
+        let (code, _) = other.get(&format!("/v1/targets/{id}/state")).await.unwrap();
+        assert_eq!(
+            code, 404,
+            "{id} is not served by the aggregator that does not own it"
+        );
+    }
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_stream_starts_with_the_state_and_resumes_from_last_event_id() {
+    let rig = Rig::new("agg-stream").await;
+    let sim = rig::sim_with(sim_config(10, 100.0, 1_500)).await;
+    rig.target("s", &sim.stream_url(), &aggregate_yaml(&sim.snapshot_url()));
+    let aggregator = rig.start_aggregator("", true).await;
+    let worker = rig.start("").await;
+    // Past the worker's first record (a generation that resumed from nothing: a fresh base).
+    aggregator
+        .wait_for("deltas applied", async |a: &Worker| {
+            a.metric("sluice_aggregator_deltas_total{outcome=\"applied\",target=\"s\"}")
+                .await
+                > 50.0
+        })
+        .await;
+    let url = format!("{}/v1/targets/s/stream", aggregator.base());
+
+    // First event: the whole state; then one event per changed entity, ids increasing.
+    let mut first = sluice_client::EventSource::new(
+        sluice_client::Client::new(url.parse().unwrap(), Default::default()).unwrap(),
+        Default::default(),
+    );
+    let mut events = Vec::new();
+    while events.len() < 20 {
+        if let Some(sluice_client::SourceItem::Item(sluice_sse::Item::Event(event))) =
+            first.next().await.unwrap()
+        {
+            events.push(event);
+        }
+    }
+    assert_eq!(events[0].event.as_str(), "state");
+    let state: Value = serde_json::from_str(events[0].data.as_str()).unwrap();
+    assert!(state["entities"].as_object().is_some_and(|e| !e.is_empty()));
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|e| e.id.as_str().parse().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive ids: {ids:?}"
+    );
+    for event in &events[1..] {
+        assert!(
+            matches!(event.event.as_str(), "upsert" | "delete"),
+            "{}",
+            event.event.as_str()
+        );
+        let change: Value = serde_json::from_str(event.data.as_str()).unwrap();
+        assert!(change["key"].is_string());
+    }
+
+    // A client resuming from the 10th id gets the changes after it, not the state again.
+    let resume_from = ids[9];
+    let client = sluice_client::Client::new(url.parse().unwrap(), Default::default()).unwrap();
+    let mut connection = client.connect(&resume_from.to_string()).await.unwrap();
+    let mut parser = sluice_sse::Parser::new(sluice_sse::Limits::default());
+    let mut resumed = Vec::new();
+    while resumed.len() < 5 {
+        let chunk = connection.next_chunk().await.unwrap().expect("stream open");
+        parser.push(&chunk);
+        while let Some(item) = parser.next_item().unwrap() {
+            if let sluice_sse::Item::Event(event) = item {
+                resumed.push(event);
+            }
+        }
+    }
+    assert_ne!(
+        resumed[0].event.as_str(),
+        "state",
+        "changes, not the whole state again"
+    );
+    assert_eq!(resumed[0].id.as_str(), (resume_from + 1).to_string());
+    assert_eq!(
+        resumed[0].data, events[10].data,
+        "the same change as the first client saw"
+    );
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregator_refuses_invalid_config_with_the_validate_messages() {
+    let rig = Rig::new("agg-invalid").await;
+    let port = free_port().await;
+    rig.target(
+        "bad",
+        "http://127.0.0.1:1/v1/stream",
+        "aggregate:\n  strategy: sideways\n",
+    );
+    rig.worker_yaml(port, "");
+    let config = rig.aggregator_yaml(port, "");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["aggregator", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid configuration, not starting"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("aggregate.strategy"), "{stderr}");
+}
