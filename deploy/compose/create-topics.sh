@@ -1,0 +1,37 @@
+#!/bin/sh
+# One-shot topic setup for docker-compose.yml: runs in the Redpanda image (its rpk reaches the
+# broker named by RPK_BROKERS) before any worker or aggregator starts. Safe to run again: a
+# topic that exists keeps its partitions (changing them would move keys between partitions) and
+# gets its settings enforced.
+set -eu
+
+# topic partitions [key=value]...
+ensure_topic() {
+    topic=$1
+    partitions=$2
+    shift 2
+    if rpk topic list | awk 'NR > 1 { print $1 }' | grep -qxF "$topic"; then
+        echo "topic $topic exists; enforcing its settings"
+        for setting in "$@"; do
+            rpk topic alter-config "$topic" --set "$setting"
+        done
+    else
+        count=$#
+        for setting in "$@"; do
+            set -- "$@" --topic-config "$setting"
+        done
+        shift "$count"
+        rpk topic create "$topic" --partitions "$partitions" --replicas 1 "$@"
+    fi
+}
+
+# Raw events, keyed by target (one partition per target keeps its order): a week.
+ensure_topic sluice.events 6 cleanup.policy=delete retention.ms=604800000
+# target -> last acknowledged event id: compacted, read whole at every worker start.
+ensure_topic sluice.checkpoints 1 cleanup.policy=compact
+# target -> latest merged snapshot: compacted, read at every aggregator start.
+ensure_topic sluice.state 6 cleanup.policy=compact
+# Malformed deltas, for a person to look at: two weeks.
+ensure_topic sluice.dead-letter 1 cleanup.policy=delete retention.ms=1209600000
+
+rpk topic list
