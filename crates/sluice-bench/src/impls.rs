@@ -3,12 +3,12 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
+use crate::child::ChildProc;
 use crate::{Impl, Mode, baseline::target_id};
 
 /// What an implementation is asked to do.
@@ -34,13 +34,9 @@ pub struct Job {
 
 /// A running implementation.
 pub struct Running {
-    /// Which one.
-    pub which: Impl,
-    child: Child,
+    process: ChildProc,
     /// Its process id.
     pub pid: u32,
-    /// Its stdout/stderr and (for Sluice) config.
-    pub dir: PathBuf,
     /// Sluice's ops HTTP address.
     pub ops: Option<String>,
 }
@@ -49,10 +45,8 @@ impl Running {
     /// Starts `which` for `job`, with its files under `dir`.
     pub async fn start(which: Impl, job: &Job, dir: &Path) -> anyhow::Result<Running> {
         std::fs::create_dir_all(dir)?;
-        let log = std::fs::File::create(dir.join("output.log"))
-            .context("cannot create the implementation's log")?;
         let mut ops = None;
-        let mut command = match which {
+        let command = match which {
             Impl::Sluice => {
                 let bin = job
                     .sluice_bin
@@ -100,58 +94,27 @@ impl Running {
                 command
             }
         };
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", which.name()))?;
-        let pid = child.id().context("child exited at once")?;
+        let process = ChildProc::spawn(which.name(), command, &dir.join("output.log"))?;
         Ok(Running {
-            which,
-            child,
-            pid,
-            dir: dir.to_owned(),
+            pid: process.pid,
+            process,
             ops,
         })
     }
 
     /// Fails when the process has exited (with the tail of its log).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited early ({status}); last lines of {}:\n{}",
-                self.which.name(),
-                self.dir.join("output.log").display(),
-                self.log_tail(20)
-            );
-        }
-        Ok(())
+        self.process.check_alive()
     }
 
     /// The last `lines` lines of its output.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join("output.log")).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.process.log_tail(lines)
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
-    pub async fn stop(mut self, grace: Duration) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status()
-            .await;
-        if tokio::time::timeout(grace, self.child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(which = self.which.name(), "did not stop in time; killing");
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
-        }
+    pub async fn stop(self, grace: Duration) {
+        self.process.stop(grace).await;
     }
 }
 
@@ -201,12 +164,12 @@ pub fn write_sluice_config(dir: &Path, job: &Job, listen: &str) -> anyhow::Resul
 }
 
 /// A YAML double-quoted string.
-fn yaml_string(text: &str) -> String {
+pub fn yaml_string(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
 /// `sluice validate --config FILE`, failing with its output.
-async fn validate(bin: &Path, config: &Path) -> anyhow::Result<()> {
+pub async fn validate(bin: &Path, config: &Path) -> anyhow::Result<()> {
     let out = Command::new(bin)
         .arg("validate")
         .arg("--config")

@@ -72,18 +72,23 @@ pub enum Kafka {
         bootstrap: String,
         /// Tansu started by the harness (killed on drop), with its data directory.
         tansu: Option<(Child, tempfile::TempDir)>,
+        /// Tansu's storage engine, when the harness started it.
+        storage: Option<String>,
     },
 }
 
 impl Kafka {
-    /// Starts what `spec` names: `mock`, `tansu`, or a bootstrap address.
+    /// Starts what `spec` names: `mock`, `tansu` (sqlite storage), `tansu-memory` (in-memory
+    /// storage), or a bootstrap address.
     pub async fn start(spec: &str) -> anyhow::Result<Kafka> {
         match spec {
             "mock" => Kafka::mock().await,
-            "tansu" => Kafka::tansu().await,
+            "tansu" => Kafka::tansu("sqlite://tansu.db").await,
+            "tansu-memory" => Kafka::tansu("memory://tansu/").await,
             bootstrap => Ok(Kafka::Broker {
                 bootstrap: bootstrap.to_owned(),
                 tansu: None,
+                storage: None,
             }),
         }
     }
@@ -112,7 +117,7 @@ impl Kafka {
         })
     }
 
-    async fn tansu() -> anyhow::Result<Kafka> {
+    async fn tansu(storage: &str) -> anyhow::Result<Kafka> {
         let dir = tempfile::Builder::new()
             .prefix("sluice-bench-tansu")
             .tempdir()
@@ -125,14 +130,14 @@ impl Kafka {
             .map(|home| std::path::Path::new(&home).join(".cargo/bin/tansu"))
             .filter(|p| p.exists())
             .unwrap_or_else(|| "tansu".into());
-        // As scripts/test starts it: sqlite storage in the data dir.
+        // As scripts/test starts it (sqlite storage in the data dir), or in memory.
         let child = Command::new(tansu)
             .current_dir(dir.path())
             .args(["broker", "--cluster-id", "sluice-bench", "--listener-url"])
             .arg(&url)
             .arg("--advertised-listener-url")
             .arg(&url)
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", storage])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -152,6 +157,7 @@ impl Kafka {
         Ok(Kafka::Broker {
             bootstrap: format!("127.0.0.1:{port}"),
             tansu: Some((child, dir)),
+            storage: Some(storage.to_owned()),
         })
     }
 
@@ -174,7 +180,11 @@ impl Kafka {
     pub fn label(&self) -> String {
         match self {
             Kafka::Mock { .. } => format!("librdkafka mock cluster ({MOCK_BROKERS} brokers)"),
-            Kafka::Broker { tansu: Some(_), .. } => "tansu (sqlite storage)".to_owned(),
+            Kafka::Broker {
+                tansu: Some(_),
+                storage,
+                ..
+            } => format!("tansu ({} storage)", storage.as_deref().unwrap_or("?")),
             Kafka::Broker { bootstrap, .. } => format!("broker {bootstrap}"),
         }
     }

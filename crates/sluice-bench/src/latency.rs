@@ -47,6 +47,12 @@ impl Latencies {
         self.hist.saturating_record(micros.clamp(1, MAX_MICROS));
     }
 
+    /// Adds every latency recorded in `other`.
+    pub fn add(&mut self, other: &Latencies) {
+        // Same bounds on both sides, so this cannot fail.
+        let _ = self.hist.add(&other.hist);
+    }
+
     /// How many latencies were recorded.
     pub fn len(&self) -> u64 {
         self.hist.len()

@@ -1,7 +1,9 @@
 //! `sluice-bench`: the benchmark harness for the worker's pipeline (SSE -> Kafka) and density
 //! (many connections in one process) numbers, comparing `sluice worker` in the same run with
 //! two straightforward implementations (reqwest-eventsource + rdkafka `FutureProducer`, awaiting
-//! each send or keeping up to 10,000 in flight). Commands and results: `docs/BENCHMARKS.md`.
+//! each send or keeping up to 10,000 in flight), and for the aggregator (`aggregate`: deltas
+//! merged per second and per CPU-second, entity query latency while merging, memory per
+//! entity). Commands and results: `docs/BENCHMARKS.md`.
 //!
 //! Every implementation runs as a child process, so its CPU (`/proc/<pid>/stat`) and memory
 //! (`/proc/<pid>/status`) are read alone; the mock Kafka cluster and (for density) the simulator
@@ -12,7 +14,9 @@
 //! must not talk to anything but loopback addresses. Its numbers are only meaningful from a
 //! `--release` build.
 
+mod aggregate;
 mod baseline;
+mod child;
 mod density;
 mod impls;
 mod kafka;
@@ -29,7 +33,8 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use rdkafka::ClientConfig;
 
-/// Benchmark harness: sluice worker vs reqwest-eventsource + rdkafka baselines.
+/// Benchmark harness: sluice worker vs reqwest-eventsource + rdkafka baselines, and the
+/// aggregator.
 #[derive(Debug, Parser)]
 #[command(name = "sluice-bench", version)]
 struct Cli {
@@ -43,6 +48,9 @@ enum Command {
     Pipeline(pipeline::PipelineArgs),
     /// Many concurrent connections (1 event/s each) in one implementation process: RSS and CPU.
     Density(density::DensityArgs),
+    /// `sluice aggregator` on a pre-loaded events topic: deltas merged per second and per
+    /// CPU-second, entity query latency while merging, RSS per entity.
+    Aggregate(aggregate::AggregateArgs),
     /// A baseline implementation (child process of `pipeline` and `density`).
     Baseline(BaselineArgs),
     /// librdkafka's mock cluster in its own process: prints its bootstrap servers, then serves
@@ -249,6 +257,7 @@ fn main() -> anyhow::Result<()> {
             match cli.command {
                 Command::Pipeline(args) => pipeline::run(args).await,
                 Command::Density(args) => density::run(args).await,
+                Command::Aggregate(args) => aggregate::run(args).await,
                 Command::Sim(args) => simproc::run(args).await,
                 Command::Baseline(args) => {
                     baseline::run(baseline::Baseline {

@@ -48,6 +48,31 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     })
 }
 
+/// CPU time (clock ticks) of each thread of a process, by thread name (`comm`, at most 15
+/// bytes; threads of the same name are added up), from `/proc/<pid>/task/*/stat`.
+pub fn thread_cpu_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut threads = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let (Some(name), Ok(ticks)) = (parse_stat_name(&stat), parse_stat_cpu_ticks(&stat)) {
+            *threads.entry(name.to_owned()).or_insert(0) += ticks;
+        }
+    }
+    threads
+}
+
+/// The command name (field 2, between the first `(` and the last `)`) of a `stat` line.
+pub fn parse_stat_name(stat: &str) -> Option<&str> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    (open < close).then(|| &stat[open + 1..close])
+}
+
 /// `utime + stime` (fields 14 and 15) of a `/proc/<pid>/stat` line.
 ///
 /// The command name (field 2) is in parentheses and may contain spaces, so fields are counted
@@ -114,6 +139,7 @@ mod tests {
         let stat = "4242 (my prog) S 1 4242 4242 0 -1 4194560 1234 0 0 0 731 269 0 0 20 0 \
                     9 0 12345 1000000 500 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1";
         assert_eq!(parse_stat_cpu_ticks(stat).unwrap(), 1000);
+        assert_eq!(parse_stat_name(stat), Some("my prog"));
         assert!(parse_stat_cpu_ticks("12 (x) S 1 2").is_err());
     }
 
