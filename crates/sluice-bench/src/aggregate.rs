@@ -30,7 +30,8 @@
 //!    not 0, "queries only" (keep-alive HTTP/1.1 clients GET `/v1/targets/{t}/entities/{random
 //!    key}` for `--idle-queries`, no deltas) and "merge + queries" (the same clients while it
 //!    merges another N deltas). Each query's response time is recorded.
-//! 5. RSS (`VmRSS`) `--settle` after ready and `--settle` after the "merge" phase.
+//! 5. RSS (`VmRSS`) 1 s after ready (the base state, before the first snapshot round) and
+//!    `--settle` after the "merge" phase (with snapshot rounds and Kafka buffers).
 //!
 //! Memory per entity = (RSS(big) - RSS(small)) / (big - small) entities, both `replace` cases
 //! with the same number of deltas, so Kafka client buffers cancel out. Ceiling = applied / the
@@ -112,9 +113,8 @@ pub struct AggregateArgs {
     /// Extra consumer property `key=value` for the aggregator's `kafka.properties` (repeatable).
     #[arg(long = "consumer-property")]
     pub consumer_properties: Vec<String>,
-    /// Wait this long after the base state loaded, and after the "merge" phase, before reading
-    /// RSS.
-    /// (Past jemalloc's 10 s decay, so freed pages are returned.)
+    /// Wait this long after the "merge" phase before reading RSS (past jemalloc's 10 s decay,
+    /// so pages freed by then are returned). RSS at ready is read 1 s after ready.
     #[arg(long, default_value = "12s", value_parser = parse_duration)]
     pub settle: Duration,
     /// How often the harness reads the aggregator's /metrics during a phase.
@@ -370,7 +370,9 @@ async fn run_case(
     if loaded != Some(entities as u64) {
         bail!("the aggregator is ready with {loaded:?} entities, not {entities}: {listing}");
     }
-    tokio::time::sleep(args.settle).await;
+    // Before the first snapshot round (`--snapshot-interval` after the assignment), whose
+    // copy of the state the allocator would still hold.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let at_ready = procfs::sample(aggregator.pid)?;
     eprintln!(
         "[aggregate] ready after {:.1} s (group join + base fetch of {entities} entities), RSS {:.1} MiB",
