@@ -136,13 +136,15 @@ impl Shared {
         cell
     }
 
-    fn fresh_cell(&self, def: &Arc<TargetDef>, partition: i32) -> Arc<Cell> {
+    /// A target without a snapshot: it fetches its base state and takes records from `start`
+    /// (the partition's start offset, or the first record's offset; -1 when unknown).
+    fn fresh_cell(&self, def: &Arc<TargetDef>, partition: i32, start: i64) -> Arc<Cell> {
         let cell = self.new_cell(
             def,
             Inner {
                 merger: Merger::new(def.spec.clone()),
                 partition,
-                next_offset: -1,
+                next_offset: start,
                 snapshot_offset: None,
                 dirty: false,
                 changed_at: SystemTime::now(),
@@ -165,7 +167,7 @@ impl Shared {
         tracing::info!(partitions = ?parts, "partitions assigned");
         lock(&self.assigned).extend(parts.iter().cloned());
         if !parts.is_empty() {
-            pin_start_offsets(consumer, tpl);
+            let starts = pin_start_offsets(consumer, tpl);
             let snapshots = match sluice_publish::read_compacted_blocking(
                 self.reader.clone(),
                 &self.state_topic,
@@ -190,9 +192,17 @@ impl Shared {
                         continue;
                     }
                 };
-                if !parts.contains(&(record.topic.clone(), record.partition))
-                    || record.topic != def.target.topic
+                let key = (record.topic.clone(), record.partition);
+                if !parts.contains(&key) || record.topic != def.target.topic {
+                    continue;
+                }
+                if let Some(start) = starts.get(&key)
+                    && record.next_offset < *start
                 {
+                    // Committed offsets never pass a snapshot its owner wrote, so this one was
+                    // written by an owner that had already lost the partition: replaying from
+                    // `start` would skip records it lacks.
+                    tracing::warn!(target_id = %id, next_offset = record.next_offset, start, "snapshot is older than the partition's start offset: fetching a fresh base state instead");
                     continue;
                 }
                 let changed_at = humantime::parse_rfc3339(&record.written_at)
@@ -227,9 +237,10 @@ impl Shared {
                     .entry(topic.clone())
                     .or_insert_with(|| partition_count(consumer, topic));
                 let partition = partition_for(def.id(), count);
-                if parts.contains(&(topic.clone(), partition)) {
+                let key = (topic.clone(), partition);
+                if parts.contains(&key) {
                     tracing::info!(target_id = %def.id(), partition, "target assigned without a snapshot: fetching its base state");
-                    self.fresh_cell(def, partition);
+                    self.fresh_cell(def, partition, starts.get(&key).copied().unwrap_or(-1));
                 }
             }
         }
@@ -243,8 +254,16 @@ impl Shared {
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
-        tracing::info!(partitions = ?parts, "partitions revoked: writing final snapshots");
-        self.snapshot_round(consumer, Some(&parts));
+        if consumer.assignment_lost() {
+            // The group moved on without us (session timeout): another aggregator may already
+            // own these targets, so writing snapshots or committing now could only go backwards.
+            tracing::warn!(partitions = ?parts, "partitions lost (consumer group session timed out): dropping their targets without a final snapshot; the next owner replays from the last committed snapshot");
+            // Not ready again until the group assigns partitions anew.
+            self.assigned_once.store(false, Ordering::Release);
+        } else {
+            tracing::info!(partitions = ?parts, "partitions revoked: writing final snapshots");
+            self.snapshot_round(consumer, Some(&parts), CommitMode::Sync);
+        }
         let removed = self
             .store
             .remove_where(|c| parts.contains(&(c.def.target.topic.clone(), c.lock().partition)));
@@ -260,7 +279,11 @@ impl Shared {
         &self,
         consumer: &BaseConsumer<Ctx>,
         only: Option<&BTreeSet<(String, i32)>>,
+        mode: CommitMode,
     ) {
+        if consumer.assignment_lost() {
+            return;
+        }
         let in_scope = |cell: &Cell, partition: i32| {
             only.is_none_or(|o| o.contains(&(cell.def.target.topic.clone(), partition)))
         };
@@ -364,7 +387,7 @@ impl Shared {
                 }
             }
         }
-        self.commit(consumer, &cells, only);
+        self.commit(consumer, &cells, only, mode);
     }
 
     /// Commits, per partition, the smallest snapshot offset of its targets.
@@ -373,6 +396,7 @@ impl Shared {
         consumer: &BaseConsumer<Ctx>,
         cells: &[Arc<Cell>],
         only: Option<&BTreeSet<(String, i32)>>,
+        mode: CommitMode,
     ) {
         let mut safe: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for cell in cells {
@@ -397,7 +421,7 @@ impl Shared {
                 return;
             }
         }
-        if let Err(error) = consumer.commit(&tpl, CommitMode::Sync) {
+        if let Err(error) = consumer.commit(&tpl, mode) {
             tracing::warn!(%error, "committing offsets failed; the next round tries again");
         } else {
             tracing::debug!(offsets = ?safe, "offsets committed");
@@ -414,17 +438,25 @@ impl Shared {
 /// lazily, possibly after a base state was fetched, and skip the deltas in between (continuity
 /// would catch that as a gap, at the price of a second fetch). With it, consumption starts no
 /// later than any base fetch this assignment triggers.
-fn pin_start_offsets(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
+///
+/// Returns each partition's start offset where known (committed, or pinned).
+fn pin_start_offsets(
+    consumer: &BaseConsumer<Ctx>,
+    tpl: &TopicPartitionList,
+) -> HashMap<(String, i32), i64> {
+    let mut starts = HashMap::new();
     let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
         Ok(committed) => committed,
         Err(error) => {
             tracing::warn!(%error, "cannot read committed offsets at assignment");
-            return;
+            return starts;
         }
     };
     let mut pins = TopicPartitionList::new();
     for element in committed.elements() {
-        if matches!(element.offset(), Offset::Offset(_)) {
+        let key = (element.topic().to_owned(), element.partition());
+        if let Offset::Offset(offset) = element.offset() {
+            starts.insert(key, offset);
             continue;
         }
         match consumer.fetch_watermarks(
@@ -438,6 +470,7 @@ fn pin_start_offsets(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
                     element.partition(),
                     Offset::Offset(high),
                 );
+                starts.insert(key, high);
             }
             Err(error) => {
                 tracing::warn!(topic = element.topic(), partition = element.partition(), %error, "cannot read the high watermark at assignment")
@@ -445,12 +478,13 @@ fn pin_start_offsets(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
         }
     }
     if pins.count() == 0 {
-        return;
+        return starts;
     }
     match consumer.commit(&pins, CommitMode::Sync) {
         Ok(()) => tracing::debug!(offsets = ?pins, "start offsets pinned at the high watermark"),
         Err(error) => tracing::warn!(%error, "cannot pin start offsets at assignment"),
     }
+    starts
 }
 
 fn partition_count(consumer: &BaseConsumer<Ctx>, topic: &str) -> i32 {
@@ -553,7 +587,8 @@ impl Engine {
             self.due_retries();
             let now = Instant::now();
             if now >= next_snapshot {
-                self.shared.snapshot_round(&self.consumer, None);
+                self.shared
+                    .snapshot_round(&self.consumer, None, CommitMode::Async);
                 next_snapshot = Instant::now() + self.snapshot_interval;
             }
             if now >= next_lag {
@@ -562,7 +597,8 @@ impl Engine {
             }
         }
         tracing::info!("stopping: writing final snapshots");
-        self.shared.snapshot_round(&self.consumer, None);
+        self.shared
+            .snapshot_round(&self.consumer, None, CommitMode::Sync);
         self.consumer.unsubscribe();
         // Let the revocation run (it finds nothing new to snapshot) before the consumer closes.
         let _ = self.consumer.poll(Duration::from_millis(100));
@@ -621,7 +657,8 @@ impl Engine {
                 // A target in an assigned partition that the partitioner did not predict (the
                 // worker used another partitioner): adopt it.
                 tracing::info!(target_id = %target, partition = message.partition(), "first record of a target without a snapshot: fetching its base state");
-                self.shared.fresh_cell(&def, message.partition())
+                self.shared
+                    .fresh_cell(&def, message.partition(), message.offset())
             }
         };
         let offset = message.offset();
