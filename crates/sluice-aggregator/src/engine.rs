@@ -537,6 +537,8 @@ pub struct Engine {
     failures: HashMap<String, u32>,
     snapshot_interval: Duration,
     malformed_logged: std::cell::RefCell<HashMap<String, u64>>,
+    /// The cell of the last record handled.
+    last_cell: std::cell::RefCell<Option<Arc<Cell>>>,
 }
 
 impl Engine {
@@ -556,6 +558,7 @@ impl Engine {
             failures: HashMap::new(),
             snapshot_interval,
             malformed_logged: Default::default(),
+            last_cell: Default::default(),
         }
     }
 
@@ -567,9 +570,16 @@ impl Engine {
             // One blocking poll, then whatever else is already there.
             let mut budget = 4096;
             let mut wait = Duration::from_millis(50);
+            // One clock read per round: "as of" is exact to within a round.
+            let mut now = SystemTime::now();
             while budget > 0 {
                 match self.consumer.poll(wait) {
-                    Some(Ok(message)) => self.handle(&message),
+                    Some(Ok(message)) => {
+                        if wait > Duration::ZERO {
+                            now = SystemTime::now();
+                        }
+                        self.handle(&message, now)
+                    }
                     Some(Err(error)) => {
                         tracing::warn!(%error, "kafka consumer error");
                         break;
@@ -607,21 +617,23 @@ impl Engine {
         }
     }
 
-    fn handle(&self, message: &BorrowedMessage<'_>) {
+    fn handle(&self, message: &BorrowedMessage<'_>, now: SystemTime) {
         let mut target: Option<&str> = None;
         let mut id: Option<&str> = None;
         let mut event = "message";
         let mut connection = None;
         let mut resume = None;
         if let Some(headers) = message.headers() {
+            // Names first: only the headers we read are decoded.
             for header in headers.iter() {
-                let value = header.value.and_then(|v| std::str::from_utf8(v).ok());
                 match header.key {
-                    "sluice.target" => target = value,
-                    "sse.id" => id = value.filter(|v| !v.is_empty()),
-                    "sse.event" => event = value.unwrap_or("message"),
-                    "sluice.connection" => connection = value.and_then(|v| v.parse().ok()),
-                    "sluice.resume" => resume = Some(value.unwrap_or("")),
+                    "sluice.target" => target = text(header.value),
+                    "sse.id" => id = text(header.value).filter(|v| !v.is_empty()),
+                    "sse.event" => event = text(header.value).unwrap_or("message"),
+                    "sluice.connection" => {
+                        connection = text(header.value).and_then(|v| v.parse().ok())
+                    }
+                    "sluice.resume" => resume = Some(text(header.value).unwrap_or("")),
                     _ => {}
                 }
             }
@@ -635,7 +647,14 @@ impl Engine {
                 .inc();
             return;
         };
-        let cell = match self.shared.store.get(target) {
+        // Consecutive records are usually the same target's: skip the map lookup then.
+        let cached = self
+            .last_cell
+            .borrow()
+            .as_ref()
+            .filter(|c| c.def.id() == target && !c.gone.is_cancelled())
+            .cloned();
+        let cell = match cached.or_else(|| self.shared.store.get(target)) {
             Some(cell) => cell,
             None => {
                 let Some(def) = self.shared.defs.get(target).cloned() else {
@@ -661,6 +680,14 @@ impl Engine {
                     .fresh_cell(&def, message.partition(), message.offset())
             }
         };
+        let same = self
+            .last_cell
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &cell));
+        if !same {
+            *self.last_cell.borrow_mut() = Some(cell.clone());
+        }
         let offset = message.offset();
         let data = message.payload().unwrap_or_default();
         let mut inner = cell.lock();
@@ -685,7 +712,7 @@ impl Engine {
             Outcome::Applied(change) => {
                 cell.counters[0].inc();
                 inner.dirty = true;
-                inner.changed_at = SystemTime::now();
+                inner.changed_at = now;
                 let item = inner.remember(StreamItem::Change(Arc::new(change)));
                 drop(inner);
                 cell.publish(item);
@@ -896,6 +923,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// A header value as text (`None` when absent or not UTF-8).
+fn text(value: Option<&[u8]>) -> Option<&str> {
+    value.and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// The client for one base-state fetch: the target's headers and auth plus the `aggregate.base`

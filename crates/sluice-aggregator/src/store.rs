@@ -117,7 +117,9 @@ impl Cell {
 
     /// Sends `item` to subscribers (none listening is fine).
     pub fn publish(&self, item: StreamItem) {
-        let _ = self.changes.send(item);
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(item);
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! Reading a base-state document: the items become the entities (keyed by the base key, each the
 //! whole item), and the document's version becomes the state's.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -16,7 +16,7 @@ use crate::version::parse_version;
 #[derive(Debug)]
 pub(crate) struct Base {
     /// The entities by key.
-    pub(crate) entities: BTreeMap<String, Arc<Value>>,
+    pub(crate) entities: HashMap<String, Arc<Value>>,
     /// The base state's version (`None`: the target has no base version pointer).
     pub(crate) version: Option<u64>,
 }
@@ -38,7 +38,7 @@ impl Base {
             Some(Value::Array(items)) => items,
             _ => return Err(BaseError::Items(paths.base_items.as_str().to_owned())),
         };
-        let mut entities = BTreeMap::new();
+        let mut entities = HashMap::new();
         for (index, item) in items.into_iter().enumerate() {
             let key = paths
                 .base_key

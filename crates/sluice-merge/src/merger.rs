@@ -2,7 +2,7 @@
 //! loads it, replays what it held, then applies deltas one by one until a gap, a lost
 //! connection generation, a reset event or an unknown entity asks for a fresh base state.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -28,7 +28,8 @@ use crate::version::Order;
 pub struct Merger {
     spec: Arc<MergeSpec>,
     paths: Paths,
-    entities: BTreeMap<String, Arc<Value>>,
+    /// By key; unordered (lookups are the hot path), sorted where order is shown.
+    entities: HashMap<String, Arc<Value>>,
     /// The state's version.
     version: Option<u64>,
     /// The version of the last base state loaded (deltas at or below it are stale).
@@ -77,7 +78,7 @@ impl Merger {
         let paths = Paths::new(&spec);
         Merger {
             paths,
-            entities: BTreeMap::new(),
+            entities: HashMap::new(),
             version: None,
             base_version: None,
             change_seq: 0,
@@ -292,9 +293,13 @@ impl Merger {
 
     /// Every entity, sorted by key.
     pub fn entities(&self) -> impl Iterator<Item = (&str, &Arc<Value>)> {
-        self.entities
+        let mut sorted: Vec<(&str, &Arc<Value>)> = self
+            .entities
             .iter()
             .map(|(key, value)| (key.as_str(), value))
+            .collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        sorted.into_iter()
     }
 
     /// Deltas held for the next base state.
