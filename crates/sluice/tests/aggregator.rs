@@ -377,6 +377,16 @@ async fn a_restarted_aggregator_resumes_from_its_snapshot_without_refetching() {
     );
     let (exit, log) = second.terminate().await;
     assert!(exit.success(), "{exit:?}\n{log}");
+    // The final snapshot is also a file (written whole: temp file + rename), at the final state.
+    let file = std::fs::read_to_string(rig.dir.join("snapshots").join("restart.json"))
+        .expect("snapshot file");
+    let snapshot: Value = serde_json::from_str(&file).expect("snapshot file is json");
+    assert_eq!(snapshot["target"], "restart");
+    assert_eq!(snapshot["state"]["version"], 4_000);
+    assert_eq!(
+        snapshot["state"]["entities"].as_object().map(|e| e.len()),
+        Some(truth(&sim).1.len())
+    );
     drop(worker);
 }
 

@@ -171,10 +171,10 @@ impl Rig {
         let path = self.dir.join(format!("aggregator-{port}.yaml"));
         let body = format!(
             "worker: worker.yaml\n\
-             kafka:\n  brokers: [\"{brokers}\"]\n  group_id: {group}\n\
+             kafka:\n  brokers: [\"{brokers}\"]\n  group_id: {group}\n  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n\
              topics:\n  state: {state}\n  dead_letter: {dead}\n\
              http:\n  listen: 127.0.0.1:{port}\n\
-             snapshots:\n  interval: 2s\n\
+             snapshots:\n  interval: 2s\n  dir: snapshots\n\
              shutdown:\n  grace: 20s\n{extra}\n",
             brokers = self.kafka.bootstrap(),
             group = self.group,
