@@ -65,6 +65,8 @@ enum Command {
     Aggregator(cmd::aggregator::AggregatorArgs),
     /// Check the worker config and every target file, offline; report every problem with file and field.
     Validate(cmd::validate::ValidateArgs),
+    /// Everything in one process, nothing to install: embedded Kafka, simulator, worker, aggregator.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Worker(_) => "worker",
         Command::Aggregator(_) => "aggregator",
         Command::Validate(_) => "validate",
+        Command::Demo(_) => "demo",
     };
     // The root span of the run: there is always at least one span to export.
     let span = tracing::info_span!(telemetry::ROOT_SPAN, command);
@@ -107,6 +110,7 @@ fn run(command: Command, span: tracing::Span) -> ExitCode {
                 Command::Validate(args) => cmd::validate::run(args),
                 Command::Worker(args) => cmd::worker::run(args, shutdown).await,
                 Command::Aggregator(args) => cmd::aggregator::run(args, shutdown).await,
+                Command::Demo(args) => cmd::demo::run(args, shutdown).await,
                 Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {

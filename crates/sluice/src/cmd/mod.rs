@@ -1,6 +1,7 @@
 //! One module per subcommand: argument struct plus `run`.
 
 pub mod aggregator;
+pub mod demo;
 pub mod sim;
 pub mod tail;
 pub mod validate;

@@ -1,0 +1,656 @@
+//! `sluice demo`: the whole pipeline in one process, with nothing to install.
+//!
+//! What it is for: a newcomer's first command. It starts an in-memory Kafka (librdkafka's mock
+//! cluster, with the topics the config names), the upstream simulator, a worker and an aggregator
+//! wired together from `config/aggregator.yaml` (which names the worker file and its targets),
+//! prints where the status page, metrics and state API are, and then a progress line every second
+//! (events in, delivered, merged, reconnects) read from the two `/metrics` endpoints over loopback.
+//! SIGINT or SIGTERM stops every part gracefully (worker drain, aggregator snapshot) and exits 0.
+//!
+//! What it must not do: hold product logic (it only wires the library crates' `run` functions
+//! together and changes loaded config values: brokers, listen addresses and the simulator's
+//! address in the targets' URLs); edit or write any config file; need anything but the binary
+//! (no external broker, no download); or pass for a deployment: the mock cluster keeps
+//! everything in memory and loses it at exit.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use rdkafka::mocking::MockCluster;
+use sluice_config::AggregatorConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use url::{Host, Url};
+
+/// Partitions of each events topic on the embedded Kafka (aggregated targets are spread over
+/// them by key, as in a real cluster).
+const EVENT_PARTITIONS: i32 = 3;
+/// Brokers of the embedded Kafka: one is enough in one process.
+const MOCK_BROKERS: i32 = 1;
+/// Time between two progress lines.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Limit on one `/metrics` or `/readyz` request of the progress line.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Arguments of `sluice demo`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Everything in one process, nothing to install: an in-memory Kafka (librdkafka's mock cluster),
+the upstream simulator, a worker and an aggregator, wired together from the aggregator config
+(which names the worker config and its targets). Kafka brokers are replaced by the embedded
+cluster; the simulator listens where the aggregated targets expect it (127.0.0.1:8080 for the
+shipped config) unless --sim-listen says otherwise, in which case those targets' URLs follow it.
+
+Prints the URLs of the status page, metrics and state API, then one progress line per second:
+events in (worker), delivered (acknowledged by Kafka), merged (applied by the aggregator),
+reconnects. SIGINT (Ctrl-C) or SIGTERM: the worker drains and checkpoints, the aggregator
+snapshots, everything stops, exit 0. Nothing is kept: the Kafka lives in memory.")]
+pub struct DemoArgs {
+    /// The aggregator configuration file (it names the worker file, which names the targets).
+    #[arg(long, default_value = "config/aggregator.yaml")]
+    pub config: PathBuf,
+    /// Where the simulator listens [default: the loopback address of the aggregated targets'
+    /// URLs]. Targets pointing at that address are pointed here instead.
+    #[arg(long, value_name = "ADDR")]
+    pub sim_listen: Option<SocketAddr>,
+    /// Where the worker serves /status.html, /metrics and probes [default: its http.listen].
+    #[arg(long, value_name = "ADDR")]
+    pub worker_listen: Option<SocketAddr>,
+    /// Where the aggregator serves its page, state API and /metrics [default: its http.listen].
+    #[arg(long, value_name = "ADDR")]
+    pub aggregator_listen: Option<SocketAddr>,
+    /// Deltas per second produced by the simulator.
+    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    pub rate: f64,
+}
+
+/// Runs the demo until a shutdown signal; 0 when every part stopped cleanly.
+pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> ExitCode {
+    let config = match sluice_config::load_aggregator(&args.config) {
+        Ok(config) => config,
+        Err(errors) => return super::refuse_config("demo", &errors),
+    };
+    match demo(args, config, shutdown).await {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "demo failed");
+            let _ = writeln!(std::io::stderr(), "sluice demo: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(
+    args: DemoArgs,
+    mut config: AggregatorConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let sim_config = sluice_sim::SimConfig {
+        rate: args.rate,
+        ..sluice_sim::SimConfig::default()
+    };
+    sim_config
+        .validate()
+        .context("invalid simulator arguments")?;
+
+    // The simulator first: the targets' URLs follow wherever it really listens.
+    let expected = simulator_address(&config);
+    let sim_listen = args.sim_listen.or(expected).context(
+        "no enabled aggregated target reads a simulator on a loopback address; pass --sim-listen",
+    )?;
+    let sim_listener = bind(sim_listen, "the simulator", "--sim-listen").await?;
+    let sim_addr = reachable(sim_listener.local_addr()?);
+    if let Some(expected) = expected {
+        if expected != sim_addr {
+            point_targets_at(&mut config, expected, sim_addr);
+        }
+    }
+
+    let worker_listen = args.worker_listen.unwrap_or(config.worker.http.listen);
+    let worker_listener = bind(worker_listen, "the worker", "--worker-listen").await?;
+    let worker_addr = reachable(worker_listener.local_addr()?);
+    let aggregator_listen = args.aggregator_listen.unwrap_or(config.http.listen);
+    let aggregator_listener =
+        bind(aggregator_listen, "the aggregator", "--aggregator-listen").await?;
+    let aggregator_addr = reachable(aggregator_listener.local_addr()?);
+
+    let kafka = EmbeddedKafka::start(topics(&config)).await?;
+    config.kafka.brokers = vec![kafka.bootstrap.clone()];
+    config.http.listen = aggregator_addr;
+    config.worker.kafka.brokers = vec![kafka.bootstrap.clone()];
+    config.worker.http.listen = worker_addr;
+    let worker_config = config.worker.clone();
+
+    let urls = Urls {
+        sim: format!("http://{sim_addr}"),
+        worker: format!("http://{worker_addr}"),
+        aggregator: format!("http://{aggregator_addr}"),
+    };
+    print_banner(&urls, &kafka.bootstrap, &config);
+    tracing::info!(
+        config = %args.config.display(),
+        kafka = %kafka.bootstrap,
+        simulator = %sim_addr,
+        worker = %worker_addr,
+        aggregator = %aggregator_addr,
+        "demo starting"
+    );
+
+    let parts = shutdown.child_token();
+    let sim_stop = CancellationToken::new();
+    let mut sim = tokio::spawn(sluice_sim::serve(
+        sim_config,
+        sim_listener,
+        sim_stop.clone(),
+    ));
+    let mut worker = tokio::spawn(sluice_worker::run(
+        worker_config,
+        Some(worker_listener),
+        parts.clone(),
+    ));
+    let mut aggregator = tokio::spawn(sluice_aggregator::run(
+        config,
+        Some(aggregator_listener),
+        parts.clone(),
+    ));
+    let progress = tokio::spawn(progress(urls, parts.clone()));
+
+    let mut worker_end = None;
+    let mut aggregator_end = None;
+    let mut sim_end = None;
+    tokio::select! {
+        () = parts.cancelled() => {}
+        joined = &mut worker => worker_end = Some(outcome(joined)),
+        joined = &mut aggregator => aggregator_end = Some(outcome(joined)),
+        joined = &mut sim => sim_end = Some(outcome(joined)),
+    }
+    let interrupted = shutdown.is_cancelled();
+    parts.cancel();
+    let _ = progress.await;
+    say("stopping: the worker drains and checkpoints, the aggregator writes its snapshots");
+
+    let worker_end = finish(worker_end, worker).await;
+    let aggregator_end = finish(aggregator_end, aggregator).await;
+    sim_stop.cancel();
+    let sim_end = finish(sim_end, sim).await;
+    kafka.stop().await;
+
+    let mut failed = false;
+    for (part, end) in [
+        ("worker", worker_end),
+        ("aggregator", aggregator_end),
+        ("simulator", sim_end),
+    ] {
+        let problem = match end {
+            Err(error) => Some(error),
+            Ok(()) if !interrupted => Some("stopped before it was asked to".to_owned()),
+            Ok(()) => None,
+        };
+        if let Some(problem) = problem {
+            failed = true;
+            tracing::error!(part, problem, "demo part failed");
+            let _ = writeln!(std::io::stderr(), "sluice demo: {part}: {problem}");
+        }
+    }
+    if failed {
+        return Ok(ExitCode::FAILURE);
+    }
+    say("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where each part serves, as base URLs (`http://IP:PORT`).
+#[derive(Debug, Clone)]
+struct Urls {
+    sim: String,
+    worker: String,
+    aggregator: String,
+}
+
+fn print_banner(urls: &Urls, bootstrap: &str, config: &AggregatorConfig) {
+    let Urls {
+        sim,
+        worker,
+        aggregator,
+    } = urls;
+    let enabled = config.worker.targets.iter().filter(|t| t.enabled).count();
+    let mut text = format!(
+        "sluice demo: Kafka, simulator, worker and aggregator in this process ({enabled} target{s})\n\
+         \n\
+         \x20 status page         {worker}/status.html\n\
+         \x20 worker metrics      {worker}/metrics\n\
+         \x20 aggregator page     {aggregator}/\n\
+         \x20 aggregator metrics  {aggregator}/metrics\n\
+         \x20 state API           {aggregator}/v1/targets\n",
+        s = if enabled == 1 { "" } else { "s" },
+    );
+    for (target, _) in config.targets() {
+        let id = target.id.as_str();
+        text.push_str(&format!(
+            "                      {aggregator}/v1/targets/{id}/state\n\
+             \x20                     {aggregator}/v1/targets/{id}/stream   (SSE of merged changes)\n"
+        ));
+    }
+    text.push_str(&format!(
+        "  simulator           {sim}/v1/stream   {sim}/v1/snapshot\n\
+         \x20 kafka (in memory)   {bootstrap}\n\
+         \n\
+         Ctrl-C stops everything.\n"
+    ));
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// One line on stdout (after ending a progress line rewritten in place).
+fn say(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+/// Every second until `stop`: events in, delivered, merged, reconnects. Rewritten in place
+/// (`\r`) on a terminal, one line each time otherwise.
+async fn progress(urls: Urls, stop: CancellationToken) {
+    let tty = std::io::stdout().is_terminal();
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(SCRAPE_TIMEOUT)
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(%error, "no progress line: cannot build an http client");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(PROGRESS_EVERY);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut width: usize = 0;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let scrape = tokio::select! {
+            () = stop.cancelled() => break,
+            scrape = Progress::scrape(&client, &urls) => scrape,
+        };
+        let line = scrape.line(started.elapsed());
+        let mut stdout = std::io::stdout().lock();
+        let written = if tty {
+            // Pad over the previous line's tail when this one is shorter.
+            let pad = width.saturating_sub(line.len());
+            width = line.len();
+            write!(stdout, "\r{line}{}", " ".repeat(pad))
+        } else {
+            writeln!(stdout, "{line}")
+        };
+        if written.and_then(|()| stdout.flush()).is_err() {
+            // Nobody reads stdout any more: the demo goes on without a progress line.
+            return;
+        }
+    }
+    if tty && width > 0 {
+        say("");
+    }
+}
+
+/// One progress sample; `None` where an endpoint did not answer.
+#[derive(Debug, Default)]
+struct Progress {
+    events_in: Option<u64>,
+    delivered: Option<u64>,
+    reconnects: Option<u64>,
+    merged: Option<u64>,
+    worker_ready: bool,
+    aggregator_ready: bool,
+}
+
+impl Progress {
+    async fn scrape(client: &reqwest::Client, urls: &Urls) -> Progress {
+        let (worker, aggregator, worker_ready, aggregator_ready) = tokio::join!(
+            get(client, format!("{}/metrics", urls.worker)),
+            get(client, format!("{}/metrics", urls.aggregator)),
+            get(client, format!("{}/readyz", urls.worker)),
+            get(client, format!("{}/readyz", urls.aggregator)),
+        );
+        Progress {
+            events_in: worker
+                .as_deref()
+                .map(|m| sum_series(m, "sluice_events_received_total", None)),
+            delivered: worker
+                .as_deref()
+                .map(|m| sum_series(m, "sluice_events_delivered_total", None)),
+            reconnects: worker
+                .as_deref()
+                .map(|m| sum_series(m, "sluice_reconnects_total", None)),
+            merged: aggregator.as_deref().map(|m| {
+                sum_series(
+                    m,
+                    "sluice_aggregator_deltas_total",
+                    Some("outcome=\"applied\""),
+                )
+            }),
+            worker_ready: worker_ready.is_some(),
+            aggregator_ready: aggregator_ready.is_some(),
+        }
+    }
+
+    fn line(&self, elapsed: Duration) -> String {
+        let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let state = match (self.worker_ready, self.aggregator_ready) {
+            (true, true) => "ready",
+            (false, _) => "worker starting",
+            (true, false) => "aggregator syncing",
+        };
+        format!(
+            "[{:>5}s] events in {} | delivered {} | merged {} | reconnects {} | {state}",
+            elapsed.as_secs(),
+            n(self.events_in),
+            n(self.delivered),
+            n(self.merged),
+            n(self.reconnects),
+        )
+    }
+}
+
+/// The body of a 2xx answer to GET `url`, `None` otherwise.
+async fn get(client: &reqwest::Client, url: String) -> Option<String> {
+    let response = client.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.text().await.ok()
+}
+
+/// The sum of every sample of `name` in Prometheus text (only those with label `label`, written
+/// `key="value"`, when given). Histogram sub-series (`name_bucket`, …) are not samples of `name`.
+fn sum_series(text: &str, name: &str, label: Option<&str>) -> u64 {
+    let total: f64 = text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once('}')?,
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            if label.is_some_and(|label| !labels.split(',').any(|l| l == label)) {
+                return None;
+            }
+            value.trim().parse::<f64>().ok()
+        })
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .sum();
+    // Counters are whole numbers far below 2^53: the conversion is exact.
+    total.round() as u64
+}
+
+/// The loopback address the enabled aggregated targets expect the simulator at: the first
+/// `http://` stream or base-state URL on a loopback host.
+fn simulator_address(config: &AggregatorConfig) -> Option<SocketAddr> {
+    config
+        .targets()
+        .flat_map(|(target, aggregate)| [&target.url, &aggregate.base_url])
+        .find_map(loopback_http)
+}
+
+/// `url`'s address when it is `http://` on a loopback host (`localhost` counts as 127.0.0.1).
+fn loopback_http(url: &Url) -> Option<SocketAddr> {
+    if url.scheme() != "http" {
+        return None;
+    }
+    let ip = match url.host()? {
+        Host::Ipv4(ip) => IpAddr::V4(ip),
+        Host::Ipv6(ip) => IpAddr::V6(ip),
+        Host::Domain(name) if name.eq_ignore_ascii_case("localhost") => {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+        Host::Domain(_) => return None,
+    };
+    let port = url.port_or_known_default()?;
+    ip.is_loopback().then_some(SocketAddr::new(ip, port))
+}
+
+/// Points every target URL (stream and base state) that reads `from` at `to` instead.
+fn point_targets_at(config: &mut AggregatorConfig, from: SocketAddr, to: SocketAddr) {
+    for target in &mut config.worker.targets {
+        let mut urls = vec![&mut target.url];
+        if let Some(aggregate) = target.aggregate.as_mut() {
+            urls.push(&mut aggregate.base_url);
+        }
+        for url in urls {
+            if loopback_http(url) == Some(from) {
+                // Cannot fail: an http URL with a host takes an IP host and a port.
+                let _ = url.set_ip_host(to.ip());
+                let _ = url.set_port(Some(to.port()));
+            }
+        }
+    }
+}
+
+/// `addr` as a client reaches it: an unspecified IP (`0.0.0.0`, `::`) becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip = match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what} (choose another with {flag})"))
+}
+
+/// The topics to create on the embedded Kafka: (name, partitions).
+fn topics(config: &AggregatorConfig) -> Vec<(String, i32)> {
+    let events: BTreeSet<&str> = config
+        .worker
+        .targets
+        .iter()
+        .filter(|t| t.enabled)
+        .map(|t| t.topic.as_str())
+        .collect();
+    let mut topics: Vec<(String, i32)> = events
+        .into_iter()
+        .map(|t| (t.to_owned(), EVENT_PARTITIONS))
+        .collect();
+    topics.push((config.worker.topics.checkpoints.clone(), 1));
+    topics.push((config.topics.state.clone(), 1));
+    if let Some(dead) = &config.topics.dead_letter {
+        topics.push((dead.clone(), 1));
+    }
+    topics
+}
+
+/// A part's end: `Err` with the reason when it failed or panicked.
+fn outcome<E: std::fmt::Display>(
+    joined: Result<Result<(), E>, tokio::task::JoinError>,
+) -> Result<(), String> {
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(error) => Err(format!("task failed: {error}")),
+    }
+}
+
+async fn finish<E: std::fmt::Display>(
+    ended: Option<Result<(), String>>,
+    task: JoinHandle<Result<(), E>>,
+) -> Result<(), String> {
+    match ended {
+        Some(end) => end,
+        None => outcome(task.await),
+    }
+}
+
+/// librdkafka's mock cluster on a thread of its own (its handle cannot leave the thread that
+/// made it), with the demo's topics created, until [`EmbeddedKafka::stop`] or drop.
+struct EmbeddedKafka {
+    bootstrap: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmbeddedKafka {
+    async fn start(topics: Vec<(String, i32)>) -> anyhow::Result<EmbeddedKafka> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<String, String>>();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sluice-demo-kafka".to_owned())
+            .spawn(move || {
+                let cluster = match MockCluster::new(MOCK_BROKERS) {
+                    Ok(cluster) => cluster,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(format!("cannot start it: {error}")));
+                        return;
+                    }
+                };
+                for (topic, partitions) in &topics {
+                    if let Err(error) = cluster.create_topic(topic, *partitions, MOCK_BROKERS) {
+                        let _ = ready_tx.send(Err(format!("cannot create topic {topic}: {error}")));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Until `stop` is called or the sender dropped.
+                let _ = stop_rx.recv();
+                drop(cluster);
+            })
+            .context("cannot start the embedded kafka thread")?;
+        // From here on, dropping `kafka` (an error, or the caller giving up) ends the thread.
+        let mut kafka = EmbeddedKafka {
+            bootstrap: String::new(),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        kafka.bootstrap = ready_rx
+            .await
+            .map_err(|_| anyhow::anyhow!("embedded kafka: the thread ended before it was ready"))?
+            .map_err(|error| anyhow::anyhow!("embedded kafka: {error}"))?;
+        Ok(kafka)
+    }
+
+    /// Destroys the cluster (after every client of it is gone) and waits for its thread.
+    async fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for EmbeddedKafka {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn sums_samples_of_one_family_with_a_label() {
+        let text = "\
+# TYPE sluice_aggregator_deltas_total counter
+sluice_aggregator_deltas_total{outcome=\"applied\",target=\"a\"} 12
+sluice_aggregator_deltas_total{outcome=\"stale\",target=\"a\"} 3
+sluice_aggregator_deltas_total{outcome=\"applied\",target=\"b\"} 5
+sluice_events_received_total{target=\"a\"} 7
+sluice_events_received_total_other 100
+sluice_delivery_latency_seconds_count{target=\"a\"} 9
+";
+        assert_eq!(
+            sum_series(
+                text,
+                "sluice_aggregator_deltas_total",
+                Some("outcome=\"applied\"")
+            ),
+            17
+        );
+        assert_eq!(sum_series(text, "sluice_aggregator_deltas_total", None), 20);
+        assert_eq!(sum_series(text, "sluice_events_received_total", None), 7);
+        assert_eq!(sum_series(text, "sluice_delivery_latency_seconds", None), 0);
+    }
+
+    #[test]
+    fn finds_loopback_http_addresses_only() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            loopback_http(&url("http://127.0.0.1:8080/v1/stream")),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            loopback_http(&url("http://localhost/v1/stream")),
+            Some("127.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(loopback_http(&url("http://example.com:8080/")), None);
+        assert_eq!(loopback_http(&url("https://127.0.0.1:8443/")), None);
+        assert_eq!(loopback_http(&url("http://10.0.0.1:8080/")), None);
+    }
+
+    #[test]
+    fn the_shipped_config_runs_on_its_simulator_or_follows_sim_listen() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/aggregator.yaml");
+        let mut config = sluice_config::load_aggregator(&path).unwrap();
+        let from = simulator_address(&config).unwrap();
+        assert_eq!(from, "127.0.0.1:8080".parse().unwrap());
+
+        let to: SocketAddr = "127.0.0.1:18080".parse().unwrap();
+        point_targets_at(&mut config, from, to);
+        let (target, aggregate) = config.targets().next().unwrap();
+        assert_eq!(target.url.as_str(), "http://127.0.0.1:18080/v1/stream");
+        assert_eq!(
+            aggregate.base_url.as_str(),
+            "http://127.0.0.1:18080/v1/snapshot"
+        );
+        assert_eq!(simulator_address(&config), Some(to));
+
+        let topics = topics(&config);
+        assert!(topics.contains(&("sluice.events".to_owned(), EVENT_PARTITIONS)));
+        assert!(topics.contains(&("sluice.checkpoints".to_owned(), 1)));
+        assert!(topics.contains(&("sluice.state".to_owned(), 1)));
+        assert!(topics.contains(&("sluice.dead-letter".to_owned(), 1)));
+    }
+
+    #[test]
+    fn the_progress_line_names_every_count() {
+        let line = Progress {
+            events_in: Some(10),
+            delivered: Some(9),
+            reconnects: Some(0),
+            merged: None,
+            worker_ready: true,
+            aggregator_ready: false,
+        }
+        .line(Duration::from_secs(3));
+        assert_eq!(
+            line,
+            "[    3s] events in 10 | delivered 9 | merged - | reconnects 0 | aggregator syncing"
+        );
+    }
+}
