@@ -59,6 +59,12 @@ impl CheckpointTracker {
         self.checkpoint.as_deref()
     }
 
+    /// How many events form the complete acknowledged prefix (every sequence number below it is
+    /// acknowledged): the number of events the current checkpoint covers.
+    pub fn acked_prefix(&self) -> u64 {
+        self.base
+    }
+
     /// The sequence number the next [`CheckpointTracker::sent`] returns.
     pub fn next_seq(&self) -> u64 {
         self.base + self.in_flight.len() as u64

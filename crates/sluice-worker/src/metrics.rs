@@ -73,7 +73,7 @@ impl Metrics {
 }
 
 /// (name, help, type, extra label) of each per-target family, in output order.
-const FAMILIES: [(&str, &str, MetricType, Option<&str>); 16] = [
+const FAMILIES: [(&str, &str, MetricType, Option<&str>); 17] = [
     (
         "sluice_target_state",
         "1 for the target's current connection state, 0 for the others.",
@@ -170,6 +170,12 @@ const FAMILIES: [(&str, &str, MetricType, Option<&str>); 16] = [
         MetricType::GAUGE,
         None,
     ),
+    (
+        "sluice_checkpoint_lag_events",
+        "Events Kafka acknowledged that the last written checkpoint does not cover yet.",
+        MetricType::GAUGE,
+        None,
+    ),
 ];
 
 /// Writes every per-target family in the Prometheus text format, straight from the status rows.
@@ -243,10 +249,15 @@ fn write_targets(out: &mut String, targets: &[Arc<TargetStatus>]) {
                     let _ = writeln!(out, "{name}_sum{{target=\"{t}\"}} {sum}");
                     writeln!(out, "{name}_count{{target=\"{t}\"}} {count}")
                 }
-                _ => writeln!(
+                15 => writeln!(
                     out,
                     "{name}{{target=\"{t}\"}} {}",
                     status.generation.load(std::sync::atomic::Ordering::Relaxed)
+                ),
+                _ => writeln!(
+                    out,
+                    "{name}{{target=\"{t}\"}} {}",
+                    status.checkpoint_lag.get()
                 ),
             };
         }

@@ -223,6 +223,9 @@ pub struct TargetStatus {
     pub bytes: Counter,
     /// Events sent and not yet acknowledged.
     pub queue_depth: Gauge,
+    /// Events Kafka acknowledged (in an unbroken prefix) that the last written checkpoint does
+    /// not cover yet: what a restart now would publish again.
+    pub checkpoint_lag: Gauge,
     /// Events dropped by the event-type filter.
     pub filtered: Counter,
     /// Replayed events dropped after a make-before-break switch.
@@ -318,6 +321,7 @@ impl TargetStatus {
             acked: Counter::default(),
             bytes: Counter::default(),
             queue_depth: Gauge::default(),
+            checkpoint_lag: Gauge::default(),
             filtered: Counter::default(),
             duplicates: Counter::default(),
             delivery_errors: Counter::default(),

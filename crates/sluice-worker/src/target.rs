@@ -103,6 +103,9 @@ struct Pipe {
     blocked: VecDeque<(u64, Instant, Record)>,
     checkpoint_write: Option<BoxFuture<(String, Result<Delivered, PublishError>)>>,
     checkpoint_written: String,
+    /// `tracker.acked_prefix()` covered by `checkpoint_written` / by the write in flight.
+    checkpointed_prefix: u64,
+    checkpoint_pending_prefix: u64,
     next_checkpoint_at: Instant,
     failed: bool,
 }
@@ -215,6 +218,7 @@ impl Pipe {
             Ok(_) => {
                 self.tracker.acked(done.seq);
                 self.metrics.acked.inc();
+                self.update_checkpoint_lag();
                 self.metrics.queue_depth.dec();
                 self.metrics
                     .latency
@@ -282,6 +286,7 @@ impl Pipe {
             &id,
         ) {
             Ok(pending) => {
+                self.checkpoint_pending_prefix = self.tracker.acked_prefix();
                 self.next_checkpoint_at = now + CHECKPOINT_INTERVAL;
                 self.checkpoint_write = Some(Box::pin(async move { (id, pending.await) }));
             }
@@ -299,11 +304,23 @@ impl Pipe {
                 self.metrics.checkpoints.inc();
                 self.status.set_checkpoint(&id);
                 self.checkpoint_written = id;
+                self.checkpointed_prefix = self.checkpoint_pending_prefix;
+                self.update_checkpoint_lag();
             }
             Err(error) => {
                 tracing::warn!(target_id = %self.config.id, %error, "checkpoint write failed; will write again");
             }
         }
+    }
+
+    fn update_checkpoint_lag(&self) {
+        let lag = self
+            .tracker
+            .acked_prefix()
+            .saturating_sub(self.checkpointed_prefix);
+        self.metrics
+            .checkpoint_lag
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 
     fn checkpoint_settled(&self) -> bool {
@@ -335,6 +352,8 @@ pub async fn run(
         blocked: VecDeque::new(),
         checkpoint_write: None,
         checkpoint_written: machine.last_event_id.clone(),
+        checkpointed_prefix: 0,
+        checkpoint_pending_prefix: 0,
         next_checkpoint_at: Instant::now(),
         failed: false,
     };

@@ -247,6 +247,7 @@ async fn metrics_cover_every_target_series_and_pass_promtool() {
         "sluice_events_filtered_total",
         "sluice_events_duplicate_total",
         "sluice_key_errors_total",
+        "sluice_checkpoint_lag_events",
         "sluice_delivery_latency_seconds_sum",
         "sluice_delivery_latency_seconds_count",
     ] {
