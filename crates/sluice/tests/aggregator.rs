@@ -558,3 +558,67 @@ async fn the_aggregator_refuses_invalid_config_with_the_validate_messages() {
     );
     assert!(stderr.contains("aggregate.strategy"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregator_that_loses_its_group_session_rejoins_and_converges() {
+    let rig = rig("agg-lost").await;
+    let sim = rig::sim_with(sim_config(20, 200.0, 5_000)).await;
+    rig.target(
+        "lost",
+        &sim.stream_url(),
+        &aggregate_yaml(&sim.snapshot_url()),
+    );
+    let aggregator = rig.start_aggregator("", true).await;
+    let worker = rig.start("").await;
+    aggregator
+        .wait_for(
+            "deltas applied and a snapshot written",
+            async |a: &Worker| {
+                a.metric("sluice_aggregator_deltas_total{outcome=\"applied\",target=\"lost\"}")
+                    .await
+                    > 100.0
+                    && a.metric("sluice_aggregator_snapshots_written_total{sink=\"kafka\"}")
+                        .await
+                        >= 1.0
+            },
+        )
+        .await;
+
+    // Every broker down past the 6 s session timeout: the group forgets the aggregator.
+    let brokers = |up: bool| {
+        rig.kafka
+            .with_mock(move |mock| {
+                (1..=3).try_for_each(|b| {
+                    if up {
+                        mock.broker_up(b)
+                    } else {
+                        mock.broker_down(b)
+                    }
+                })
+            })
+            .expect("mock cluster")
+            .expect("mock thread")
+            .expect("brokers toggled");
+    };
+    brokers(false);
+    aggregator
+        .wait_for("the assignment to be lost", async |a: &Worker| {
+            a.log().contains("partitions lost")
+        })
+        .await;
+    let (code, _) = aggregator.get("/readyz").await.expect("readyz answers");
+    assert_eq!(code, 503, "not ready without an assignment");
+    brokers(true);
+
+    // It rejoins, takes the partition back from its last snapshot, and catches up exactly.
+    sim.wait_for_head(5_000).await;
+    assert_converges(&aggregator, "lost", &sim).await;
+    let log = aggregator.log();
+    let lost_at = log.find("partitions lost").expect("lost");
+    assert!(
+        log[lost_at..].contains("target restored from its snapshot"),
+        "restored after rejoining:\n{log}"
+    );
+    aggregator.wait_ready().await;
+    drop(worker);
+}
