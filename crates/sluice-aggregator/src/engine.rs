@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::partition::partition_for;
 use crate::snapshot::{SnapshotRecord, write_file};
-use crate::store::{Cell, Inner, Store, StreamItem, TargetDef};
+use crate::store::{Cell, Inner, RingEntry, Store, StreamItem, TargetDef};
 
 /// Largest base-state document accepted.
 const MAX_BASE_BYTES: usize = 256 * 1024 * 1024;
@@ -713,9 +713,12 @@ impl Engine {
                 cell.counters[0].inc();
                 inner.dirty = true;
                 inner.changed_at = now;
-                let item = inner.remember(StreamItem::Change(Arc::new(change)));
+                inner.remember(RingEntry::Change(change.seq, change.key.as_str().into()));
                 drop(inner);
-                cell.publish(item);
+                // Without a listener the change (and its reference to the entity) goes now.
+                if cell.has_subscribers() {
+                    cell.publish(StreamItem::Change(Arc::new(change)));
+                }
             }
             Outcome::Buffered => cell.counters[1].inc(),
             Outcome::Stale => cell.counters[2].inc(),
@@ -849,7 +852,8 @@ impl Engine {
                 inner.dirty = true;
                 inner.changed_at = SystemTime::now();
                 let seq = inner.merger.change_seq();
-                let item = inner.remember(StreamItem::Full(seq));
+                inner.remember(RingEntry::Full(seq));
+                let item = StreamItem::Full(seq);
                 tracing::info!(target_id = %fetched.target, entities = applied.entities, version = ?applied.version, applied = counts.applied, stale = counts.stale, "base state loaded");
                 let again = applied.resnapshot.is_some();
                 drop(inner);

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::engine::{Shared, not_ready};
-use crate::store::{Cell, Inner, StreamItem, state_json};
+use crate::store::{Cell, Inner, RingEntry, StreamItem, state_json};
 
 /// The API's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -205,8 +205,23 @@ fn change_event(item: &StreamItem) -> Option<Event> {
     )
 }
 
-/// What a new subscriber gets first: the changes after `last` when the ring still has them
-/// all, else the whole state. Returns the events and the sequence they bring the client to.
+/// One entity's current value as a change event with id `seq`: `upsert` with the value, or
+/// `delete` when the entity is gone.
+fn current_event(inner: &Inner, seq: u64, key: &str) -> Event {
+    let (event, data) = match inner.merger.get(key) {
+        Some(value) => ("upsert", json!({ "key": key, "value": value.as_ref() })),
+        None => ("delete", json!({ "key": key })),
+    };
+    Event::default()
+        .id(seq.to_string())
+        .event(event)
+        .data(data.to_string())
+}
+
+/// What a new subscriber gets first. With a `Last-Event-ID` the ring still covers: the current
+/// value of every entity changed since (once each, at its latest change's id, in id order),
+/// which brings the client to the current state; else (or after a whole-state replacement) the
+/// whole state. Returns the events and the sequence they bring the client to.
 fn opening(target: &str, inner: &Inner, last: Option<u64>) -> (Vec<Event>, u64) {
     let current = inner.merger.change_seq();
     if !inner.merger.has_state() {
@@ -222,12 +237,25 @@ fn opening(target: &str, inner: &Inner, last: Option<u64>) -> (Vec<Event>, u64) 
             .is_some_and(|first| first.seq() <= last + 1)
             && last < current;
         if covered {
-            let after: Vec<&StreamItem> = inner.ring.iter().filter(|i| i.seq() > last).collect();
-            if after.iter().all(|i| matches!(i, StreamItem::Change(_))) {
-                return (
-                    after.into_iter().filter_map(change_event).collect(),
-                    current,
-                );
+            let mut latest: std::collections::HashMap<&str, u64> = Default::default();
+            let mut full = false;
+            for entry in inner.ring.iter().filter(|e| e.seq() > last) {
+                match entry {
+                    RingEntry::Change(seq, key) => {
+                        latest.insert(key, *seq);
+                    }
+                    RingEntry::Full(_) => full = true,
+                }
+            }
+            if !full {
+                let mut changed: Vec<(u64, &str)> =
+                    latest.into_iter().map(|(key, seq)| (seq, key)).collect();
+                changed.sort_unstable();
+                let events = changed
+                    .into_iter()
+                    .map(|(seq, key)| current_event(inner, seq, key))
+                    .collect();
+                return (events, current);
             }
         }
     }

@@ -51,6 +51,27 @@ impl StreamItem {
     }
 }
 
+/// What the resumption ring keeps of each change: its sequence and the key it changed, not the
+/// value (a resuming client is sent the entity's current value). Holding values here would keep
+/// up to [`RING`] superseded entities alive per target and force `merge_patch` to copy the entity
+/// it patches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RingEntry {
+    /// The entity `key` changed (or was deleted).
+    Change(u64, Box<str>),
+    /// The whole state was replaced.
+    Full(u64),
+}
+
+impl RingEntry {
+    /// The change sequence number.
+    pub fn seq(&self) -> u64 {
+        match self {
+            RingEntry::Change(seq, _) | RingEntry::Full(seq) => *seq,
+        }
+    }
+}
+
 /// One owned target's mutable part.
 pub struct Inner {
     /// The merge.
@@ -67,19 +88,18 @@ pub struct Inner {
     /// When the state last changed.
     pub changed_at: SystemTime,
     /// Recent changes, oldest first, for `/stream` resumption.
-    pub ring: VecDeque<StreamItem>,
+    pub ring: VecDeque<RingEntry>,
     /// The base fetch in flight: its epoch.
     pub fetching: Option<u64>,
 }
 
 impl Inner {
-    /// Remembers `item` for resumption and returns it.
-    pub fn remember(&mut self, item: StreamItem) -> StreamItem {
+    /// Remembers a change (or a whole-state replacement) for resumption.
+    pub fn remember(&mut self, entry: RingEntry) {
         if self.ring.len() == RING {
             self.ring.pop_front();
         }
-        self.ring.push_back(item.clone());
-        item
+        self.ring.push_back(entry);
     }
 }
 
@@ -115,9 +135,14 @@ impl Cell {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether any `/stream` client is listening.
+    pub fn has_subscribers(&self) -> bool {
+        self.changes.receiver_count() > 0
+    }
+
     /// Sends `item` to subscribers (none listening is fine).
     pub fn publish(&self, item: StreamItem) {
-        if self.changes.receiver_count() > 0 {
+        if self.has_subscribers() {
             let _ = self.changes.send(item);
         }
     }

@@ -505,13 +505,48 @@ async fn the_change_stream_starts_with_the_state_and_resumes_from_last_event_id(
         assert!(change["key"].is_string());
     }
 
-    // A client resuming from the 10th id gets the changes after it, not the state again.
+    // What the first client knows after its 10th event: the state plus nine changes.
+    let apply = |state: &mut BTreeMap<String, Value>, event: &sluice_sse::Event| {
+        let change: Value = serde_json::from_str(event.data.as_str()).unwrap();
+        let key = change["key"].as_str().unwrap().to_owned();
+        match event.event.as_str() {
+            "upsert" => {
+                state.insert(key, change["value"].clone());
+            }
+            "delete" => {
+                state.remove(&key);
+            }
+            other => panic!("unexpected event {other}"),
+        }
+    };
+    let mut known: BTreeMap<String, Value> = state["entities"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for event in &events[1..10] {
+        apply(&mut known, event);
+    }
     let resume_from = ids[9];
+
+    // Once the feed has ended and the aggregator holds the truth, a client resuming from that
+    // id gets, not the whole state again, the current value of every entity changed since:
+    // applied to what it knew, that is the truth.
+    sim.wait_for_head(1_500).await;
+    assert_converges(&aggregator, "s", &sim).await;
+    let (_, body) = aggregator.get("/v1/targets/s/state").await.unwrap();
+    let final_seq = serde_json::from_str::<Value>(&body).unwrap()["change_seq"]
+        .as_u64()
+        .unwrap();
     let client = sluice_client::Client::new(url.parse().unwrap(), Default::default()).unwrap();
     let mut connection = client.connect(&resume_from.to_string()).await.unwrap();
     let mut parser = sluice_sse::Parser::new(sluice_sse::Limits::default());
     let mut resumed = Vec::new();
-    while resumed.len() < 5 {
+    while resumed
+        .last()
+        .is_none_or(|e: &sluice_sse::Event| e.id.as_str() != final_seq.to_string())
+    {
         let chunk = connection.next_chunk().await.unwrap().expect("stream open");
         parser.push(&chunk);
         while let Some(item) = parser.next_item().unwrap() {
@@ -520,16 +555,18 @@ async fn the_change_stream_starts_with_the_state_and_resumes_from_last_event_id(
             }
         }
     }
-    assert_ne!(
-        resumed[0].event.as_str(),
-        "state",
-        "changes, not the whole state again"
+    let resumed_ids: Vec<u64> = resumed
+        .iter()
+        .map(|e| e.id.as_str().parse().unwrap())
+        .collect();
+    assert!(
+        resumed_ids.windows(2).all(|w| w[0] < w[1]) && resumed_ids[0] > resume_from,
+        "ids after {resume_from}, increasing: {resumed_ids:?}"
     );
-    assert_eq!(resumed[0].id.as_str(), (resume_from + 1).to_string());
-    assert_eq!(
-        resumed[0].data, events[10].data,
-        "the same change as the first client saw"
-    );
+    for event in &resumed {
+        apply(&mut known, event);
+    }
+    assert_eq!(known, truth(&sim).1, "resumed client holds the truth");
     drop(worker);
 }
 
