@@ -17,8 +17,10 @@ use sluice_testkit::TestKafka;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_resumes_from_its_checkpoint_and_loses_nothing() {
     const EVENTS: u64 = 3000;
-    let sim = sim(EVENTS, 500.0).await;
+    // The rig first (topic creation on a real broker can take seconds), then a feed slow enough
+    // (10 s) that the kill lands mid-stream even when Kafka is slow to hand back records.
     let rig = Rig::new("sigkill").await;
+    let sim = sim(EVENTS, 300.0).await;
     rig.target(
         "killed",
         &format!("{}?last_event_id=0", sim.stream_url()),
