@@ -613,7 +613,7 @@ impl Engine {
         // Let the revocation run (it finds nothing new to snapshot) before the consumer closes.
         let _ = self.consumer.poll(Duration::from_millis(100));
         for cell in self.shared.store.all() {
-            cell.gone.cancel();
+            cell.retire();
         }
     }
 
@@ -652,7 +652,7 @@ impl Engine {
             .last_cell
             .borrow()
             .as_ref()
-            .filter(|c| c.def.id() == target && !c.gone.is_cancelled())
+            .filter(|c| c.def.id() == target && !c.is_retired())
             .cloned();
         let cell = match cached.or_else(|| self.shared.store.get(target)) {
             Some(cell) => cell,
@@ -713,7 +713,7 @@ impl Engine {
                 cell.counters[0].inc();
                 inner.dirty = true;
                 inner.changed_at = now;
-                inner.remember(RingEntry::Change(change.seq, change.key.as_str().into()));
+                inner.remember(RingEntry::Change(change.seq, Arc::clone(&change.key)));
                 drop(inner);
                 // Without a listener the change (and its reference to the entity) goes now.
                 if cell.has_subscribers() {

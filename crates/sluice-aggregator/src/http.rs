@@ -193,9 +193,9 @@ fn change_event(item: &StreamItem) -> Option<Event> {
     let (event, data) = match &change.value {
         Some(value) => (
             "upsert",
-            json!({ "key": change.key, "value": value.as_ref() }),
+            json!({ "key": &*change.key, "value": value.as_ref() }),
         ),
-        None => ("delete", json!({ "key": change.key })),
+        None => ("delete", json!({ "key": &*change.key })),
     };
     Some(
         Event::default()

@@ -2,6 +2,7 @@
 //! is in its partition, and the recent changes that `/stream` clients resume from.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
@@ -58,7 +59,7 @@ impl StreamItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RingEntry {
     /// The entity `key` changed (or was deleted).
-    Change(u64, Box<str>),
+    Change(u64, Arc<str>),
     /// The whole state was replaced.
     Full(u64),
 }
@@ -113,6 +114,8 @@ pub struct Cell {
     pub changes: broadcast::Sender<StreamItem>,
     /// Cancelled when the target moves away (partition revoked) or the process stops.
     pub gone: CancellationToken,
+    /// The same as `gone`, readable with one atomic load (checked per record).
+    retired: AtomicBool,
     /// Per-outcome delta counters (see [`crate::metrics::DeltaOutcome::ALL`]).
     pub counters: Vec<IntCounter>,
 }
@@ -126,6 +129,7 @@ impl Cell {
             inner: Mutex::new(inner),
             changes,
             gone: CancellationToken::new(),
+            retired: AtomicBool::new(false),
             counters,
         }
     }
@@ -133,6 +137,17 @@ impl Cell {
     /// Locks the state (a poisoned lock is still usable: mergers never panic mid-update).
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The target moved away or the process stops: the cell is no longer fed.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.gone.cancel();
+    }
+
+    /// Whether [`Cell::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Whether any `/stream` client is listening.
@@ -186,7 +201,7 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, cell);
         if let Some(old) = old {
-            old.gone.cancel();
+            old.retire();
         }
     }
 
@@ -200,7 +215,7 @@ impl Store {
             .collect();
         let removed: Vec<_> = ids.iter().filter_map(|id| cells.remove(id)).collect();
         for cell in &removed {
-            cell.gone.cancel();
+            cell.retire();
         }
         removed
     }

@@ -42,10 +42,10 @@ fn key(i: usize) -> String {
 }
 
 fn snapshot() -> TargetSnapshot {
-    let entities: BTreeMap<String, serde_json::Value> = (0..ENTITIES)
+    let entities: BTreeMap<String, sluice_merge::Entity> = (0..ENTITIES)
         .map(|i| {
             let value = json!({"key": key(i), "price": 100.0, "qty": 1, "version": 0});
-            (key(i), value)
+            (key(i), value.into())
         })
         .collect();
     TargetSnapshot {

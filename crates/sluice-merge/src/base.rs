@@ -1,12 +1,14 @@
 //! Reading a base-state document: the items become the entities (keyed by the base key, each the
 //! whole item), and the document's version becomes the state's.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
+
+use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
 
 use serde_json::Value;
 
+use crate::entity::Entity;
 use crate::error::BaseError;
 use crate::key::read_key;
 use crate::paths::Paths;
@@ -16,7 +18,7 @@ use crate::version::parse_version;
 #[derive(Debug)]
 pub(crate) struct Base {
     /// The entities by key.
-    pub(crate) entities: HashMap<String, Arc<Value>>,
+    pub(crate) entities: HashMap<Arc<str>, Arc<Entity>>,
     /// The base state's version (`None`: the target has no base version pointer).
     pub(crate) version: Option<u64>,
 }
@@ -40,7 +42,7 @@ impl Base {
         };
         let mut entities = HashMap::new();
         for (index, item) in items.into_iter().enumerate() {
-            let key = paths
+            let key: Arc<str> = paths
                 .base_key
                 .get(&item)
                 .and_then(read_key)
@@ -48,15 +50,15 @@ impl Base {
                     index,
                     pointer: paths.base_key.as_str().to_owned(),
                 })?
-                .into_owned();
+                .into();
             match entities.entry(key) {
                 Entry::Occupied(taken) => {
                     return Err(BaseError::DuplicateKey {
-                        key: taken.key().clone(),
+                        key: taken.key().to_string(),
                     });
                 }
                 Entry::Vacant(slot) => {
-                    slot.insert(Arc::new(item));
+                    slot.insert(Arc::new(Entity::Tree(item)));
                 }
             }
         }

@@ -12,7 +12,9 @@
 mod base;
 mod buffer;
 mod dedupe;
+mod entity;
 mod error;
+mod extract;
 mod key;
 mod merger;
 mod outcome;
@@ -22,6 +24,7 @@ mod snapshot;
 mod spec;
 mod version;
 
+pub use entity::Entity;
 pub use error::{BaseError, MalformedError};
 pub use merger::Merger;
 pub use outcome::{BaseApplied, Change, Counts, FetchRequest, Input, Outcome, ResnapshotReason};

@@ -2,21 +2,26 @@
 //! loads it, replays what it held, then applies deltas one by one until a gap, a lost
 //! connection generation, a reset event or an unknown entity asks for a fresh base state.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use hashbrown::HashMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::base::Base;
 use crate::buffer::{Buffer, Held};
 use crate::dedupe::IdWindow;
+use crate::entity::Entity;
 use crate::error::{BaseError, MalformedError};
+use crate::extract;
 use crate::key::read_key;
 use crate::outcome::{BaseApplied, Change, Counts, FetchRequest, Input, Outcome, ResnapshotReason};
-use crate::paths::Paths;
+use crate::paths::{Paths, Versions};
 use crate::snapshot::TargetSnapshot;
 use crate::spec::{MergeSpec, Strategy};
-use crate::version::Order;
+use crate::version::{Order, Span};
 
 /// One target's merged state and the rules that keep it exact.
 ///
@@ -28,8 +33,9 @@ use crate::version::Order;
 pub struct Merger {
     spec: Arc<MergeSpec>,
     paths: Paths,
-    /// By key; unordered (lookups are the hot path), sorted where order is shown.
-    entities: HashMap<String, Arc<Value>>,
+    /// By key; unordered (lookups are the hot path), sorted where order is shown. The key is
+    /// shared with the changes that name it (no copy per delta).
+    entities: HashMap<Arc<str>, Arc<Entity>>,
     /// The state's version.
     version: Option<u64>,
     /// The version of the last base state loaded (deltas at or below it are stale).
@@ -53,8 +59,8 @@ pub struct Merger {
 /// What one delta did to the state.
 enum Step {
     Applied {
-        key: String,
-        value: Option<Arc<Value>>,
+        key: Arc<str>,
+        value: Option<Arc<Entity>>,
     },
     Stale,
     Duplicate,
@@ -63,10 +69,18 @@ enum Step {
     Break(ResnapshotReason),
 }
 
+/// A delta, read: its versions, its entity's key and what it asks of the entity.
+struct Delta<'d> {
+    span: Option<Span>,
+    key: Cow<'d, str>,
+    content: Content,
+}
+
 /// What a delta asks of its entity, read from its data.
 enum Content {
     Delete,
-    Replace(Value),
+    /// The value's JSON text as received.
+    Replace(Box<str>),
     MergePatch(Value),
     JsonPatch(json_patch::Patch),
 }
@@ -108,7 +122,7 @@ impl Merger {
             entities: snap
                 .entities
                 .into_iter()
-                .map(|(key, value)| (key, Arc::new(value)))
+                .map(|(key, value)| (Arc::from(key), Arc::new(value)))
                 .collect(),
             version: snap.version,
             base_version: None,
@@ -140,7 +154,7 @@ impl Merger {
             entities: self
                 .entities
                 .iter()
-                .map(|(key, value)| (key.clone(), Value::clone(value)))
+                .map(|(key, value)| (key.to_string(), Entity::clone(value)))
                 .collect(),
         })
     }
@@ -287,16 +301,16 @@ impl Merger {
     }
 
     /// The entity `key`.
-    pub fn get(&self, key: &str) -> Option<&Arc<Value>> {
+    pub fn get(&self, key: &str) -> Option<&Arc<Entity>> {
         self.entities.get(key)
     }
 
     /// Every entity, sorted by key.
-    pub fn entities(&self) -> impl Iterator<Item = (&str, &Arc<Value>)> {
-        let mut sorted: Vec<(&str, &Arc<Value>)> = self
+    pub fn entities(&self) -> impl Iterator<Item = (&str, &Arc<Entity>)> {
+        let mut sorted: Vec<(&str, &Arc<Entity>)> = self
             .entities
             .iter()
-            .map(|(key, value)| (key.as_str(), value))
+            .map(|(key, value)| (&**key, value))
             .collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         sorted.into_iter()
@@ -349,29 +363,14 @@ impl Merger {
         if !versioned && id.is_some_and(|id| self.ids.contains(id)) {
             return Step::Duplicate;
         }
-        let doc: Value = match serde_json::from_slice(data) {
-            Ok(doc) => doc,
-            Err(e) => return Step::Malformed(MalformedError::NotJson(e.to_string())),
+        let read = match self.spec.strategy {
+            // The entity is stored as text: read only what the rules need, build no tree.
+            Strategy::Replace => self.read_text(data, delete),
+            // The patch is needed as a tree anyway: parse once and read from it.
+            Strategy::MergePatch | Strategy::JsonPatch => self.read_tree(data, delete),
         };
-        let span = match self.paths.version.read(&doc) {
-            Ok(span) => span,
-            Err(e) => return Step::Malformed(e),
-        };
-        let key = match self.paths.key.get(&doc).map(read_key) {
-            Some(Some(key)) => key.into_owned(),
-            Some(None) => {
-                return Step::Malformed(MalformedError::BadKey {
-                    pointer: self.paths.key.as_str().to_owned(),
-                });
-            }
-            None => {
-                return Step::Malformed(MalformedError::MissingKey {
-                    pointer: self.paths.key.as_str().to_owned(),
-                });
-            }
-        };
-        let content = match self.content(delete, doc) {
-            Ok(content) => content,
+        let Delta { span, key, content } = match read {
+            Ok(delta) => delta,
             Err(e) => return Step::Malformed(e),
         };
         if let Some(span) = span {
@@ -384,36 +383,36 @@ impl Merger {
                 Order::Gap => return Step::Break(ResnapshotReason::Gap),
             }
         }
-        let value = match content {
-            Content::Delete => {
-                self.entities.remove(key.as_str());
-                None
-            }
-            Content::Replace(value) => {
-                let value = Arc::new(value);
-                match self.entities.get_mut(key.as_str()) {
-                    Some(slot) => *slot = Arc::clone(&value),
-                    None => {
-                        self.entities.insert(key.clone(), Arc::clone(&value));
+        let (key, value) = match content {
+            Content::Delete => match self.entities.remove_entry(&*key) {
+                Some((key, _)) => (key, None),
+                None => (Arc::from(key), None),
+            },
+            Content::Replace(text) => {
+                let value = Arc::new(Entity::Text(text));
+                let key = match self.entities.get_key_value_mut(&*key) {
+                    Some((key, slot)) => {
+                        *slot = Arc::clone(&value);
+                        Arc::clone(key)
                     }
-                }
-                Some(value)
+                    None => self.insert(&key, Arc::clone(&value)),
+                };
+                (key, Some(value))
             }
-            Content::MergePatch(patch) => match self.entities.get_mut(key.as_str()) {
-                Some(slot) => {
-                    json_patch::merge(Arc::make_mut(slot), &patch);
-                    Some(Arc::clone(slot))
+            Content::MergePatch(patch) => match self.entities.get_key_value_mut(&*key) {
+                Some((key, slot)) => {
+                    json_patch::merge(Arc::make_mut(slot).tree_mut(), &patch);
+                    (Arc::clone(key), Some(Arc::clone(slot)))
                 }
                 None => {
                     let mut value = Value::Object(Map::new());
                     json_patch::merge(&mut value, &patch);
-                    let value = Arc::new(value);
-                    self.entities.insert(key.clone(), Arc::clone(&value));
-                    Some(value)
+                    let value = Arc::new(Entity::Tree(value));
+                    (self.insert(&key, Arc::clone(&value)), Some(value))
                 }
             },
             Content::JsonPatch(patch) => {
-                let Some(slot) = self.entities.get_mut(key.as_str()) else {
+                let Some((key, slot)) = self.entities.get_key_value_mut(&*key) else {
                     if caused == Some(ResnapshotReason::UnknownEntity) {
                         // A fresh base state did not bring the entity either: the patch is for
                         // an entity that no longer exists.
@@ -424,12 +423,12 @@ impl Merger {
                     return Step::Break(ResnapshotReason::UnknownEntity);
                 };
                 // Patched on a copy: the entity stays as it was when an operation fails.
-                let mut next = Value::clone(slot);
+                let mut next = slot.to_value();
                 if let Err(e) = json_patch::patch_unsafe(&mut next, &patch) {
                     return Step::Malformed(MalformedError::PatchFailed(e.to_string()));
                 }
-                *slot = Arc::new(next);
-                Some(Arc::clone(slot))
+                *slot = Arc::new(Entity::Tree(next));
+                (Arc::clone(key), Some(Arc::clone(slot)))
             }
         };
         if let Some(span) = span {
@@ -441,24 +440,94 @@ impl Merger {
         Step::Applied { key, value }
     }
 
-    /// What the delta `doc` asks of its entity.
-    fn content(&self, delete: bool, mut doc: Value) -> Result<Content, MalformedError> {
-        if delete {
-            return Ok(Content::Delete);
-        }
-        let value = match &self.paths.value {
-            None => doc,
-            Some(at) => at.take(&mut doc).ok_or_else(|| MalformedError::BadValue {
-                pointer: at.as_str().to_owned(),
-            })?,
+    /// Adds the entity `key` (absent before); the key as the state now holds it.
+    fn insert(&mut self, key: &str, value: Arc<Entity>) -> Arc<str> {
+        let key: Arc<str> = Arc::from(key);
+        self.entities.insert(Arc::clone(&key), value);
+        key
+    }
+
+    /// Reads a delta in one pass over its text, keeping the value as text.
+    fn read_text<'d>(&self, data: &'d [u8], delete: bool) -> Result<Delta<'d>, MalformedError> {
+        let text = std::str::from_utf8(data).map_err(|e| MalformedError::NotJson(e.to_string()))?;
+        let (first, last) = match &self.paths.version {
+            Versions::None => (None, None),
+            Versions::Single(at) => (Some(at), None),
+            Versions::Range { first, last } => (Some(first), Some(last)),
         };
-        Ok(match self.spec.strategy {
-            Strategy::Replace => Content::Replace(value),
-            Strategy::MergePatch => Content::MergePatch(value),
-            Strategy::JsonPatch => Content::JsonPatch(
-                serde_json::from_value(value).map_err(|_| MalformedError::NotAPatch)?,
-            ),
-        })
+        let value_at = if delete {
+            None
+        } else {
+            self.paths.value.as_ref()
+        };
+        let [key_raw, value_raw, first_raw, last_raw] =
+            extract::find(text, [Some(&self.paths.key), value_at, first, last])
+                .map_err(|e| MalformedError::NotJson(e.to_string()))?;
+        let span = self.paths.version.read_raw(first_raw, last_raw)?;
+        let key = self.key(key_raw.map(extract::raw_key))?;
+        let content = if delete {
+            Content::Delete
+        } else {
+            // Without a value pointer the entity is the whole delta, which the pass checked.
+            let value = match value_at {
+                Some(_) => value_raw.map(RawValue::get),
+                None => Some(text.trim_matches(JSON_SPACE)),
+            };
+            Content::Replace(value.ok_or_else(|| self.bad_value())?.into())
+        };
+        Ok(Delta { span, key, content })
+    }
+
+    /// Reads a delta by parsing it into a tree (the patch strategies need the value as one).
+    fn read_tree(&self, data: &[u8], delete: bool) -> Result<Delta<'static>, MalformedError> {
+        let mut doc: Value =
+            serde_json::from_slice(data).map_err(|e| MalformedError::NotJson(e.to_string()))?;
+        let span = self.paths.version.read(&doc)?;
+        let key = Cow::Owned(
+            self.key(self.paths.key.get(&doc).map(read_key))?
+                .into_owned(),
+        );
+        let content = if delete {
+            Content::Delete
+        } else {
+            let value = match &self.paths.value {
+                None => doc,
+                Some(at) => at.take(&mut doc).ok_or_else(|| self.bad_value())?,
+            };
+            match self.spec.strategy {
+                Strategy::Replace => Content::Replace(value.to_string().into()),
+                Strategy::MergePatch => Content::MergePatch(value),
+                Strategy::JsonPatch => Content::JsonPatch(
+                    serde_json::from_value(value).map_err(|_| MalformedError::NotAPatch)?,
+                ),
+            }
+        };
+        Ok(Delta { span, key, content })
+    }
+
+    /// The entity key a delta's key pointer found (`None`: nothing; `Some(None)`: not a key).
+    fn key<'k>(&self, found: Option<Option<Cow<'k, str>>>) -> Result<Cow<'k, str>, MalformedError> {
+        match found {
+            Some(Some(key)) => Ok(key),
+            Some(None) => Err(MalformedError::BadKey {
+                pointer: self.paths.key.as_str().to_owned(),
+            }),
+            None => Err(MalformedError::MissingKey {
+                pointer: self.paths.key.as_str().to_owned(),
+            }),
+        }
+    }
+
+    /// The error of a delta whose value pointer finds nothing.
+    fn bad_value(&self) -> MalformedError {
+        MalformedError::BadValue {
+            pointer: self
+                .paths
+                .value
+                .as_ref()
+                .map_or("", |at| at.as_str())
+                .to_owned(),
+        }
     }
 }
 
@@ -471,6 +540,9 @@ fn held(input: &Input<'_>, delete: bool, caused: Option<ResnapshotReason>) -> He
         caused,
     }
 }
+
+/// JSON's insignificant whitespace (RFC 8259, section 2).
+const JSON_SPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
 fn is_one_of(events: &[String], event: &str) -> bool {
     events.iter().any(|e| e == event)

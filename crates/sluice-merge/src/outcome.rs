@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use crate::entity::Entity;
 
 use crate::error::MalformedError;
 
@@ -78,9 +78,9 @@ pub struct Change {
     /// The merger's change sequence after this change (see [`crate::Merger::change_seq`]).
     pub seq: u64,
     /// The entity key.
-    pub key: String,
+    pub key: Arc<str>,
     /// The new entity; `None` = deleted.
-    pub value: Option<Arc<Value>>,
+    pub value: Option<Arc<Entity>>,
 }
 
 /// Why a fresh base state is needed.

@@ -1,8 +1,10 @@
 //! A [`MergeSpec`]'s pointers, split once when a merger is built.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::MalformedError;
+use crate::extract::raw_tree;
 use crate::pointer::Pointer;
 use crate::spec::{MergeSpec, VersionSpec};
 use crate::version::{Span, parse_version};
@@ -67,18 +69,41 @@ impl Versions {
         !matches!(self, Versions::None)
     }
 
-    /// The versions `data` covers (`None` for an unversioned target).
+    /// The versions the delta `data` covers (`None` for an unversioned target).
     pub(crate) fn read(&self, data: &Value) -> Result<Option<Span>, MalformedError> {
+        self.span(|at, _| version(at, at.get(data).and_then(parse_version), at.get(data)))
+    }
+
+    /// The versions a delta covers, from the raw values its version pointers found (`None`
+    /// for an unversioned target).
+    pub(crate) fn read_raw(
+        &self,
+        first: Option<&RawValue>,
+        last: Option<&RawValue>,
+    ) -> Result<Option<Span>, MalformedError> {
+        self.span(|at, slot| {
+            let found = if slot == 0 { first } else { last };
+            let parsed = found.and_then(raw_tree).as_ref().and_then(parse_version);
+            version(at, parsed, found)
+        })
+    }
+
+    /// The span, given how to read the version at each pointer (slot 0: the single or first
+    /// version, slot 1: the last).
+    fn span(
+        &self,
+        read: impl Fn(&Pointer, usize) -> Result<u64, MalformedError>,
+    ) -> Result<Option<Span>, MalformedError> {
         match self {
             Versions::None => Ok(None),
             Versions::Single(at) => {
-                let v = read_version(at, data)?;
+                let v = read(at, 0)?;
                 Ok(Some(Span { first: v, last: v }))
             }
             Versions::Range { first, last } => {
                 let span = Span {
-                    first: read_version(first, data)?,
-                    last: read_version(last, data)?,
+                    first: read(first, 0)?,
+                    last: read(last, 1)?,
                 };
                 if span.first > span.last {
                     return Err(MalformedError::BadVersion {
@@ -91,11 +116,15 @@ impl Versions {
     }
 }
 
-fn read_version(at: &Pointer, data: &Value) -> Result<u64, MalformedError> {
-    let value = at.get(data).ok_or_else(|| MalformedError::MissingVersion {
-        pointer: at.as_str().to_owned(),
-    })?;
-    parse_version(value).ok_or_else(|| MalformedError::BadVersion {
-        pointer: at.as_str().to_owned(),
-    })
+/// The version at `at`: `parsed` when the pointer `found` something that is a version.
+fn version<T>(at: &Pointer, parsed: Option<u64>, found: Option<T>) -> Result<u64, MalformedError> {
+    match (parsed, found) {
+        (Some(v), _) => Ok(v),
+        (None, Some(_)) => Err(MalformedError::BadVersion {
+            pointer: at.as_str().to_owned(),
+        }),
+        (None, None) => Err(MalformedError::MissingVersion {
+            pointer: at.as_str().to_owned(),
+        }),
+    }
 }

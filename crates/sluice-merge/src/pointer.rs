@@ -14,11 +14,11 @@ pub(crate) struct Pointer {
 
 /// One reference token.
 #[derive(Debug, Clone)]
-struct Token {
+pub(crate) struct Token {
     /// The member name (`~1` and `~0` already decoded).
-    name: Box<str>,
+    pub(crate) name: Box<str>,
     /// The array index the token denotes, if it is one (`0` or digits without a leading zero).
-    index: Option<usize>,
+    pub(crate) index: Option<usize>,
 }
 
 impl Pointer {
@@ -40,6 +40,11 @@ impl Pointer {
     /// The pointer as configured.
     pub(crate) fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The reference tokens; `None` when the text is not a pointer (it matches nothing).
+    pub(crate) fn tokens(&self) -> Option<&[Token]> {
+        self.tokens.as_deref()
     }
 
     /// The value `self` points at in `root`.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use crate::entity::Entity;
 
 /// A target's last complete merged state (see [`crate::Merger::export`] and
 /// [`crate::Merger::restore`]).
@@ -17,5 +17,5 @@ pub struct TargetSnapshot {
     /// The unversioned dedupe window, oldest first (empty for versioned targets).
     pub recent_ids: Vec<String>,
     /// The entities by key.
-    pub entities: BTreeMap<String, Value>,
+    pub entities: BTreeMap<String, Entity>,
 }

@@ -207,7 +207,7 @@ proptest! {
         prop_assert_eq!(merger.buffered(), 0);
         let state: BTreeMap<String, Value> = merger
             .entities()
-            .map(|(key, value)| (key.to_owned(), Value::clone(value)))
+            .map(|(key, value)| (key.to_owned(), value.to_value()))
             .collect();
         prop_assert_eq!(state, truth(strategy, &deltas));
         let last = deltas.last().map_or(version, |d| d.last.max(version));

@@ -79,7 +79,12 @@ fn loaded(spec: MergeSpec, body: &str) -> Merger {
 fn xs(merger: &Merger) -> Vec<(String, i64)> {
     merger
         .entities()
-        .map(|(key, value)| (key.to_owned(), value["x"].as_i64().unwrap_or(i64::MIN)))
+        .map(|(key, value)| {
+            (
+                key.to_owned(),
+                value.to_value()["x"].as_i64().unwrap_or(i64::MIN),
+            )
+        })
         .collect()
 }
 
@@ -91,8 +96,8 @@ fn applied(outcome: Outcome) -> (u64, String, Option<Value>) {
     match outcome {
         Outcome::Applied(change) => (
             change.seq,
-            change.key,
-            change.value.map(|v| Value::clone(&v)),
+            change.key.to_string(),
+            change.value.map(|v| v.to_value()),
         ),
         other => panic!("expected applied, got {other:?}"),
     }
@@ -192,7 +197,7 @@ fn the_base_replaces_every_entity_and_whole_items_are_the_values() {
     merger.load_base(request.epoch, body.as_bytes()).unwrap();
     assert_eq!(xs(&merger), owned(&[("7", 70)]));
     assert_eq!(
-        merger.get("7").map(|v| Value::clone(v)),
+        merger.get("7").map(|v| v.to_value()),
         Some(json!({"id": 7, "x": 70, "extra": [1]}))
     );
 }
@@ -253,7 +258,7 @@ fn order_book_ranges_straddling_the_base_version_apply_and_later_ones_are_gaps()
 fn applied_marker() -> Outcome {
     Outcome::Applied(sluice_merge::Change {
         seq: 0,
-        key: String::new(),
+        key: "".into(),
         value: None,
     })
 }
@@ -552,7 +557,7 @@ fn a_new_generation_without_resume_asks_for_a_base_and_with_resume_does_not() {
             change_seq: 10,
             last_connection: Some(1),
             recent_ids: Vec::new(),
-            entities: [("a".to_owned(), json!({"id": "a", "x": 0}))].into(),
+            entities: [("a".to_owned(), json!({"id": "a", "x": 0}).into())].into(),
         },
     );
     let cases: [(u64, Option<&str>, &str); 4] = [
@@ -1005,11 +1010,11 @@ fn a_merge_patch_builds_an_unknown_entity_from_an_empty_object() {
     merger.offer(&message(r#"{"id":"a","v":2,"y":2}"#));
     merger.offer(&message(r#"{"id":"b","v":3,"x":null,"y":3}"#));
     assert_eq!(
-        Value::clone(merger.get("a").unwrap()),
+        merger.get("a").unwrap().to_value(),
         json!({"id": "a", "v": 2, "x": 1, "y": 2})
     );
     assert_eq!(
-        Value::clone(merger.get("b").unwrap()),
+        merger.get("b").unwrap().to_value(),
         json!({"id": "b", "v": 3, "y": 3})
     );
 }
@@ -1181,7 +1186,7 @@ fn export_while_a_resnapshot_is_pending_is_the_last_complete_state() {
     merger.offer(&message(&delta("a", 9, 9)));
     let snap = merger.export().unwrap();
     assert_eq!(snap.version, Some(6));
-    assert_eq!(snap.entities["a"]["x"], json!(6));
+    assert_eq!(snap.entities["a"].to_value()["x"], json!(6));
 }
 
 #[test]
@@ -1227,4 +1232,44 @@ fn labels_are_distinct() {
     labels.sort_unstable();
     labels.dedup();
     assert_eq!(labels.len(), outcomes.len());
+}
+
+#[test]
+fn a_replaced_entity_is_kept_and_served_as_the_text_it_came_as() {
+    // The whole delta is the entity: its spacing and number spelling survive, no tree is built.
+    let mut merger = loaded(spec(), &base(0, &[("a", 0)]));
+    let sent = r#"  {"id": "a", "v": 1, "x": 1.50, "nested": {"k": [1, 2]}} "#;
+    assert!(matches!(merger.offer(&message(sent)), Outcome::Applied(_)));
+    let entity = merger.get("a").unwrap();
+    assert_eq!(serde_json::to_string(entity.as_ref()).unwrap(), sent.trim());
+    assert_eq!(
+        entity.to_value(),
+        json!({"id": "a", "v": 1, "x": 1.5, "nested": {"k": [1, 2]}})
+    );
+
+    // With a value pointer only the pointed-at member is kept, and it must be there.
+    let mut merger = loaded(
+        MergeSpec {
+            value: Some("/data".into()),
+            ..spec()
+        },
+        &base(0, &[("a", 0)]),
+    );
+    let sent = r#"{"id":"a","v":1,"data":{"x" : 2},"extra":[true, null]}"#;
+    assert!(matches!(merger.offer(&message(sent)), Outcome::Applied(_)));
+    let kept = serde_json::to_string(merger.get("a").unwrap().as_ref()).unwrap();
+    assert_eq!(kept, r#"{"x" : 2}"#);
+    assert!(matches!(
+        merger.offer(&message(r#"{"id":"a","v":2}"#)),
+        Outcome::Malformed(MalformedError::BadValue { .. })
+    ));
+
+    // Invalid UTF-8 anywhere in the delta (even in a member no pointer reads) is not JSON.
+    let mut bytes = br#"{"id":"a","v":2,"note":"#.to_vec();
+    bytes.extend_from_slice(b"\"\xff\"}");
+    assert!(matches!(
+        merger.offer(&Input::new("message", &bytes)),
+        Outcome::Malformed(MalformedError::NotJson(_))
+    ));
+    assert_eq!(merger.get("a").unwrap().to_value(), json!({"x": 2}));
 }
