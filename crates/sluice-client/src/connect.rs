@@ -7,6 +7,7 @@ use http::HeaderMap;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use url::Url;
 
+use crate::first::FirstAttempts;
 use crate::reason::DisconnectReason;
 use crate::redact::redact_url;
 
@@ -181,6 +182,9 @@ pub struct Client {
     max_redirects: usize,
     secrets: Vec<String>,
     headers: HeaderMap,
+    connect_timeout: Duration,
+    /// Shared with every client of this transport: see [`crate::first`].
+    first_attempts: std::sync::Arc<FirstAttempts>,
 }
 
 impl std::fmt::Debug for Client {
@@ -210,6 +214,11 @@ impl Client {
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(30))
+            // The pool's copy of a shared HTTP/2 connection counts as idle from its last checkout
+            // even while it carries streams; with a timeout, a target reconnecting after a quiet
+            // spell would find it gone and open a second connection. Closed connections still
+            // leave the pool when they are next looked at.
+            .pool_idle_timeout(None)
             .redirect(reqwest::redirect::Policy::limited(options.max_redirects));
         for (index, pem) in options.root_certificates_pem.iter().enumerate() {
             let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
@@ -261,6 +270,8 @@ impl Client {
             max_redirects: options.max_redirects,
             secrets,
             headers: sensitive_headers(options.headers),
+            connect_timeout: options.connect_timeout,
+            first_attempts: std::sync::Arc::default(),
         })
     }
 
@@ -276,6 +287,8 @@ impl Client {
             max_redirects: self.max_redirects,
             secrets: self.secrets.clone(),
             headers: sensitive_headers(headers),
+            connect_timeout: self.connect_timeout,
+            first_attempts: self.first_attempts.clone(),
         })
     }
 
@@ -290,7 +303,15 @@ impl Client {
     }
 
     /// Opens the stream, sending `Last-Event-ID` when `last_event_id` is not empty.
+    ///
+    /// The first attempt to an HTTPS origin through this transport runs alone: attempts made
+    /// meanwhile wait for it (at most the connect timeout), so that when the origin offers
+    /// HTTP/2 they share its connection instead of each opening one.
     pub async fn connect(&self, last_event_id: &str) -> Result<Connection, ConnectError> {
+        let _first = self
+            .first_attempts
+            .enter(&self.url, self.connect_timeout)
+            .await;
         let mut request = self
             .http
             .get(self.url.clone())

@@ -13,6 +13,7 @@ pub mod backoff;
 mod connect;
 mod eventsource;
 mod fetch;
+mod first;
 mod reason;
 pub mod redact;
 

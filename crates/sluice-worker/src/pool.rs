@@ -35,10 +35,10 @@ struct TransportKey {
     roots: Vec<Vec<u8>>,
 }
 
-/// One HTTP client per distinct (proxy, connect timeout, redirect limit).
+/// One HTTP client per distinct (proxy, connect timeout, redirect limit, TLS roots).
 #[derive(Default)]
 pub struct Transports {
-    clients: Mutex<HashMap<TransportKey, Client>>,
+    clients: Mutex<HashMap<TransportKey, Arc<Mutex<Option<Client>>>>>,
 }
 
 impl Transports {
@@ -55,23 +55,25 @@ impl Transports {
             max_redirects: target.max_redirects,
             roots: target.root_certificates_pem.clone(),
         };
+        // One slot per transport, built under the slot's lock: targets starting together must not
+        // each build (and keep) a transport of their own, or they could not share a connection.
+        let slot = lock(&self.clients).entry(key).or_default().clone();
         let base = {
-            let clients = lock(&self.clients);
-            clients.get(&key).cloned()
-        };
-        let base = match base {
-            Some(base) => base,
-            None => {
-                let options = ClientOptions {
-                    proxy,
-                    connect_timeout: target.connect_timeout,
-                    max_redirects: usize::try_from(target.max_redirects).unwrap_or(usize::MAX),
-                    root_certificates_pem: target.root_certificates_pem.clone(),
-                    ..ClientOptions::default()
-                };
-                let client = Client::new(target.url.clone(), options)?;
-                lock(&self.clients).insert(key, client.clone());
-                client
+            let mut slot = lock(&slot);
+            match &*slot {
+                Some(client) => client.clone(),
+                None => {
+                    let options = ClientOptions {
+                        proxy,
+                        connect_timeout: target.connect_timeout,
+                        max_redirects: usize::try_from(target.max_redirects).unwrap_or(usize::MAX),
+                        root_certificates_pem: target.root_certificates_pem.clone(),
+                        ..ClientOptions::default()
+                    };
+                    let client = Client::new(target.url.clone(), options)?;
+                    *slot = Some(client.clone());
+                    client
+                }
             }
         };
         base.retarget(target.url.clone(), headers)

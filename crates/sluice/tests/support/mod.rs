@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod h2;
+
 use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
