@@ -169,7 +169,7 @@ async fn entity(
     match inner.merger.get(&key) {
         Some(value) => json_response(
             StatusCode::OK,
-            serde_json::to_vec(value.as_ref()).unwrap_or_default(),
+            serde_json::to_vec(value).unwrap_or_default(),
         ),
         None => error(
             StatusCode::NOT_FOUND,
@@ -191,10 +191,7 @@ fn change_event(item: &StreamItem) -> Option<Event> {
         return None;
     };
     let (event, data) = match &change.value {
-        Some(value) => (
-            "upsert",
-            json!({ "key": &*change.key, "value": value.as_ref() }),
-        ),
+        Some(value) => ("upsert", json!({ "key": &*change.key, "value": value })),
         None => ("delete", json!({ "key": &*change.key })),
     };
     Some(
@@ -209,7 +206,7 @@ fn change_event(item: &StreamItem) -> Option<Event> {
 /// `delete` when the entity is gone.
 fn current_event(inner: &Inner, seq: u64, key: &str) -> Event {
     let (event, data) = match inner.merger.get(key) {
-        Some(value) => ("upsert", json!({ "key": key, "value": value.as_ref() })),
+        Some(value) => ("upsert", json!({ "key": key, "value": value })),
         None => ("delete", json!({ "key": key })),
     };
     Event::default()

@@ -229,7 +229,7 @@ pub fn state_json(id: &str, inner: &Inner) -> Vec<u8> {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
             let mut map = serializer.serialize_map(Some(self.0.len()))?;
             for (key, value) in self.0.entities() {
-                map.serialize_entry(key, value.as_ref())?;
+                map.serialize_entry(key, value)?;
             }
             map.end()
         }

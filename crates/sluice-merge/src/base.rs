@@ -18,7 +18,7 @@ use crate::version::parse_version;
 #[derive(Debug)]
 pub(crate) struct Base {
     /// The entities by key.
-    pub(crate) entities: HashMap<Arc<str>, Arc<Entity>>,
+    pub(crate) entities: HashMap<Arc<str>, Entity>,
     /// The base state's version (`None`: the target has no base version pointer).
     pub(crate) version: Option<u64>,
 }
@@ -58,7 +58,7 @@ impl Base {
                     });
                 }
                 Entry::Vacant(slot) => {
-                    slot.insert(Arc::new(Entity::Tree(item)));
+                    slot.insert(Entity::from(item));
                 }
             }
         }

@@ -1,38 +1,43 @@
 //! An entity's value: a parsed JSON tree where a strategy edits it, or the JSON text a `replace`
 //! delta carried, kept as received so the hot path never builds (or frees) a tree for it.
 
+use std::sync::Arc;
+
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// One entity's current value. Both forms serialize to the same JSON; compare with
-/// [`Entity::to_value`] (the text form keeps the sender's number spelling and spacing).
+/// One entity's current value, shared: cloning it (into a change, a snapshot, a response) copies
+/// a pointer, and an edit copies the value only while someone else still holds it. Both forms
+/// serialize to the same JSON; compare with [`Entity::to_value`] (the text form keeps the
+/// sender's number spelling and spacing).
 #[derive(Debug, Clone)]
 pub enum Entity {
     /// Parsed: base-state items, restored snapshots, `merge_patch` and `json_patch` results.
-    Tree(Value),
+    Tree(Arc<Value>),
     /// A `replace` delta's value: its JSON text as received (checked to be JSON when it was
     /// read; only [`Merger`](crate::Merger) builds this form).
-    Text(Box<str>),
+    Text(Arc<str>),
 }
 
 impl Entity {
     /// The value as a JSON tree (a copy).
     pub fn to_value(&self) -> Value {
         match self {
-            Entity::Tree(value) => value.clone(),
+            Entity::Tree(value) => Value::clone(value),
             Entity::Text(raw) => parse_text(raw),
         }
     }
 
-    /// The tree to edit in place; a text value is parsed into one first.
+    /// The tree to edit in place (copied first if it is shared); a text value is parsed into
+    /// one first.
     pub(crate) fn tree_mut(&mut self) -> &mut Value {
         if let Entity::Text(raw) = self {
-            *self = Entity::Tree(parse_text(raw));
+            *self = Entity::Tree(Arc::new(parse_text(raw)));
         }
         match self {
-            Entity::Tree(value) => value,
+            Entity::Tree(value) => Arc::make_mut(value),
             // Replaced just above.
             Entity::Text(_) => unreachable!("text entity was just parsed into a tree"),
         }
@@ -47,7 +52,7 @@ fn parse_text(text: &str) -> Value {
 
 impl From<Value> for Entity {
     fn from(value: Value) -> Entity {
-        Entity::Tree(value)
+        Entity::Tree(Arc::new(value))
     }
 }
 
@@ -63,7 +68,7 @@ impl PartialEq for Entity {
 impl PartialEq<Value> for Entity {
     fn eq(&self, other: &Value) -> bool {
         match self {
-            Entity::Tree(value) => value == other,
+            Entity::Tree(value) => value.as_ref() == other,
             Entity::Text(_) => &self.to_value() == other,
         }
     }
@@ -83,7 +88,7 @@ impl Serialize for Entity {
 
 impl<'de> Deserialize<'de> for Entity {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Entity, D::Error> {
-        Value::deserialize(deserializer).map(Entity::Tree)
+        Value::deserialize(deserializer).map(Entity::from)
     }
 }
 
@@ -97,7 +102,7 @@ mod tests {
     #[test]
     fn text_and_tree_serialize_alike_and_compare_by_value() {
         let text = Entity::Text(r#"{"b": 1.0, "a": [true]}"#.into());
-        let tree = Entity::Tree(json!({"a": [true], "b": 1.0}));
+        let tree = Entity::from(json!({"a": [true], "b": 1.0}));
         assert_eq!(text, tree);
         assert_eq!(text, json!({"a": [true], "b": 1.0}));
         assert_eq!(

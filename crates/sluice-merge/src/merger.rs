@@ -35,7 +35,7 @@ pub struct Merger {
     paths: Paths,
     /// By key; unordered (lookups are the hot path), sorted where order is shown. The key is
     /// shared with the changes that name it (no copy per delta).
-    entities: HashMap<Arc<str>, Arc<Entity>>,
+    entities: HashMap<Arc<str>, Entity>,
     /// The state's version.
     version: Option<u64>,
     /// The version of the last base state loaded (deltas at or below it are stale).
@@ -60,7 +60,7 @@ pub struct Merger {
 enum Step {
     Applied {
         key: Arc<str>,
-        value: Option<Arc<Entity>>,
+        value: Option<Entity>,
     },
     Stale,
     Duplicate,
@@ -80,7 +80,7 @@ struct Delta<'d> {
 enum Content {
     Delete,
     /// The value's JSON text as received.
-    Replace(Box<str>),
+    Replace(Arc<str>),
     MergePatch(Value),
     JsonPatch(json_patch::Patch),
 }
@@ -122,7 +122,7 @@ impl Merger {
             entities: snap
                 .entities
                 .into_iter()
-                .map(|(key, value)| (Arc::from(key), Arc::new(value)))
+                .map(|(key, value)| (Arc::from(key), value))
                 .collect(),
             version: snap.version,
             base_version: None,
@@ -154,7 +154,7 @@ impl Merger {
             entities: self
                 .entities
                 .iter()
-                .map(|(key, value)| (key.to_string(), Entity::clone(value)))
+                .map(|(key, value)| (key.to_string(), value.clone()))
                 .collect(),
         })
     }
@@ -301,13 +301,13 @@ impl Merger {
     }
 
     /// The entity `key`.
-    pub fn get(&self, key: &str) -> Option<&Arc<Entity>> {
+    pub fn get(&self, key: &str) -> Option<&Entity> {
         self.entities.get(key)
     }
 
     /// Every entity, sorted by key.
-    pub fn entities(&self) -> impl Iterator<Item = (&str, &Arc<Entity>)> {
-        let mut sorted: Vec<(&str, &Arc<Entity>)> = self
+    pub fn entities(&self) -> impl Iterator<Item = (&str, &Entity)> {
+        let mut sorted: Vec<(&str, &Entity)> = self
             .entities
             .iter()
             .map(|(key, value)| (&**key, value))
@@ -389,26 +389,26 @@ impl Merger {
                 None => (Arc::from(key), None),
             },
             Content::Replace(text) => {
-                let value = Arc::new(Entity::Text(text));
+                let value = Entity::Text(text);
                 let key = match self.entities.get_key_value_mut(&*key) {
                     Some((key, slot)) => {
-                        *slot = Arc::clone(&value);
+                        *slot = value.clone();
                         Arc::clone(key)
                     }
-                    None => self.insert(&key, Arc::clone(&value)),
+                    None => self.insert(&key, value.clone()),
                 };
                 (key, Some(value))
             }
             Content::MergePatch(patch) => match self.entities.get_key_value_mut(&*key) {
                 Some((key, slot)) => {
-                    json_patch::merge(Arc::make_mut(slot).tree_mut(), &patch);
-                    (Arc::clone(key), Some(Arc::clone(slot)))
+                    json_patch::merge(slot.tree_mut(), &patch);
+                    (Arc::clone(key), Some(slot.clone()))
                 }
                 None => {
                     let mut value = Value::Object(Map::new());
                     json_patch::merge(&mut value, &patch);
-                    let value = Arc::new(Entity::Tree(value));
-                    (self.insert(&key, Arc::clone(&value)), Some(value))
+                    let value = Entity::from(value);
+                    (self.insert(&key, value.clone()), Some(value))
                 }
             },
             Content::JsonPatch(patch) => {
@@ -427,8 +427,8 @@ impl Merger {
                 if let Err(e) = json_patch::patch_unsafe(&mut next, &patch) {
                     return Step::Malformed(MalformedError::PatchFailed(e.to_string()));
                 }
-                *slot = Arc::new(Entity::Tree(next));
-                (Arc::clone(key), Some(Arc::clone(slot)))
+                *slot = Entity::from(next);
+                (Arc::clone(key), Some(slot.clone()))
             }
         };
         if let Some(span) = span {
@@ -441,7 +441,7 @@ impl Merger {
     }
 
     /// Adds the entity `key` (absent before); the key as the state now holds it.
-    fn insert(&mut self, key: &str, value: Arc<Entity>) -> Arc<str> {
+    fn insert(&mut self, key: &str, value: Entity) -> Arc<str> {
         let key: Arc<str> = Arc::from(key);
         self.entities.insert(Arc::clone(&key), value);
         key

@@ -80,7 +80,7 @@ pub struct Change {
     /// The entity key.
     pub key: Arc<str>,
     /// The new entity; `None` = deleted.
-    pub value: Option<Arc<Entity>>,
+    pub value: Option<Entity>,
 }
 
 /// Why a fresh base state is needed.

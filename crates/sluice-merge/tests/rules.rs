@@ -1241,7 +1241,7 @@ fn a_replaced_entity_is_kept_and_served_as_the_text_it_came_as() {
     let sent = r#"  {"id": "a", "v": 1, "x": 1.50, "nested": {"k": [1, 2]}} "#;
     assert!(matches!(merger.offer(&message(sent)), Outcome::Applied(_)));
     let entity = merger.get("a").unwrap();
-    assert_eq!(serde_json::to_string(entity.as_ref()).unwrap(), sent.trim());
+    assert_eq!(serde_json::to_string(entity).unwrap(), sent.trim());
     assert_eq!(
         entity.to_value(),
         json!({"id": "a", "v": 1, "x": 1.5, "nested": {"k": [1, 2]}})
@@ -1257,7 +1257,7 @@ fn a_replaced_entity_is_kept_and_served_as_the_text_it_came_as() {
     );
     let sent = r#"{"id":"a","v":1,"data":{"x" : 2},"extra":[true, null]}"#;
     assert!(matches!(merger.offer(&message(sent)), Outcome::Applied(_)));
-    let kept = serde_json::to_string(merger.get("a").unwrap().as_ref()).unwrap();
+    let kept = serde_json::to_string(merger.get("a").unwrap()).unwrap();
     assert_eq!(kept, r#"{"x" : 2}"#);
     assert!(matches!(
         merger.offer(&message(r#"{"id":"a","v":2}"#)),
