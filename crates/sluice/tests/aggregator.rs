@@ -2,6 +2,9 @@
 //! every hop over TCP. The aggregator's state must equal the simulator's `GET /v1/snapshot`
 //! exactly (same entities, same values, same version) under faults, base-state races,
 //! restarts and a split across two aggregators.
+//!
+//! Kafka is the mock cluster, or the real broker in `SLUICE_TEST_KAFKA` (every test but the
+//! lost-session one, which needs to stop the brokers).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -92,13 +95,10 @@ async fn assert_converges(aggregator: &Worker, target: &str, sim: &RunningSim) {
     }
 }
 
-/// The aggregator tests run on librdkafka's mock cluster (a Kafka-protocol broker over loopback
-/// TCP, with consumer groups), even when `SLUICE_TEST_KAFKA` names another broker: Tansu 0.6's
-/// group coordinator stops answering heartbeats for the whole session timeout when several
-/// consumer groups rebalance and commit at once, which fails these tests at random. The worker
-/// tests, which use no consumer group, run on Tansu.
+/// The test Kafka, as for the worker tests: the broker named by `SLUICE_TEST_KAFKA` (Tansu in
+/// `scripts/test` and CI), else librdkafka's mock cluster.
 fn kafka() -> TestKafka {
-    TestKafka::mock().expect("mock cluster")
+    TestKafka::start().expect("test kafka")
 }
 
 async fn rig(name: &str) -> Rig {
@@ -598,7 +598,10 @@ async fn the_aggregator_refuses_invalid_config_with_the_validate_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aggregator_that_loses_its_group_session_rejoins_and_converges() {
-    let rig = rig("agg-lost").await;
+    // Always the mock cluster: the test takes every broker down past the session timeout and
+    // brings them back, which only the mock can do from inside a test. The broker in
+    // `SLUICE_TEST_KAFKA` runs outside the test and is shared by the tests running beside it.
+    let rig = Rig::with_kafka("agg-lost", TestKafka::mock().expect("mock cluster")).await;
     let sim = rig::sim_with(sim_config(20, 200.0, 5_000)).await;
     rig.target(
         "lost",

@@ -165,13 +165,24 @@ impl Rig {
         worker
     }
 
+    /// The aggregators' `session.timeout.ms`. On the mock cluster 6 s, so the lost-session test
+    /// is quick. On a real broker 20 s: Tansu 0.6's coordinator counts only heartbeats as a sign
+    /// of life (not JoinGroup or SyncGroup) and holds every JoinGroup from a member that is not
+    /// the leader for 3 s, so a joining aggregator that needs two join rounds (its SyncGroup
+    /// came before the leader's) has no heartbeat for over 6 s and is evicted before it can
+    /// sync, then starts over with a new member id. No test on a real broker waits for a
+    /// session to expire.
+    pub fn session_timeout_ms(&self) -> u32 {
+        if self.kafka.is_mock() { 6_000 } else { 20_000 }
+    }
+
     /// Writes `aggregator.yaml` (on the rig's `worker.yaml`, which must exist) with fast test
     /// settings, plus `extra` top-level YAML; returns its path.
     pub fn aggregator_yaml(&self, port: u16, extra: &str) -> PathBuf {
         let path = self.dir.join(format!("aggregator-{port}.yaml"));
         let body = format!(
             "worker: worker.yaml\n\
-             kafka:\n  brokers: [\"{brokers}\"]\n  group_id: {group}\n  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n\
+             kafka:\n  brokers: [\"{brokers}\"]\n  group_id: {group}\n  properties:\n    session.timeout.ms: \"{session}\"\n    heartbeat.interval.ms: \"500\"\n\
              topics:\n  state: {state}\n  dead_letter: {dead}\n\
              http:\n  listen: 127.0.0.1:{port}\n\
              snapshots:\n  interval: 2s\n  dir: snapshots\n\
@@ -180,6 +191,7 @@ impl Rig {
             group = self.group,
             state = self.state,
             dead = self.dead_letter,
+            session = self.session_timeout_ms(),
         );
         std::fs::write(&path, body).expect("write aggregator.yaml");
         path
