@@ -393,15 +393,21 @@ impl Connection {
 
     /// The next body chunk, `Ok(None)` at a clean end of the response.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StreamError> {
-        use futures::StreamExt as _;
-        self.body
-            .next()
-            .await
-            .transpose()
-            .map_err(|e| StreamError::Broken {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// [`Connection::next_chunk`] as a poll function, for callers that drive several sources
+    /// from one hand-written future.
+    pub fn poll_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Option<Bytes>, StreamError>> {
+        futures::Stream::poll_next(self.body.as_mut(), cx).map(|item| {
+            item.transpose().map_err(|e| StreamError::Broken {
                 url: self.shown_url.clone(),
                 detail: describe(&e.without_url(), &self.secrets),
             })
+        })
     }
 }
 

@@ -39,7 +39,7 @@ impl AggregatorConfig {
             .targets
             .iter()
             .filter(|target| target.enabled)
-            .filter_map(|target| target.aggregate.as_ref().map(|agg| (target, agg)))
+            .filter_map(|target| target.aggregate.as_deref().map(|agg| (target, agg)))
     }
 
     /// The distinct event topics of [`AggregatorConfig::targets`], sorted.

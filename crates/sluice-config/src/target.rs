@@ -151,8 +151,8 @@ pub struct TargetConfig {
     pub cloudevents: bool,
     /// How the aggregator rebuilds this target's state from its base state and deltas; `None` =
     /// the target is not aggregated. Validation guarantees `key` is [`RecordKey::Target`] when
-    /// this is set.
-    pub aggregate: Option<AggregateConfig>,
+    /// this is set. Boxed: most targets have none, and a worker holds thousands of targets.
+    pub aggregate: Option<Box<AggregateConfig>>,
 }
 
 impl TargetConfig {

@@ -770,7 +770,8 @@ pub(crate) fn target(
     let aggregate = raw
         .aggregate
         .as_ref()
-        .and_then(|agg| aggregate::aggregate(&mut c, agg, &key, &raw.event_types));
+        .and_then(|agg| aggregate::aggregate(&mut c, agg, &key, &raw.event_types))
+        .map(Box::new);
 
     let ok = c.problems.len() == before;
     Some(TargetConfig {

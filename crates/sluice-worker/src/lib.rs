@@ -18,7 +18,7 @@ mod target;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -49,7 +49,57 @@ pub(crate) struct Shared {
     pub(crate) transports: Transports,
     pub(crate) pools: HashMap<String, ProxyPool>,
     pub(crate) hosts: HostLimits,
-    pub(crate) shutdown: CancellationToken,
+    pub(crate) stop: StopSignal,
+}
+
+/// Shutdown as the target tasks watch it. Polling `CancellationToken::cancelled()` takes two
+/// mutexes shared by every target on each wake-up of each target; this costs one atomic load
+/// once the task is registered.
+pub(crate) struct StopSignal {
+    stopped: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl StopSignal {
+    fn new() -> StopSignal {
+        StopSignal {
+            stopped: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Sets the flag, then wakes every task registered with [`StopSignal::poll_stopped`].
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// What a task passes to [`StopSignal::poll_stopped`]: create it before the task first
+    /// polls, so a `stop` in between is not missed.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Ready once stopped. The first call (`registered` false) polls `notified`, which stores
+    /// the task's waker; later calls only read the flag, since a task's waker never changes and
+    /// `stop` sets the flag before it wakes anyone.
+    pub(crate) fn poll_stopped(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        registered: &mut bool,
+    ) -> std::task::Poll<()> {
+        if self.stopped.load(Ordering::Acquire) {
+            return std::task::Poll::Ready(());
+        }
+        if !*registered {
+            *registered = true;
+            if std::future::Future::poll(notified, cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    }
 }
 
 /// Why the worker could not start or did not stop cleanly.
@@ -130,7 +180,7 @@ fn kafka_reader_config(config: &WorkerConfig) -> ClientConfig {
 /// `listener` is the operations server's socket (bound by the caller, so tests can use port 0);
 /// `None` binds `config.http.listen`.
 pub async fn run(
-    config: WorkerConfig,
+    mut config: WorkerConfig,
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
@@ -147,11 +197,10 @@ pub async fn run(
     let kafka = kafka_reader_config(&config);
     let publisher = Publisher::new(&kafka_client_config(&config)).map_err(WorkerError::Producer)?;
     let origin = Instant::now();
-    let targets: Vec<Arc<sluice_config::TargetConfig>> = config
-        .targets
-        .iter()
+    // Moved out, not cloned: a target's config is about 1 KiB, and only the tasks need it.
+    let targets: Vec<Arc<sluice_config::TargetConfig>> = std::mem::take(&mut config.targets)
+        .into_iter()
         .filter(|t| t.enabled)
-        .cloned()
         .map(Arc::new)
         .collect();
     let statuses: Vec<Arc<TargetStatus>> = targets
@@ -252,7 +301,7 @@ async fn run_targets(
             .map(|(name, proxies)| (name.clone(), ProxyPool::new(name, proxies)))
             .collect(),
         hosts: HostLimits::new(config.defaults.per_host_connections),
-        shutdown: shutdown.clone(),
+        stop: StopSignal::new(),
     });
     let spread = MAX_START_SPREAD.min(Duration::from_millis(targets.len() as u64));
     let mut tasks = JoinSet::new();
@@ -282,6 +331,7 @@ async fn run_targets(
     ops.ready.store(true, Ordering::Relaxed);
 
     shutdown.cancelled().await;
+    shared.stop.stop();
     ops.stopping.store(true, Ordering::Relaxed);
     let grace = config.shutdown.grace;
     let deadline = Instant::now() + grace;

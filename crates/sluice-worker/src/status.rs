@@ -204,9 +204,9 @@ pub struct TargetStatus {
     /// The target.
     pub id: TargetId,
     /// The endpoint, redacted.
-    pub url: String,
+    pub url: Box<str>,
     /// The Kafka topic of its events.
-    pub topic: String,
+    pub topic: Box<str>,
     origin: Instant,
     state: AtomicU8,
     delivery: AtomicU8,
@@ -254,7 +254,7 @@ struct Text {
     last_acked_id: String,
     checkpoint: String,
     last_error: Option<String>,
-    http_version: Option<String>,
+    http_version: Option<&'static str>,
 }
 
 /// A copy of one target's status, as served by `/status`.
@@ -309,8 +309,8 @@ impl TargetStatus {
     pub fn new(id: TargetId, url: String, topic: String, origin: Instant) -> TargetStatus {
         TargetStatus {
             id,
-            url,
-            topic,
+            url: url.into_boxed_str(),
+            topic: topic.into_boxed_str(),
             origin,
             state: AtomicU8::new(State::Starting.to_u8()),
             delivery: AtomicU8::new(Delivery::Ok.to_u8()),
@@ -420,7 +420,7 @@ impl TargetStatus {
     }
 
     /// Sets the HTTP version of the open connection.
-    pub fn set_http_version(&self, version: Option<String>) {
+    pub fn set_http_version(&self, version: Option<&'static str>) {
         self.with_text(|t| t.http_version = version);
     }
 
@@ -461,7 +461,7 @@ impl TargetStatus {
         let now = ms_since(self.origin);
         StatusRow {
             target: self.id.to_string(),
-            url: self.url.clone(),
+            url: self.url.to_string(),
             state: self.state(),
             state_seconds: now.saturating_sub(self.state_since_ms.load(Ordering::Relaxed)) as f64
                 / 1000.0,
@@ -472,12 +472,12 @@ impl TargetStatus {
             connection: self.generation.load(Ordering::Relaxed),
             reconnects: self.reconnects.iter().map(Counter::get).sum(),
             proxy: text.proxy,
-            http_version: text.http_version,
+            http_version: text.http_version.map(str::to_owned),
             last_event_id: text.last_event_id,
             last_acked_id: text.last_acked_id,
             checkpoint: text.checkpoint,
             delivery: self.delivery(),
-            topic: self.topic.clone(),
+            topic: self.topic.to_string(),
             seconds_since_last_byte: self.seconds_since_last_byte(),
             seconds_since_last_event: self.seconds_since_last_event(),
             last_error: text.last_error,

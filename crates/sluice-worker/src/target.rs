@@ -8,10 +8,11 @@
 //! acknowledged together with every earlier event of that target ([`CheckpointTracker`]).
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -22,11 +23,12 @@ use sluice_client::{
 };
 use sluice_config::{RecordKey, TargetConfig, TargetProxy};
 use sluice_publish::{
-    CheckpointTracker, Delivered, PublishError, Record, RecordMeta, TrySendError, build_record,
+    CheckpointTracker, Delivered, Pending, PublishError, Record, RecordMeta, TrySendError,
+    build_record,
 };
 use sluice_sse::{Event, Item, Parser};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
 use crate::Shared;
 use crate::status::{Delivery, State, TargetStatus};
@@ -45,6 +47,38 @@ struct Done {
     received: Instant,
     record: Record,
     result: Result<Delivered, PublishError>,
+}
+
+/// One record on its way to Kafka. The common case, a record the producer took, is a plain
+/// value in the in-flight set (no box per event); failures and retries are boxed futures.
+enum InFlight {
+    /// Handed to the producer: resolves on Kafka's answer. `None` once resolved.
+    Sent(Pending, Option<(u64, Instant, Record)>),
+    /// A retry, or a failure known at once.
+    Other(BoxFuture<Done>),
+}
+
+impl Future for InFlight {
+    type Output = Done;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        match self.get_mut() {
+            InFlight::Sent(pending, parts) => {
+                let result = ready!(Pin::new(pending).poll(cx));
+                match parts.take() {
+                    Some((seq, received, record)) => Poll::Ready(Done {
+                        seq,
+                        received,
+                        record,
+                        result,
+                    }),
+                    // Polled again after it resolved: the in-flight set never does that.
+                    None => Poll::Pending,
+                }
+            }
+            InFlight::Other(future) => future.as_mut().poll(cx),
+        }
+    }
 }
 
 /// What happens in the current phase, from the phase's own future.
@@ -77,15 +111,20 @@ struct Streaming {
     last_byte: Instant,
     /// The watchdog: armed at `last_byte + idle_timeout`, re-armed lazily when it fires early,
     /// so a busy stream costs no timer operation per chunk.
-    idle: Pin<Box<tokio::time::Sleep>>,
-    rotate_at: Option<Instant>,
+    idle: Pin<Box<Sleep>>,
+    /// The watchdog was polled since it was last armed, so the timer holds this task's waker
+    /// and will wake it: it need not be polled again until it has elapsed.
+    idle_registered: bool,
+    /// When the replacement stream is due (`max_connection_age`); `None` while one is
+    /// connecting, or without a maximum age.
+    rotate: Option<Pin<Box<Sleep>>>,
     rotation: Option<ConnectFuture>,
     /// Ids read on this connection after the replacement's `Last-Event-ID` was sent.
     overlap: VecDeque<String>,
 }
 
 enum Phase {
-    Waiting(Instant),
+    Waiting(Pin<Box<Sleep>>),
     Connecting(ConnectFuture),
     Streaming(Box<Streaming>),
     Stopped,
@@ -98,15 +137,21 @@ struct Pipe {
     status: Arc<TargetStatus>,
     metrics: Arc<TargetStatus>,
     tracker: CheckpointTracker,
-    deliveries: FuturesUnordered<BoxFuture<Done>>,
+    deliveries: FuturesUnordered<InFlight>,
     /// Records the producer had no room for, in order, with their sequence number.
     blocked: VecDeque<(u64, Instant, Record)>,
+    /// While records are blocked and nothing is in flight: when to try the producer again.
+    blocked_retry: Option<Pin<Box<Sleep>>>,
+    /// The `paused` value last published to the status row and metrics.
+    paused: bool,
     checkpoint_write: Option<BoxFuture<(String, Result<Delivered, PublishError>)>>,
     checkpoint_written: String,
     /// `tracker.acked_prefix()` covered by `checkpoint_written` / by the write in flight.
     checkpointed_prefix: u64,
     checkpoint_pending_prefix: u64,
     next_checkpoint_at: Instant,
+    /// When the last chunk or acknowledgement was handled (read then anyway).
+    now: Instant,
     failed: bool,
 }
 
@@ -119,16 +164,24 @@ impl Pipe {
         self.deliveries.is_empty() && self.blocked.is_empty()
     }
 
-    fn update_paused(&self) {
+    /// Publishes whether reading is paused (metric and delivery state), writing only changes.
+    fn update_paused(&mut self) {
         let paused = !self.can_read();
-        self.metrics.paused.set(i64::from(paused));
+        if paused != self.paused {
+            self.paused = paused;
+            self.metrics.paused.set(i64::from(paused));
+        }
         let delivery = self.status.delivery();
-        if !self.failed && delivery != Delivery::Retrying {
-            self.status.set_delivery(if paused {
-                Delivery::Paused
-            } else {
-                Delivery::Ok
-            });
+        if self.failed || delivery == Delivery::Retrying {
+            return;
+        }
+        let wanted = if paused {
+            Delivery::Paused
+        } else {
+            Delivery::Ok
+        };
+        if delivery != wanted {
+            self.status.set_delivery(wanted);
         }
     }
 
@@ -182,24 +235,19 @@ impl Pipe {
 
     fn enqueue(&mut self, seq: u64, received: Instant, record: Record) {
         match self.shared.publisher.try_send(&self.config.topic, &record) {
-            Ok(pending) => self.deliveries.push(Box::pin(async move {
-                let result = pending.await;
-                Done {
-                    seq,
-                    received,
-                    record,
-                    result,
-                }
-            })),
+            Ok(pending) => self
+                .deliveries
+                .push(InFlight::Sent(pending, Some((seq, received, record)))),
             Err(TrySendError::QueueFull) => self.blocked.push_front((seq, received, record)),
-            Err(TrySendError::Failed(error)) => self.deliveries.push(Box::pin(async move {
-                Done {
-                    seq,
-                    received,
-                    record,
-                    result: Err(error),
-                }
-            })),
+            Err(TrySendError::Failed(error)) => {
+                self.deliveries
+                    .push(InFlight::Other(Box::pin(std::future::ready(Done {
+                        seq,
+                        received,
+                        record,
+                        result: Err(error),
+                    }))))
+            }
         }
     }
 
@@ -216,13 +264,16 @@ impl Pipe {
     fn on_delivered(&mut self, done: Done) {
         match done.result {
             Ok(_) => {
+                self.now = Instant::now();
                 self.tracker.acked(done.seq);
                 self.metrics.acked.inc();
                 self.update_checkpoint_lag();
                 self.metrics.queue_depth.dec();
-                self.metrics
-                    .latency
-                    .observe(done.received.elapsed().as_secs_f64());
+                self.metrics.latency.observe(
+                    self.now
+                        .saturating_duration_since(done.received)
+                        .as_secs_f64(),
+                );
                 if self.status.delivery() == Delivery::Retrying {
                     self.status.set_delivery(Delivery::Ok);
                 }
@@ -239,7 +290,7 @@ impl Pipe {
                     let shared = self.shared.clone();
                     let topic = self.config.topic.clone();
                     let (seq, received, record) = (done.seq, done.received, done.record);
-                    self.deliveries.push(Box::pin(async move {
+                    self.deliveries.push(InFlight::Other(Box::pin(async move {
                         sleep(Duration::from_millis(200)).await;
                         let result = loop {
                             match shared.publisher.try_send(&topic, &record) {
@@ -256,7 +307,7 @@ impl Pipe {
                             record,
                             result,
                         }
-                    }));
+                    })));
                 } else {
                     tracing::error!(target_id = %self.config.id, seq = done.seq, %error, "kafka refused an event for good; the target stops before it (its checkpoint stays behind it)");
                     self.failed = true;
@@ -269,8 +320,17 @@ impl Pipe {
     }
 
     /// Starts a checkpoint write when the checkpoint moved and none is in flight.
-    fn maybe_checkpoint(&mut self, now: Instant, force: bool) {
-        if self.checkpoint_write.is_some() || (!force && now < self.next_checkpoint_at) {
+    ///
+    /// Paced by `self.now`, the time of the last chunk or acknowledgement (the checkpoint can
+    /// only move on an acknowledgement), so the common "nothing new" case reads no clock.
+    fn maybe_checkpoint(&mut self, force: bool) {
+        if self.checkpoint_write.is_some()
+            || self.tracker.acked_prefix() == self.checkpointed_prefix
+        {
+            return;
+        }
+        let now = if force { Instant::now() } else { self.now };
+        if !force && now < self.next_checkpoint_at {
             return;
         }
         let Some(id) = self.tracker.checkpoint() else {
@@ -350,17 +410,21 @@ pub async fn run(
         tracker: CheckpointTracker::new(),
         deliveries: FuturesUnordered::new(),
         blocked: VecDeque::new(),
+        blocked_retry: None,
+        paused: false,
         checkpoint_write: None,
         checkpoint_written: machine.last_event_id.clone(),
         checkpointed_prefix: 0,
         checkpoint_pending_prefix: 0,
         next_checkpoint_at: Instant::now(),
+        now: Instant::now(),
         failed: false,
     };
-    let mut phase = Phase::Waiting(Instant::now() + start_delay);
-    let shutdown = shared.shutdown.clone();
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    let mut phase = Phase::Waiting(Box::pin(sleep(start_delay)));
+    let stop = &shared.stop;
+    let stop_notified = stop.notified();
+    tokio::pin!(stop_notified);
+    let mut stop_registered = false;
     let mut stopping = false;
     let mut was_reading = true;
     loop {
@@ -372,12 +436,20 @@ pub async fn run(
             }
         }
         was_reading = can_read;
+        // No signal exists for "the producer queue has room" when this target has nothing in
+        // flight (other targets filled it): poll for it.
         let blocked_idle = !pipe.blocked.is_empty() && pipe.deliveries.is_empty();
+        if !blocked_idle {
+            pipe.blocked_retry = None;
+        } else if pipe.blocked_retry.is_none() {
+            pipe.blocked_retry = Some(Box::pin(sleep(Duration::from_millis(10))));
+        }
         let deliveries = &mut pipe.deliveries;
         let checkpoint = &mut pipe.checkpoint_write;
+        let blocked_retry = &mut pipe.blocked_retry;
         tokio::select! {
             biased;
-            _ = &mut cancelled, if !stopping => {
+            () = poll_fn(|cx| stop.poll_stopped(cx, stop_notified.as_mut(), &mut stop_registered)), if !stopping => {
                 stopping = true;
                 phase = Phase::Stopped;
                 machine.set_state(State::Stopped);
@@ -388,18 +460,19 @@ pub async fn run(
                     pipe.flush_blocked();
                 }
             }
-            (id, result) = async { match checkpoint.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if checkpoint.is_some() => {
+            (id, result) = poll_fn(|cx| poll_some(checkpoint, cx)), if checkpoint.is_some() => {
                 pipe.on_checkpoint(id, result);
             }
-            // No signal exists for "the producer queue has room" when this target has nothing
-            // in flight (other targets filled it): poll for it.
-            _ = async { sleep(Duration::from_millis(10)).await }, if blocked_idle => pipe.flush_blocked(),
-            step = phase_step(&mut phase, can_read), if !stopping => {
-                machine.handle(step, &mut phase, &mut pipe).await;
+            () = poll_fn(|cx| poll_some(blocked_retry, cx)), if blocked_idle => {
+                pipe.blocked_retry = None;
+                pipe.flush_blocked();
+            }
+            step = poll_fn(|cx| poll_phase(&mut phase, can_read, cx)), if !stopping => {
+                machine.handle(step, &mut phase, &mut pipe);
             }
         }
         pipe.update_paused();
-        pipe.maybe_checkpoint(Instant::now(), stopping);
+        pipe.maybe_checkpoint(stopping);
         if stopping && pipe.drained() && pipe.checkpoint_settled() {
             break;
         }
@@ -407,27 +480,53 @@ pub async fn run(
     tracing::debug!(target_id = %pipe.config.id, checkpoint = %pipe.checkpoint_written, "target stopped");
 }
 
-async fn phase_step(phase: &mut Phase, can_read: bool) -> Step {
+/// Polls the future in `slot`, if any (pending when empty).
+fn poll_some<F: Future + ?Sized>(
+    slot: &mut Option<Pin<Box<F>>>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    match slot.as_mut() {
+        Some(future) => future.as_mut().poll(cx),
+        None => Poll::Pending,
+    }
+}
+
+/// What the current phase yields next, polled by hand so that a wake-up touches only what can
+/// be ready: the body first, then the idle watchdog only when its timer does not already hold
+/// this task's waker (or has fired).
+fn poll_phase(phase: &mut Phase, can_read: bool, cx: &mut Context<'_>) -> Poll<Step> {
     match phase {
-        Phase::Waiting(until) => {
-            sleep_until(*until).await;
-            Step::WaitOver
-        }
-        Phase::Connecting(future) => {
-            let (result, permit) = future.as_mut().await;
-            Step::Connected(result, permit)
-        }
+        Phase::Waiting(until) => until.as_mut().poll(cx).map(|()| Step::WaitOver),
+        Phase::Connecting(future) => future
+            .as_mut()
+            .poll(cx)
+            .map(|(result, permit)| Step::Connected(result, permit)),
         Phase::Streaming(s) => {
-            let rotate_at = s.rotate_at;
-            tokio::select! {
-                chunk = s.connection.next_chunk(), if can_read => Step::Chunk(chunk),
-                _ = s.idle.as_mut(), if can_read => Step::Idle,
-                (result, permit) = async { match s.rotation.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if s.rotation.is_some() => Step::Rotated(result, permit),
-                _ = async { match rotate_at { Some(at) => sleep_until(at).await, None => std::future::pending().await } }, if rotate_at.is_some() && s.rotation.is_none() => Step::RotateDue,
-                else => std::future::pending().await,
+            if can_read {
+                if let Poll::Ready(chunk) = s.connection.poll_chunk(cx) {
+                    return Poll::Ready(Step::Chunk(chunk));
+                }
+                if !s.idle_registered || s.idle.is_elapsed() {
+                    if s.idle.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Step::Idle);
+                    }
+                    s.idle_registered = true;
+                }
             }
+            if let Some(rotation) = s.rotation.as_mut() {
+                if let Poll::Ready((result, permit)) = rotation.as_mut().poll(cx) {
+                    return Poll::Ready(Step::Rotated(result, permit));
+                }
+            } else if s
+                .rotate
+                .as_mut()
+                .is_some_and(|at| at.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(Step::RotateDue);
+            }
+            Poll::Pending
         }
-        Phase::Stopped => std::future::pending().await,
+        Phase::Stopped => Poll::Pending,
     }
 }
 
@@ -621,7 +720,7 @@ impl Machine {
             "reconnecting"
         );
         self.set_state(State::Backoff);
-        *phase = Phase::Waiting(Instant::now() + delay);
+        *phase = Phase::Waiting(Box::pin(sleep(delay)));
     }
 
     fn stop(&mut self, phase: &mut Phase, why: String) {
@@ -643,13 +742,13 @@ impl Machine {
             .generation
             .store(self.generation, Ordering::Relaxed);
         self.status
-            .set_http_version(Some(format!("{:?}", connection.version())));
+            .set_http_version(Some(version_name(connection.version())));
         self.status.set_error(None);
         self.last_open = Some(now);
         self.report_pool(true);
-        let rotate_at = self.config.max_connection_age.map(|age| {
+        let rotate = self.config.max_connection_age.map(|age| {
             let margin = (age / 5).min(Duration::from_secs(10));
-            now + age.saturating_sub(margin)
+            Box::pin(sleep_until(now + age.saturating_sub(margin)))
         });
         tracing::info!(
             target_id = %self.config.id,
@@ -665,7 +764,8 @@ impl Machine {
             opened: now,
             last_byte: now,
             idle: Box::pin(sleep_until(now + self.config.idle_timeout)),
-            rotate_at,
+            idle_registered: false,
+            rotate,
             rotation: None,
             overlap: VecDeque::new(),
         })
@@ -689,7 +789,7 @@ impl Machine {
         }
     }
 
-    async fn handle(&mut self, step: Step, phase: &mut Phase, pipe: &mut Pipe) {
+    fn handle(&mut self, step: Step, phase: &mut Phase, pipe: &mut Pipe) {
         match step {
             Step::WaitOver => self.begin_connect(phase, pipe),
             Step::Connected(Ok(connection), permit) => {
@@ -730,6 +830,7 @@ impl Machine {
                 match chunk {
                     Ok(Some(bytes)) => {
                         let now = Instant::now();
+                        pipe.now = now;
                         s.last_byte = now;
                         pipe.metrics.bytes.inc_by(bytes.len() as u64);
                         pipe.status.touch_byte(now);
@@ -810,6 +911,7 @@ impl Machine {
                     let due = s.last_byte + self.config.idle_timeout;
                     if Instant::now() < due {
                         s.idle.as_mut().reset(due);
+                        s.idle_registered = false;
                         return;
                     }
                 }
@@ -832,11 +934,12 @@ impl Machine {
                     Ok(future) => {
                         tracing::info!(target_id = %self.config.id, last_event_id = %self.last_event_id, "max connection age near: opening the replacement stream");
                         s.overlap.clear();
+                        s.rotate = None;
                         s.rotation = Some(future);
                     }
                     Err(detail) => {
                         tracing::warn!(target_id = %self.config.id, %detail, "cannot open the replacement stream yet");
-                        s.rotate_at = Some(Instant::now() + Duration::from_secs(1));
+                        s.rotate = Some(Box::pin(sleep(Duration::from_secs(1))));
                     }
                 }
             }
@@ -857,7 +960,7 @@ impl Machine {
                     Err(error) => {
                         tracing::warn!(target_id = %self.config.id, %error, "replacement stream failed; keeping the current one");
                         s.overlap.clear();
-                        s.rotate_at = Some(Instant::now() + Duration::from_secs(1));
+                        s.rotate = Some(Box::pin(sleep(Duration::from_secs(1))));
                     }
                 }
             }
@@ -890,5 +993,17 @@ impl Machine {
         }
         let resume = self.resume.take();
         pipe.send(event, self.generation, resume.as_deref(), now, wall);
+    }
+}
+
+/// The name `/status` shows for an HTTP version (as `http::Version`'s `Debug` writes it).
+fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
     }
 }
