@@ -21,7 +21,6 @@ use sluice_sim::RunningSim;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
 
 /// The application protocols the front offers in its TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,27 +183,11 @@ impl H2Front {
 
 /// A TLS acceptor for `localhost` offering `offer`, and the PEM path of its certificate.
 fn acceptor(dir: &Path, offer: Offer) -> (TlsAcceptor, PathBuf) {
-    let key = rcgen::KeyPair::generate().expect("key pair");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    let cert = params.self_signed(&key).expect("self-signed certificate");
-    let pem_path = dir.join("h2-ca.pem");
-    std::fs::write(&pem_path, cert.pem()).expect("write pem");
-
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .expect("server config");
-    config.alpn_protocols = match offer {
+    let alpn = match offer {
         Offer::Http2 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         Offer::Http11Only => vec![b"http/1.1".to_vec()],
     };
-    (TlsAcceptor::from(Arc::new(config)), pem_path)
+    super::localhost_tls(dir, "h2-ca.pem", alpn)
 }
 
 /// One accepted connection: TLS, then HTTP/2 or HTTP/1.1 as ALPN decided.

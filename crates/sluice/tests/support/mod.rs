@@ -92,23 +92,7 @@ pub fn fast() -> SimConfig {
 /// A TLS terminator for `localhost` in front of the simulator, with a fresh self-signed CA.
 /// Returns the HTTPS base URL and the PEM file the client must trust.
 pub async fn tls_front(sim: &RunningSim, dir: &std::path::Path) -> (String, std::path::PathBuf) {
-    let key = rcgen::KeyPair::generate().expect("key pair");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    let cert = params.self_signed(&key).expect("self-signed certificate");
-    let pem_path = dir.join("ca.pem");
-    std::fs::write(&pem_path, cert.pem()).expect("write pem");
-
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .expect("server config");
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let (acceptor, pem_path) = localhost_tls(dir, "ca.pem", Vec::new());
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind tls front");
@@ -132,4 +116,31 @@ pub async fn tls_front(sim: &RunningSim, dir: &std::path::Path) -> (String, std:
         }
     });
     (format!("https://localhost:{port}"), pem_path)
+}
+
+/// A TLS acceptor for `localhost` with a fresh self-signed certificate offering the ALPN
+/// protocols `alpn` (none: no ALPN), and the PEM file (`dir/file_name`) a client must trust.
+pub fn localhost_tls(
+    dir: &std::path::Path,
+    file_name: &str,
+    alpn: Vec<Vec<u8>>,
+) -> (TlsAcceptor, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key pair");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("self-signed certificate");
+    let pem_path = dir.join(file_name);
+    std::fs::write(&pem_path, cert.pem()).expect("write pem");
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    config.alpn_protocols = alpn;
+    (TlsAcceptor::from(Arc::new(config)), pem_path)
 }
