@@ -2,6 +2,9 @@
 
 use std::collections::VecDeque;
 
+/// In-flight capacity up to which an emptied tracker releases its buffer.
+const SMALL: usize = 16;
+
 /// Tracks the in-flight events of one target and the checkpoint they allow.
 ///
 /// Every event sent gets the next sequence number (`sluice.seq`, starting at 0). The checkpoint
@@ -50,6 +53,12 @@ impl CheckpointTracker {
                 self.checkpoint = Some(id);
                 self.base += 1;
             }
+        }
+        // A target with a few events in flight at a time is idle between them: give the small
+        // buffer back (a worker holds thousands of trackers). Large ones, of a busy target,
+        // are kept rather than grown again.
+        if self.in_flight.is_empty() && self.in_flight.capacity() <= SMALL {
+            self.in_flight = VecDeque::new();
         }
     }
 
@@ -157,6 +166,25 @@ mod tests {
         tracker.acked(1001);
         assert_eq!(tracker.in_flight(), 2);
         assert_eq!(tracker.checkpoint(), Some("999"));
+    }
+
+    #[test]
+    fn an_emptied_tracker_gives_a_small_buffer_back_and_keeps_a_large_one() {
+        let mut tracker = CheckpointTracker::new();
+        let seq = tracker.sent("a");
+        assert!(tracker.in_flight.capacity() > 0);
+        tracker.acked(seq);
+        assert_eq!(tracker.in_flight.capacity(), 0);
+        assert_eq!(tracker.checkpoint(), Some("a"));
+        for i in 0..100 {
+            tracker.sent(&i.to_string());
+        }
+        for seq in 1..=100 {
+            tracker.acked(seq);
+        }
+        assert_eq!(tracker.in_flight(), 0);
+        assert!(tracker.in_flight.capacity() >= 100);
+        assert_eq!(tracker.checkpoint(), Some("99"));
     }
 
     proptest! {

@@ -122,7 +122,10 @@ impl Parser {
         loop {
             if self.skip_lf {
                 match self.buf.first() {
-                    None => return Ok(None),
+                    None => {
+                        self.release_input();
+                        return Ok(None);
+                    }
                     Some(b'\n') => self.buf.advance(1),
                     Some(_) => {}
                 }
@@ -135,6 +138,7 @@ impl Parser {
                         limit: self.limits.max_line_bytes,
                     }));
                 }
+                self.release_input();
                 return Ok(None);
             };
             let end = self.scanned + found;
@@ -188,6 +192,15 @@ impl Parser {
     /// Bytes currently allocated for buffered input (for tests and memory metrics).
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity() + self.multi.capacity()
+    }
+
+    /// Gives the input buffer back once all of it is consumed. A stream whose chunks end on
+    /// event boundaries (one event a second, say) would otherwise keep a buffer, and the header
+    /// of the allocation its events share, per connection between chunks.
+    fn release_input(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// Skips a leading BOM. Returns false when more bytes are needed to decide.

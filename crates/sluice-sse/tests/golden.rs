@@ -478,3 +478,28 @@ fn line_of_exactly_the_limit_is_accepted() {
         ParseError::LineTooLong { limit: 10 }
     );
 }
+
+#[test]
+fn consumed_input_gives_its_buffer_back() {
+    // A stream idle between whole events (one a second, say) must not keep a buffer per
+    // connection; the event's data stays valid after the parser let go of the buffer.
+    let mut parser = Parser::default();
+    parser.push(b"id: 7\ndata: {\"price\":1}\n\n");
+    let Some(Item::Event(event)) = parser.next_item().unwrap() else {
+        panic!("an event");
+    };
+    assert_eq!(parser.next_item().unwrap(), None);
+    assert_eq!(parser.buffer_capacity(), 0);
+    assert_eq!(event.data.as_str(), "{\"price\":1}");
+    // A partial line is kept until it completes.
+    parser.push(b"data: par");
+    assert_eq!(parser.next_item().unwrap(), None);
+    assert!(parser.buffer_capacity() > 0);
+    parser.push(b"tial\n\n");
+    assert_eq!(
+        parser.next_item().unwrap(),
+        Some(ev("7", "message", "partial"))
+    );
+    assert_eq!(parser.next_item().unwrap(), None);
+    assert_eq!(parser.buffer_capacity(), 0);
+}

@@ -197,12 +197,15 @@ pub async fn run(
     let kafka = kafka_reader_config(&config);
     let publisher = Publisher::new(&kafka_client_config(&config)).map_err(WorkerError::Producer)?;
     let origin = Instant::now();
-    // Moved out, not cloned: a target's config is about 1 KiB, and only the tasks need it.
-    let targets: Vec<Arc<sluice_config::TargetConfig>> = std::mem::take(&mut config.targets)
+    // Moved out, not cloned: a target's config is over half a KiB, and only the tasks need it.
+    let mut targets: Vec<Arc<sluice_config::TargetConfig>> = std::mem::take(&mut config.targets)
         .into_iter()
         .filter(|t| t.enabled)
         .map(Arc::new)
         .collect();
+    // The collect reuses the configs' buffer (in place), which would stay allocated, and
+    // resident, at its full size: about 9 MiB for 10,000 targets.
+    targets.shrink_to_fit();
     let statuses: Vec<Arc<TargetStatus>> = targets
         .iter()
         .map(|t| {

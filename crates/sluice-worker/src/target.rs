@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use rand::Rng;
 use sluice_client::{
@@ -81,6 +81,40 @@ impl Future for InFlight {
     }
 }
 
+/// The in-flight deliveries of a target. The set (two allocations sized by [`InFlight`]) exists
+/// only while something is in flight: at one event a second, a target has nothing in flight
+/// almost all the time, and ten thousand idle sets would cost a few MiB.
+#[derive(Default)]
+struct InFlightSet(Option<FuturesUnordered<InFlight>>);
+
+impl InFlightSet {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, delivery: InFlight) {
+        self.0
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(delivery);
+    }
+
+    /// The next finished delivery; the set is dropped once empty.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Done>> {
+        let Some(set) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = set.poll_next_unpin(cx);
+        if set.is_empty() {
+            self.0 = None;
+        }
+        next
+    }
+}
+
 /// What happens in the current phase, from the phase's own future.
 enum Step {
     WaitOver,
@@ -137,7 +171,7 @@ struct Pipe {
     status: Arc<TargetStatus>,
     metrics: Arc<TargetStatus>,
     tracker: CheckpointTracker,
-    deliveries: FuturesUnordered<InFlight>,
+    deliveries: InFlightSet,
     /// Records the producer had no room for, in order, with their sequence number.
     blocked: VecDeque<(u64, Instant, Record)>,
     /// While records are blocked and nothing is in flight: when to try the producer again.
@@ -408,7 +442,7 @@ pub async fn run(
         status,
         metrics,
         tracker: CheckpointTracker::new(),
-        deliveries: FuturesUnordered::new(),
+        deliveries: InFlightSet::default(),
         blocked: VecDeque::new(),
         blocked_retry: None,
         paused: false,
@@ -454,7 +488,7 @@ pub async fn run(
                 phase = Phase::Stopped;
                 machine.set_state(State::Stopped);
             }
-            Some(done) = deliveries.next(), if !deliveries.is_empty() => {
+            Some(done) = poll_fn(|cx| deliveries.poll_next(cx)), if !deliveries.is_empty() => {
                 pipe.on_delivered(done);
                 if !pipe.blocked.is_empty() {
                     pipe.flush_blocked();

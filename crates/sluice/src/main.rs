@@ -17,6 +17,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// connection costs less memory; mimalloc was as fast but used more memory (docs/BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc options, read once at its initialisation (before `main`); `_RJEM_MALLOC_CONF` in the
+/// environment still overrides them.
+///
+/// `slab_sizes`: every held connection keeps two 8 KiB buffers (hyper's read and write buffers)
+/// and one 10 KiB block (hyper's dispatch channel). By default jemalloc gives each 8 KiB
+/// allocation a slab (an extent with its own metadata) of its own; 16-page slabs hold eight of
+/// them (six of the 10 KiB blocks), which at 10,000 connections saves about 2 MiB of allocator
+/// metadata and about 4 MiB of resident memory in all (docs/BENCHMARKS.md, density).
+// SAFETY: an exported, immutable, NUL-terminated string; jemalloc declares the symbol
+// `const char *_rjem_malloc_conf` (weak, overridden here) and only reads it.
+#[allow(unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &u8 = &b"slab_sizes:8192-10240:16\0"[0];
 use tracing::Instrument as _;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
