@@ -151,13 +151,10 @@ pub fn build_record(
         (headers::TARGET, meta.target.as_str().as_bytes().to_vec()),
         (
             headers::RECEIVED_AT,
-            received_at_ms.to_string().into_bytes(),
+            decimal(u64::try_from(received_at_ms).unwrap_or(u64::MAX)),
         ),
-        (
-            headers::CONNECTION,
-            meta.connection.to_string().into_bytes(),
-        ),
-        (headers::SEQ, meta.seq.to_string().into_bytes()),
+        (headers::CONNECTION, decimal(meta.connection)),
+        (headers::SEQ, decimal(meta.seq)),
     ];
     if let Some(resume) = meta.resume {
         headers.push((headers::RESUME, resume.as_bytes().to_vec()));
@@ -191,6 +188,21 @@ pub fn build_record(
         value: event.data.clone().into_bytes(),
         headers,
     })
+}
+
+/// `n` in decimal ASCII, without the formatting machinery: three of these per event.
+fn decimal(mut n: u64) -> Vec<u8> {
+    let mut digits = [0u8; 20]; // u64::MAX has 20 digits
+    let mut start = digits.len();
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[start..].to_vec()
 }
 
 /// Unix milliseconds as RFC 3339 UTC with millisecond precision: `1970-01-01T00:00:00.000Z`.
@@ -348,6 +360,13 @@ mod tests {
             record.header(headers::CE_ID),
             Some(&b"binance-btc:3:42"[..])
         );
+    }
+
+    #[test]
+    fn decimal_writes_what_to_string_writes() {
+        for n in [0, 1, 9, 10, 42, 1_700_000_000_123, u64::MAX - 1, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string().into_bytes(), "{n}");
+        }
     }
 
     #[test]
