@@ -90,8 +90,8 @@ pub struct Auth {
 /// How a target reaches its upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetProxy {
-    /// One dedicated proxy.
-    Direct(ProxyConfig),
+    /// One dedicated proxy (boxed: most targets have none, and a worker holds thousands).
+    Direct(Box<ProxyConfig>),
     /// A named pool from `worker.yaml`'s `proxy_pools` (validated to exist).
     Pool(String),
 }

@@ -720,9 +720,9 @@ pub(crate) fn target(
             }
             Some(TargetProxy::Pool(pool.clone()))
         }
-        Some(raw_proxy @ RawProxy { pool: None, .. }) => {
-            c.proxy("proxy", raw_proxy).map(TargetProxy::Direct)
-        }
+        Some(raw_proxy @ RawProxy { pool: None, .. }) => c
+            .proxy("proxy", raw_proxy)
+            .map(|proxy| TargetProxy::Direct(Box::new(proxy))),
         Some(_) => {
             c.report(
                 "proxy",

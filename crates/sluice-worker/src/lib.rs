@@ -27,7 +27,7 @@ use sluice_client::redact::redact_url;
 use sluice_config::WorkerConfig;
 use sluice_publish::{CheckpointReadError, Publisher, read_checkpoints};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -307,7 +307,7 @@ async fn run_targets(
         stop: StopSignal::new(),
     });
     let spread = MAX_START_SPREAD.min(Duration::from_millis(targets.len() as u64));
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks(Vec::with_capacity(targets.len()));
     {
         let mut rng = rand::rng();
         for (target, status) in targets.iter().zip(statuses) {
@@ -321,14 +321,13 @@ async fn run_targets(
             } else {
                 rng.random_range(Duration::ZERO..spread)
             };
-            tasks.spawn(target::run(
+            tasks.0.push(tokio::spawn(target::run(
                 shared.clone(),
                 target.clone(),
                 status.clone(),
-                status.clone(),
                 resume,
                 delay,
-            ));
+            )));
         }
     }
     ops.ready.store(true, Ordering::Relaxed);
@@ -342,17 +341,14 @@ async fn run_targets(
         grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         "stopping: draining deliveries and writing final checkpoints"
     );
-    while !tasks.is_empty() {
-        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-            Ok(_) => {}
-            Err(_) => {
-                let left = tasks.len();
-                tasks.abort_all();
-                return Err(WorkerError::GraceExceeded {
-                    grace,
-                    targets: left,
-                });
-            }
+    for task in &mut tasks.0 {
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            let left = tasks.0.iter().filter(|t| !t.is_finished()).count();
+            // Dropping `tasks` aborts them.
+            return Err(WorkerError::GraceExceeded {
+                grace,
+                targets: left,
+            });
         }
     }
     let left = deadline.saturating_duration_since(Instant::now());
@@ -361,6 +357,18 @@ async fn run_targets(
     }
     tracing::info!("all targets drained; checkpoints written");
     Ok(())
+}
+
+/// The target tasks; dropped (the worker returning or its future dropped), it aborts them all.
+/// A plain vector of handles: a `JoinSet` keeps an extra allocation per task.
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Reads the checkpoint topic, creating it (compacted) when missing and retrying while Kafka is

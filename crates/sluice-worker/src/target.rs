@@ -168,8 +168,8 @@ enum Phase {
 struct Pipe {
     shared: Arc<Shared>,
     config: Arc<TargetConfig>,
+    /// The status row, which holds the target's metrics too.
     status: Arc<TargetStatus>,
-    metrics: Arc<TargetStatus>,
     tracker: CheckpointTracker,
     deliveries: InFlightSet,
     /// Records the producer had no room for, in order, with their sequence number.
@@ -180,7 +180,7 @@ struct Pipe {
     paused: bool,
     /// The checkpoint write in flight: the id written and Kafka's answer to come.
     checkpoint_write: Option<(String, Pending)>,
-    checkpoint_written: String,
+    checkpoint_written: Box<str>,
     /// `tracker.acked_prefix()` covered by `checkpoint_written` / by the write in flight.
     checkpointed_prefix: u64,
     checkpoint_pending_prefix: u64,
@@ -204,7 +204,7 @@ impl Pipe {
         let paused = !self.can_read();
         if paused != self.paused {
             self.paused = paused;
-            self.metrics.paused.set(i64::from(paused));
+            self.status.paused.set(i64::from(paused));
         }
         let delivery = self.status.delivery();
         if self.failed || delivery == Delivery::Retrying {
@@ -241,8 +241,8 @@ impl Pipe {
         let record = match build_record(event, &self.config.key, &meta) {
             Ok(record) => record,
             Err(error) => {
-                self.metrics.key_errors.inc();
-                let count = self.metrics.key_errors.get();
+                self.status.key_errors.inc();
+                let count = self.status.key_errors.get();
                 if count.is_power_of_two() {
                     tracing::warn!(
                         target_id = %self.config.id,
@@ -259,8 +259,8 @@ impl Pipe {
                 }
             }
         };
-        self.metrics.events.inc();
-        self.metrics.queue_depth.inc();
+        self.status.events.inc();
+        self.status.queue_depth.inc();
         if self.blocked.is_empty() {
             self.enqueue(seq, received, record);
         } else {
@@ -301,10 +301,10 @@ impl Pipe {
             Ok(_) => {
                 self.now = Instant::now();
                 self.tracker.acked(done.seq);
-                self.metrics.acked.inc();
+                self.status.acked.inc();
                 self.update_checkpoint_lag();
-                self.metrics.queue_depth.dec();
-                self.metrics.latency.observe(
+                self.status.queue_depth.dec();
+                self.status.latency.observe(
                     self.now
                         .saturating_duration_since(done.received)
                         .as_secs_f64(),
@@ -317,7 +317,7 @@ impl Pipe {
                 }
             }
             Err(error) => {
-                self.metrics.delivery_errors.inc();
+                self.status.delivery_errors.inc();
                 if error.is_retryable() {
                     tracing::warn!(target_id = %self.config.id, seq = done.seq, %error, "kafka delivery failed; sending again");
                     self.status.set_delivery(Delivery::Retrying);
@@ -371,7 +371,7 @@ impl Pipe {
         let Some(id) = self.tracker.checkpoint() else {
             return;
         };
-        if id == self.checkpoint_written {
+        if *id == *self.checkpoint_written {
             return;
         }
         let id = id.to_owned();
@@ -407,9 +407,9 @@ impl Pipe {
     fn on_checkpoint(&mut self, id: String, result: Result<Delivered, PublishError>) {
         match result {
             Ok(_) => {
-                self.metrics.checkpoints.inc();
+                self.status.checkpoints.inc();
                 self.status.set_checkpoint(&id);
-                self.checkpoint_written = id;
+                self.checkpoint_written = id.into_boxed_str();
                 self.checkpointed_prefix = self.checkpoint_pending_prefix;
                 self.update_checkpoint_lag();
             }
@@ -424,7 +424,7 @@ impl Pipe {
             .tracker
             .acked_prefix()
             .saturating_sub(self.checkpointed_prefix);
-        self.metrics
+        self.status
             .checkpoint_lag
             .set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
@@ -434,32 +434,33 @@ impl Pipe {
             && self
                 .tracker
                 .checkpoint()
-                .is_none_or(|id| id == self.checkpoint_written)
+                .is_none_or(|id| *id == *self.checkpoint_written)
     }
 }
 
 /// Runs one target until shutdown (or forever, for a stopped target, until shutdown).
-pub async fn run(
+///
+/// Not an `async fn`: one keeps its arguments in its state for its whole life, after they moved
+/// into the machine and the pipe (70 bytes of every target's task). Call it in the runtime.
+pub fn run(
     shared: Arc<Shared>,
     config: Arc<TargetConfig>,
     status: Arc<TargetStatus>,
-    metrics: Arc<TargetStatus>,
     resume_from: Option<String>,
     start_delay: Duration,
-) {
+) -> impl Future<Output = ()> + Send {
     let mut machine = Machine::new(shared.clone(), config.clone(), status.clone(), resume_from);
     let mut pipe = Pipe {
-        shared: shared.clone(),
+        shared,
         config,
         status,
-        metrics,
         tracker: CheckpointTracker::new(),
         deliveries: InFlightSet::default(),
         blocked: VecDeque::new(),
         blocked_retry: None,
         paused: false,
         checkpoint_write: None,
-        checkpoint_written: machine.last_event_id.clone(),
+        checkpoint_written: machine.last_event_id.as_str().into(),
         checkpointed_prefix: 0,
         checkpoint_pending_prefix: 0,
         next_checkpoint_at: Instant::now(),
@@ -467,67 +468,72 @@ pub async fn run(
         failed: false,
     };
     let mut phase = Phase::Waiting(Box::pin(sleep(start_delay)));
-    let stop = &shared.stop;
-    let stop_notified = stop.notified();
-    tokio::pin!(stop_notified);
-    let mut stop_registered = false;
-    let mut stopping = false;
-    let mut was_reading = true;
-    loop {
-        let can_read = pipe.can_read();
-        if can_read && !was_reading {
-            // A backpressure pause is not silence from upstream: restart the watchdog.
-            if let Phase::Streaming(s) = &mut phase {
-                s.last_byte = Instant::now();
-            }
-        }
-        was_reading = can_read;
-        // No signal exists for "the producer queue has room" when this target has nothing in
-        // flight (other targets filled it): poll for it.
-        let blocked_idle = !pipe.blocked.is_empty() && pipe.deliveries.is_empty();
-        if !blocked_idle {
-            pipe.blocked_retry = None;
-        } else if pipe.blocked_retry.is_none() {
-            pipe.blocked_retry = Some(Box::pin(sleep(Duration::from_millis(10))));
-        }
-        let waiting_for_checkpoint = stopping && pipe.checkpoint_write.is_some();
-        let deliveries = &mut pipe.deliveries;
-        let checkpoint = &mut pipe.checkpoint_write;
-        let blocked_retry = &mut pipe.blocked_retry;
-        tokio::select! {
-            biased;
-            () = poll_fn(|cx| stop.poll_stopped(cx, stop_notified.as_mut(), &mut stop_registered)), if !stopping => {
-                stopping = true;
-                phase = Phase::Stopped;
-                machine.set_state(State::Stopped);
-            }
-            Some(done) = poll_fn(|cx| deliveries.poll_next(cx)), if !deliveries.is_empty() => {
-                pipe.on_delivered(done);
-                if !pipe.blocked.is_empty() {
-                    pipe.flush_blocked();
+    // The state lives in the block's captures, used in place (an `async fn` would copy its
+    // arguments into locals and keep both).
+    async move {
+        let shared = Arc::clone(&pipe.shared);
+        let stop = &shared.stop;
+        let stop_notified = stop.notified();
+        tokio::pin!(stop_notified);
+        let mut stop_registered = false;
+        let mut stopping = false;
+        let mut was_reading = true;
+        loop {
+            let can_read = pipe.can_read();
+            if can_read && !was_reading {
+                // A backpressure pause is not silence from upstream: restart the watchdog.
+                if let Phase::Streaming(s) = &mut phase {
+                    s.last_byte = Instant::now();
                 }
             }
-            (id, result) = poll_fn(|cx| poll_answer(checkpoint, cx)), if waiting_for_checkpoint => {
-                pipe.on_checkpoint(id, result);
-            }
-            () = poll_fn(|cx| poll_some(blocked_retry, cx)), if blocked_idle => {
+            was_reading = can_read;
+            // No signal exists for "the producer queue has room" when this target has nothing in
+            // flight (other targets filled it): poll for it.
+            let blocked_idle = !pipe.blocked.is_empty() && pipe.deliveries.is_empty();
+            if !blocked_idle {
                 pipe.blocked_retry = None;
-                pipe.flush_blocked();
+            } else if pipe.blocked_retry.is_none() {
+                pipe.blocked_retry = Some(Box::pin(sleep(Duration::from_millis(10))));
             }
-            step = poll_fn(|cx| poll_phase(&mut phase, can_read, cx)), if !stopping => {
-                machine.handle(step, &mut phase, &mut pipe);
+            let waiting_for_checkpoint = stopping && pipe.checkpoint_write.is_some();
+            let deliveries = &mut pipe.deliveries;
+            let checkpoint = &mut pipe.checkpoint_write;
+            let blocked_retry = &mut pipe.blocked_retry;
+            tokio::select! {
+                biased;
+                () = poll_fn(|cx| stop.poll_stopped(cx, stop_notified.as_mut(), &mut stop_registered)), if !stopping => {
+                    stopping = true;
+                    phase = Phase::Stopped;
+                    machine.set_state(State::Stopped);
+                }
+                Some(done) = poll_fn(|cx| deliveries.poll_next(cx)), if !deliveries.is_empty() => {
+                    pipe.on_delivered(done);
+                    if !pipe.blocked.is_empty() {
+                        pipe.flush_blocked();
+                    }
+                }
+                (id, result) = poll_fn(|cx| poll_answer(checkpoint, cx)), if waiting_for_checkpoint => {
+                    pipe.on_checkpoint(id, result);
+                }
+                () = poll_fn(|cx| poll_some(blocked_retry, cx)), if blocked_idle => {
+                    pipe.blocked_retry = None;
+                    pipe.flush_blocked();
+                }
+                step = poll_fn(|cx| poll_phase(&mut phase, can_read, cx)), if !stopping => {
+                    machine.handle(step, &mut phase, &mut pipe);
+                }
+            }
+            if !stopping {
+                pipe.take_checkpoint_answer();
+            }
+            pipe.update_paused();
+            pipe.maybe_checkpoint(stopping);
+            if stopping && pipe.drained() && pipe.checkpoint_settled() {
+                break;
             }
         }
-        if !stopping {
-            pipe.take_checkpoint_answer();
-        }
-        pipe.update_paused();
-        pipe.maybe_checkpoint(stopping);
-        if stopping && pipe.drained() && pipe.checkpoint_settled() {
-            break;
-        }
+        tracing::debug!(target_id = %pipe.config.id, checkpoint = %pipe.checkpoint_written, "target stopped");
     }
-    tracing::debug!(target_id = %pipe.config.id, checkpoint = %pipe.checkpoint_written, "target stopped");
 }
 
 /// Kafka's answer to the checkpoint write in `write`, once it came (the write is then taken).
@@ -608,7 +614,7 @@ struct Machine {
     generation: u64,
     /// The `Last-Event-ID` the current connection opened with, until its first record is sent
     /// (it travels as the `sluice.resume` header on that record).
-    resume: Option<String>,
+    resume: Option<Box<str>>,
     pool_cursor: usize,
     /// The pool member of the attempt in progress / the open connection.
     pool_member: Option<usize>,
@@ -772,7 +778,7 @@ impl Machine {
                 jittered
             }
         };
-        pipe.metrics.reconnect(reason);
+        pipe.status.reconnect(reason);
         self.status
             .set_error(Some(format!("{}: {detail}", reason.as_str())));
         self.status.set_http_version(None);
@@ -802,7 +808,7 @@ impl Machine {
     ) -> Box<Streaming> {
         let now = Instant::now();
         self.generation += 1;
-        self.resume = Some(self.last_event_id.clone());
+        self.resume = Some(self.last_event_id.as_str().into());
         self.status
             .generation
             .store(self.generation, Ordering::Relaxed);
@@ -870,7 +876,7 @@ impl Machine {
                 }
                 match error {
                     ConnectError::NoContent => {
-                        pipe.metrics.reconnect(DisconnectReason::HttpStatus);
+                        pipe.status.reconnect(DisconnectReason::HttpStatus);
                         self.stop(phase, "server answered 204 no content: the endpoint asks clients not to reconnect".to_owned());
                     }
                     ConnectError::Options(detail) => {
@@ -897,7 +903,7 @@ impl Machine {
                         let now = Instant::now();
                         pipe.now = now;
                         s.last_byte = now;
-                        pipe.metrics.bytes.inc_by(bytes.len() as u64);
+                        pipe.status.bytes.inc_by(bytes.len() as u64);
                         pipe.status.touch_byte(now);
                         s.parser.push(&bytes);
                         let wall = SystemTime::now();
@@ -918,7 +924,7 @@ impl Machine {
                                             .is_some_and(|id| id == event.id.as_str())
                                         {
                                             s.overlap.pop_front();
-                                            pipe.metrics.duplicates.inc();
+                                            pipe.status.duplicates.inc();
                                             continue;
                                         }
                                         s.overlap.clear();
@@ -1018,7 +1024,7 @@ impl Machine {
                         // requested; what the old stream delivered since will be replayed.
                         let mut replacement = self.opened(connection, permit);
                         replacement.overlap = overlap;
-                        pipe.metrics.reconnect(DisconnectReason::Rotate);
+                        pipe.status.reconnect(DisconnectReason::Rotate);
                         tracing::info!(target_id = %self.config.id, connection = self.generation, "switched to the replacement stream; old one closed");
                         *phase = Phase::Streaming(replacement);
                     }
@@ -1053,7 +1059,7 @@ impl Machine {
                 .iter()
                 .any(|t| t == event.event.as_str())
         {
-            pipe.metrics.filtered.inc();
+            pipe.status.filtered.inc();
             return;
         }
         let resume = self.resume.take();
