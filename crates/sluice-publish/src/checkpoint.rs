@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 
+use sluice_sse::Text;
+
 /// In-flight capacity up to which an emptied tracker releases its buffer.
 const SMALL: usize = 16;
 
@@ -16,9 +18,10 @@ pub struct CheckpointTracker {
     /// The sequence number of `in_flight[0]`.
     base: u64,
     /// Event id and whether it is acknowledged, for every sequence number from `base` on.
-    in_flight: VecDeque<(String, bool)>,
+    /// (`Text`: a typical id is stored inline, so sending an event allocates nothing here.)
+    in_flight: VecDeque<(Text, bool)>,
     /// The event id of the last event of the complete acknowledged prefix.
-    checkpoint: Option<String>,
+    checkpoint: Option<Text>,
 }
 
 impl CheckpointTracker {
@@ -30,7 +33,8 @@ impl CheckpointTracker {
     /// Records that the event `event_id` is being sent and returns its sequence number.
     pub fn sent(&mut self, event_id: &str) -> u64 {
         let seq = self.next_seq();
-        self.in_flight.push_back((event_id.to_owned(), false));
+        self.in_flight
+            .push_back((Text::copy_from_str(event_id), false));
         seq
     }
 
@@ -65,7 +69,7 @@ impl CheckpointTracker {
     /// The event id that is safe to checkpoint: that of the highest sequence number such that it
     /// and every earlier one are acknowledged; `None` until the first event is.
     pub fn checkpoint(&self) -> Option<&str> {
-        self.checkpoint.as_deref()
+        self.checkpoint.as_ref().map(Text::as_str)
     }
 
     /// How many events form the complete acknowledged prefix (every sequence number below it is

@@ -22,4 +22,6 @@ pub use publisher::{
     CheckpointReadError, Delivered, Pending, PublishError, Publisher, TrySendError,
     read_checkpoints, read_compacted_blocking,
 };
-pub use record::{KeyError, Record, RecordMeta, build_record, headers};
+pub use record::{
+    KeyError, Record, RecordMeta, build_record, for_each_header, headers, record_key,
+};

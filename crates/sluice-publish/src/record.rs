@@ -1,5 +1,6 @@
 //! The Kafka record for one SSE event: key, value and headers. Pure, no I/O.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -136,28 +137,57 @@ pub fn build_record(
     key: &RecordKey,
     meta: &RecordMeta<'_>,
 ) -> Result<Record, KeyError> {
-    let key = match key {
-        RecordKey::Target => meta.target.as_str().as_bytes().to_vec(),
-        RecordKey::Pointer(pointer) => pointer_key(event.data.as_bytes(), pointer)?,
-    };
+    let key = record_key(event, key, meta)?.into_owned();
+    let mut headers = Vec::with_capacity(if meta.cloudevents { 12 } else { 7 });
+    for_each_header(event, meta, |name, value| {
+        headers.push((name, value.to_vec()))
+    });
+    Ok(Record {
+        key,
+        value: event.data.clone().into_bytes(),
+        headers,
+    })
+}
+
+/// The key of the record for `event` (see [`build_record`]); borrowed when it is the target id.
+pub fn record_key<'a>(
+    event: &Event,
+    key: &RecordKey,
+    meta: &RecordMeta<'a>,
+) -> Result<Cow<'a, [u8]>, KeyError> {
+    match key {
+        RecordKey::Target => Ok(Cow::Borrowed(meta.target.as_str().as_bytes())),
+        RecordKey::Pointer(pointer) => pointer_key(event.data.as_bytes(), pointer).map(Cow::Owned),
+    }
+}
+
+/// Calls `f` with each header of the record for `event`, in [`Record::headers`] order, without
+/// building the record: a producer can copy them straight into its own headers.
+pub fn for_each_header(
+    event: &Event,
+    meta: &RecordMeta<'_>,
+    mut f: impl FnMut(&'static str, &[u8]),
+) {
     let received_at_ms = meta
         .received_at
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
-    let mut headers = vec![
-        (headers::SSE_ID, event.id.as_bytes().to_vec()),
-        (headers::SSE_EVENT, event.event.as_bytes().to_vec()),
-        (headers::TARGET, meta.target.as_str().as_bytes().to_vec()),
-        (
-            headers::RECEIVED_AT,
-            decimal(u64::try_from(received_at_ms).unwrap_or(u64::MAX)),
+    let mut digits = [0u8; 20];
+    f(headers::SSE_ID, event.id.as_bytes());
+    f(headers::SSE_EVENT, event.event.as_bytes());
+    f(headers::TARGET, meta.target.as_str().as_bytes());
+    f(
+        headers::RECEIVED_AT,
+        decimal(
+            &mut digits,
+            u64::try_from(received_at_ms).unwrap_or(u64::MAX),
         ),
-        (headers::CONNECTION, decimal(meta.connection)),
-        (headers::SEQ, decimal(meta.seq)),
-    ];
+    );
+    f(headers::CONNECTION, decimal(&mut digits, meta.connection));
+    f(headers::SEQ, decimal(&mut digits, meta.seq));
     if let Some(resume) = meta.resume {
-        headers.push((headers::RESUME, resume.as_bytes().to_vec()));
+        f(headers::RESUME, resume.as_bytes());
     }
     if meta.cloudevents {
         let target = meta.target.as_str();
@@ -166,33 +196,21 @@ pub fn build_record(
         } else {
             format!("{target}:{}", event.id.as_str())
         };
-        headers.extend([
-            (
-                headers::CE_SPECVERSION,
-                CE_SPECVERSION_VALUE.as_bytes().to_vec(),
-            ),
-            (headers::CE_ID, ce_id.into_bytes()),
-            (
-                headers::CE_SOURCE,
-                format!("urn:sluice:target:{target}").into_bytes(),
-            ),
-            (headers::CE_TYPE, event.event.as_bytes().to_vec()),
-            (
-                headers::CE_TIME,
-                rfc3339_millis(received_at_ms).into_bytes(),
-            ),
-        ]);
+        f(headers::CE_SPECVERSION, CE_SPECVERSION_VALUE.as_bytes());
+        f(headers::CE_ID, ce_id.as_bytes());
+        f(
+            headers::CE_SOURCE,
+            format!("urn:sluice:target:{target}").as_bytes(),
+        );
+        f(headers::CE_TYPE, event.event.as_bytes());
+        f(headers::CE_TIME, rfc3339_millis(received_at_ms).as_bytes());
     }
-    Ok(Record {
-        key,
-        value: event.data.clone().into_bytes(),
-        headers,
-    })
 }
 
-/// `n` in decimal ASCII, without the formatting machinery: three of these per event.
-fn decimal(mut n: u64) -> Vec<u8> {
-    let mut digits = [0u8; 20]; // u64::MAX has 20 digits
+/// `n` in decimal ASCII, written at the end of `digits` without the formatting machinery (three
+/// of these per event).
+fn decimal(digits: &mut [u8; 20], mut n: u64) -> &[u8] {
+    // u64::MAX has 20 digits.
     let mut start = digits.len();
     for slot in digits.iter_mut().rev() {
         *slot = b'0' + (n % 10) as u8;
@@ -202,7 +220,7 @@ fn decimal(mut n: u64) -> Vec<u8> {
             break;
         }
     }
-    digits[start..].to_vec()
+    &digits[start..]
 }
 
 /// Unix milliseconds as RFC 3339 UTC with millisecond precision: `1970-01-01T00:00:00.000Z`.
@@ -365,7 +383,7 @@ mod tests {
     #[test]
     fn decimal_writes_what_to_string_writes() {
         for n in [0, 1, 9, 10, 42, 1_700_000_000_123, u64::MAX - 1, u64::MAX] {
-            assert_eq!(decimal(n), n.to_string().into_bytes(), "{n}");
+            assert_eq!(decimal(&mut [0; 20], n), n.to_string().as_bytes(), "{n}");
         }
     }
 

@@ -90,6 +90,75 @@ async fn published_events_come_back_with_key_value_headers_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_an_event_directly_writes_the_record_build_record_builds() {
+    let kafka = TestKafka::start().unwrap();
+    let topic = unique_topic("sluice-publish-direct");
+    kafka.create_topic(&topic, 1, false).await.unwrap();
+    let publisher = Publisher::new(&kafka.producer_config()).unwrap();
+    let target: TargetId = "feed-b".parse().unwrap();
+    let key = RecordKey::Pointer("/sym".to_owned());
+
+    let mut sent = Vec::new();
+    for i in 0..4u64 {
+        let event = Event {
+            id: Text::from(if i == 2 {
+                String::new()
+            } else {
+                format!("ev-{i}")
+            }),
+            event: Text::from_static("tick"),
+            data: Text::from(format!("{{\"sym\":\"S{i}\",\"n\":{i}}}")),
+        };
+        let meta = RecordMeta {
+            target: &target,
+            received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i),
+            connection: 3,
+            seq: i,
+            resume: (i == 0).then_some("ev-x"),
+            cloudevents: i % 2 == 1,
+        };
+        let record = build_record(&event, &key, &meta).unwrap();
+        let record_key = sluice_publish::record_key(&event, &key, &meta).unwrap();
+        let pending = publisher
+            .try_send_event(&topic, &record_key, &event, &meta)
+            .unwrap();
+        tokio::time::timeout(STEP_LIMIT, pending)
+            .await
+            .unwrap()
+            .unwrap();
+        sent.push(record);
+    }
+
+    let consumer: StreamConsumer = kafka
+        .consumer_config(&unique_topic("sluice-publish-direct-group"))
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    for record in &sent {
+        let message = tokio::time::timeout(STEP_LIMIT, consumer.recv())
+            .await
+            .expect("a record within the step limit")
+            .unwrap();
+        assert_eq!(message.key(), Some(record.key.as_slice()));
+        assert_eq!(message.payload(), Some(record.value.as_ref()));
+        let got: Vec<(String, Vec<u8>)> = message
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+            .collect();
+        let want: Vec<(String, Vec<u8>)> = record
+            .headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        assert_eq!(got, want);
+    }
+    assert_eq!(sent[0].header(headers::RESUME), Some(&b"ev-x"[..]));
+    assert!(sent[1].header(headers::CE_ID).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_checkpoints_returns_the_latest_event_id_per_target() {
     let kafka = TestKafka::start().unwrap();
     let topic = unique_topic("sluice-checkpoints");

@@ -7,6 +7,7 @@
 //! Invariant: the checkpoint written for a target never passes an event Kafka has not
 //! acknowledged together with every earlier event of that target ([`CheckpointTracker`]).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -21,10 +22,9 @@ use rand::Rng;
 use sluice_client::{
     Client, ConnectError, Connection, DisconnectReason, ExponentialBackoff, redact::redact_url,
 };
-use sluice_config::{RecordKey, TargetConfig, TargetProxy};
+use sluice_config::{TargetConfig, TargetProxy};
 use sluice_publish::{
-    CheckpointTracker, Delivered, Pending, PublishError, Record, RecordMeta, TrySendError,
-    build_record,
+    CheckpointTracker, Delivered, Pending, PublishError, RecordMeta, TrySendError, record_key,
 };
 use sluice_sse::{Event, Item, Parser};
 use tokio::sync::OwnedSemaphorePermit;
@@ -45,15 +45,53 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 struct Done {
     seq: u64,
     received: Instant,
-    record: Record,
+    record: Outgoing,
     result: Result<Delivered, PublishError>,
+}
+
+/// What an event's record is made of, kept until Kafka took it (to send it again after a
+/// failure). Not the built [`sluice_publish::Record`]: each send writes the headers straight
+/// into the producer's, which saves an allocation per header on every event.
+struct Outgoing {
+    event: Event,
+    /// The record key when it is not the target id (a JSON Pointer key).
+    key: Option<Box<[u8]>>,
+    received_wall: SystemTime,
+    generation: u64,
+    resume: Option<Box<str>>,
+}
+
+impl Outgoing {
+    /// Hands the record with sequence number `seq` to the producer.
+    fn try_send(
+        &self,
+        shared: &Shared,
+        config: &TargetConfig,
+        seq: u64,
+    ) -> Result<Pending, TrySendError> {
+        let meta = RecordMeta {
+            target: &config.id,
+            received_at: self.received_wall,
+            connection: self.generation,
+            seq,
+            resume: self.resume.as_deref(),
+            cloudevents: config.cloudevents,
+        };
+        let key = self
+            .key
+            .as_deref()
+            .unwrap_or_else(|| config.id.as_str().as_bytes());
+        shared
+            .publisher
+            .try_send_event(&config.topic, key, &self.event, &meta)
+    }
 }
 
 /// One record on its way to Kafka. The common case, a record the producer took, is a plain
 /// value in the in-flight set (no box per event); failures and retries are boxed futures.
 enum InFlight {
     /// Handed to the producer: resolves on Kafka's answer. `None` once resolved.
-    Sent(Pending, Option<(u64, Instant, Record)>),
+    Sent(Pending, Option<(u64, Instant, Outgoing)>),
     /// A retry, or a failure known at once.
     Other(BoxFuture<Done>),
 }
@@ -173,7 +211,7 @@ struct Pipe {
     tracker: CheckpointTracker,
     deliveries: InFlightSet,
     /// Records the producer had no room for, in order, with their sequence number.
-    blocked: VecDeque<(u64, Instant, Record)>,
+    blocked: VecDeque<(u64, Instant, Outgoing)>,
     /// While records are blocked and nothing is in flight: when to try the producer again.
     blocked_retry: Option<Pin<Box<Sleep>>>,
     /// The `paused` value last published to the status row and metrics.
@@ -225,7 +263,7 @@ impl Pipe {
         &mut self,
         event: &Event,
         generation: u64,
-        resume: Option<&str>,
+        resume: Option<Box<str>>,
         received: Instant,
         received_wall: SystemTime,
     ) {
@@ -235,11 +273,12 @@ impl Pipe {
             received_at: received_wall,
             connection: generation,
             seq,
-            resume,
+            resume: resume.as_deref(),
             cloudevents: self.config.cloudevents,
         };
-        let record = match build_record(event, &self.config.key, &meta) {
-            Ok(record) => record,
+        let key = match record_key(event, &self.config.key, &meta) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(key)) => Some(key.into_boxed_slice()),
             Err(error) => {
                 self.status.key_errors.inc();
                 let count = self.status.key_errors.get();
@@ -252,12 +291,15 @@ impl Pipe {
                         "cannot take the record key from the event; publishing it keyed by target id"
                     );
                 }
-                // Cannot fail: the target key needs no payload.
-                match build_record(event, &RecordKey::Target, &meta) {
-                    Ok(record) => record,
-                    Err(_) => return,
-                }
+                None
             }
+        };
+        let record = Outgoing {
+            event: event.clone(),
+            key,
+            received_wall,
+            generation,
+            resume,
         };
         self.status.events.inc();
         self.status.queue_depth.inc();
@@ -268,8 +310,8 @@ impl Pipe {
         }
     }
 
-    fn enqueue(&mut self, seq: u64, received: Instant, record: Record) {
-        match self.shared.publisher.try_send(&self.config.topic, &record) {
+    fn enqueue(&mut self, seq: u64, received: Instant, record: Outgoing) {
+        match record.try_send(&self.shared, &self.config, seq) {
             Ok(pending) => self
                 .deliveries
                 .push(InFlight::Sent(pending, Some((seq, received, record)))),
@@ -323,12 +365,12 @@ impl Pipe {
                     self.status.set_delivery(Delivery::Retrying);
                     self.status.set_error(Some(error.to_string()));
                     let shared = self.shared.clone();
-                    let topic = self.config.topic.clone();
+                    let config = self.config.clone();
                     let (seq, received, record) = (done.seq, done.received, done.record);
                     self.deliveries.push(InFlight::Other(Box::pin(async move {
                         sleep(Duration::from_millis(200)).await;
                         let result = loop {
-                            match shared.publisher.try_send(&topic, &record) {
+                            match record.try_send(&shared, &config, seq) {
                                 Ok(pending) => break pending.await,
                                 Err(TrySendError::QueueFull) => {
                                     sleep(Duration::from_millis(50)).await;
@@ -1062,8 +1104,7 @@ impl Machine {
             pipe.status.filtered.inc();
             return;
         }
-        let resume = self.resume.take();
-        pipe.send(event, self.generation, resume.as_deref(), now, wall);
+        pipe.send(event, self.generation, self.resume.take(), now, wall);
     }
 }
 
