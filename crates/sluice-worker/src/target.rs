@@ -119,15 +119,28 @@ impl Future for InFlight {
     }
 }
 
-/// The in-flight deliveries of a target. The set (two allocations sized by [`InFlight`]) exists
-/// only while something is in flight: at one event a second, a target has nothing in flight
-/// almost all the time, and ten thousand idle sets would cost a few MiB.
+/// The in-flight deliveries of a target.
+///
+/// At one event a second a target has nothing in flight almost all the time, and one delivery
+/// when it has any: that one is a single box, polled directly. A `FuturesUnordered` (two
+/// allocations of its own, and one per delivery) exists only while two or more are in flight;
+/// ten thousand idle sets would cost a few MiB, and making one per event most of the CPU of
+/// the in-flight bookkeeping.
 #[derive(Default)]
-struct InFlightSet(Option<FuturesUnordered<InFlight>>);
+enum InFlightSet {
+    #[default]
+    Empty,
+    One(Box<InFlight>),
+    Many(FuturesUnordered<InFlight>),
+}
 
 impl InFlightSet {
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, FuturesUnordered::len)
+        match self {
+            InFlightSet::Empty => 0,
+            InFlightSet::One(_) => 1,
+            InFlightSet::Many(set) => set.len(),
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -135,19 +148,38 @@ impl InFlightSet {
     }
 
     fn push(&mut self, delivery: InFlight) {
-        self.0
-            .get_or_insert_with(FuturesUnordered::new)
-            .push(delivery);
+        match std::mem::take(self) {
+            InFlightSet::Empty => *self = InFlightSet::One(Box::new(delivery)),
+            InFlightSet::One(first) => {
+                let set = FuturesUnordered::new();
+                set.push(*first);
+                set.push(delivery);
+                *self = InFlightSet::Many(set);
+            }
+            InFlightSet::Many(set) => {
+                set.push(delivery);
+                *self = InFlightSet::Many(set);
+            }
+        }
     }
 
-    /// The next finished delivery; the set is dropped once empty.
+    /// The next finished delivery (`None` when empty).
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Done>> {
-        let Some(set) = self.0.as_mut() else {
-            return Poll::Ready(None);
+        let next = match self {
+            InFlightSet::Empty => return Poll::Ready(None),
+            InFlightSet::One(delivery) => Pin::new(delivery.as_mut()).poll(cx).map(Some),
+            InFlightSet::Many(set) => set.poll_next_unpin(cx),
         };
-        let next = set.poll_next_unpin(cx);
-        if set.is_empty() {
-            self.0 = None;
+        if next.is_ready() {
+            *self = match std::mem::take(self) {
+                InFlightSet::Many(set) if set.len() > 1 => InFlightSet::Many(set),
+                // The last one left goes back to a plain box, polled next with this task's waker.
+                InFlightSet::Many(set) => match set.into_iter().next() {
+                    Some(last) => InFlightSet::One(Box::new(last)),
+                    None => InFlightSet::Empty,
+                },
+                InFlightSet::One(_) | InFlightSet::Empty => InFlightSet::Empty,
+            };
         }
         next
     }
@@ -1117,5 +1149,78 @@ fn version_name(version: http::Version) -> &'static str {
         http::Version::HTTP_2 => "HTTP/2.0",
         http::Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use sluice_sse::Text;
+    use tokio::sync::oneshot;
+
+    /// A delivery that finishes (with sequence number `seq`) when `tx` is sent to.
+    fn delivery(seq: u64) -> (oneshot::Sender<()>, InFlight) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let record = Outgoing {
+            event: Event {
+                id: Text::from_static("1"),
+                event: Text::from_static("message"),
+                data: Text::from_static("{}"),
+            },
+            key: None,
+            received_wall: SystemTime::UNIX_EPOCH,
+            generation: 1,
+            resume: None,
+        };
+        let received = Instant::now();
+        let future = InFlight::Other(Box::pin(async move {
+            let _ = rx.await;
+            Done {
+                seq,
+                received,
+                record,
+                result: Ok(Delivered {
+                    partition: 0,
+                    offset: i64::try_from(seq).unwrap(),
+                }),
+            }
+        }));
+        (tx, future)
+    }
+
+    fn next_ready(set: &mut InFlightSet) -> Option<Option<u64>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match set.poll_next(&mut cx) {
+            Poll::Ready(done) => Some(done.map(|d| d.seq)),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_in_flight_set_yields_every_delivery_in_any_order_and_ends_empty() {
+        let mut set = InFlightSet::default();
+        assert_eq!(next_ready(&mut set), Some(None));
+        let (a, first) = delivery(1);
+        set.push(first);
+        assert!(matches!(set, InFlightSet::One(_)));
+        assert_eq!(next_ready(&mut set), None);
+        let (b, second) = delivery(2);
+        let (c, third) = delivery(3);
+        set.push(second);
+        set.push(third);
+        assert_eq!(set.len(), 3);
+        b.send(()).unwrap();
+        assert_eq!(next_ready(&mut set), Some(Some(2)));
+        a.send(()).unwrap();
+        assert_eq!(next_ready(&mut set), Some(Some(1)));
+        // One left: back to a plain box, which still finishes.
+        assert!(matches!(set, InFlightSet::One(_)));
+        assert_eq!(next_ready(&mut set), None);
+        c.send(()).unwrap();
+        assert_eq!(next_ready(&mut set), Some(Some(3)));
+        assert!(set.is_empty());
+        assert_eq!(next_ready(&mut set), Some(None));
     }
 }
