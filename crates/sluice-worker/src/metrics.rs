@@ -130,7 +130,7 @@ const FAMILIES: [(&str, &str, MetricType, Option<&str>); 17] = [
     ),
     (
         "sluice_checkpoints_written_total",
-        "Checkpoints Kafka acknowledged.",
+        "Checkpoints Kafka acknowledged (counted when the target next wakes: its next chunk or delivery).",
         MetricType::COUNTER,
         None,
     ),
