@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak, mpsc};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use sluice_merge::{Input, Merger, Outcome};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Batch, BatchQueue, RawRecord};
 use crate::metrics::Metrics;
 use crate::partition::partition_for;
 use crate::snapshot::{SnapshotRecord, write_file};
@@ -39,6 +40,12 @@ const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often consumer lag is refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// Records taken from the batch queue per call.
+const BATCH: usize = 1024;
+/// Records handled per round before the loop serves rebalances, base fetches and snapshots.
+const ROUND: usize = 4096;
+/// How long an idle round waits for records.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// Everything the consumer thread, the rebalance callbacks and the HTTP handlers share.
 pub struct Shared {
@@ -506,6 +513,19 @@ fn partition_count(consumer: &BaseConsumer<Ctx>, topic: &str) -> i32 {
 pub struct Ctx {
     /// The shared state.
     pub shared: Arc<Shared>,
+    /// The engine's batch queue, which assigned partitions forward their records to. Weak: the
+    /// engine owns it and drops it before the consumer.
+    queue: OnceLock<Weak<BatchQueue>>,
+}
+
+impl Ctx {
+    /// A context around the shared state.
+    pub fn new(shared: Arc<Shared>) -> Ctx {
+        Ctx {
+            shared,
+            queue: OnceLock::new(),
+        }
+    }
 }
 
 impl ClientContext for Ctx {}
@@ -513,7 +533,22 @@ impl ClientContext for Ctx {}
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => self.shared.restore(consumer, tpl),
+            Rebalance::Assign(tpl) => {
+                // Before the assignment starts fetching (librdkafka keeps a forwarding the
+                // application set), so every record of these partitions takes the batch path.
+                if let Some(queue) = self.queue.get().and_then(Weak::upgrade) {
+                    for element in tpl.elements() {
+                        if !queue.forward(element.topic(), element.partition()) {
+                            tracing::warn!(
+                                topic = element.topic(),
+                                partition = element.partition(),
+                                "cannot forward the partition to the batch queue: its records come through the consumer's queue"
+                            );
+                        }
+                    }
+                }
+                self.shared.restore(consumer, tpl)
+            }
             Rebalance::Revoke(tpl) => self.shared.release(consumer, tpl),
             Rebalance::Error(error) => tracing::warn!(%error, "consumer group rebalance failed"),
         }
@@ -530,6 +565,8 @@ struct Fetched {
 /// The loop's own state.
 pub struct Engine {
     shared: Arc<Shared>,
+    /// Declared before `consumer`, so it is destroyed before the consumer's client.
+    queue: Option<Arc<BatchQueue>>,
     consumer: BaseConsumer<Ctx>,
     fetched_tx: mpsc::Sender<Fetched>,
     fetched_rx: mpsc::Receiver<Fetched>,
@@ -549,8 +586,20 @@ impl Engine {
         snapshot_interval: Duration,
     ) -> Engine {
         let (fetched_tx, fetched_rx) = mpsc::channel();
+        // SAFETY of the queue's contract: the engine owns both and drops the queue first.
+        #[allow(unsafe_code)]
+        let queue = unsafe { BatchQueue::new(consumer.client().native_ptr()) }.map(Arc::new);
+        match &queue {
+            Some(queue) => {
+                let _ = consumer.context().queue.set(Arc::downgrade(queue));
+            }
+            None => tracing::warn!(
+                "cannot create the batch queue: records come through the consumer's queue"
+            ),
+        }
         Engine {
             shared,
+            queue,
             consumer,
             fetched_tx,
             fetched_rx,
@@ -566,29 +615,9 @@ impl Engine {
     pub fn run(mut self, shutdown: CancellationToken) {
         let mut next_snapshot = Instant::now() + self.snapshot_interval;
         let mut next_lag = Instant::now() + LAG_INTERVAL;
+        let mut batch = Batch::with_capacity(BATCH);
         while !shutdown.is_cancelled() {
-            // One blocking poll, then whatever else is already there.
-            let mut budget = 4096;
-            let mut wait = Duration::from_millis(50);
-            // One clock read per round: "as of" is exact to within a round.
-            let mut now = SystemTime::now();
-            while budget > 0 {
-                match self.consumer.poll(wait) {
-                    Some(Ok(message)) => {
-                        if wait > Duration::ZERO {
-                            now = SystemTime::now();
-                        }
-                        self.handle(&message, now)
-                    }
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "kafka consumer error");
-                        break;
-                    }
-                    None => break,
-                }
-                wait = Duration::ZERO;
-                budget -= 1;
-            }
+            self.consume_round(&mut batch);
             self.start_fetches();
             while let Ok(fetched) = self.fetched_rx.try_recv() {
                 self.base_arrived(fetched);
@@ -615,29 +644,85 @@ impl Engine {
         for cell in self.shared.store.all() {
             cell.retire();
         }
+        drop(batch);
+        // The queue goes before the consumer's client (field order does the same on a panic).
+        self.queue = None;
     }
 
-    fn handle(&self, message: &BorrowedMessage<'_>, now: SystemTime) {
+    /// Serves the consumer's own queue (rebalances, commits, errors, and the records of any
+    /// partition not forwarded), then takes up to [`ROUND`] records from the batch queue,
+    /// waiting up to [`IDLE_WAIT`] for the first when the consumer's queue had nothing.
+    fn consume_round(&self, batch: &mut Batch) {
+        let mut wait = if self.queue.is_some() {
+            Duration::ZERO
+        } else {
+            IDLE_WAIT
+        };
+        let mut budget = ROUND;
+        // One clock read per call: "as of" is exact to within a round.
+        let mut now = SystemTime::now();
+        while budget > 0 {
+            match self.consumer.poll(wait) {
+                Some(Ok(message)) => {
+                    if wait > Duration::ZERO {
+                        now = SystemTime::now();
+                    }
+                    self.handle(&message, now)
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "kafka consumer error");
+                    break;
+                }
+                None => break,
+            }
+            wait = Duration::ZERO;
+            budget -= 1;
+        }
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let mut wait = if budget == ROUND {
+            IDLE_WAIT
+        } else {
+            Duration::ZERO
+        };
+        while budget > 0 {
+            let n = queue.consume(wait, batch);
+            if n == 0 {
+                break;
+            }
+            if wait > Duration::ZERO {
+                now = SystemTime::now();
+            }
+            batch.drain(|record| match record.error() {
+                None => self.handle(&record, now),
+                Some(error) => tracing::warn!(
+                    topic = record.topic(),
+                    partition = record.partition(),
+                    %error,
+                    "kafka consumer error"
+                ),
+            });
+            budget = budget.saturating_sub(n);
+            wait = Duration::ZERO;
+        }
+    }
+
+    fn handle<R: Record>(&self, message: &R, now: SystemTime) {
         let mut target: Option<&str> = None;
         let mut id: Option<&str> = None;
         let mut event = "message";
         let mut connection = None;
         let mut resume = None;
-        if let Some(headers) = message.headers() {
-            // Names first: only the headers we read are decoded.
-            for header in headers.iter() {
-                match header.key {
-                    "sluice.target" => target = text(header.value),
-                    "sse.id" => id = text(header.value).filter(|v| !v.is_empty()),
-                    "sse.event" => event = text(header.value).unwrap_or("message"),
-                    "sluice.connection" => {
-                        connection = text(header.value).and_then(|v| v.parse().ok())
-                    }
-                    "sluice.resume" => resume = Some(text(header.value).unwrap_or("")),
-                    _ => {}
-                }
-            }
-        }
+        // Names first: only the headers we read are decoded.
+        message.for_each_header(|name, value| match name {
+            b"sluice.target" => target = text(value),
+            b"sse.id" => id = text(value).filter(|v| !v.is_empty()),
+            b"sse.event" => event = text(value).unwrap_or("message"),
+            b"sluice.connection" => connection = text(value).and_then(|v| v.parse().ok()),
+            b"sluice.resume" => resume = Some(text(value).unwrap_or("")),
+            _ => {}
+        });
         let target = target.or_else(|| message.key().and_then(|k| std::str::from_utf8(k).ok()));
         let Some(target) = target else {
             self.shared
@@ -689,7 +774,7 @@ impl Engine {
             *self.last_cell.borrow_mut() = Some(cell.clone());
         }
         let offset = message.offset();
-        let data = message.payload().unwrap_or_default();
+        let data = message.payload();
         let mut inner = cell.lock();
         if offset < inner.next_offset {
             self.shared
@@ -748,15 +833,17 @@ impl Engine {
         }
     }
 
-    fn dead_letter(&self, message: &BorrowedMessage<'_>, target: &str, error: &str) {
+    fn dead_letter<R: Record>(&self, message: &R, target: &str, error: &str) {
         let Some(topic) = &self.shared.dead_letter else {
             return;
         };
-        let mut headers = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for header in original.iter() {
-                headers = headers.insert(header);
-            }
+        let mut original = Vec::new();
+        message.for_each_header(|name, value| {
+            original.push((String::from_utf8_lossy(name), value));
+        });
+        let mut headers = OwnedHeaders::new_with_capacity(original.len() + 2);
+        for (key, value) in &original {
+            headers = headers.insert(Header { key, value: *value });
         }
         let source = format!(
             "{}/{}/{}",
@@ -775,7 +862,7 @@ impl Engine {
             });
         let record = FutureRecord::to(topic)
             .key(target)
-            .payload(message.payload().unwrap_or_default())
+            .payload(message.payload())
             .headers(headers);
         match self.shared.producer.send_result(record) {
             Ok(_) => self.shared.metrics.dead_letters.inc(),
@@ -930,6 +1017,65 @@ impl Engine {
 }
 
 /// A header value as text (`None` when absent or not UTF-8).
+/// What the loop reads of a consumed record: rust-rdkafka's message (from the consumer's queue)
+/// or one of a batch.
+trait Record {
+    fn topic(&self) -> &str;
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    fn key(&self) -> Option<&[u8]>;
+    /// The payload ("" when there is none).
+    fn payload(&self) -> &[u8];
+    /// Calls `f(name, value)` for each header, in order.
+    fn for_each_header<'s>(&'s self, f: impl FnMut(&'s [u8], Option<&'s [u8]>));
+}
+
+impl Record for BorrowedMessage<'_> {
+    fn topic(&self) -> &str {
+        Message::topic(self)
+    }
+    fn partition(&self) -> i32 {
+        Message::partition(self)
+    }
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+    fn key(&self) -> Option<&[u8]> {
+        Message::key(self)
+    }
+    fn payload(&self) -> &[u8] {
+        Message::payload(self).unwrap_or_default()
+    }
+    fn for_each_header<'s>(&'s self, mut f: impl FnMut(&'s [u8], Option<&'s [u8]>)) {
+        if let Some(headers) = self.headers() {
+            for header in headers.iter() {
+                f(header.key.as_bytes(), header.value);
+            }
+        }
+    }
+}
+
+impl Record for RawRecord<'_> {
+    fn topic(&self) -> &str {
+        RawRecord::topic(self)
+    }
+    fn partition(&self) -> i32 {
+        RawRecord::partition(self)
+    }
+    fn offset(&self) -> i64 {
+        RawRecord::offset(self)
+    }
+    fn key(&self) -> Option<&[u8]> {
+        RawRecord::key(self)
+    }
+    fn payload(&self) -> &[u8] {
+        RawRecord::payload(self)
+    }
+    fn for_each_header<'s>(&'s self, f: impl FnMut(&'s [u8], Option<&'s [u8]>)) {
+        RawRecord::for_each_header(self, f)
+    }
+}
+
 fn text(value: Option<&[u8]>) -> Option<&str> {
     value.and_then(|v| std::str::from_utf8(v).ok())
 }

@@ -8,6 +8,7 @@
 //! a restart neither loses nor double-applies a delta; this crate never merges on its own, it
 //! calls the pure merger. It must not write to the events topic.
 
+mod batch;
 mod engine;
 mod http;
 mod metrics;
@@ -156,9 +157,7 @@ pub async fn run(
         },
         &config,
     )
-    .create_with_context(Ctx {
-        shared: shared.clone(),
-    })
+    .create_with_context(Ctx::new(shared.clone()))
     .map_err(|source| AggregatorError::Kafka {
         role: "consumer",
         source,
