@@ -44,12 +44,32 @@ pub(crate) fn find<'de>(
 /// The entity key a raw JSON value denotes (a string as is, an integer in decimal).
 pub(crate) fn raw_key(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get();
-    if text.starts_with('"') {
+    if let Some(inner) = plain_string(text) {
+        // No escapes: the key is the text between the quotes (the pass checked it is JSON).
+        Some(Cow::Borrowed(inner))
+    } else if text.starts_with('"') {
         serde_json::from_str::<Name<'_>>(text).ok().map(|n| n.0)
     } else {
         let value: Value = serde_json::from_str(text).ok()?;
         read_key(&value).map(|k| Cow::Owned(k.into_owned()))
     }
+}
+
+/// The contents of a raw JSON string without escapes (`None` for anything else).
+fn plain_string(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+/// A version written as a plain integer, or as a string of digits, read without a parse (`None`:
+/// read it through [`raw_tree`]).
+pub(crate) fn raw_digits(raw: &RawValue) -> Option<u64> {
+    let text = raw.get();
+    let digits = plain_string(text).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// A raw JSON value as a tree (for versions, which are scalars: no allocation for numbers).
@@ -227,7 +247,7 @@ impl<'de> Deserialize<'de> for Name<'de> {
 mod tests {
     use serde_json::Value;
 
-    use super::{SLOTS, find, raw_key};
+    use super::{SLOTS, find, raw_digits, raw_key, raw_tree};
     use crate::pointer::Pointer;
 
     /// What `find` returns, as trees, against what a parsed tree gives.
@@ -292,10 +312,10 @@ mod tests {
 
     #[test]
     fn keys_are_strings_or_integers() {
-        let doc =
-            r#"{"a": "E1", "b": "e\"scaped", "c": 42, "d": -7, "e": 1.5, "f": true, "g": [1]}"#;
+        let doc = r#"{"a": "E1", "b": "e\"scaped", "c": 42, "d": -7, "e": 1.5, "f": true, "g": [1],
+            "h": "", "i": "\u0045", "j": "tab\t", "k": "é"}"#;
         let tree: Value = serde_json::from_str(doc).unwrap();
-        for name in ["a", "b", "c", "d", "e", "f", "g"] {
+        for name in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"] {
             let pointer = Pointer::new(&format!("/{name}"));
             let found = find(doc, [Some(&pointer), None, None, None]).unwrap();
             let expected = crate::key::read_key(&tree[name]).map(|k| k.into_owned());
@@ -304,6 +324,22 @@ mod tests {
                 expected,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn versions_read_without_a_parse_equal_the_parsed_ones() {
+        let doc = r#"{"a": 0, "b": 42, "c": "17", "d": "", "e": -1, "f": 1.5, "g": 1e3,
+            "h": 18446744073709551615, "i": 18446744073709551616, "j": "99999999999999999999",
+            "k": "1\u0032", "l": " 3", "m": null, "n": [1], "o": "0x1"}"#;
+        let tree: Value = serde_json::from_str(doc).unwrap();
+        for name in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o"] {
+            let pointer = Pointer::new(&format!("/{name}"));
+            let raw = find(doc, [Some(&pointer), None, None, None]).unwrap()[0].unwrap();
+            let expected = crate::version::parse_version(&tree[name]);
+            let got = raw_digits(raw)
+                .or_else(|| raw_tree(raw).as_ref().and_then(crate::version::parse_version));
+            assert_eq!(got, expected, "{name}");
         }
     }
 }

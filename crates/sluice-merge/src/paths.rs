@@ -4,7 +4,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::error::MalformedError;
-use crate::extract::raw_tree;
+use crate::extract::{raw_digits, raw_tree};
 use crate::pointer::Pointer;
 use crate::spec::{MergeSpec, VersionSpec};
 use crate::version::{Span, parse_version};
@@ -83,7 +83,9 @@ impl Versions {
     ) -> Result<Option<Span>, MalformedError> {
         self.span(|at, slot| {
             let found = if slot == 0 { first } else { last };
-            let parsed = found.and_then(raw_tree).as_ref().and_then(parse_version);
+            let parsed = found.and_then(|raw| {
+                raw_digits(raw).or_else(|| raw_tree(raw).as_ref().and_then(parse_version))
+            });
             version(at, parsed, found)
         })
     }
