@@ -792,7 +792,11 @@ impl Engine {
             connection,
             resume,
         };
-        let outcome = inner.merger.offer(&input);
+        // Checked under the cell's lock: a `/stream` client counts itself before it locks the
+        // cell to read its starting state, so it either sees this change in that state or is
+        // counted here and is sent it.
+        let listening = cell.has_subscribers();
+        let outcome = inner.merger.offer_with(&input, listening);
         match outcome {
             Outcome::Applied(change) => {
                 cell.counters[0].inc();
@@ -801,7 +805,7 @@ impl Engine {
                 inner.remember(RingEntry::Change(change.seq, Arc::clone(&change.key)));
                 drop(inner);
                 // Without a listener the change (and its reference to the entity) goes now.
-                if cell.has_subscribers() {
+                if listening {
                     cell.publish(StreamItem::Change(Arc::new(change)));
                 }
             }

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::engine::{Shared, not_ready};
-use crate::store::{Cell, Inner, RingEntry, StreamItem, state_json};
+use crate::store::{Cell, Inner, Listener, RingEntry, StreamItem, state_json};
 
 /// The API's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -262,7 +262,7 @@ fn opening(target: &str, inner: &Inner, last: Option<u64>) -> (Vec<Event>, u64) 
 struct Subscription {
     target: String,
     cell: Arc<Cell>,
-    rx: tokio::sync::broadcast::Receiver<StreamItem>,
+    listener: Listener,
     sent: u64,
     pending: VecDeque<Event>,
 }
@@ -279,12 +279,12 @@ async fn stream(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let rx = cell.changes.subscribe();
+    let listener = cell.listen();
     let (events, sent) = opening(&target, &cell.lock(), last);
     let subscription = Subscription {
         target,
         cell,
-        rx,
+        listener,
         sent,
         pending: events.into(),
     };
@@ -295,7 +295,7 @@ async fn stream(
             }
             let received = tokio::select! {
                 _ = s.cell.gone.cancelled() => return None,
-                received = s.rx.recv() => received,
+                received = s.listener.rx.recv() => received,
             };
             match received {
                 Ok(item) if item.seq() <= s.sent => {}

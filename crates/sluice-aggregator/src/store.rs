@@ -2,7 +2,7 @@
 //! is in its partition, and the recent changes that `/stream` clients resume from.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
@@ -118,6 +118,22 @@ pub struct Cell {
     retired: AtomicBool,
     /// Per-outcome delta counters (see [`crate::metrics::DeltaOutcome::ALL`]).
     pub counters: Vec<IntCounter>,
+    /// Live [`Listener`]s: read per applied delta with one load (the channel's own count takes
+    /// a lock).
+    listeners: AtomicUsize,
+}
+
+/// A `/stream` client's receiver of a cell's changes, counted in the cell while it lives.
+pub struct Listener {
+    cell: Arc<Cell>,
+    /// The changes sent after it was made.
+    pub rx: broadcast::Receiver<StreamItem>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.cell.listeners.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Cell {
@@ -131,6 +147,7 @@ impl Cell {
             gone: CancellationToken::new(),
             retired: AtomicBool::new(false),
             counters,
+            listeners: AtomicUsize::new(0),
         }
     }
 
@@ -150,9 +167,20 @@ impl Cell {
         self.retired.load(Ordering::Acquire)
     }
 
+    /// A receiver of the changes published from now on. Counted before the caller locks the
+    /// cell to read the state it starts from, so a change applied after that read (under the
+    /// lock) sees the listener in [`Cell::has_subscribers`].
+    pub fn listen(self: &Arc<Self>) -> Listener {
+        self.listeners.fetch_add(1, Ordering::SeqCst);
+        Listener {
+            cell: Arc::clone(self),
+            rx: self.changes.subscribe(),
+        }
+    }
+
     /// Whether any `/stream` client is listening.
     pub fn has_subscribers(&self) -> bool {
-        self.changes.receiver_count() > 0
+        self.listeners.load(Ordering::SeqCst) > 0
     }
 
     /// Sends `item` to subscribers (none listening is fine).

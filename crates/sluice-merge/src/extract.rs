@@ -333,12 +333,17 @@ mod tests {
             "h": 18446744073709551615, "i": 18446744073709551616, "j": "99999999999999999999",
             "k": "1\u0032", "l": " 3", "m": null, "n": [1], "o": "0x1"}"#;
         let tree: Value = serde_json::from_str(doc).unwrap();
-        for name in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o"] {
+        for name in [
+            "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o",
+        ] {
             let pointer = Pointer::new(&format!("/{name}"));
             let raw = find(doc, [Some(&pointer), None, None, None]).unwrap()[0].unwrap();
             let expected = crate::version::parse_version(&tree[name]);
-            let got = raw_digits(raw)
-                .or_else(|| raw_tree(raw).as_ref().and_then(crate::version::parse_version));
+            let got = raw_digits(raw).or_else(|| {
+                raw_tree(raw)
+                    .as_ref()
+                    .and_then(crate::version::parse_version)
+            });
             assert_eq!(got, expected, "{name}");
         }
     }

@@ -162,6 +162,14 @@ impl Merger {
     /// Takes one record. Order of the rules: a new connection generation that did not resume,
     /// ignored event types, reset events, then (awaiting a base) hold it, or (synced) apply it.
     pub fn offer(&mut self, input: &Input<'_>) -> Outcome {
+        self.offer_with(input, true)
+    }
+
+    /// [`Merger::offer`], where `values` says whether an applied [`Change`] carries the new
+    /// entity. Without (`false`), `Change::value` is `None` for every change, upserts included:
+    /// for a caller that needs only the key and sequence (nobody to send the value to), which
+    /// saves a reference count update on the entity per delta.
+    pub fn offer_with(&mut self, input: &Input<'_>, values: bool) -> Outcome {
         let ignored = is_one_of(&self.spec.ignore_events, input.event);
         let reset = !ignored && is_one_of(&self.spec.reset_events, input.event);
         let delete = is_one_of(&self.spec.delete_events, input.event);
@@ -191,7 +199,7 @@ impl Merger {
             self.buffer.push(held(input, delete, None));
             return Outcome::Buffered;
         }
-        match self.step(input.id, delete, input.data, None) {
+        match self.step(input.id, delete, input.data, None, values) {
             Step::Applied { key, value } => {
                 self.change_seq += 1;
                 Outcome::Applied(Change {
@@ -248,7 +256,13 @@ impl Merger {
         let mut replayed = Counts::default();
         let mut resnapshot = None;
         while let Some(mut delta) = self.buffer.pop() {
-            match self.step(delta.id.as_deref(), delta.delete, &delta.data, delta.caused) {
+            match self.step(
+                delta.id.as_deref(),
+                delta.delete,
+                &delta.data,
+                delta.caused,
+                true,
+            ) {
                 Step::Applied { .. } => replayed.applied += 1,
                 Step::Stale => replayed.stale += 1,
                 Step::Duplicate => replayed.duplicate += 1,
@@ -358,6 +372,7 @@ impl Merger {
         delete: bool,
         data: &[u8],
         caused: Option<ResnapshotReason>,
+        values: bool,
     ) -> Step {
         let versioned = self.paths.version.is_versioned();
         if !versioned && id.is_some_and(|id| self.ids.contains(id)) {
@@ -390,25 +405,27 @@ impl Merger {
             },
             Content::Replace(text) => {
                 let value = Entity::Text(text);
+                let kept = values.then(|| value.clone());
                 let key = match self.entities.get_key_value_mut(&*key) {
                     Some((key, slot)) => {
-                        *slot = value.clone();
+                        *slot = value;
                         Arc::clone(key)
                     }
-                    None => self.insert(&key, value.clone()),
+                    None => self.insert(&key, value),
                 };
-                (key, Some(value))
+                (key, kept)
             }
             Content::MergePatch(patch) => match self.entities.get_key_value_mut(&*key) {
                 Some((key, slot)) => {
                     json_patch::merge(slot.tree_mut(), &patch);
-                    (Arc::clone(key), Some(slot.clone()))
+                    (Arc::clone(key), values.then(|| slot.clone()))
                 }
                 None => {
                     let mut value = Value::Object(Map::new());
                     json_patch::merge(&mut value, &patch);
                     let value = Entity::from(value);
-                    (self.insert(&key, value.clone()), Some(value))
+                    let kept = values.then(|| value.clone());
+                    (self.insert(&key, value), kept)
                 }
             },
             Content::JsonPatch(patch) => {
@@ -428,7 +445,7 @@ impl Merger {
                     return Step::Malformed(MalformedError::PatchFailed(e.to_string()));
                 }
                 *slot = Entity::from(next);
-                (Arc::clone(key), Some(slot.clone()))
+                (Arc::clone(key), values.then(|| slot.clone()))
             }
         };
         if let Some(span) = span {

@@ -1273,3 +1273,54 @@ fn a_replaced_entity_is_kept_and_served_as_the_text_it_came_as() {
     ));
     assert_eq!(merger.get("a").unwrap().to_value(), json!({"x": 2}));
 }
+
+#[test]
+fn changes_without_values_move_the_state_exactly_as_changes_with_them() {
+    for strategy in [Strategy::Replace, Strategy::MergePatch, Strategy::JsonPatch] {
+        let spec = MergeSpec {
+            strategy,
+            value: (strategy == Strategy::JsonPatch).then(|| "/patch".into()),
+            ..spec()
+        };
+        let body = base(1, &[("a", 1), ("b", 2)]);
+        let mut with = loaded(spec.clone(), &body);
+        let mut without = loaded(spec, &body);
+        let deltas: Vec<(String, &str)> = match strategy {
+            Strategy::JsonPatch => vec![
+                (
+                    json!({"id": "a", "v": 2, "patch": [{"op": "replace", "path": "/x", "value": 5}]}).to_string(),
+                    "message",
+                ),
+                (json!({"id": "b", "v": 3}).to_string(), "delete"),
+            ],
+            _ => vec![
+                (delta("a", 2, 5), "message"),
+                (delta("c", 3, 7), "message"),
+                (json!({"id": "b", "v": 4}).to_string(), "delete"),
+            ],
+        };
+        for (data, event) in &deltas {
+            let input = Input::new(event, data.as_bytes());
+            let (seq_with, key_with, value_with) = applied(with.offer_with(&input, true));
+            let (seq_without, key_without, value_without) =
+                applied(without.offer_with(&input, false));
+            assert_eq!(
+                (seq_with, &key_with),
+                (seq_without, &key_without),
+                "{strategy:?}"
+            );
+            assert_eq!(value_without, None, "{strategy:?}: no value asked for");
+            if *event == "delete" {
+                assert_eq!(value_with, None);
+            } else {
+                assert_eq!(
+                    value_with.as_ref(),
+                    with.get(&key_with).map(|e| e.to_value()).as_ref(),
+                    "{strategy:?}: the value is the entity now"
+                );
+            }
+        }
+        assert_eq!(xs(&with), xs(&without), "{strategy:?}");
+        assert_eq!(with.version(), without.version());
+    }
+}
