@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak, mpsc};
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_client::{Client, ClientOptions};
 use sluice_config::{ProxyConfig, TargetProxy};
@@ -38,6 +38,10 @@ const MAX_BASE_BYTES: usize = 256 * 1024 * 1024;
 const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long reading the state topic at an assignment may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one producer poll waits while a snapshot round waits for acknowledgements.
+const ACK_POLL: Duration = Duration::from_millis(10);
+/// How long shutdown waits for dead letters still in flight.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often consumer lag is refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// Records taken from the batch queue per call.
@@ -63,8 +67,12 @@ pub struct Shared {
     pub snapshot_dir: Option<PathBuf>,
     /// Where malformed deltas go, if anywhere.
     pub dead_letter: Option<String>,
-    /// Producer for snapshots and dead letters.
-    pub producer: FutureProducer,
+    /// Producer for snapshots and dead letters, polled by the consumer thread (no thread of its
+    /// own: rust-rdkafka's polling thread spins through the last millisecond of every 100 ms
+    /// poll, about 1% of a core).
+    pub producer: BaseProducer<Deliveries>,
+    /// The id the next snapshot record is sent with (0 is for dead letters).
+    next_delivery: AtomicUsize,
     /// Settings for reading the state topic.
     pub reader: ClientConfig,
     /// The runtime base fetches run on (and snapshot acknowledgements are awaited with).
@@ -110,7 +118,7 @@ impl Shared {
         state_topic: String,
         snapshot_dir: Option<PathBuf>,
         dead_letter: Option<String>,
-        producer: FutureProducer,
+        producer: BaseProducer<Deliveries>,
         reader: ClientConfig,
         runtime: tokio::runtime::Handle,
     ) -> Shared {
@@ -123,6 +131,7 @@ impl Shared {
             snapshot_dir,
             dead_letter,
             producer,
+            next_delivery: AtomicUsize::new(1),
             reader,
             runtime,
             assigned: Mutex::new(BTreeSet::new()),
@@ -341,13 +350,14 @@ impl Shared {
                     }
                 }
             }
-            let delivery = self.producer.send_result(
-                FutureRecord::to(&self.state_topic)
+            let id = self.next_delivery.fetch_add(1, Ordering::Relaxed);
+            let sent = self.producer.send(
+                BaseRecord::with_opaque_to(&self.state_topic, id)
                     .key(cell.def.id())
                     .payload(&bytes),
             );
-            match delivery {
-                Ok(future) => pending.push((cell.clone(), next_offset, future)),
+            match sent {
+                Ok(()) => pending.push((cell.clone(), next_offset, id)),
                 Err((error, _)) => {
                     self.metrics
                         .snapshot_errors
@@ -359,14 +369,14 @@ impl Shared {
         }
         if !pending.is_empty() {
             let deadline = Instant::now() + SNAPSHOT_ACK_TIMEOUT;
-            for (cell, next_offset, future) in pending {
-                let left = deadline.saturating_duration_since(Instant::now());
-                // The timer must be created inside the runtime: build it in the async block.
-                let result = self
-                    .runtime
-                    .block_on(async move { tokio::time::timeout(left, future).await });
-                match result {
-                    Ok(Ok(Ok(_))) => {
+            let ids: Vec<usize> = pending.iter().map(|(_, _, id)| *id).collect();
+            while !self.producer.context().all_done(&ids) && Instant::now() < deadline {
+                self.producer.poll(ACK_POLL);
+            }
+            let mut results = self.producer.context().take();
+            for (cell, next_offset, id) in pending {
+                match results.remove(&id) {
+                    Some(Ok(())) => {
                         self.metrics
                             .snapshots_written
                             .with_label_values(&["kafka"])
@@ -377,14 +387,14 @@ impl Shared {
                             inner.dirty = false;
                         }
                     }
-                    Ok(Ok(Err((error, _)))) => {
+                    Some(Err(error)) => {
                         self.metrics
                             .snapshot_errors
                             .with_label_values(&["kafka"])
                             .inc();
                         tracing::warn!(target_id = %cell.def.id(), %error, "snapshot not written; the committed offset stays behind it");
                     }
-                    _ => {
+                    None => {
                         self.metrics
                             .snapshot_errors
                             .with_label_values(&["kafka"])
@@ -509,6 +519,46 @@ fn partition_count(consumer: &BaseConsumer<Ctx>, topic: &str) -> i32 {
     }
 }
 
+/// The producer's context: the delivery result of each snapshot record, by the id it was sent
+/// with, until the round that sent it takes them. Dead letters (id 0) are only logged.
+#[derive(Default)]
+pub struct Deliveries {
+    results: Mutex<HashMap<usize, Result<(), String>>>,
+}
+
+impl Deliveries {
+    fn all_done(&self, ids: &[usize]) -> bool {
+        let results = lock(&self.results);
+        ids.iter().all(|id| results.contains_key(id))
+    }
+
+    /// Everything reported so far (late reports of an earlier round included, which no one
+    /// asks for again).
+    fn take(&self) -> HashMap<usize, Result<(), String>> {
+        std::mem::take(&mut *lock(&self.results))
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((error, _)) => Err(error.to_string()),
+        };
+        if id == 0 {
+            if let Err(error) = outcome {
+                tracing::warn!(%error, "dead-letter record not written");
+            }
+            return;
+        }
+        lock(&self.results).insert(id, outcome);
+    }
+}
+
 /// The consumer's context: rebalances go to [`Shared`].
 pub struct Ctx {
     /// The shared state.
@@ -618,6 +668,8 @@ impl Engine {
         let mut batch = Batch::with_capacity(BATCH);
         while !shutdown.is_cancelled() {
             self.consume_round(&mut batch);
+            // Delivery reports of dead letters (snapshot rounds poll for their own).
+            self.shared.producer.poll(Duration::ZERO);
             self.start_fetches();
             while let Ok(fetched) = self.fetched_rx.try_recv() {
                 self.base_arrived(fetched);
@@ -643,6 +695,9 @@ impl Engine {
         let _ = self.consumer.poll(Duration::from_millis(100));
         for cell in self.shared.store.all() {
             cell.retire();
+        }
+        if let Err(error) = self.shared.producer.flush(FLUSH_TIMEOUT) {
+            tracing::warn!(%error, "dead letters still in flight at shutdown");
         }
         drop(batch);
         // The queue goes before the consumer's client (field order does the same on a panic).
@@ -864,12 +919,12 @@ impl Engine {
                 key: "sluice.source",
                 value: Some(&source),
             });
-        let record = FutureRecord::to(topic)
+        let record = BaseRecord::with_opaque_to(topic, 0)
             .key(target)
             .payload(message.payload())
             .headers(headers);
-        match self.shared.producer.send_result(record) {
-            Ok(_) => self.shared.metrics.dead_letters.inc(),
+        match self.shared.producer.send(record) {
+            Ok(()) => self.shared.metrics.dead_letters.inc(),
             Err((error, _)) => tracing::warn!(%error, "dead-letter record not queued"),
         }
     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::BaseProducer;
 use sluice_config::AggregatorConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ pub use metrics::DeltaOutcome;
 pub use partition::partition_for;
 pub use snapshot::SnapshotRecord;
 
-use crate::engine::{Ctx, Engine, Shared};
+use crate::engine::{Ctx, Deliveries, Engine, Shared};
 use crate::store::TargetDef;
 
 /// Why the aggregator could not run.
@@ -101,7 +101,7 @@ pub async fn run(
     tracing::info!(targets = defs.len(), topics = ?topics, group = %config.kafka.group_id, "aggregator starting");
 
     let reader = base_client_config(&config);
-    let producer: FutureProducer = with_properties(
+    let producer: BaseProducer<Deliveries> = with_properties(
         {
             let mut c = base_client_config(&config);
             c.set("acks", "all")
@@ -112,7 +112,7 @@ pub async fn run(
         },
         &config,
     )
-    .create()
+    .create_with_context(Deliveries::default())
     .map_err(|source| AggregatorError::Kafka {
         role: "producer",
         source,
