@@ -857,11 +857,13 @@ impl Engine {
                 cell.counters[0].inc();
                 inner.dirty = true;
                 inner.changed_at = now;
-                inner.remember(RingEntry::Change(change.seq, Arc::clone(&change.key)));
-                drop(inner);
-                // Without a listener the change (and its reference to the entity) goes now.
                 if listening {
+                    inner.remember(RingEntry::Change(change.seq, Arc::clone(&change.key)));
+                    drop(inner);
                     cell.publish(StreamItem::Change(Arc::new(change)));
+                } else {
+                    // Nobody to send it to: the ring takes the key, and the change is gone.
+                    inner.remember(RingEntry::Change(change.seq, change.key));
                 }
             }
             Outcome::Buffered => cell.counters[1].inc(),
