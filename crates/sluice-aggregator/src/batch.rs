@@ -236,3 +236,146 @@ unsafe fn slice<'a>(data: *const u8, len: usize) -> Option<&'a [u8]> {
         Some(unsafe { std::slice::from_raw_parts(data, len) })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::{Batch, BatchQueue};
+
+    /// What the test reads of a record.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        payload: Vec<u8>,
+        headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    }
+
+    #[test]
+    fn a_forwarded_partition_is_read_in_batches_with_every_field_intact() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let expected: Vec<Seen> = (0..300i64)
+            .map(|i| Seen {
+                topic: "t".to_owned(),
+                partition: 0,
+                offset: i,
+                key: (i % 7 != 0).then(|| format!("k{i}").into_bytes()),
+                // Every 50th record has no payload: read as empty.
+                payload: if i % 50 == 0 {
+                    Vec::new()
+                } else {
+                    format!("{{\"i\":{i}}}").into_bytes()
+                },
+                headers: vec![
+                    (b"sse.id".to_vec(), Some(i.to_string().into_bytes())),
+                    (b"null".to_vec(), None),
+                    (b"empty".to_vec(), Some(Vec::new())),
+                ],
+            })
+            .collect();
+        for seen in &expected {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "sse.id",
+                    value: seen.headers[0].1.as_deref(),
+                })
+                .insert(Header {
+                    key: "null",
+                    value: None::<&[u8]>,
+                })
+                .insert(Header {
+                    key: "empty",
+                    value: Some(&b""[..]),
+                });
+            let mut record = BaseRecord::<[u8], [u8]>::to("t")
+                .partition(0)
+                .headers(headers);
+            if let Some(key) = &seen.key {
+                record = record.key(key);
+            }
+            if !seen.payload.is_empty() {
+                record = record.payload(&seen.payload);
+            }
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        // Partition 1 is not forwarded: its records stay on the consumer's own queue.
+        for i in 0..10 {
+            let payload = format!("{i}");
+            producer
+                .send(
+                    BaseRecord::<str, str>::to("t")
+                        .partition(1)
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "batch-test")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        // SAFETY of the contract: the queue is dropped (below) before the consumer.
+        let queue = unsafe { BatchQueue::new(consumer.client().native_ptr()) }.unwrap();
+        assert!(queue.forward("t", 0));
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Beginning).unwrap();
+        tpl.add_partition_offset("t", 1, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+
+        let mut batch = Batch::with_capacity(64);
+        let mut seen = Vec::new();
+        let mut on_own_queue = 0;
+        let mut largest = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (seen.len() < expected.len() || on_own_queue < 10) && Instant::now() < deadline {
+            while let Some(message) = consumer.poll(Duration::ZERO) {
+                assert_eq!(rdkafka::Message::partition(&message.unwrap()), 1);
+                on_own_queue += 1;
+            }
+            largest = largest.max(queue.consume(Duration::from_millis(100), &mut batch));
+            batch.drain(|record| {
+                assert_eq!(record.error(), None);
+                let mut headers = Vec::new();
+                record.for_each_header(|name, value| {
+                    headers.push((name.to_vec(), value.map(<[u8]>::to_vec)))
+                });
+                seen.push(Seen {
+                    topic: record.topic().to_owned(),
+                    partition: record.partition(),
+                    offset: record.offset(),
+                    key: record.key().map(<[u8]>::to_vec),
+                    payload: record.payload().to_vec(),
+                    headers,
+                });
+            });
+        }
+        assert_eq!(seen, expected);
+        assert_eq!(on_own_queue, 10, "the unforwarded partition's records");
+        assert!(largest > 1, "records come more than one per call");
+        drop(batch);
+        drop(queue);
+    }
+}
