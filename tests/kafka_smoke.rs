@@ -1,7 +1,7 @@
 //! Kafka smoke test: what Sluice needs from a broker works end to end.
 //!
 //! Runs against librdkafka's mock cluster by default, and against the broker named by
-//! `SLUICE_TEST_KAFKA` (Tansu under `scripts/test`) when that is set. It covers the producer
+//! `SLUICE_TEST_KAFKA` (Apache Kafka under `scripts/test`) when that is set. It covers the producer
 //! settings the worker uses (`acks=all`, idempotence, headers), topic creation (plain and
 //! compacted), and reading back through a consumer group with committed offsets, as the
 //! aggregator does.

@@ -1,5 +1,5 @@
 //! The publisher against Kafka: the mock cluster by default, the broker named by
-//! `SLUICE_TEST_KAFKA` (Tansu under `scripts/test`) when set.
+//! `SLUICE_TEST_KAFKA` (Apache Kafka under `scripts/test`) when set.
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,12 +1,16 @@
 //! A Kafka for tests: the broker named by `SLUICE_TEST_KAFKA`, else librdkafka's mock cluster.
 //!
 //! The mock cluster is in-process and speaks the Kafka protocol over loopback TCP (groups,
-//! idempotence and transactions included), so the default `cargo test` needs nothing installed;
-//! `scripts/test` starts Tansu and sets `SLUICE_TEST_KAFKA` so the same tests run against a real
-//! broker.
+//! idempotence and transactions included, fencing and read_committed not fully), so the default
+//! `cargo test` needs nothing installed; `scripts/test` starts a real Apache Kafka (`scripts/kafka`)
+//! and sets `SLUICE_TEST_KAFKA` so the same tests run against the broker users run.
+//!
+//! A test that stops the broker takes [`TestKafka::private`]: a broker of its own (a private
+//! Apache Kafka under `scripts/test`, the mock otherwise) with [`TestKafka::broker_down`] and
+//! [`TestKafka::broker_up`] as the fault, never the shared broker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,8 +22,18 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::broker::{KafkaBroker, SaslListener};
+
 /// The environment variable naming an external broker (`host:port[,host:port…]`).
 pub const KAFKA_ENV: &str = "SLUICE_TEST_KAFKA";
+/// The environment variable naming the shared broker's `scripts/kafka` directory (its SASL
+/// listener and user), set by `scripts/test`.
+pub const KAFKA_DIR_ENV: &str = "SLUICE_TEST_KAFKA_DIR";
+
+/// Whether this run tests against a real broker (`SLUICE_TEST_KAFKA` set and not empty).
+pub fn is_real_broker_run() -> bool {
+    std::env::var(KAFKA_ENV).is_ok_and(|v| !v.trim().is_empty())
+}
 
 /// How many brokers the mock cluster has.
 const MOCK_BROKERS: i32 = 3;
@@ -49,6 +63,9 @@ pub enum TestKafkaError {
         /// The broker's error code.
         code: RDKafkaErrorCode,
     },
+    /// A private broker could not be started, stopped or read.
+    #[error("private kafka broker: {0}")]
+    Broker(String),
     /// The topic was created but its partitions never all had a leader.
     #[error("topic {topic} did not become ready")]
     TopicNotReady {
@@ -64,6 +81,7 @@ impl TestKafkaError {
             TestKafkaError::Kafka(_) => "kafka",
             TestKafkaError::MockThread(_) => "mock_thread",
             TestKafkaError::CreateTopic { .. } => "create_topic",
+            TestKafkaError::Broker(_) => "broker",
             TestKafkaError::TopicNotReady { .. } => "topic_not_ready",
         }
     }
@@ -77,6 +95,28 @@ impl TestKafkaError {
 pub struct TestKafka {
     bootstrap: String,
     mock: Option<MockThread>,
+    private: Option<Arc<KafkaBroker>>,
+}
+
+/// How [`TestKafka::broker_down`] takes the broker away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// The broker hangs: SIGSTOP, sockets open, nothing answers (a real broker), or every mock
+    /// broker down.
+    Pause,
+    /// The broker crashes: SIGKILL, connections refused until it is restarted on the same log
+    /// dirs and ports (a real broker), or every mock broker down.
+    Kill,
+}
+
+impl Outage {
+    /// A bounded label for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outage::Pause => "pause",
+            Outage::Kill => "kill",
+        }
+    }
 }
 
 impl TestKafka {
@@ -88,6 +128,7 @@ impl TestKafka {
                 Ok(TestKafka {
                     bootstrap: bootstrap.trim().to_owned(),
                     mock: None,
+                    private: None,
                 })
             }
             _ => TestKafka::mock(),
@@ -101,12 +142,114 @@ impl TestKafka {
         Ok(TestKafka {
             bootstrap,
             mock: Some(mock),
+            private: None,
         })
+    }
+
+    /// A broker this test owns and may take down: a private Apache Kafka when the run has a real
+    /// broker (`SLUICE_TEST_KAFKA` set, as under `scripts/test`), else a new mock cluster.
+    pub fn private() -> Result<TestKafka, TestKafkaError> {
+        if !is_real_broker_run() {
+            return TestKafka::mock();
+        }
+        let broker = KafkaBroker::start()?;
+        Ok(TestKafka {
+            bootstrap: broker.bootstrap().to_owned(),
+            mock: None,
+            private: Some(Arc::new(broker)),
+        })
+    }
+
+    /// Takes the broker away (every broker of the mock cluster, or the private broker as
+    /// `outage` says) until [`TestKafka::broker_up`].
+    ///
+    /// Fails on the shared external broker: a test must not stop what the others use.
+    pub async fn broker_down(&self, outage: Outage) -> Result<(), TestKafkaError> {
+        tracing::info!(outage = outage.as_str(), "test kafka going down");
+        if self.mock.is_some() {
+            return self.mock_brokers(false);
+        }
+        let broker = self.owned_broker()?;
+        match outage {
+            Outage::Pause => broker.pause(),
+            Outage::Kill => broker.kill(),
+        }
+    }
+
+    /// Brings the broker back after [`TestKafka::broker_down`]; for a real broker, returns once
+    /// it answers a metadata request.
+    pub async fn broker_up(&self, outage: Outage) -> Result<(), TestKafkaError> {
+        tracing::info!(outage = outage.as_str(), "test kafka coming back");
+        if self.mock.is_some() {
+            return self.mock_brokers(true);
+        }
+        let broker = self.owned_broker()?;
+        match outage {
+            Outage::Pause => broker.resume(),
+            Outage::Kill => {
+                let broker = Arc::clone(broker);
+                tokio::task::spawn_blocking(move || broker.restart())
+                    .await
+                    .map_err(|e| TestKafkaError::Broker(format!("restart task: {e}")))?
+            }
+        }
+    }
+
+    /// The private broker's log tail (empty for the mock or an external broker).
+    pub fn broker_log_tail(&self, lines: usize) -> String {
+        self.private
+            .as_ref()
+            .map(|b| b.log_tail(lines))
+            .unwrap_or_default()
+    }
+
+    /// The SASL_PLAINTEXT listener of a broker `scripts/kafka` started: the private one, or the
+    /// shared one named by `SLUICE_TEST_KAFKA_DIR`; `None` for the mock or a broker from
+    /// elsewhere.
+    pub fn sasl(&self) -> Option<Result<SaslListener, TestKafkaError>> {
+        if let Some(broker) = &self.private {
+            return Some(broker.sasl());
+        }
+        if self.mock.is_some() {
+            return None;
+        }
+        let dir = std::env::var_os(KAFKA_DIR_ENV).filter(|d| !d.is_empty())?;
+        Some(SaslListener::from_dir(std::path::Path::new(&dir)))
+    }
+
+    fn owned_broker(&self) -> Result<&Arc<KafkaBroker>, TestKafkaError> {
+        self.private.as_ref().ok_or_else(|| {
+            TestKafkaError::Broker(
+                "only a private broker (TestKafka::private) or the mock may be taken down"
+                    .to_owned(),
+            )
+        })
+    }
+
+    fn mock_brokers(&self, up: bool) -> Result<(), TestKafkaError> {
+        let result = self.with_mock(move |mock| {
+            (1..=MOCK_BROKERS).try_for_each(|broker| {
+                if up {
+                    mock.broker_up(broker)
+                } else {
+                    mock.broker_down(broker)
+                }
+            })
+        });
+        match result {
+            Some(result) => Ok(result??),
+            None => Err(TestKafkaError::MockThread("no mock cluster".to_owned())),
+        }
     }
 
     /// The `bootstrap.servers` value for clients.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// Whether this is a broker of its own that the test may take down.
+    pub fn is_private(&self) -> bool {
+        self.mock.is_some() || self.private.is_some()
     }
 
     /// Whether this is librdkafka's mock cluster rather than a real broker.
@@ -115,7 +258,7 @@ impl TestKafka {
     }
 
     /// The replication factor [`TestKafka::create_topic`] uses: every mock broker, or 1 for an
-    /// external broker (a single-node Tansu).
+    /// real broker (a single node).
     pub fn replication_factor(&self) -> i32 {
         if self.is_mock() { MOCK_BROKERS } else { 1 }
     }
@@ -131,6 +274,23 @@ impl TestKafka {
         partitions: i32,
         compacted: bool,
     ) -> Result<(), TestKafkaError> {
+        let config: &[(&str, &str)] = if compacted {
+            &[("cleanup.policy", "compact")]
+        } else {
+            &[]
+        };
+        self.create_topic_with(name, partitions, config).await
+    }
+
+    /// Creates `name` with `partitions` partitions and the topic `config` (e.g. a short
+    /// `retention.ms` for a test that proves retention) and waits until every partition has a
+    /// leader. The mock cluster ignores `config`.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: &[(&str, &str)],
+    ) -> Result<(), TestKafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.base_config().create()?;
         if let Some(mock) = &self.mock {
             let topic = name.to_owned();
@@ -142,8 +302,8 @@ impl TestKafka {
                 partitions,
                 TopicReplication::Fixed(self.replication_factor()),
             );
-            if compacted {
-                topic = topic.set("cleanup.policy", "compact");
+            for (key, value) in config {
+                topic = topic.set(key, value);
             }
             let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
             for result in admin.create_topics([&topic], &opts).await? {
@@ -348,6 +508,7 @@ mod tests {
         let external = TestKafka {
             bootstrap: "127.0.0.1:1".to_owned(),
             mock: None,
+            private: None,
         };
         assert!(external.with_mock(|_| ()).is_none());
     }
@@ -360,7 +521,7 @@ mod tests {
         assert_eq!(err.kind(), "topic_not_ready");
     }
 
-    /// The mock path stays covered in CI, where `SLUICE_TEST_KAFKA` points at Tansu.
+    /// The mock path stays covered in CI, where `SLUICE_TEST_KAFKA` points at a real broker.
     #[tokio::test]
     async fn mock_cluster_round_trips_a_record_with_headers_through_a_group() {
         let kafka = TestKafka::mock().unwrap();

@@ -1,8 +1,10 @@
 //! Test support for Sluice: a Kafka to test against, real proxy servers on loopback, and the
 //! policy for tests whose external program is missing.
 //!
-//! - [`kafka::TestKafka`] is the broker named by `SLUICE_TEST_KAFKA` when set, else librdkafka's
-//!   in-process mock cluster, so `cargo test` needs nothing installed.
+//! - [`kafka::TestKafka`] is the broker named by `SLUICE_TEST_KAFKA` when set (the shared Apache
+//!   Kafka `scripts/test` starts), else librdkafka's in-process mock cluster, so `cargo test`
+//!   needs nothing installed. [`TestKafka::private`] is a broker one test owns and may pause, kill
+//!   and restart ([`broker::KafkaBroker`], a private Apache Kafka under `scripts/test`).
 //! - [`proxies::Tinyproxy`] (HTTP CONNECT) and [`proxies::Microsocks`] (SOCKS5) run the real
 //!   Debian programs on free loopback ports and kill them on drop.
 //! - [`skip::skip_or_fail`] prints a loud `SKIPPED:` line, or fails the test when
@@ -29,6 +31,7 @@
 //! anything or reach beyond loopback, and must NOT leave a process or temp directory behind once
 //! its handles are dropped.
 
+pub mod broker;
 pub mod kafka;
 pub mod proxies;
 pub mod skip;
@@ -36,7 +39,8 @@ pub mod skip;
 mod daemon;
 mod port;
 
-pub use kafka::{TestKafka, TestKafkaError, unique_topic};
+pub use broker::{KafkaBroker, SaslListener};
+pub use kafka::{Outage, TestKafka, TestKafkaError, is_real_broker_run, unique_topic};
 pub use proxies::{
     Microsocks, MicrosocksOptions, ProxyAuth, ProxyError, Tinyproxy, TinyproxyOptions,
 };

@@ -3,8 +3,8 @@
 //! exactly (same entities, same values, same version) under faults, base-state races,
 //! restarts and a split across two aggregators.
 //!
-//! Kafka is the mock cluster, or the real broker in `SLUICE_TEST_KAFKA` (every test but the
-//! lost-session one, which needs to stop the brokers).
+//! Kafka is the mock cluster, or the shared Apache Kafka in `SLUICE_TEST_KAFKA` under
+//! `scripts/test`; the lost-session test freezes a broker of its own (`TestKafka::private`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,7 +20,7 @@ use axum::routing::get;
 use rig::{Rig, Worker, free_port};
 use serde_json::Value;
 use sluice_sim::{QueuedFaults, RawParams, RunningSim, Scalar, SimConfig};
-use sluice_testkit::TestKafka;
+use sluice_testkit::{Outage, TestKafka};
 use tokio::net::TcpListener;
 
 /// The `aggregate:` section for a simulator target whose base state is at `base_url`.
@@ -95,8 +95,8 @@ async fn assert_converges(aggregator: &Worker, target: &str, sim: &RunningSim) {
     }
 }
 
-/// The test Kafka, as for the worker tests: the broker named by `SLUICE_TEST_KAFKA` (Tansu in
-/// `scripts/test` and CI), else librdkafka's mock cluster.
+/// The test Kafka, as for the worker tests: the broker named by `SLUICE_TEST_KAFKA` (Apache
+/// Kafka in `scripts/test` and CI), else librdkafka's mock cluster.
 fn kafka() -> TestKafka {
     TestKafka::start().expect("test kafka")
 }
@@ -598,10 +598,10 @@ async fn the_aggregator_refuses_invalid_config_with_the_validate_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aggregator_that_loses_its_group_session_rejoins_and_converges() {
-    // Always the mock cluster: the test takes every broker down past the session timeout and
-    // brings them back, which only the mock can do from inside a test. The broker in
-    // `SLUICE_TEST_KAFKA` runs outside the test and is shared by the tests running beside it.
-    let rig = Rig::with_kafka("agg-lost", TestKafka::mock().expect("mock cluster")).await;
+    // A broker of the test's own (a private Apache Kafka under scripts/test, the mock
+    // otherwise): the test freezes it past the session timeout and thaws it, which must not
+    // touch the broker the tests beside it share.
+    let rig = Rig::with_kafka("agg-lost", TestKafka::private().expect("a private broker")).await;
     let sim = rig::sim_with(sim_config(20, 200.0, 5_000)).await;
     rig.target(
         "lost",
@@ -624,23 +624,12 @@ async fn an_aggregator_that_loses_its_group_session_rejoins_and_converges() {
         )
         .await;
 
-    // Every broker down past the 6 s session timeout: the group forgets the aggregator.
-    let brokers = |up: bool| {
-        rig.kafka
-            .with_mock(move |mock| {
-                (1..=3).try_for_each(|b| {
-                    if up {
-                        mock.broker_up(b)
-                    } else {
-                        mock.broker_down(b)
-                    }
-                })
-            })
-            .expect("mock cluster")
-            .expect("mock thread")
-            .expect("brokers toggled");
-    };
-    brokers(false);
+    // The broker hangs (SIGSTOP; every mock broker down) past the session timeout: the
+    // aggregator gives its assignment up.
+    rig.kafka
+        .broker_down(Outage::Pause)
+        .await
+        .expect("broker down");
     aggregator
         .wait_for("the assignment to be lost", async |a: &Worker| {
             a.log().contains("partitions lost")
@@ -648,7 +637,7 @@ async fn an_aggregator_that_loses_its_group_session_rejoins_and_converges() {
         .await;
     let (code, _) = aggregator.get("/readyz").await.expect("readyz answers");
     assert_eq!(code, 503, "not ready without an assignment");
-    brokers(true);
+    rig.kafka.broker_up(Outage::Pause).await.expect("broker up");
 
     // It rejoins, takes the partition back from its last snapshot, and catches up exactly.
     sim.wait_for_head(5_000).await;

@@ -12,7 +12,7 @@ use rig::{
     sim_with,
 };
 use sluice_sim::SimConfig;
-use sluice_testkit::TestKafka;
+use sluice_testkit::{Outage, TestKafka};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_resumes_from_its_checkpoint_and_loses_nothing() {
@@ -82,8 +82,9 @@ async fn a_worker_killed_mid_stream_resumes_from_its_checkpoint_and_loses_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_down_for_30s_pauses_reading_loses_nothing_and_bounds_memory() {
-    // Fault injection needs the mock cluster, whatever broker the other tests use.
-    let kafka = TestKafka::mock().expect("mock cluster");
+    // The outage is a broker of the test's own: a private Apache Kafka killed with SIGKILL and
+    // restarted on its log dirs under scripts/test, the mock's brokers down otherwise.
+    let kafka = TestKafka::private().expect("a private broker");
     let rig = Rig::with_kafka("outage", kafka).await;
     let sim = sim_with(SimConfig {
         rate: 1000.0,
@@ -104,10 +105,9 @@ async fn kafka_down_for_30s_pauses_reading_loses_nothing_and_bounds_memory() {
     let rss_before = rss_bytes(pid);
 
     rig.kafka
-        .with_mock(|mock| (1..=3).try_for_each(|broker| mock.broker_down(broker)))
-        .expect("mock cluster")
-        .expect("mock thread")
-        .expect("brokers down");
+        .broker_down(Outage::Kill)
+        .await
+        .expect("broker down");
     worker
         .wait_for("reading upstream to pause", async |w: &rig::Worker| {
             w.metric("sluice_upstream_paused{target=\"outage\"}").await == 1.0
@@ -122,10 +122,9 @@ async fn kafka_down_for_30s_pauses_reading_loses_nothing_and_bounds_memory() {
     let row = worker.row("outage").await;
     assert_eq!(row["delivery"], "paused", "{row}");
     rig.kafka
-        .with_mock(|mock| (1..=3).try_for_each(|broker| mock.broker_up(broker)))
-        .expect("mock cluster")
-        .expect("mock thread")
-        .expect("brokers up");
+        .broker_up(Outage::Kill)
+        .await
+        .unwrap_or_else(|e| panic!("broker up: {e}\n{}", rig.kafka.broker_log_tail(40)));
 
     let head = sim.head();
     let records = rig.wait_all_ids(&[("outage", head)]).await;

@@ -165,15 +165,10 @@ impl Rig {
         worker
     }
 
-    /// The aggregators' `session.timeout.ms`. On the mock cluster 6 s, so the lost-session test
-    /// is quick. On a real broker 20 s: Tansu 0.6's coordinator counts only heartbeats as a sign
-    /// of life (not JoinGroup or SyncGroup) and holds every JoinGroup from a member that is not
-    /// the leader for 3 s, so a joining aggregator that needs two join rounds (its SyncGroup
-    /// came before the leader's) has no heartbeat for over 6 s and is evicted before it can
-    /// sync, then starts over with a new member id. No test on a real broker waits for a
-    /// session to expire.
+    /// The aggregators' `session.timeout.ms`: 6 s, so the lost-session test is quick (the
+    /// test broker's `group.min.session.timeout.ms` is lowered to 1 s by `scripts/kafka`).
     pub fn session_timeout_ms(&self) -> u32 {
-        if self.kafka.is_mock() { 6_000 } else { 20_000 }
+        6_000
     }
 
     /// Writes `aggregator.yaml` (on the rig's `worker.yaml`, which must exist) with fast test
