@@ -20,11 +20,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::BaseProducer;
 use sluice_config::AggregatorConfig;
+use sluice_publish::{KafkaSettings, SecretPropertyError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +49,9 @@ pub enum AggregatorError {
         /// The librdkafka error.
         source: KafkaError,
     },
+    /// A secret Kafka property (`kafka.secret_properties`) could not be read.
+    #[error("cannot build the kafka client settings: {0}")]
+    KafkaSecret(#[from] SecretPropertyError),
     /// The HTTP listen address could not be bound.
     #[error("binding http listener {addr} failed: {source}")]
     Bind {
@@ -62,20 +65,15 @@ pub enum AggregatorError {
     Engine(String),
 }
 
-/// The librdkafka settings shared by the aggregator's consumer, producer and state reader.
-fn base_client_config(config: &AggregatorConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", config.kafka.brokers.join(","))
-        .set("client.id", &config.kafka.client_id);
-    client
-}
-
-fn with_properties(mut client: ClientConfig, config: &AggregatorConfig) -> ClientConfig {
-    for (key, value) in &config.kafka.properties {
-        client.set(key, value);
+/// The aggregator's Kafka settings, for every client it makes (the one policy: the state reader
+/// and admin client get the connection and security properties too).
+fn kafka_settings(config: &AggregatorConfig) -> KafkaSettings<'_> {
+    KafkaSettings {
+        brokers: &config.kafka.brokers,
+        client_id: &config.kafka.client_id,
+        properties: &config.kafka.properties,
+        secret_properties: &config.kafka.secret_properties,
     }
-    client
 }
 
 /// Runs the aggregator until `shutdown` is cancelled; then writes final snapshots, commits and
@@ -100,26 +98,23 @@ pub async fn run(
     let topics = config.event_topics();
     tracing::info!(targets = defs.len(), topics = ?topics, group = %config.kafka.group_id, "aggregator starting");
 
-    let reader = base_client_config(&config);
-    let producer: BaseProducer<Deliveries> = with_properties(
-        {
-            let mut c = base_client_config(&config);
-            c.set("acks", "all")
-                .set("enable.idempotence", "true")
-                .set("compression.type", "lz4")
-                .set("message.max.bytes", "67108864");
-            c
-        },
-        &config,
-    )
-    .create_with_context(Deliveries::default())
-    .map_err(|source| AggregatorError::Kafka {
-        role: "producer",
-        source,
-    })?;
+    let settings = kafka_settings(&config);
+    let reader = settings.connection()?;
+    let producer: BaseProducer<Deliveries> = settings
+        .full(&[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("compression.type", "lz4"),
+            ("message.max.bytes", "67108864"),
+        ])?
+        .create_with_context(Deliveries::default())
+        .map_err(|source| AggregatorError::Kafka {
+            role: "producer",
+            source,
+        })?;
 
     // Best effort and bounded: a broker without CreateTopics auto-creates on first write.
-    let admin = base_client_config(&config);
+    let admin = settings.connection()?;
     let state_topic = config.topics.state.clone();
     let ensure = async {
         sluice_publish::topics::ensure_topics(&admin, &[state_topic.as_str()], true).await;
@@ -144,24 +139,20 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     ));
 
-    let consumer: BaseConsumer<Ctx> = with_properties(
-        {
-            let mut c = base_client_config(&config);
-            c.set("group.id", &config.kafka.group_id)
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("auto.offset.reset", "latest")
-                .set("enable.partition.eof", "false")
-                .set("topic.metadata.refresh.interval.ms", "5000");
-            c
-        },
-        &config,
-    )
-    .create_with_context(Ctx::new(shared.clone()))
-    .map_err(|source| AggregatorError::Kafka {
-        role: "consumer",
-        source,
-    })?;
+    let consumer: BaseConsumer<Ctx> = settings
+        .full(&[
+            ("group.id", config.kafka.group_id.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "latest"),
+            ("enable.partition.eof", "false"),
+            ("topic.metadata.refresh.interval.ms", "5000"),
+        ])?
+        .create_with_context(Ctx::new(shared.clone()))
+        .map_err(|source| AggregatorError::Kafka {
+            role: "consumer",
+            source,
+        })?;
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topic_refs)

@@ -2,12 +2,12 @@
 //! topic onto a REST base state: deltas merged per second and per CPU-second (`replace` and
 //! `merge_patch`), entity query latency while it merges, and resident memory per entity.
 //!
-//! The broker is Tansu with in-memory storage (started here, a process of its own) or one named
-//! with `--kafka`. Not librdkafka's mock cluster: it keeps only the last 5 MiB of a partition
-//! (about 20,000 of these deltas), so a pre-loaded topic loses its start. Tansu serves a fetch
-//! batch by batch and slowly (about 0.2-0.3 s per fetch here, while idle), so the wall-clock rate
-//! is the broker's; the aggregator's own cost is its CPU per delta, and the consumer thread's
-//! CPU gives the rate it would reach with a broker that keeps up (see "ceiling" below).
+//! The broker is a real Apache Kafka (`--kafka real`, the default: one KRaft node started here
+//! by `scripts/kafka`, a process of its own) or one named with `--kafka`. Not librdkafka's mock
+//! cluster: it keeps only the last 5 MiB of a partition (about 20,000 of these deltas), so a
+//! pre-loaded topic loses its start. The aggregator's own cost is its CPU per delta; the
+//! consumer thread's CPU gives the rate it would reach with a broker that never makes it wait
+//! (see "ceiling" below).
 //!
 //! One case = one aggregator process for one strategy and one entity count:
 //! 1. Fresh topics (events, state), a fresh consumer group, a generated `aggregator.yaml` +
@@ -96,10 +96,10 @@ pub struct AggregateArgs {
     /// queries".
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub idle_queries: Duration,
-    /// `tansu-memory` (Tansu with in-memory storage, started here), `tansu` (sqlite storage) or
-    /// a bootstrap address. Not `mock`: librdkafka's mock cluster keeps only the last 5 MiB of
-    /// each partition, about 20,000 deltas, so it cannot hold a pre-loaded topic.
-    #[arg(long, default_value = "tansu-memory")]
+    /// `real` (Apache Kafka, one KRaft node started here by `scripts/kafka`) or a bootstrap
+    /// address. Not `mock`: librdkafka's mock cluster keeps only the last 5 MiB of each
+    /// partition, about 20,000 deltas, so it cannot hold a pre-loaded topic.
+    #[arg(long, default_value = "real")]
     pub kafka: String,
     /// Partitions of the events topic (the target's deltas are all in one of them).
     #[arg(long, default_value_t = 1)]
@@ -213,7 +213,7 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
         bail!(
             "--kafka mock cannot hold a pre-loaded topic: librdkafka's mock cluster keeps only the \
              last 5 MiB of each partition (about 20,000 deltas) and the aggregator would find its \
-             start offset gone; use tansu-memory (the default) or a broker's address"
+             start offset gone; use real (the default) or a broker's address"
         );
     }
     let strategies = parse_strategies(&args.strategies)?;
@@ -482,9 +482,8 @@ async fn preload_frozen(
         let _ = aggregator.signal("CONT").await;
         return Err(error.context("pre-loading the events topic failed"));
     }
-    // Tansu reports the first offset of the last batch as the high watermark, so a shortfall
-    // here is only shown; the delivery reports (checked by `preload`) and the applied count are
-    // what count.
+    // A shortfall here is only shown (a broker given with --kafka may count differently); the
+    // delivery reports (checked by `preload`) and the applied count are what count.
     let in_topic = ctx.watermarks.sum_async().await?;
     if in_topic != expected_watermark {
         tracing::info!(
@@ -689,15 +688,15 @@ fn preload(
     first: u64,
     n: u64,
 ) -> anyhow::Result<()> {
-    // Large batches: Tansu serves a fetch batch by batch, slowly, so fewer batches keep the
-    // aggregator fed for longer. The records themselves are the worker's.
+    // Large batches, under the broker's default 1 MB record batch limit. The records themselves
+    // are the worker's.
     let producer: BaseProducer<Deliveries> = base_config(bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "200")
-        .set("batch.size", "16000000")
+        .set("batch.size", "900000")
         .set("batch.num.messages", "100000")
-        .set("message.max.bytes", "16000000")
+        .set("message.max.bytes", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("compression.type", compression)

@@ -38,7 +38,7 @@ pub struct DensityArgs {
     /// Implementations, in order: sluice, await, inflight.
     #[arg(long, default_value = "sluice,inflight")]
     pub impls: String,
-    /// `mock`, `tansu` or a bootstrap address.
+    /// `mock`, `real` (Apache Kafka started here by `scripts/kafka`) or a bootstrap address.
     #[arg(long, default_value = "mock")]
     pub kafka: String,
     /// Partitions of the events topic.

@@ -1,5 +1,6 @@
-//! The Kafka side of the harness: librdkafka's mock cluster in its own process, a Tansu broker
-//! or a given bootstrap, fresh topics, high-watermark polling and the latency consumer.
+//! The Kafka side of the harness: librdkafka's mock cluster in its own process, a real Apache
+//! Kafka started by `scripts/kafka` (single KRaft node, a process of its own) or a given
+//! bootstrap, fresh topics, high-watermark polling and the latency consumer.
 
 use std::io::{BufRead as _, Write as _};
 use std::process::Stdio;
@@ -54,6 +55,8 @@ pub fn run_mock_kafka(brokers: i32) -> anyhow::Result<()> {
 }
 
 /// Where the implementations publish.
+// One value per run: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Kafka {
     /// The mock cluster in a child process of the harness.
     Mock {
@@ -66,29 +69,45 @@ pub enum Kafka {
         /// Its answers.
         stdout: tokio::io::Lines<BufReader<ChildStdout>>,
     },
-    /// A real broker (Tansu started by the harness, or one named on the command line).
+    /// A real broker (Apache Kafka started by the harness, or one named on the command line).
     Broker {
         /// `bootstrap.servers`.
         bootstrap: String,
-        /// Tansu started by the harness (killed on drop), with its data directory.
-        tansu: Option<(Child, tempfile::TempDir)>,
-        /// Tansu's storage engine, when the harness started it.
-        storage: Option<String>,
+        /// The broker the harness started (stopped and removed on drop).
+        started: Option<StartedBroker>,
     },
 }
 
+/// An Apache Kafka the harness started with `scripts/kafka start` in a temp dir.
+pub struct StartedBroker {
+    script: std::path::PathBuf,
+    pid: u32,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for StartedBroker {
+    fn drop(&mut self) {
+        let status = std::process::Command::new(&self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("[kafka] stopping the broker (pid {}) failed", self.pid);
+        }
+    }
+}
+
 impl Kafka {
-    /// Starts what `spec` names: `mock`, `tansu` (sqlite storage), `tansu-memory` (in-memory
-    /// storage), or a bootstrap address.
+    /// Starts what `spec` names: `mock`, `real` (Apache Kafka via `scripts/kafka`), or a
+    /// bootstrap address.
     pub async fn start(spec: &str) -> anyhow::Result<Kafka> {
         match spec {
             "mock" => Kafka::mock().await,
-            "tansu" => Kafka::tansu("sqlite://tansu.db").await,
-            "tansu-memory" => Kafka::tansu("memory://tansu/").await,
+            "real" => Kafka::real().await,
             bootstrap => Ok(Kafka::Broker {
                 bootstrap: bootstrap.to_owned(),
-                tansu: None,
-                storage: None,
+                started: None,
             }),
         }
     }
@@ -117,50 +136,39 @@ impl Kafka {
         })
     }
 
-    async fn tansu(storage: &str) -> anyhow::Result<Kafka> {
+    /// A single-node Apache Kafka, as the tests run it: `scripts/kafka start` (fetches the pinned
+    /// release from Maven Central once; `SLUICE_KAFKA_SCRIPT` names another copy of the script,
+    /// `SLUICE_KAFKA_HEAP` its heap).
+    async fn real() -> anyhow::Result<Kafka> {
+        let script = std::env::var_os("SLUICE_KAFKA_SCRIPT")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka")
+            });
         let dir = tempfile::Builder::new()
-            .prefix("sluice-bench-tansu")
+            .prefix("sluice-bench-kafka")
             .tempdir()
-            .context("cannot create a temp dir for tansu")?;
-        let port = crate::free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("tansu.log"))
-            .context("cannot create the tansu log")?;
-        let tansu = std::env::var_os("HOME")
-            .map(|home| std::path::Path::new(&home).join(".cargo/bin/tansu"))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| "tansu".into());
-        // As scripts/test starts it (sqlite storage in the data dir), or in memory.
-        let child = Command::new(tansu)
-            .current_dir(dir.path())
-            .args(["broker", "--cluster-id", "sluice-bench", "--listener-url"])
-            .arg(&url)
-            .arg("--advertised-listener-url")
-            .arg(&url)
-            .args(["--storage-engine", storage])
+            .context("cannot create a temp dir for the broker")?;
+        let output = Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start tansu (is it in ~/.cargo/bin? scripts/test installs it)")?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .stderr(Stdio::inherit())
+            .output()
             .await
-            .is_err()
-        {
-            if tokio::time::Instant::now() > deadline {
-                bail!("tansu did not accept connections on port {port} within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            .with_context(|| format!("cannot run {}", script.display()))?;
+        if !output.status.success() {
+            bail!("{} start failed ({})", script.display(), output.status);
         }
-        if storage.starts_with("sqlite:") {
-            index_tansu_headers(&dir.path().join("tansu.db")).await;
-        }
+        let bootstrap = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let pid = std::fs::read_to_string(dir.path().join("broker.pid"))
+            .context("the broker wrote no pid")?
+            .trim()
+            .parse()
+            .context("the broker's pid file holds no number")?;
         Ok(Kafka::Broker {
-            bootstrap: format!("127.0.0.1:{port}"),
-            tansu: Some((child, dir)),
-            storage: Some(storage.to_owned()),
+            bootstrap,
+            started: Some(StartedBroker { script, pid, dir }),
         })
     }
 
@@ -171,11 +179,11 @@ impl Kafka {
         }
     }
 
-    /// The process id of the broker the harness started (mock or Tansu), for its CPU.
+    /// The process id of the broker the harness started (mock or Apache Kafka), for its CPU.
     pub fn pid(&self) -> Option<u32> {
         match self {
             Kafka::Mock { child, .. } => child.id(),
-            Kafka::Broker { tansu, .. } => tansu.as_ref().and_then(|(c, _)| c.id()),
+            Kafka::Broker { started, .. } => started.as_ref().map(|b| b.pid),
         }
     }
 
@@ -184,10 +192,8 @@ impl Kafka {
         match self {
             Kafka::Mock { .. } => format!("librdkafka mock cluster ({MOCK_BROKERS} brokers)"),
             Kafka::Broker {
-                tansu: Some(_),
-                storage,
-                ..
-            } => format!("tansu ({} storage)", storage.as_deref().unwrap_or("?")),
+                started: Some(_), ..
+            } => "Apache Kafka (scripts/kafka, one KRaft node)".to_owned(),
             Kafka::Broker { bootstrap, .. } => format!("broker {bootstrap}"),
         }
     }
@@ -397,28 +403,5 @@ impl LatencyConsumer {
         tokio::task::spawn_blocking(move || thread.join())
             .await?
             .map_err(|_| anyhow::anyhow!("latency consumer thread panicked"))?
-    }
-}
-
-/// Adds the index Tansu 0.6's sqlite schema lacks (as `scripts/test` does): without it every
-/// fetched record scans every header the broker holds, and consumers, not the implementations
-/// measured, set the pace. Needs the `sqlite3` program; without it the run goes on, slower,
-/// and says so.
-async fn index_tansu_headers(db: &std::path::Path) {
-    let status = Command::new("sqlite3")
-        .args(["-cmd", ".timeout 10000"])
-        .arg(db)
-        .arg("create index if not exists sluice_header_record on header (topition, offset_id);")
-        .stdin(Stdio::null())
-        .status()
-        .await;
-    match status {
-        Ok(status) if status.success() => {}
-        Ok(status) => eprintln!(
-            "[kafka] indexing tansu's header table failed ({status}): Tansu fetches will be slow"
-        ),
-        Err(error) => eprintln!(
-            "[kafka] cannot run sqlite3 to index tansu's header table ({error}): Tansu fetches will be slow"
-        ),
     }
 }

@@ -40,8 +40,8 @@ pub struct PipelineArgs {
     /// Paced feed at this many events/s (measures latency); firehose when absent.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// `mock` (librdkafka mock cluster in a child process), `tansu` (started here) or a
-    /// bootstrap address.
+    /// `mock` (librdkafka mock cluster in a child process), `real` (Apache Kafka, one KRaft node
+    /// started here by `scripts/kafka`) or a bootstrap address.
     #[arg(long, default_value = "mock")]
     pub kafka: String,
     /// Implementations, in order: sluice, await, inflight.
@@ -366,7 +366,7 @@ fn print_report(
     println!(
         "events/s = N / (last ack seen in the high watermarks - simulator start; the \
          implementation is already connected); CPU = the implementation process's utime+stime \
-         in that window; peak RSS = its VmHWM; broker CPU = the mock/Tansu process in that \
+         in that window; peak RSS = its VmHWM; broker CPU = the mock or Kafka process in that \
          window; harness CPU = this process (simulator, watermark polls, latency consumer) in \
          that window; 'vs inflight' = events per CPU-second relative to inflight."
     );

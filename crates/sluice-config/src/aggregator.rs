@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::aggregate::AggregateConfig;
+use crate::secret::SecretRef;
 use crate::target::TargetConfig;
 use crate::worker::{HttpConfig, ShutdownConfig, WorkerConfig};
 
@@ -64,6 +65,8 @@ pub struct AggregatorKafka {
     /// Extra librdkafka consumer and producer properties, passed through verbatim. Secret-bearing
     /// keys (passwords) are refused by validation, so this map is safe to print.
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets, as in the worker's `kafka`.
+    pub secret_properties: BTreeMap<String, SecretRef>,
 }
 
 impl AggregatorKafka {

@@ -32,6 +32,8 @@ pub(crate) struct RawKafka {
     pub client_id: Option<String>,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secret_properties: BTreeMap<String, RawValueRef>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,6 +231,8 @@ pub(crate) struct RawAggregatorKafka {
     pub group_id: Option<String>,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secret_properties: BTreeMap<String, RawValueRef>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -363,10 +363,47 @@ impl<'a> Checker<'a> {
                 self.report(
                     &field,
                     ProblemKind::InlineSecret,
-                    format!("secret property {key:?} cannot be inline in the config"),
+                    format!(
+                        "secret property {key:?} cannot be inline in the config: \
+                         write it under kafka.secret_properties as {{env: VAR}} or {{file: /path}}"
+                    ),
                 );
             }
         }
+    }
+
+    /// `kafka.secret_properties`: librdkafka properties whose values are secret references,
+    /// none of them managed by sluice or also written in `kafka.properties`.
+    fn kafka_secret_properties(
+        &mut self,
+        raw: &BTreeMap<String, RawValueRef>,
+        properties: &BTreeMap<String, String>,
+        managed: &[Managed],
+    ) -> BTreeMap<String, SecretRef> {
+        let mut secrets = BTreeMap::new();
+        for (key, value) in raw {
+            let field = format!("kafka.secret_properties.{key}");
+            let is_managed = managed
+                .iter()
+                .flat_map(|list| list.iter())
+                .any(|(name, _)| name == key);
+            if is_managed {
+                self.report(
+                    &field,
+                    ProblemKind::Invalid,
+                    format!("property {key:?} is managed by sluice"),
+                );
+            } else if properties.contains_key(key) {
+                self.report(
+                    &field,
+                    ProblemKind::Invalid,
+                    format!("property {key:?} is also in kafka.properties: write it once"),
+                );
+            } else if let Some(secret) = self.secret(&field, value) {
+                secrets.insert(key.clone(), secret);
+            }
+        }
+        secrets
     }
 
     /// The `http` section: a listen address, `default` when absent.
@@ -551,10 +588,16 @@ pub(crate) fn worker(
         KafkaConfig::DEFAULT_CLIENT_ID,
     );
     c.kafka_properties(&raw.kafka.properties, &[CLIENT_MANAGED, PRODUCER_MANAGED]);
+    let secret_properties = c.kafka_secret_properties(
+        &raw.kafka.secret_properties,
+        &raw.kafka.properties,
+        &[CLIENT_MANAGED, PRODUCER_MANAGED],
+    );
     let kafka = KafkaConfig {
         brokers,
         client_id,
         properties: raw.kafka.properties,
+        secret_properties,
     };
 
     let topics = Topics {

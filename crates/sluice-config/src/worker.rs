@@ -8,6 +8,7 @@ use std::time::Duration;
 use sluice_sse::Limits;
 
 use crate::proxy::ProxyConfig;
+use crate::secret::SecretRef;
 use crate::target::TargetConfig;
 
 /// Fully validated worker configuration, targets included, defaults applied.
@@ -43,6 +44,9 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties, passed through verbatim. Secret-bearing keys (passwords) are
     /// refused by validation, so this map is safe to print.
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets (`sasl.password`, `ssl.key.password` …),
+    /// read from their references when a client is built; never in `properties`.
+    pub secret_properties: BTreeMap<String, SecretRef>,
 }
 
 impl KafkaConfig {

@@ -136,6 +136,11 @@ fn inline_proxy_password_is_refused_without_echoing_it() {
 }
 
 #[test]
+fn kafka_secret_properties_are_references_to_unmanaged_properties_written_once() {
+    assert_fixture("kafka_secret_property_rules");
+}
+
+#[test]
 fn empty_brokers_are_reported() {
     assert_fixture("empty_brokers");
 }
@@ -330,6 +335,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "duplicate_target_id",
         "empty_brokers",
         "inline_proxy_password",
+        "kafka_secret_property_rules",
         "missing_ca_file",
         "missing_secret_file",
         "not_pem_ca_file",

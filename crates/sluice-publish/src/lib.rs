@@ -6,6 +6,8 @@
 //!   over a fully acknowledged prefix, whatever order acknowledgements arrive in.
 //! - [`build_record`] (pure) turns an [`sluice_sse::Event`] into a [`Record`]: key, value and
 //!   headers.
+//! - [`KafkaSettings`] builds every Sluice Kafka client's settings (connection, security and
+//!   secret properties) from the config: the one Kafka client policy.
 //! - [`Publisher`] is a thin async wrapper over an idempotent rdkafka producer (`acks=all`), and
 //!   [`read_checkpoints`] replays the checkpoint topic up to its high watermarks.
 //!
@@ -13,11 +15,13 @@
 //! It takes events and validated config values from other crates and only talks to Kafka.
 
 mod checkpoint;
+pub mod client;
 mod publisher;
 mod record;
 pub mod topics;
 
 pub use checkpoint::CheckpointTracker;
+pub use client::{KafkaSettings, SecretPropertyError};
 pub use publisher::{
     CheckpointReadError, Delivered, Pending, PublishError, Publisher, TrySendError,
     read_checkpoints, read_compacted_blocking,

@@ -25,7 +25,9 @@ use rand::Rng;
 use rdkafka::ClientConfig;
 use sluice_client::redact::redact_url;
 use sluice_config::WorkerConfig;
-use sluice_publish::{CheckpointReadError, Publisher, read_checkpoints};
+use sluice_publish::{
+    CheckpointReadError, KafkaSettings, Publisher, SecretPropertyError, read_checkpoints,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -119,6 +121,9 @@ pub enum WorkerError {
     /// The Kafka producer could not be created (bad properties).
     #[error("cannot create the kafka producer: {0}")]
     Producer(#[source] sluice_publish::PublishError),
+    /// A secret Kafka property (`kafka.secret_properties`) could not be read.
+    #[error("cannot build the kafka client settings: {0}")]
+    KafkaSecret(#[from] SecretPropertyError),
     /// The checkpoint topic could not be read, and retrying cannot help.
     #[error("cannot read checkpoints: {0}")]
     Checkpoints(#[source] CheckpointReadError),
@@ -133,46 +138,32 @@ pub enum WorkerError {
     },
 }
 
-/// The librdkafka settings of the worker's producer and checkpoint reader.
+/// The librdkafka settings of the worker's producer.
 ///
 /// Sluice's defaults (overridable in `kafka.properties`): messages never time out in the
 /// producer (`message.timeout.ms=0`: a delivery is retried until Kafka takes it, never dropped)
 /// and the producer queue is bounded to 64 MiB, so a Kafka outage pauses reading instead of
-/// growing memory.
-pub fn kafka_client_config(config: &WorkerConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", config.kafka.brokers.join(","))
-        .set("client.id", &config.kafka.client_id)
-        .set("message.timeout.ms", "0")
-        .set("queue.buffering.max.kbytes", "65536");
-    for (key, value) in &config.kafka.properties {
-        client.set(key, value);
-    }
-    client
+/// growing memory. Secret properties are read now.
+pub fn kafka_client_config(config: &WorkerConfig) -> Result<ClientConfig, SecretPropertyError> {
+    kafka_settings(config).full(&[
+        ("message.timeout.ms", "0"),
+        ("queue.buffering.max.kbytes", "65536"),
+    ])
 }
 
 /// The settings of the checkpoint reader and admin client: connection and security properties
 /// only (producer tuning would only draw librdkafka configuration warnings).
-fn kafka_reader_config(config: &WorkerConfig) -> ClientConfig {
-    const SHARED_PREFIXES: [&str; 6] = [
-        "security.",
-        "sasl.",
-        "ssl.",
-        "socket.",
-        "broker.",
-        "client.",
-    ];
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", config.kafka.brokers.join(","))
-        .set("client.id", &config.kafka.client_id);
-    for (key, value) in &config.kafka.properties {
-        if SHARED_PREFIXES.iter().any(|p| key.starts_with(p)) {
-            client.set(key, value);
-        }
+fn kafka_reader_config(config: &WorkerConfig) -> Result<ClientConfig, SecretPropertyError> {
+    kafka_settings(config).connection()
+}
+
+fn kafka_settings(config: &WorkerConfig) -> KafkaSettings<'_> {
+    KafkaSettings {
+        brokers: &config.kafka.brokers,
+        client_id: &config.kafka.client_id,
+        properties: &config.kafka.properties,
+        secret_properties: &config.kafka.secret_properties,
     }
-    client
 }
 
 /// Runs the worker until `shutdown` is cancelled, then drains within the grace period.
@@ -194,8 +185,9 @@ pub async fn run(
                 source,
             })?,
     };
-    let kafka = kafka_reader_config(&config);
-    let publisher = Publisher::new(&kafka_client_config(&config)).map_err(WorkerError::Producer)?;
+    let kafka = kafka_reader_config(&config)?;
+    let publisher =
+        Publisher::new(&kafka_client_config(&config)?).map_err(WorkerError::Producer)?;
     let origin = Instant::now();
     // Moved out, not cloned: a target's config is over half a KiB, and only the tasks need it.
     let mut targets: Vec<Arc<sluice_config::TargetConfig>> = std::mem::take(&mut config.targets)

@@ -651,3 +651,63 @@ async fn an_aggregator_that_loses_its_group_session_rejoins_and_converges() {
     aggregator.wait_ready().await;
     drop(worker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_aggregator_authenticate_with_sasl_from_properties_and_a_secret_file() {
+    // A user's security settings: kafka.properties plus the password in
+    // kafka.secret_properties. Every client of both processes must carry them: the worker's
+    // producer and checkpoint reader, the aggregator's consumer, producer, admin client and the
+    // state reader a restarted aggregator restores from.
+    let kafka = kafka();
+    let Some(sasl) = kafka.sasl() else {
+        sluice_testkit::skip_or_fail(
+            "worker_and_aggregator_authenticate_with_sasl_from_properties_and_a_secret_file",
+            "needs the SASL listener of a broker scripts/kafka started (run scripts/test)",
+        );
+        return;
+    };
+    let sasl = sasl.expect("the SASL listener files are readable");
+    let password = sasl.password.clone();
+    let rig = Rig::with_sasl("agg-sasl", kafka, sasl).await;
+    let sim = rig::sim_with(sim_config(25, 300.0, 3_000)).await;
+    rig.target(
+        "sasl",
+        &sim.stream_url(),
+        &aggregate_yaml(&sim.snapshot_url()),
+    );
+    let worker = rig.start("").await;
+    let first = rig.start_aggregator("", true).await;
+    first
+        .wait_for("a snapshot in kafka", async |a: &Worker| {
+            a.metric("sluice_aggregator_snapshots_written_total{sink=\"kafka\"}")
+                .await
+                >= 1.0
+        })
+        .await;
+    let (exit, first_log) = first.terminate().await;
+    assert!(exit.success(), "{exit:?}\n{first_log}");
+
+    let second = rig.start_aggregator("", true).await;
+    assert!(
+        second.log().contains("target restored from its snapshot"),
+        "the state reader authenticated and restored:\n{}",
+        second.log()
+    );
+    sim.wait_for_head(3_000).await;
+    assert_converges(&second, "sasl", &sim).await;
+
+    // The password is in no log, metric or status page.
+    let mut seen = vec![
+        first_log,
+        second.log(),
+        worker.log(),
+        second.metrics().await,
+    ];
+    seen.push(worker.metrics().await);
+    seen.push(worker.get("/status").await.expect("status").1);
+    for text in &seen {
+        assert!(!text.contains(&password), "the SASL password leaked");
+    }
+    let (exit, log) = worker.terminate().await;
+    assert!(exit.success(), "{log}");
+}

@@ -43,6 +43,11 @@ pub(crate) fn aggregator(
             raw.kafka.group_id.as_deref(),
             AggregatorKafka::DEFAULT_GROUP_ID,
         ),
+        secret_properties: c.kafka_secret_properties(
+            &raw.kafka.secret_properties,
+            &raw.kafka.properties,
+            &[CLIENT_MANAGED, PRODUCER_MANAGED, CONSUMER_MANAGED],
+        ),
         properties: raw.kafka.properties,
     };
     c.kafka_properties(

@@ -13,7 +13,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice_sim::{RunningSim, SimConfig};
-use sluice_testkit::{TestKafka, unique_topic};
+use sluice_testkit::{SaslListener, TestKafka, unique_topic};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -33,6 +33,10 @@ pub struct Rig {
     pub dead_letter: String,
     /// The aggregators' consumer group.
     pub group: String,
+    /// When set, the worker and aggregator reach Kafka through its SASL_PLAINTEXT listener,
+    /// configured as a user would: `kafka.properties` plus the password in
+    /// `kafka.secret_properties` (a file). The rig's own clients stay on PLAINTEXT.
+    pub sasl: Option<SaslListener>,
 }
 
 /// A record of the events topic, as the tests look at it.
@@ -102,6 +106,36 @@ impl Rig {
             state,
             dead_letter,
             group: unique_topic(&format!("{name}.aggregators")),
+            sasl: None,
+        }
+    }
+
+    /// A rig whose worker and aggregator authenticate to the broker's SASL listener (PLAIN);
+    /// the password is written to `kafka-password` in the rig's dir and referenced from there.
+    pub async fn with_sasl(name: &str, kafka: TestKafka, sasl: SaslListener) -> Rig {
+        let mut rig = Rig::with_kafka(name, kafka).await;
+        std::fs::write(
+            rig.dir.join("kafka-password"),
+            format!("{}\n", sasl.password),
+        )
+        .expect("write the password file");
+        rig.sasl = Some(sasl);
+        rig
+    }
+
+    /// The `kafka:` lines both processes share: brokers, then `properties` entries (`extra`,
+    /// already indented by four spaces) and, with SASL, the security settings.
+    fn kafka_yaml(&self, extra: &str) -> String {
+        match &self.sasl {
+            None => format!(
+                "  brokers: [\"{}\"]\n  properties:\n{extra}",
+                self.kafka.bootstrap()
+            ),
+            Some(sasl) => format!(
+                "  brokers: [\"{brokers}\"]\n  properties:\n{extra}    security.protocol: SASL_PLAINTEXT\n    sasl.mechanism: PLAIN\n    sasl.username: {user}\n  secret_properties:\n    sasl.password: {{file: kafka-password}}\n",
+                brokers = sasl.bootstrap,
+                user = sasl.username,
+            ),
         }
     }
 
@@ -116,13 +150,13 @@ impl Rig {
     pub fn worker_yaml(&self, port: u16, extra: &str) -> PathBuf {
         let path = self.dir.join("worker.yaml");
         let body = format!(
-            "kafka:\n  brokers: [\"{brokers}\"]\n  properties:\n    linger.ms: \"2\"\n\
+            "kafka:\n{kafka}\
              topics:\n  events: {events}\n  checkpoints: {checkpoints}\n\
              http:\n  listen: 127.0.0.1:{port}\n\
              targets_dir: targets\n\
              defaults:\n  idle_timeout: 5s\n  connect_timeout: 5s\n  backoff:\n    initial: 20ms\n    max: 500ms\n    reset_after: 10s\n\
              shutdown:\n  grace: 20s\n{extra}\n",
-            brokers = self.kafka.bootstrap(),
+            kafka = self.kafka_yaml("    linger.ms: \"2\"\n"),
             events = self.events,
             checkpoints = self.checkpoints,
         );
@@ -177,16 +211,18 @@ impl Rig {
         let path = self.dir.join(format!("aggregator-{port}.yaml"));
         let body = format!(
             "worker: worker.yaml\n\
-             kafka:\n  brokers: [\"{brokers}\"]\n  group_id: {group}\n  properties:\n    session.timeout.ms: \"{session}\"\n    heartbeat.interval.ms: \"500\"\n\
+             kafka:\n  group_id: {group}\n{kafka}\
              topics:\n  state: {state}\n  dead_letter: {dead}\n\
              http:\n  listen: 127.0.0.1:{port}\n\
              snapshots:\n  interval: 2s\n  dir: snapshots\n\
              shutdown:\n  grace: 20s\n{extra}\n",
-            brokers = self.kafka.bootstrap(),
+            kafka = self.kafka_yaml(&format!(
+                "    session.timeout.ms: \"{}\"\n    heartbeat.interval.ms: \"500\"\n",
+                self.session_timeout_ms()
+            )),
             group = self.group,
             state = self.state,
             dead = self.dead_letter,
-            session = self.session_timeout_ms(),
         );
         std::fs::write(&path, body).expect("write aggregator.yaml");
         path
