@@ -111,6 +111,7 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<()> {
     let machine_before = machine_note();
     let ticks = procfs::clock_ticks_per_second();
     let mut kafka = Kafka::start(&args.kafka).await?;
+    kafka.warm_up().await?;
     let work = tempfile::Builder::new()
         .prefix("sluice-bench-pipeline")
         .tempdir()
