@@ -118,7 +118,13 @@ impl Kafka {
     /// [`WARM_UP_RECORDS`] records with acks=all and idempotence to a topic of its own and reads
     /// them back, so both the produce and the fetch paths are compiled.
     pub async fn warm_up(&mut self) -> anyhow::Result<()> {
-        if !matches!(self, Kafka::Broker { started: Some(_), .. }) {
+        if !matches!(
+            self,
+            Kafka::Broker {
+                started: Some(_),
+                ..
+            }
+        ) {
             return Ok(());
         }
         let topic = format!("sluice-bench-warm-up-{}", std::process::id());

@@ -117,6 +117,47 @@ impl std::future::Future for Pending {
     }
 }
 
+/// The partitions of `topic` in `metadata`, each with a leader. Only the broker's "unknown
+/// topic" (or no entry at all) is [`CheckpointReadError::TopicMissing`]: any other error on the
+/// topic or one of its partitions (authorization denied, no leader while a broker restarts) is
+/// [`CheckpointReadError::Unavailable`], which callers retry instead of starting without the
+/// checkpoints the topic holds.
+fn topic_partitions(
+    metadata: &rdkafka::metadata::Metadata,
+    topic: &str,
+) -> Result<Vec<i32>, CheckpointReadError> {
+    let missing = || CheckpointReadError::TopicMissing {
+        topic: topic.to_owned(),
+    };
+    let unavailable = |code: RDKafkaErrorCode| CheckpointReadError::Unavailable {
+        topic: topic.to_owned(),
+        code,
+    };
+    let Some(entry) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(missing());
+    };
+    match entry.error().map(RDKafkaErrorCode::from) {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => return Err(missing()),
+        Some(code) => return Err(unavailable(code)),
+        None => {}
+    }
+    let mut partitions = Vec::with_capacity(entry.partitions().len());
+    for partition in entry.partitions() {
+        if let Some(code) = partition.error().map(RDKafkaErrorCode::from) {
+            return Err(unavailable(code));
+        }
+        if partition.leader() < 0 {
+            return Err(unavailable(RDKafkaErrorCode::LeaderNotAvailable));
+        }
+        partitions.push(partition.id());
+    }
+    if partitions.is_empty() {
+        // A topic has at least one partition; an empty list is a metadata answer to retry.
+        return Err(unavailable(RDKafkaErrorCode::LeaderNotAvailable));
+    }
+    Ok(partitions)
+}
+
 /// Why the checkpoint topic could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointReadError {
@@ -131,6 +172,15 @@ pub enum CheckpointReadError {
     TopicMissing {
         /// The topic's name.
         topic: String,
+    },
+    /// The broker answered for the topic with an error (authorization denied, no leader …):
+    /// it may hold checkpoints, so it is read again later, never treated as missing.
+    #[error("topic {topic} is not readable: {code}")]
+    Unavailable {
+        /// The topic's name.
+        topic: String,
+        /// The broker's error for the topic or one of its partitions.
+        code: RDKafkaErrorCode,
     },
     /// Reading a record failed.
     #[error("consuming compacted topic failed: {0}")]
@@ -155,6 +205,7 @@ impl CheckpointReadError {
             CheckpointReadError::Create(_) => "create",
             CheckpointReadError::Metadata(_) => "metadata",
             CheckpointReadError::TopicMissing { .. } => "topic_missing",
+            CheckpointReadError::Unavailable { .. } => "unavailable",
             CheckpointReadError::Consume(_) => "consume",
             CheckpointReadError::Timeout { .. } => "timeout",
             CheckpointReadError::Task(_) => "task",
@@ -168,6 +219,7 @@ impl CheckpointReadError {
             | CheckpointReadError::TopicMissing { .. }
             | CheckpointReadError::Task(_) => false,
             CheckpointReadError::Metadata(_)
+            | CheckpointReadError::Unavailable { .. }
             | CheckpointReadError::Consume(_)
             | CheckpointReadError::Timeout { .. } => true,
         }
@@ -276,6 +328,12 @@ impl Publisher {
             .key(target.as_str())
             .payload(event_id);
         self.try_enqueue(message)
+    }
+
+    /// librdkafka's fatal error, once the producer has one (an idempotent producer that lost its
+    /// guarantees, e.g. its producer id was refused): it delivers nothing more, ever.
+    pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.producer.client().fatal_error()
     }
 
     /// Records handed to the producer and not yet acknowledged or failed, process-wide.
@@ -399,17 +457,7 @@ pub fn read_compacted_blocking(
     let metadata = consumer
         .fetch_metadata(Some(topic), remaining())
         .map_err(CheckpointReadError::Metadata)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        return Err(CheckpointReadError::TopicMissing {
-            topic: topic.to_owned(),
-        });
-    }
+    let partitions = topic_partitions(&metadata, topic)?;
 
     // The end of each non-empty partition: the high watermark when the read started.
     let mut ends: HashMap<i32, i64> = HashMap::new();

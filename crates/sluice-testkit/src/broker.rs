@@ -76,6 +76,12 @@ impl KafkaBroker {
     /// Formats a new broker in a temp dir and starts it; returns once a metadata request
     /// succeeds.
     pub fn start() -> Result<KafkaBroker, TestKafkaError> {
+        KafkaBroker::start_with(false)
+    }
+
+    /// [`KafkaBroker::start`], with ACLs enforced when `acls`: PLAINTEXT clients may do anything,
+    /// the SASL user nothing until [`KafkaBroker::grant_sasl_user_everything`].
+    pub fn start_with(acls: bool) -> Result<KafkaBroker, TestKafkaError> {
         let root = std::env::var_os(ROOT_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -83,6 +89,11 @@ impl KafkaBroker {
             .prefix("broker-")
             .tempdir_in(&root)
             .map_err(|e| TestKafkaError::Broker(format!("temp dir in {}: {e}", root.display())))?;
+        if acls {
+            // Read by `scripts/kafka` when it formats the dir (the first run).
+            fs::write(dir.path().join("acls"), "1\n")
+                .map_err(|e| TestKafkaError::Broker(format!("writing the acls marker: {e}")))?;
+        }
         let child = spawn(dir.path())?;
         let mut broker = KafkaBroker {
             bootstrap: String::new(),
@@ -115,6 +126,50 @@ impl KafkaBroker {
         let text = fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Grants the SASL user every operation on every topic, group, transactional id and the
+    /// cluster.
+    pub fn grant_sasl_user_everything(&self) -> Result<(), TestKafkaError> {
+        self.grant_sasl_user(&[
+            "--operation",
+            "All",
+            "--topic",
+            "*",
+            "--group",
+            "*",
+            "--transactional-id",
+            "*",
+            "--cluster",
+        ])
+    }
+
+    /// Adds an ACL allowing the SASL user what `acl` says (`AclCommand` arguments after
+    /// `--add --allow-principal User:NAME`, e.g. `["--operation", "Write", "--topic", "t"]`),
+    /// with Kafka's own `AclCommand` over the PLAINTEXT listener.
+    pub fn grant_sasl_user(&self, acl: &[&str]) -> Result<(), TestKafkaError> {
+        let user = format!("User:{}", self.sasl()?.username);
+        let output = Command::new(script())
+            .args([
+                "tool",
+                "org.apache.kafka.tools.AclCommand",
+                "--bootstrap-server",
+            ])
+            .arg(&self.bootstrap)
+            .args(["--add", "--allow-principal", &user])
+            .args(acl)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| TestKafkaError::Broker(format!("running AclCommand: {e}")))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(TestKafkaError::Broker(format!(
+                "AclCommand failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )))
+        }
     }
 
     /// Freezes the broker (SIGSTOP): its sockets stay open and nothing answers, as a hung or

@@ -160,6 +160,41 @@ impl TestKafka {
         })
     }
 
+    /// A private Apache Kafka that enforces ACLs (the SASL user may do nothing until
+    /// [`TestKafka::grant_sasl_user_everything`]); only in a real-broker run (`None` otherwise:
+    /// the mock has no authorizer).
+    pub fn private_with_acls() -> Option<Result<TestKafka, TestKafkaError>> {
+        if !is_real_broker_run() {
+            return None;
+        }
+        Some(KafkaBroker::start_with(true).map(|broker| TestKafka {
+            bootstrap: broker.bootstrap().to_owned(),
+            mock: None,
+            private: Some(Arc::new(broker)),
+        }))
+    }
+
+    /// Grants the SASL user everything on a private broker with ACLs.
+    pub async fn grant_sasl_user_everything(&self) -> Result<(), TestKafkaError> {
+        let broker = Arc::clone(self.owned_broker()?);
+        tokio::task::spawn_blocking(move || broker.grant_sasl_user_everything())
+            .await
+            .map_err(|e| TestKafkaError::Broker(format!("grant task: {e}")))?
+    }
+
+    /// Adds one ACL for the SASL user on a private broker with ACLs
+    /// ([`KafkaBroker::grant_sasl_user`]).
+    pub async fn grant_sasl_user(&self, acl: &[&str]) -> Result<(), TestKafkaError> {
+        let broker = Arc::clone(self.owned_broker()?);
+        let acl: Vec<String> = acl.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let acl: Vec<&str> = acl.iter().map(String::as_str).collect();
+            broker.grant_sasl_user(&acl)
+        })
+        .await
+        .map_err(|e| TestKafkaError::Broker(format!("grant task: {e}")))?
+    }
+
     /// Takes the broker away (every broker of the mock cluster, or the private broker as
     /// `outage` says) until [`TestKafka::broker_up`].
     ///

@@ -26,6 +26,18 @@ pub struct Ops {
     pub stopping: AtomicBool,
     /// Process-wide records in the producer, read at scrape time.
     pub producer_in_flight: Box<dyn Fn() -> i64 + Send + Sync>,
+    /// Why the worker is not ready yet, when it knows (shown by `/readyz`).
+    pub not_ready_reason: std::sync::Mutex<Option<String>>,
+}
+
+impl Ops {
+    /// Records why the worker is not ready yet (a message without secrets).
+    pub fn set_not_ready_reason(&self, reason: String) {
+        *self
+            .not_ready_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+    }
 }
 
 /// The router of the operations server.
@@ -72,11 +84,16 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
     } else if ops.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting: reading checkpoints\n",
-        )
-            .into_response()
+        let reason = ops
+            .not_ready_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let body = match reason {
+            Some(reason) => format!("starting: {reason}\n"),
+            None => "starting: reading checkpoints\n".to_owned(),
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use rdkafka::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
 use sluice_client::redact::redact_url;
 use sluice_config::WorkerConfig;
 use sluice_publish::{
@@ -127,6 +128,32 @@ pub enum WorkerError {
     /// The checkpoint topic could not be read, and retrying cannot help.
     #[error("cannot read checkpoints: {0}")]
     Checkpoints(#[source] CheckpointReadError),
+    /// Target tasks ended abnormally while stopping: their final checkpoints are not written
+    /// (a restart resumes from the last ones, reading their events again).
+    #[error(
+        "{targets} target tasks failed while stopping; their final checkpoints are not written"
+    )]
+    TargetsFailed {
+        /// How many.
+        targets: usize,
+    },
+    /// The producer failed fatally (librdkafka's fatal error: an idempotent producer whose
+    /// producer id was refused, or that lost its guarantees): it can deliver nothing more.
+    #[error("kafka producer failed fatally ({code:?}): {reason}")]
+    ProducerFatal {
+        /// librdkafka's code.
+        code: RDKafkaErrorCode,
+        /// Its description.
+        reason: String,
+    },
+    /// The producer's final flush did not finish within the grace period.
+    #[error("shutdown grace period of {grace:?} passed before the producer's final flush: {error}")]
+    FlushIncomplete {
+        /// The configured grace.
+        grace: Duration,
+        /// The producer's error.
+        error: sluice_publish::PublishError,
+    },
     /// Shutdown did not finish within the grace period: some events read may be unacknowledged
     /// (they are not checkpointed, so a restart reads them again).
     #[error("shutdown grace period of {grace:?} passed with {targets} targets still draining")]
@@ -217,6 +244,7 @@ pub async fn run(
         ready: Default::default(),
         stopping: Default::default(),
         producer_in_flight: Box::new(move || i64::from(in_flight_publisher.in_flight())),
+        not_ready_reason: std::sync::Mutex::new(None),
     });
     let server_stop = CancellationToken::new();
     let server = {
@@ -277,8 +305,15 @@ async fn run_targets(
             }
         });
     }
-    let Some(checkpoints) = load_checkpoints(kafka, &config.topics.checkpoints, &shutdown).await?
-    else {
+    let loaded = tokio::select! {
+        loaded = load_checkpoints(kafka, &config.topics.checkpoints, ops, &shutdown) => loaded?,
+        (code, reason) = producer_fatal(&publisher) => {
+            tracing::error!(?code, reason, "the kafka producer failed fatally before any target started");
+            ops.set_not_ready_reason(format!("the kafka producer failed fatally: {reason}"));
+            return Err(WorkerError::ProducerFatal { code, reason });
+        }
+    };
+    let Some(checkpoints) = loaded else {
         return Ok(()); // shut down while waiting for Kafka
     };
     tracing::info!(
@@ -324,7 +359,54 @@ async fn run_targets(
     }
     ops.ready.store(true, Ordering::Relaxed);
 
-    shutdown.cancelled().await;
+    let fatal = tokio::select! {
+        () = shutdown.cancelled() => None,
+        fatal = producer_fatal(&publisher) => Some(fatal),
+    };
+    if let Some((code, reason)) = &fatal {
+        // Nothing can be delivered any more: stop (draining what can be), and exit non-zero so
+        // the orchestrator restarts the worker with a new producer.
+        tracing::error!(
+            ?code,
+            reason,
+            "the kafka producer failed fatally: stopping the worker"
+        );
+        ops.ready.store(false, Ordering::Relaxed);
+        ops.set_not_ready_reason(format!("the kafka producer failed fatally: {reason}"));
+    }
+    let drained = drain(config, &shared, &publisher, &mut tasks, ops).await;
+    match fatal {
+        Some((code, reason)) => {
+            if let Err(error) = drained {
+                tracing::warn!(%error, "draining after the fatal producer error did not finish");
+            }
+            Err(WorkerError::ProducerFatal { code, reason })
+        }
+        None => drained,
+    }
+}
+
+/// Resolves once the producer has a fatal error (checked twice a second: one call into
+/// librdkafka, nothing else).
+async fn producer_fatal(publisher: &Publisher) -> (RDKafkaErrorCode, String) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if let Some(fatal) = publisher.fatal_error() {
+            return fatal;
+        }
+    }
+}
+
+/// Stops every target and waits, within the grace period, for their deliveries and final
+/// checkpoints, then flushes the producer.
+async fn drain(
+    config: &WorkerConfig,
+    shared: &Shared,
+    publisher: &Publisher,
+    tasks: &mut Tasks,
+    ops: &http::Ops,
+) -> Result<(), WorkerError> {
     shared.stop.stop();
     ops.stopping.store(true, Ordering::Relaxed);
     let grace = config.shutdown.grace;
@@ -333,19 +415,33 @@ async fn run_targets(
         grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         "stopping: draining deliveries and writing final checkpoints"
     );
+    let mut failed = 0usize;
     for task in &mut tasks.0 {
-        if tokio::time::timeout_at(deadline, task).await.is_err() {
-            let left = tasks.0.iter().filter(|t| !t.is_finished()).count();
-            // Dropping `tasks` aborts them.
-            return Err(WorkerError::GraceExceeded {
-                grace,
-                targets: left,
-            });
+        match tokio::time::timeout_at(deadline, task).await {
+            Err(_) => {
+                let left = tasks.0.iter().filter(|t| !t.is_finished()).count();
+                // Dropping `tasks` aborts them.
+                return Err(WorkerError::GraceExceeded {
+                    grace,
+                    targets: left,
+                });
+            }
+            // A target task that panicked did not write its final checkpoint.
+            Ok(Err(error)) => {
+                tracing::error!(%error, "a target task failed while stopping");
+                failed += 1;
+            }
+            Ok(Ok(())) => {}
         }
+    }
+    if failed > 0 {
+        return Err(WorkerError::TargetsFailed { targets: failed });
     }
     let left = deadline.saturating_duration_since(Instant::now());
     if let Err(error) = publisher.flush(left).await {
-        tracing::warn!(%error, "final producer flush did not complete");
+        // Every target saw its records and checkpoint acknowledged, so this is what is still
+        // queued in librdkafka: nothing of it is checkpointed, a restart reads it again.
+        return Err(WorkerError::FlushIncomplete { grace, error });
     }
     tracing::info!("all targets drained; checkpoints written");
     Ok(())
@@ -364,10 +460,12 @@ impl Drop for Tasks {
 }
 
 /// Reads the checkpoint topic, creating it (compacted) when missing and retrying while Kafka is
-/// unreachable. `Ok(None)` when shutdown came first.
+/// unreachable or answers for the topic with an error (only "unknown topic" means no checkpoint
+/// was ever written). `/readyz` says why while it retries. `Ok(None)` when shutdown came first.
 async fn load_checkpoints(
     kafka: &ClientConfig,
     topic: &str,
+    ops: &http::Ops,
     shutdown: &CancellationToken,
 ) -> Result<Option<HashMap<String, String>>, WorkerError> {
     let mut delay = Duration::from_millis(200);
@@ -391,7 +489,8 @@ async fn load_checkpoints(
                 return Ok(Some(HashMap::new()));
             }
             Err(error) if error.is_retryable() => {
-                tracing::warn!(%error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(0), "checkpoint topic not readable yet");
+                tracing::warn!(%error, kind = error.kind(), retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(0), "checkpoint topic not readable yet: no target starts without its checkpoint");
+                ops.set_not_ready_reason(format!("cannot read checkpoints yet: {error}"));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(delay) => {}

@@ -244,7 +244,8 @@ struct Pipe {
     deliveries: InFlightSet,
     /// Records the producer had no room for, in order, with their sequence number.
     blocked: VecDeque<(u64, Instant, Outgoing)>,
-    /// While records are blocked and nothing is in flight: when to try the producer again.
+    /// While records are blocked and nothing is in flight, or a final checkpoint waits for room
+    /// in the producer while stopping: when to try the producer again.
     blocked_retry: Option<Pin<Box<Sleep>>>,
     /// The `paused` value last published to the status row and metrics.
     paused: bool,
@@ -562,8 +563,15 @@ pub fn run(
             }
             was_reading = can_read;
             // No signal exists for "the producer queue has room" when this target has nothing in
-            // flight (other targets filled it): poll for it.
-            let blocked_idle = !pipe.blocked.is_empty() && pipe.deliveries.is_empty();
+            // flight (other targets filled it): poll for it. The same holds for a final
+            // checkpoint the full queue did not take while stopping: without this timer every
+            // branch below would be disabled (a panic in `select!`).
+            let checkpoint_deferred = stopping
+                && pipe.checkpoint_write.is_none()
+                && pipe.drained()
+                && !pipe.checkpoint_settled();
+            let blocked_idle =
+                (!pipe.blocked.is_empty() && pipe.deliveries.is_empty()) || checkpoint_deferred;
             if !blocked_idle {
                 pipe.blocked_retry = None;
             } else if pipe.blocked_retry.is_none() {

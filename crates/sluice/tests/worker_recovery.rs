@@ -253,3 +253,217 @@ async fn the_worker_refuses_invalid_config_with_the_validate_messages() {
         assert!(worker_err.contains(field), "{field} named:\n{worker_err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_while_kafka_is_down_and_the_producer_is_full_fails_cleanly_and_loses_nothing() {
+    // A broker of the test's own, killed: the busy target fills the (small) producer queue, so
+    // the quiet target's final checkpoint finds no room when SIGTERM comes.
+    let kafka = TestKafka::private().expect("a private broker");
+    let rig = Rig::with_kafka("full-stop", kafka).await;
+    const QUIET: u64 = 9;
+    const BUSY: u64 = 30_000;
+    let quiet = sim_with(SimConfig {
+        rate: 3.0,
+        history: 100,
+        max_events: Some(QUIET),
+        heartbeat: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await;
+    let busy = sim_with(SimConfig {
+        rate: 2000.0,
+        history: 100_000,
+        max_events: Some(BUSY),
+        heartbeat: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await;
+    rig.target(
+        "quiet",
+        &format!("{}?last_event_id=0", quiet.stream_url()),
+        "",
+    );
+    rig.target(
+        "busy",
+        &format!("{}?last_event_id=0", busy.stream_url()),
+        "",
+    );
+    let worker = rig
+        .start_tuned("", "    queue.buffering.max.messages: \"50\"\n", "3s", &[])
+        .await;
+    // Every quiet event acknowledged (its checkpoint is paced, so the last one is not written
+    // yet), then the broker dies and the busy target fills the queue.
+    rig.records_until(|records| ids_of(records, "quiet").len() as u64 >= QUIET)
+        .await;
+    rig.kafka
+        .broker_down(Outage::Kill)
+        .await
+        .expect("broker down");
+    worker
+        .wait_for(
+            "the busy target to pause on a full queue",
+            async |w: &rig::Worker| {
+                w.metric("sluice_upstream_paused{target=\"busy\"}").await == 1.0
+            },
+        )
+        .await;
+    let (exit, log) = worker.terminate().await;
+    assert!(!log.contains("panicked"), "no panic while stopping:\n{log}");
+    assert!(
+        !exit.success(),
+        "a drain that could not finish is a failure: {exit:?}\n{log}"
+    );
+    assert!(
+        !log.contains("checkpoints written"),
+        "no claim of checkpoints that were not written:\n{log}"
+    );
+    assert!(
+        log.contains("grace period"),
+        "it says why it failed:\n{log}"
+    );
+
+    // Nothing is lost: back up, a new worker resumes both targets from their checkpoints.
+    rig.kafka
+        .broker_up(Outage::Kill)
+        .await
+        .unwrap_or_else(|e| panic!("broker up: {e}\n{}", rig.kafka.broker_log_tail(40)));
+    let restarted = rig.start("").await;
+    let records = rig.wait_all_ids(&[("quiet", QUIET), ("busy", BUSY)]).await;
+    assert_complete_in_order(
+        "quiet",
+        &first_occurrences(&ids_of(&records, "quiet")),
+        QUIET,
+    );
+    assert_complete_in_order("busy", &first_occurrences(&ids_of(&records, "busy")), BUSY);
+    let (exit, log) = restarted.terminate().await;
+    assert!(exit.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_topic_the_worker_may_not_read_is_retried_never_taken_for_missing() {
+    // Only "unknown topic" means "no checkpoint was ever written". A broker that denies the
+    // worker the topic (its SASL user has no ACLs yet) must not start the target fresh.
+    let Some(kafka) = TestKafka::private_with_acls() else {
+        sluice_testkit::skip_or_fail(
+            "a_checkpoint_topic_the_worker_may_not_read_is_retried_never_taken_for_missing",
+            "needs a real broker with ACLs (run scripts/test)",
+        );
+        return;
+    };
+    let kafka = kafka.expect("a private broker with ACLs");
+    let sasl = kafka
+        .sasl()
+        .expect("a scripts/kafka broker")
+        .expect("its SASL listener");
+    let rig = Rig::with_sasl("acl", kafka, sasl).await;
+    let sim = sim_with(SimConfig {
+        rate: 1000.0,
+        history: 10_000,
+        max_events: Some(100),
+        heartbeat: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await;
+    sim.wait_for_head(100).await;
+    // The checkpoint the worker must resume from, written by a client the broker trusts.
+    let producer: rdkafka::producer::FutureProducer =
+        rig.kafka.producer_config().create().expect("producer");
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&rig.checkpoints)
+                .key("acl")
+                .payload("40"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("checkpoint written");
+    // The worker may write its events (so its idempotent producer gets a producer id) but may not
+    // even describe the checkpoint topic.
+    rig.kafka
+        .grant_sasl_user(&[
+            "--operation",
+            "Write",
+            "--operation",
+            "Describe",
+            "--topic",
+            &rig.events,
+        ])
+        .await
+        .expect("grant writes to the events topic");
+    rig.target("acl", &sim.stream_url(), "");
+    let worker = rig.spawn_worker("", "", "20s", &[]).await;
+    worker
+        .wait_for(
+            "/readyz to say why it is not ready",
+            async |w: &rig::Worker| {
+                w.get("/readyz")
+                    .await
+                    .is_some_and(|(code, body)| code == 503 && body.contains("not readable"))
+            },
+        )
+        .await;
+    let (_, body) = worker.get("/readyz").await.expect("readyz");
+    assert!(body.contains("authorization"), "{body}");
+    assert!(
+        worker
+            .log()
+            .contains("no target starts without its checkpoint"),
+        "{}",
+        worker.log()
+    );
+
+    rig.kafka
+        .grant_sasl_user_everything()
+        .await
+        .expect("grant the worker's user");
+    worker.wait_ready().await;
+    let records = rig
+        .records_until(|records| ids_of(records, "acl").contains(&100))
+        .await;
+    let ids = ids_of(&records, "acl");
+    assert_eq!(
+        ids.first(),
+        Some(&41),
+        "resumed after checkpoint 40, not from scratch: {ids:?}"
+    );
+    assert_eq!(
+        first_occurrences(&ids),
+        (41..=100).collect::<Vec<u64>>(),
+        "every event after the checkpoint, in order"
+    );
+    let (exit, log) = worker.terminate().await;
+    assert!(exit.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_makes_the_worker_exit_non_zero_instead_of_stopping_targets_for_good()
+ {
+    // The broker refuses the worker's idempotent producer its producer id (its SASL user has no
+    // ACLs): librdkafka's producer is then dead for good. The worker must not sit "ready" with
+    // every target stopped; it exits non-zero, so the orchestrator restarts it.
+    let Some(kafka) = TestKafka::private_with_acls() else {
+        sluice_testkit::skip_or_fail(
+            "a_fatal_producer_error_makes_the_worker_exit_non_zero_instead_of_stopping_targets_for_good",
+            "needs a real broker with ACLs (run scripts/test)",
+        );
+        return;
+    };
+    let kafka = kafka.expect("a private broker with ACLs");
+    let sasl = kafka
+        .sasl()
+        .expect("a scripts/kafka broker")
+        .expect("its SASL listener");
+    let rig = Rig::with_sasl("fatal", kafka, sasl).await;
+    let sim = sim(100, 500.0).await;
+    rig.target("fatal", &sim.stream_url(), "");
+    let worker = rig.spawn_worker("", "", "5s", &[]).await;
+    let (exit, log) = worker.exited().await;
+    assert!(!exit.success(), "{exit:?}\n{log}");
+    assert!(log.contains("failed fatally"), "it says why:\n{log}");
+    assert!(
+        !log.contains("checkpoints read; starting targets")
+            || log.contains("the kafka producer failed fatally: stopping the worker"),
+        "{log}"
+    );
+}

@@ -148,6 +148,18 @@ impl Rig {
 
     /// Writes `worker.yaml` for this rig with fast test defaults, plus `extra` top-level YAML.
     pub fn worker_yaml(&self, port: u16, extra: &str) -> PathBuf {
+        self.worker_yaml_tuned(port, extra, "", "20s")
+    }
+
+    /// [`Rig::worker_yaml`] with more `kafka.properties` lines (each `    key: "value"\n`) and
+    /// another shutdown grace.
+    pub fn worker_yaml_tuned(
+        &self,
+        port: u16,
+        extra: &str,
+        kafka_properties: &str,
+        grace: &str,
+    ) -> PathBuf {
         let path = self.dir.join("worker.yaml");
         let body = format!(
             "kafka:\n{kafka}\
@@ -155,8 +167,8 @@ impl Rig {
              http:\n  listen: 127.0.0.1:{port}\n\
              targets_dir: targets\n\
              defaults:\n  idle_timeout: 5s\n  connect_timeout: 5s\n  backoff:\n    initial: 20ms\n    max: 500ms\n    reset_after: 10s\n\
-             shutdown:\n  grace: 20s\n{extra}\n",
-            kafka = self.kafka_yaml("    linger.ms: \"2\"\n"),
+             shutdown:\n  grace: {grace}\n{extra}\n",
+            kafka = self.kafka_yaml(&format!("    linger.ms: \"2\"\n{kafka_properties}")),
             events = self.events,
             checkpoints = self.checkpoints,
         );
@@ -171,8 +183,33 @@ impl Rig {
 
     /// [`Rig::start`] with extra environment variables.
     pub async fn start_with_env(&self, extra: &str, env: &[(&str, &str)]) -> Worker {
+        self.start_tuned(extra, "", "20s", env).await
+    }
+
+    /// [`Rig::start`] with more `kafka.properties` lines, another grace, and environment.
+    pub async fn start_tuned(
+        &self,
+        extra: &str,
+        kafka_properties: &str,
+        grace: &str,
+        env: &[(&str, &str)],
+    ) -> Worker {
+        let worker = self.spawn_worker(extra, kafka_properties, grace, env).await;
+        worker.wait_ready().await;
+        worker
+    }
+
+    /// Starts `sluice worker` and waits for its operations server (`/healthz`), not for it to
+    /// be ready.
+    pub async fn spawn_worker(
+        &self,
+        extra: &str,
+        kafka_properties: &str,
+        grace: &str,
+        env: &[(&str, &str)],
+    ) -> Worker {
         let port = free_port().await;
-        let config = self.worker_yaml(port, extra);
+        let config = self.worker_yaml_tuned(port, extra, kafka_properties, grace);
         let log = self.dir.join(format!("worker-{}.log", unique_topic("l")));
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
@@ -195,7 +232,11 @@ impl Rig {
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
         };
-        worker.wait_ready().await;
+        worker
+            .wait_for("/healthz to answer 200", async |w: &Worker| {
+                w.get("/healthz").await.is_some_and(|(code, _)| code == 200)
+            })
+            .await;
         worker
     }
 
@@ -501,6 +542,15 @@ impl Worker {
             .await
             .expect("worker exits after SIGTERM")
             .expect("wait for worker");
+        (exit, self.log())
+    }
+
+    /// Waits for the process to exit on its own (fails the test after [`LIMIT`]).
+    pub async fn exited(mut self) -> (ExitStatus, String) {
+        let exit = tokio::time::timeout(LIMIT, self.child.wait())
+            .await
+            .expect("the process exits on its own")
+            .expect("wait for the process");
         (exit, self.log())
     }
 
