@@ -7,8 +7,8 @@
 //! acks=all, a compacted topic that really compacts, consumer groups with cooperative-sticky
 //! (classic protocol) and with `group.protocol=consumer` (KIP-848), a transactional producer with
 //! read_committed and read_uncommitted consumers, fencing of a producer by a second one with the
-//! same transactional id, and the SASL_PLAINTEXT listener with PLAIN credentials (the broker also
-//! offers SCRAM-SHA-256, which our librdkafka build cannot speak: it is built without OpenSSL).
+//! same transactional id, and the SASL listeners (SASL_PLAINTEXT and SASL_SSL, PLAIN and
+//! SCRAM-SHA-256).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -409,15 +409,30 @@ async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     );
 }
 
-fn sasl_config(kafka: &TestKafka, mechanism: &str, password: Option<&str>) -> ClientConfig {
+/// A client of the broker's SASL listener: SASL_PLAINTEXT, or SASL_SSL (TLS, trusting the
+/// broker's certificate) when `tls`.
+fn sasl_config(
+    kafka: &TestKafka,
+    tls: bool,
+    mechanism: &str,
+    password: Option<&str>,
+) -> ClientConfig {
     let listener = kafka
         .sasl()
         .expect("scripts/kafka wrote the SASL listener (SLUICE_TEST_KAFKA_DIR)")
         .expect("the SASL listener files are readable");
     let mut config = ClientConfig::new();
+    if tls {
+        config
+            .set("bootstrap.servers", &listener.ssl_bootstrap)
+            .set("security.protocol", "SASL_SSL")
+            .set("ssl.ca.location", listener.ca_file.to_string_lossy());
+    } else {
+        config
+            .set("bootstrap.servers", &listener.bootstrap)
+            .set("security.protocol", "SASL_PLAINTEXT");
+    }
     config
-        .set("bootstrap.servers", &listener.bootstrap)
-        .set("security.protocol", "SASL_PLAINTEXT")
         .set("sasl.mechanism", mechanism)
         .set("sasl.username", &listener.username)
         .set("sasl.password", password.unwrap_or(&listener.password));
@@ -425,35 +440,42 @@ fn sasl_config(kafka: &TestKafka, mechanism: &str, password: Option<&str>) -> Cl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sasl_listener_takes_plain_credentials_and_refuses_a_wrong_password() {
-    let Some(kafka) =
-        real_kafka("the_sasl_listener_takes_plain_credentials_and_refuses_a_wrong_password")
-    else {
+async fn the_sasl_listeners_take_scram_and_plain_over_tls_and_not_and_refuse_a_wrong_password() {
+    let Some(kafka) = real_kafka(
+        "the_sasl_listeners_take_scram_and_plain_over_tls_and_not_and_refuse_a_wrong_password",
+    ) else {
         return;
     };
     let topic = unique_topic("real-sasl");
     kafka.create_topic(&topic, 1, false).await.unwrap();
-    let producer: FutureProducer = sasl_config(&kafka, "PLAIN", None)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for seq in 0..3 {
-        send(&producer, &topic, "over-sasl", &seq.to_string()).await;
+    let ways = [
+        (false, "PLAIN"),
+        (false, "SCRAM-SHA-256"),
+        (true, "SCRAM-SHA-256"),
+        (true, "PLAIN"),
+    ];
+    for (n, (tls, mechanism)) in ways.iter().enumerate() {
+        let producer: FutureProducer = sasl_config(&kafka, *tls, mechanism, None)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+        send(&producer, &topic, mechanism, &n.to_string()).await;
     }
-    let mut reader = sasl_config(&kafka, "PLAIN", None);
+    let mut reader = sasl_config(&kafka, true, "SCRAM-SHA-256", None);
     reader.set("group.id", unique_topic("sasl"));
     let records = tokio::task::spawn_blocking(move || read_partition(&reader, &topic, 0))
         .await
         .unwrap();
-    assert_eq!(values(records), ["0", "1", "2"]);
+    assert_eq!(values(records), ["0", "1", "2", "3"]);
 
     // The broker's refusal reaches the client's error callback (a metadata call only sees the
     // connection go away).
     let errors = ErrorLog::default();
-    let wrong: BaseProducer<ErrorLog> = sasl_config(&kafka, "PLAIN", Some("not-the-password"))
-        .create_with_context(errors.clone())
-        .unwrap();
+    let wrong: BaseProducer<ErrorLog> =
+        sasl_config(&kafka, true, "SCRAM-SHA-256", Some("not-the-password"))
+            .create_with_context(errors.clone())
+            .unwrap();
     let refused = tokio::task::spawn_blocking(move || {
         let until = deadline();
         loop {

@@ -68,12 +68,7 @@ pub enum AggregatorError {
 /// The aggregator's Kafka settings, for every client it makes (the one policy: the state reader
 /// and admin client get the connection and security properties too).
 fn kafka_settings(config: &AggregatorConfig) -> KafkaSettings<'_> {
-    KafkaSettings {
-        brokers: &config.kafka.brokers,
-        client_id: &config.kafka.client_id,
-        properties: &config.kafka.properties,
-        secret_properties: &config.kafka.secret_properties,
-    }
+    KafkaSettings::from(&config.kafka)
 }
 
 /// Runs the aggregator until `shutdown` is cancelled; then writes final snapshots, commits and

@@ -60,6 +60,28 @@ impl SecretPropertyError {
     }
 }
 
+impl<'a> From<&'a sluice_config::KafkaConfig> for KafkaSettings<'a> {
+    fn from(kafka: &'a sluice_config::KafkaConfig) -> KafkaSettings<'a> {
+        KafkaSettings {
+            brokers: &kafka.brokers,
+            client_id: &kafka.client_id,
+            properties: &kafka.properties,
+            secret_properties: &kafka.secret_properties,
+        }
+    }
+}
+
+impl<'a> From<&'a sluice_config::AggregatorKafka> for KafkaSettings<'a> {
+    fn from(kafka: &'a sluice_config::AggregatorKafka) -> KafkaSettings<'a> {
+        KafkaSettings {
+            brokers: &kafka.brokers,
+            client_id: &kafka.client_id,
+            properties: &kafka.properties,
+            secret_properties: &kafka.secret_properties,
+        }
+    }
+}
+
 impl KafkaSettings<'_> {
     /// A client that only connects (checkpoint reader, state reader, admin): bootstrap, client
     /// id, the connection and security properties, and every secret property.

@@ -31,11 +31,15 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long one metadata probe may wait.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The SASL_PLAINTEXT listener of a broker started by `scripts/kafka` (PLAIN and SCRAM-SHA-256).
+/// The SASL listeners of a broker started by `scripts/kafka` (PLAIN and SCRAM-SHA-256 on each).
 #[derive(Clone)]
 pub struct SaslListener {
-    /// `host:port` of the listener.
+    /// `host:port` of the SASL_PLAINTEXT listener.
     pub bootstrap: String,
+    /// `host:port` of the SASL_SSL listener.
+    pub ssl_bootstrap: String,
+    /// The certificate (PEM) clients of the SASL_SSL listener trust.
+    pub ca_file: PathBuf,
     /// The one user the broker knows.
     pub username: String,
     /// Its password (random per broker).
@@ -46,6 +50,8 @@ impl std::fmt::Debug for SaslListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SaslListener")
             .field("bootstrap", &self.bootstrap)
+            .field("ssl_bootstrap", &self.ssl_bootstrap)
+            .field("ca_file", &self.ca_file)
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .finish()
@@ -57,6 +63,8 @@ impl SaslListener {
     pub fn from_dir(dir: &Path) -> Result<SaslListener, TestKafkaError> {
         Ok(SaslListener {
             bootstrap: read_trimmed(&dir.join("sasl-bootstrap"))?,
+            ssl_bootstrap: read_trimmed(&dir.join("sasl-ssl-bootstrap"))?,
+            ca_file: dir.join("tls/ca.pem"),
             username: read_trimmed(&dir.join("sasl-username"))?,
             password: read_trimmed(&dir.join("sasl-password"))?,
         })

@@ -185,12 +185,7 @@ fn kafka_reader_config(config: &WorkerConfig) -> Result<ClientConfig, SecretProp
 }
 
 fn kafka_settings(config: &WorkerConfig) -> KafkaSettings<'_> {
-    KafkaSettings {
-        brokers: &config.kafka.brokers,
-        client_id: &config.kafka.client_id,
-        properties: &config.kafka.properties,
-        secret_properties: &config.kafka.secret_properties,
-    }
+    KafkaSettings::from(&config.kafka)
 }
 
 /// Runs the worker until `shutdown` is cancelled, then drains within the grace period.

@@ -654,8 +654,8 @@ async fn an_aggregator_that_loses_its_group_session_rejoins_and_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_and_aggregator_authenticate_with_sasl_from_properties_and_a_secret_file() {
-    // A user's security settings: kafka.properties plus the password in
-    // kafka.secret_properties. Every client of both processes must carry them: the worker's
+    // A user's security settings, as for a managed Kafka: SASL_SSL with SCRAM-SHA-256 and the
+    // broker's CA in kafka.properties, the password in kafka.secret_properties. Every client of both processes must carry them: the worker's
     // producer and checkpoint reader, the aggregator's consumer, producer, admin client and the
     // state reader a restarted aggregator restores from.
     let kafka = kafka();

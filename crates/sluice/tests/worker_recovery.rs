@@ -343,19 +343,14 @@ async fn stopping_while_kafka_is_down_and_the_producer_is_full_fails_cleanly_and
 async fn a_checkpoint_topic_the_worker_may_not_read_is_retried_never_taken_for_missing() {
     // Only "unknown topic" means "no checkpoint was ever written". A broker that denies the
     // worker the topic (its SASL user has no ACLs yet) must not start the target fresh.
-    let Some(kafka) = TestKafka::private_with_acls() else {
-        sluice_testkit::skip_or_fail(
-            "a_checkpoint_topic_the_worker_may_not_read_is_retried_never_taken_for_missing",
-            "needs a real broker with ACLs (run scripts/test)",
-        );
+    let Some(rig) = acl_rig(
+        "a_checkpoint_topic_the_worker_may_not_read_is_retried_never_taken_for_missing",
+        "acl",
+    )
+    .await
+    else {
         return;
     };
-    let kafka = kafka.expect("a private broker with ACLs");
-    let sasl = kafka
-        .sasl()
-        .expect("a scripts/kafka broker")
-        .expect("its SASL listener");
-    let rig = Rig::with_sasl("acl", kafka, sasl).await;
     let sim = sim_with(SimConfig {
         rate: 1000.0,
         history: 10_000,
@@ -442,19 +437,9 @@ async fn a_fatal_producer_error_makes_the_worker_exit_non_zero_instead_of_stoppi
     // The broker refuses the worker's idempotent producer its producer id (its SASL user has no
     // ACLs): librdkafka's producer is then dead for good. The worker must not sit "ready" with
     // every target stopped; it exits non-zero, so the orchestrator restarts it.
-    let Some(kafka) = TestKafka::private_with_acls() else {
-        sluice_testkit::skip_or_fail(
-            "a_fatal_producer_error_makes_the_worker_exit_non_zero_instead_of_stopping_targets_for_good",
-            "needs a real broker with ACLs (run scripts/test)",
-        );
+    let Some(rig) = acl_rig("a_fatal_producer_error_makes_the_worker_exit_non_zero_instead_of_stopping_targets_for_good", "fatal").await else {
         return;
     };
-    let kafka = kafka.expect("a private broker with ACLs");
-    let sasl = kafka
-        .sasl()
-        .expect("a scripts/kafka broker")
-        .expect("its SASL listener");
-    let rig = Rig::with_sasl("fatal", kafka, sasl).await;
     let sim = sim(100, 500.0).await;
     rig.target("fatal", &sim.stream_url(), "");
     let worker = rig.spawn_worker("", "", "5s", &[]).await;
@@ -466,4 +451,19 @@ async fn a_fatal_producer_error_makes_the_worker_exit_non_zero_instead_of_stoppi
             || log.contains("the kafka producer failed fatally: stopping the worker"),
         "{log}"
     );
+}
+
+/// A rig on a private broker that enforces ACLs, its worker on the SASL_SSL listener with no
+/// rights yet; `None` (skipped, or a failure under strict mode) without a real broker.
+async fn acl_rig(test: &str, name: &str) -> Option<Rig> {
+    let Some(kafka) = TestKafka::private_with_acls() else {
+        sluice_testkit::skip_or_fail(test, "needs a real broker with ACLs (run scripts/test)");
+        return None;
+    };
+    let kafka = kafka.expect("a private broker with ACLs");
+    let sasl = kafka
+        .sasl()
+        .expect("a scripts/kafka broker")
+        .expect("its SASL listener");
+    Some(Rig::with_sasl(name, kafka, sasl).await)
 }

@@ -33,7 +33,8 @@ pub struct Rig {
     pub dead_letter: String,
     /// The aggregators' consumer group.
     pub group: String,
-    /// When set, the worker and aggregator reach Kafka through its SASL_PLAINTEXT listener,
+    /// When set, the worker and aggregator reach Kafka through its SASL_SSL listener (TLS and
+    /// SCRAM-SHA-256),
     /// configured as a user would: `kafka.properties` plus the password in
     /// `kafka.secret_properties` (a file). The rig's own clients stay on PLAINTEXT.
     pub sasl: Option<SaslListener>,
@@ -110,7 +111,8 @@ impl Rig {
         }
     }
 
-    /// A rig whose worker and aggregator authenticate to the broker's SASL listener (PLAIN);
+    /// A rig whose worker and aggregator authenticate to the broker's SASL_SSL listener
+    /// (SCRAM-SHA-256, trusting the broker's certificate);
     /// the password is written to `kafka-password` in the rig's dir and referenced from there.
     pub async fn with_sasl(name: &str, kafka: TestKafka, sasl: SaslListener) -> Rig {
         let mut rig = Rig::with_kafka(name, kafka).await;
@@ -132,8 +134,9 @@ impl Rig {
                 self.kafka.bootstrap()
             ),
             Some(sasl) => format!(
-                "  brokers: [\"{brokers}\"]\n  properties:\n{extra}    security.protocol: SASL_PLAINTEXT\n    sasl.mechanism: PLAIN\n    sasl.username: {user}\n  secret_properties:\n    sasl.password: {{file: kafka-password}}\n",
-                brokers = sasl.bootstrap,
+                "  brokers: [\"{brokers}\"]\n  properties:\n{extra}    security.protocol: SASL_SSL\n    ssl.ca.location: {ca}\n    sasl.mechanism: SCRAM-SHA-256\n    sasl.username: {user}\n  secret_properties:\n    sasl.password: {{file: kafka-password}}\n",
+                brokers = sasl.ssl_bootstrap,
+                ca = sasl.ca_file.display(),
                 user = sasl.username,
             ),
         }
