@@ -56,6 +56,8 @@ FROM deps AS build
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
 COPY tests tests
+# `sluice demo` compiles config/ in as its built-in configuration.
+COPY config config
 # The real sources may be older than the stubs' build: touch them so cargo rebuilds our crates.
 RUN find crates tests -name '*.rs' -exec touch {} + \
  && cargo build --release --locked -p sluice \

@@ -38,18 +38,25 @@ struct Demo {
 impl Demo {
     /// Starts the demo on the repository's `config/aggregator.yaml`, every part on a free port.
     async fn start(name: &str) -> Demo {
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/aggregator.yaml");
+        Demo::start_with(name, Some(&config)).await
+    }
+
+    /// Starts the demo with `--config` when given, else with none, from an empty directory.
+    async fn start_with(name: &str, config: Option<&Path>) -> Demo {
         let dir = std::env::temp_dir().join(format!(
             "sluice-demo-{name}-{}",
             unique_topic(&std::process::id().to_string())
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/aggregator.yaml");
         let (sim, worker, aggregator) = (free_port().await, free_port().await, free_port().await);
         let log = dir.join("demo.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("demo")
-            .arg("--config")
-            .arg(&config)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.current_dir(&dir).arg("demo");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .arg("--sim-listen")
             .arg(format!("127.0.0.1:{sim}"))
             .arg("--worker-listen")
@@ -211,6 +218,27 @@ async fn demo_prints_where_everything_is_merges_and_stops_on_sigterm() {
     assert!(
         output.lines().any(|l| l == "stopped"),
         "no `stopped` line:\n{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_from_any_directory_on_its_built_in_configuration() {
+    // No --config and no config/ in the working directory (an empty temp dir).
+    let mut demo = Demo::start_with("builtin", None).await;
+    demo.wait_for("a progress line with merged > 0", async |d: &Demo| {
+        d.merged().is_some_and(|n| n > 0)
+    })
+    .await;
+    assert!(
+        demo.log()
+            .contains("using the built-in example configuration"),
+        "{}",
+        demo.log()
+    );
+    let (status, output, log) = demo.terminate().await;
+    assert!(
+        status.success(),
+        "demo exit {status} after SIGTERM\nstdout:\n{output}\nstderr:\n{log}"
     );
 }
 

@@ -2,21 +2,23 @@
 //!
 //! What it is for: a newcomer's first command. It starts an in-memory Kafka (librdkafka's mock
 //! cluster, with the topics the config names), the upstream simulator, a worker and an aggregator
-//! wired together from `config/aggregator.yaml` (which names the worker file and its targets),
+//! wired together from `config/aggregator.yaml` (which names the worker file and its targets;
+//! when there is none in the working directory, the same files built into the binary),
 //! prints where the status page, metrics and state API are, and then a progress line every second
 //! (events in, delivered, merged, reconnects) read from the two `/metrics` endpoints over loopback.
 //! SIGINT or SIGTERM stops every part gracefully (worker drain, aggregator snapshot) and exits 0.
 //!
 //! What it must not do: hold product logic (it only wires the library crates' `run` functions
 //! together and changes loaded config values: brokers, listen addresses and the simulator's
-//! address in the targets' URLs); edit or write any config file; need anything but the binary
+//! address in the targets' URLs); edit any config file (the built-in one is written to a temp
+//! dir of its own); need anything but the binary
 //! (no external broker, no download); or pass for a deployment: the mock cluster keeps
 //! everything in memory and loses it at exit.
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -55,8 +57,10 @@ reconnects. SIGINT (Ctrl-C) or SIGTERM: the worker drains and checkpoints, the a
 snapshots, everything stops, exit 0. Nothing is kept: the Kafka lives in memory.")]
 pub struct DemoArgs {
     /// The aggregator configuration file (it names the worker file, which names the targets).
-    #[arg(long, default_value = "config/aggregator.yaml")]
-    pub config: PathBuf,
+    /// Default: `config/aggregator.yaml` when it exists here, else the example configuration
+    /// built into the binary (the repository's `config/`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Where the simulator listens [default: the loopback address of the aggregated targets'
     /// URLs]. Targets pointing at that address are pointed here instead.
     #[arg(long, value_name = "ADDR")]
@@ -72,13 +76,37 @@ pub struct DemoArgs {
     pub rate: f64,
 }
 
+/// The config the demo uses when none is named and it exists in the working directory.
+const DEFAULT_CONFIG: &str = "config/aggregator.yaml";
+
 /// Runs the demo until a shutdown signal; 0 when every part stopped cleanly.
-pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> ExitCode {
-    let config = match sluice_config::load_aggregator(&args.config) {
+pub async fn run(mut args: DemoArgs, shutdown: CancellationToken) -> ExitCode {
+    // Kept alive for the whole run: secrets are re-read from their files on reconnects.
+    let mut builtin = None;
+    let path = match args.config.clone() {
+        Some(path) => path,
+        None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+        None => match super::builtin_config::BuiltinConfig::write() {
+            Ok(written) => {
+                tracing::info!(dir = %written.dir().display(), "no config/aggregator.yaml here: using the built-in example configuration");
+                let path = written.aggregator_yaml();
+                builtin = Some(written);
+                path
+            }
+            Err(error) => {
+                let _ = writeln!(std::io::stderr(), "sluice demo: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    args.config = Some(path.clone());
+    let config = match sluice_config::load_aggregator(&path) {
         Ok(config) => config,
         Err(errors) => return super::refuse_config("demo", &errors),
     };
-    match demo(args, config, shutdown).await {
+    let code = demo(args, config, shutdown).await;
+    drop(builtin);
+    match code {
         Ok(code) => code,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "demo failed");
@@ -136,7 +164,7 @@ async fn demo(
     };
     print_banner(&urls, &kafka.bootstrap, &config);
     tracing::info!(
-        config = %args.config.display(),
+        config = %args.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG)).display(),
         kafka = %kafka.bootstrap,
         simulator = %sim_addr,
         worker = %worker_addr,

@@ -1,6 +1,8 @@
-//! One module per subcommand: argument struct plus `run`.
+//! One module per subcommand: argument struct plus `run`; `builtin_config` is the demo's
+//! compiled-in configuration.
 
 pub mod aggregator;
+pub mod builtin_config;
 pub mod demo;
 pub mod sim;
 pub mod tail;
