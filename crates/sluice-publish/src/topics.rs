@@ -78,3 +78,24 @@ pub async fn create_topic(kafka: &ClientConfig, topic: &str, compacted: bool) {
         }
     }
 }
+
+/// The `cleanup.policy` of `topic` as the broker reports it (DescribeConfigs); `None` when the
+/// broker cannot say (no DescribeConfigs API, as librdkafka's mock cluster, or an error): the
+/// caller then cannot check and says so.
+pub async fn cleanup_policy(kafka: &ClientConfig, topic: &str) -> Option<String> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> = kafka.create().ok()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = match admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await
+    {
+        Ok(results) => results,
+        Err(error) => {
+            tracing::debug!(topic, %error, "cannot describe the topic's configuration");
+            return None;
+        }
+    };
+    let resource = results.into_iter().next()?.ok()?;
+    resource.get("cleanup.policy")?.value.clone()
+}

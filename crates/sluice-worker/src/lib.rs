@@ -122,6 +122,18 @@ pub enum WorkerError {
     /// The Kafka producer could not be created (bad properties).
     #[error("cannot create the kafka producer: {0}")]
     Producer(#[source] sluice_publish::PublishError),
+    /// The checkpoint topic exists but is not compacted: retention would delete checkpoints.
+    #[error(
+        "checkpoint topic {topic} has cleanup.policy={policy}; it must be compact (kafka-configs \
+         --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact), \
+         or retention deletes the checkpoints of quiet targets"
+    )]
+    CheckpointsNotCompacted {
+        /// The topic's name.
+        topic: String,
+        /// Its cleanup policy.
+        policy: String,
+    },
     /// A secret Kafka property (`kafka.secret_properties`) could not be read.
     #[error("cannot build the kafka client settings: {0}")]
     KafkaSecret(#[from] SecretPropertyError),
@@ -470,7 +482,10 @@ async fn load_checkpoints(
             read = read_checkpoints(kafka, topic, CHECKPOINT_READ_TIMEOUT) => read,
         };
         match read {
-            Ok(checkpoints) => return Ok(Some(checkpoints)),
+            Ok(checkpoints) => {
+                check_compacted(kafka, topic).await?;
+                return Ok(Some(checkpoints));
+            }
             Err(CheckpointReadError::TopicMissing { .. }) => {
                 // No topic, so no checkpoint was ever written: every target starts fresh.
                 tracing::warn!(
@@ -493,6 +508,26 @@ async fn load_checkpoints(
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
             Err(error) => return Err(WorkerError::Checkpoints(error)),
+        }
+    }
+}
+
+/// Refuses a checkpoint topic that is not compacted: with `cleanup.policy=delete` retention would
+/// delete the checkpoints of quiet targets, which would then start without them. A broker that
+/// cannot describe the topic (librdkafka's mock cluster) is not checked, with a warning.
+async fn check_compacted(kafka: &ClientConfig, topic: &str) -> Result<(), WorkerError> {
+    match sluice_publish::topics::cleanup_policy(kafka, topic).await {
+        Some(policy) if policy.split(',').any(|p| p.trim() == "compact") => Ok(()),
+        Some(policy) => Err(WorkerError::CheckpointsNotCompacted {
+            topic: topic.to_owned(),
+            policy,
+        }),
+        None => {
+            tracing::warn!(
+                topic,
+                "cannot read the checkpoint topic's cleanup.policy; make sure it is compact"
+            );
+            Ok(())
         }
     }
 }

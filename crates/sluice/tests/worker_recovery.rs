@@ -467,3 +467,31 @@ async fn acl_rig(test: &str, name: &str) -> Option<Rig> {
         .expect("its SASL listener");
     Some(Rig::with_sasl(name, kafka, sasl).await)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_topic_that_is_not_compacted_is_refused_at_start() {
+    // Retention on a `delete` topic would remove the checkpoints of quiet targets. The mock
+    // cluster cannot describe topic configs, so this needs the real broker.
+    if !sluice_testkit::is_real_broker_run() {
+        sluice_testkit::skip_or_fail(
+            "a_checkpoint_topic_that_is_not_compacted_is_refused_at_start",
+            "needs a real broker (run scripts/test)",
+        );
+        return;
+    }
+    let mut rig = Rig::new("plain-ckpt").await;
+    rig.checkpoints = sluice_testkit::unique_topic("plain-ckpt.checkpoints");
+    rig.kafka
+        .create_topic(&rig.checkpoints, 1, false)
+        .await
+        .expect("a checkpoint topic without compaction");
+    let sim = sim(10, 100.0).await;
+    rig.target("plain", &sim.stream_url(), "");
+    let worker = rig.spawn_worker("", "", "5s", &[]).await;
+    let (exit, log) = worker.exited().await;
+    assert!(!exit.success(), "{log}");
+    assert!(
+        log.contains("cleanup.policy=delete; it must be compact"),
+        "it names the topic's policy:\n{log}"
+    );
+}
