@@ -176,23 +176,31 @@ impl TestKafka {
 
     /// Grants the SASL user everything on a private broker with ACLs.
     pub async fn grant_sasl_user_everything(&self) -> Result<(), TestKafkaError> {
-        let broker = Arc::clone(self.owned_broker()?);
-        tokio::task::spawn_blocking(move || broker.grant_sasl_user_everything())
+        self.on_broker(KafkaBroker::grant_sasl_user_everything)
             .await
-            .map_err(|e| TestKafkaError::Broker(format!("grant task: {e}")))?
     }
 
     /// Adds one ACL for the SASL user on a private broker with ACLs
     /// ([`KafkaBroker::grant_sasl_user`]).
     pub async fn grant_sasl_user(&self, acl: &[&str]) -> Result<(), TestKafkaError> {
-        let broker = Arc::clone(self.owned_broker()?);
         let acl: Vec<String> = acl.iter().map(|a| (*a).to_owned()).collect();
-        tokio::task::spawn_blocking(move || {
+        self.on_broker(move |broker| {
             let acl: Vec<&str> = acl.iter().map(String::as_str).collect();
             broker.grant_sasl_user(&acl)
         })
         .await
-        .map_err(|e| TestKafkaError::Broker(format!("grant task: {e}")))?
+    }
+
+    /// Runs a blocking call on the private broker off the async runtime.
+    async fn on_broker<R, F>(&self, call: F) -> Result<R, TestKafkaError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&KafkaBroker) -> Result<R, TestKafkaError> + Send + 'static,
+    {
+        let broker = Arc::clone(self.owned_broker()?);
+        tokio::task::spawn_blocking(move || call(&broker))
+            .await
+            .map_err(|e| TestKafkaError::Broker(format!("broker task: {e}")))?
     }
 
     /// Takes the broker away (every broker of the mock cluster, or the private broker as
@@ -221,12 +229,7 @@ impl TestKafka {
         let broker = self.owned_broker()?;
         match outage {
             Outage::Pause => broker.resume(),
-            Outage::Kill => {
-                let broker = Arc::clone(broker);
-                tokio::task::spawn_blocking(move || broker.restart())
-                    .await
-                    .map_err(|e| TestKafkaError::Broker(format!("restart task: {e}")))?
-            }
+            Outage::Kill => self.on_broker(KafkaBroker::restart).await,
         }
     }
 
