@@ -28,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, BatchQueue, RawRecord};
 use crate::metrics::Metrics;
-use crate::partition::partition_for;
 use crate::snapshot::{SnapshotRecord, write_file};
 use crate::store::{Cell, Inner, RingEntry, Store, StreamItem, TargetDef};
+use sluice_publish::{partition_for, pool_home};
 
 /// Largest base-state document accepted.
 const MAX_BASE_BYTES: usize = 256 * 1024 * 1024;
@@ -1162,9 +1162,7 @@ fn base_client(
         Some(TargetProxy::Direct(proxy)) => Some(proxy.resolve_url().map_err(|e| e.to_string())?),
         Some(TargetProxy::Pool(name)) => {
             let members = pools.get(name).map(Vec::as_slice).unwrap_or_default();
-            let count = i32::try_from(members.len()).unwrap_or(i32::MAX);
-            let index = usize::try_from(partition_for(target.id.as_str(), count)).unwrap_or(0);
-            match members.get(index) {
+            match members.get(pool_home(target.id.as_str(), members.len())) {
                 Some(proxy) => Some(proxy.resolve_url().map_err(|e| e.to_string())?),
                 None => return Err(format!("proxy pool {name:?} has no member")),
             }

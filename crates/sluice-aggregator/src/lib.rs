@@ -12,7 +12,6 @@ mod batch;
 mod engine;
 mod http;
 mod metrics;
-mod partition;
 mod snapshot;
 mod store;
 
@@ -29,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::DeltaOutcome;
-pub use partition::partition_for;
+pub use sluice_publish::partition_for;
 pub use snapshot::SnapshotRecord;
 
 use crate::engine::{Ctx, Deliveries, Engine, Shared};

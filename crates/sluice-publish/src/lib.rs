@@ -8,6 +8,8 @@
 //!   headers.
 //! - [`KafkaSettings`] builds every Sluice Kafka client's settings (connection, security and
 //!   secret properties) from the config: the one Kafka client policy.
+//! - [`partition_for`] and [`pool_home`] (pure): where a target lands among N partitions or
+//!   proxies, the one placement function of every process.
 //! - [`Publisher`] is a thin async wrapper over an idempotent rdkafka producer (`acks=all`), and
 //!   [`read_checkpoints`] replays the checkpoint topic up to its high watermarks.
 //!
@@ -16,12 +18,14 @@
 
 mod checkpoint;
 pub mod client;
+mod partition;
 mod publisher;
 mod record;
 pub mod topics;
 
 pub use checkpoint::CheckpointTracker;
 pub use client::{KafkaSettings, SecretPropertyError};
+pub use partition::{partition_for, pool_home};
 pub use publisher::{
     CheckpointReadError, Delivered, Pending, PublishError, Publisher, TrySendError,
     read_checkpoints, read_compacted_blocking,

@@ -3,7 +3,6 @@
 //! failing proxies, and the per-host connection cap.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,12 +112,10 @@ impl ProxyPool {
         }
     }
 
-    /// Where a target starts in the pool: spread by a hash of its id.
+    /// Where a target starts in the pool: [`sluice_publish::pool_home`], the member its
+    /// aggregator's base-state fetch uses too.
     pub fn home(&self, target: &str) -> usize {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        target.hash(&mut hasher);
-        let len = self.members.len().max(1) as u64;
-        usize::try_from(hasher.finish() % len).unwrap_or(0)
+        sluice_publish::pool_home(target, self.members.len())
     }
 
     fn now_ms(&self) -> u64 {
