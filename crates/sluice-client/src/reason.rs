@@ -19,11 +19,14 @@ pub enum DisconnectReason {
     Protocol,
     /// A deliberate rotation to another proxy or connection.
     Rotate,
+    /// No attempt could be made: a secret the request needs (a header, a token, a proxy
+    /// password) cannot be read.
+    MissingSecret,
 }
 
 impl DisconnectReason {
     /// Every reason, in a stable order (for pre-registering metric label values).
-    pub const ALL: [DisconnectReason; 7] = [
+    pub const ALL: [DisconnectReason; 8] = [
         DisconnectReason::SilentDrop,
         DisconnectReason::Eof,
         DisconnectReason::Reset,
@@ -31,6 +34,7 @@ impl DisconnectReason {
         DisconnectReason::HttpStatus,
         DisconnectReason::Protocol,
         DisconnectReason::Rotate,
+        DisconnectReason::MissingSecret,
     ];
 
     /// The bounded label used in logs and metrics.
@@ -43,6 +47,7 @@ impl DisconnectReason {
             DisconnectReason::HttpStatus => "http_status",
             DisconnectReason::Protocol => "protocol",
             DisconnectReason::Rotate => "rotate",
+            DisconnectReason::MissingSecret => "missing_secret",
         }
     }
 }

@@ -12,12 +12,13 @@ use axum::routing::get;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
-use crate::status::{StatusRow, TargetStatus};
+use crate::registry::Registry;
+use crate::status::StatusRow;
 
 /// What the handlers read.
 pub struct Ops {
-    /// Every target's status row.
-    pub statuses: Vec<Arc<TargetStatus>>,
+    /// The status rows of the targets running now.
+    pub targets: Arc<Registry>,
     /// The metrics registry.
     pub metrics: Metrics,
     /// Set once checkpoints are read and targets started.
@@ -106,7 +107,7 @@ struct StatusBody {
 fn rows(ops: &Ops) -> StatusBody {
     StatusBody {
         ready: ops.ready.load(Ordering::Relaxed),
-        targets: ops.statuses.iter().map(|s| s.row()).collect(),
+        targets: ops.targets.snapshot().iter().map(|s| s.row()).collect(),
     }
 }
 

@@ -9,100 +9,54 @@
 //! event; delivery errors are retried, never dropped), grow memory when Kafka is slow (reading
 //! pauses instead), or show a secret anywhere (logs, metrics, `/status`, errors).
 
+mod control;
 mod http;
 mod metrics;
 mod pool;
+mod registry;
 mod status;
+mod stop;
+mod supervisor;
 mod target;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::Rng;
 use rdkafka::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
-use sluice_client::redact::redact_url;
 use sluice_config::WorkerConfig;
 use sluice_publish::{
     CheckpointReadError, KafkaSettings, Publisher, SecretPropertyError, read_checkpoints,
 };
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use control::{Control, ControlReceiver};
 pub use metrics::{Metrics, MetricsError};
+pub use registry::Registry;
 pub use status::{Delivery, State, StatusRow, TargetStatus};
+pub use supervisor::{ControlError, Stopped};
 pub use target::{CHECKPOINT_INTERVAL, WINDOW};
 
 use crate::pool::{HostLimits, ProxyPool, Transports};
+use crate::supervisor::Supervisor;
+use crate::target::KafkaSink;
 
 /// How long one attempt at reading the checkpoint topic may take.
 const CHECKPOINT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The jittered start spreads targets over at most this long (1 ms per target below it).
 const MAX_START_SPREAD: Duration = Duration::from_secs(5);
 
-/// What every target task shares.
+/// What every target's upstream shares.
 pub(crate) struct Shared {
-    pub(crate) publisher: Publisher,
-    pub(crate) checkpoint_topic: String,
     pub(crate) transports: Transports,
     pub(crate) pools: HashMap<String, ProxyPool>,
     pub(crate) hosts: HostLimits,
-    pub(crate) stop: StopSignal,
-}
-
-/// Shutdown as the target tasks watch it. Polling `CancellationToken::cancelled()` takes two
-/// mutexes shared by every target on each wake-up of each target; this costs one atomic load
-/// once the task is registered.
-pub(crate) struct StopSignal {
-    stopped: AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl StopSignal {
-    fn new() -> StopSignal {
-        StopSignal {
-            stopped: AtomicBool::new(false),
-            notify: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// Sets the flag, then wakes every task registered with [`StopSignal::poll_stopped`].
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    /// What a task passes to [`StopSignal::poll_stopped`]: create it before the task first
-    /// polls, so a `stop` in between is not missed.
-    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
-    }
-
-    /// Ready once stopped. The first call (`registered` false) polls `notified`, which stores
-    /// the task's waker; later calls only read the flag, since a task's waker never changes and
-    /// `stop` sets the flag before it wakes anyone.
-    pub(crate) fn poll_stopped(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-        registered: &mut bool,
-    ) -> std::task::Poll<()> {
-        if self.stopped.load(Ordering::Acquire) {
-            return std::task::Poll::Ready(());
-        }
-        if !*registered {
-            *registered = true;
-            if std::future::Future::poll(notified, cx).is_ready() {
-                return std::task::Poll::Ready(());
-            }
-        }
-        std::task::Poll::Pending
-    }
 }
 
 /// Why the worker could not start or did not stop cleanly.
@@ -205,9 +159,21 @@ fn kafka_settings(config: &WorkerConfig) -> KafkaSettings<'_> {
 /// `listener` is the operations server's socket (bound by the caller, so tests can use port 0);
 /// `None` binds `config.http.listen`.
 pub async fn run(
+    config: WorkerConfig,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let (_control, inbox) = Control::channel();
+    run_controlled(config, listener, shutdown, inbox).await
+}
+
+/// [`run`], with targets started and stopped at run time through the [`Control`] whose
+/// receiver is `inbox` (the configured targets start first, as with [`run`]).
+pub async fn run_controlled(
     mut config: WorkerConfig,
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
+    inbox: ControlReceiver,
 ) -> Result<(), WorkerError> {
     raise_open_files_limit();
     let listener = match listener {
@@ -232,21 +198,11 @@ pub async fn run(
     // The collect reuses the configs' buffer (in place), which would stay allocated, and
     // resident, at its full size: about 9 MiB for 10,000 targets.
     targets.shrink_to_fit();
-    let statuses: Vec<Arc<TargetStatus>> = targets
-        .iter()
-        .map(|t| {
-            Arc::new(TargetStatus::new(
-                t.id.clone(),
-                redact_url(&t.url),
-                t.topic.clone(),
-                origin,
-            ))
-        })
-        .collect();
-    let metrics = Metrics::new(statuses.clone())?;
+    let registry = Arc::new(Registry::default());
+    let metrics = Metrics::new(registry.clone())?;
     let in_flight_publisher = publisher.clone();
     let ops = Arc::new(http::Ops {
-        statuses: statuses.clone(),
+        targets: registry.clone(),
         metrics: metrics.clone(),
         ready: Default::default(),
         stopping: Default::default(),
@@ -275,9 +231,17 @@ pub async fn run(
         })
     };
 
-    let result = run_targets(
-        &config, &kafka, publisher, &targets, &statuses, &ops, shutdown,
-    )
+    let result = run_targets(Run {
+        config: &config,
+        kafka: &kafka,
+        publisher,
+        targets,
+        registry,
+        origin,
+        ops: &ops,
+        shutdown,
+        inbox,
+    })
     .await;
     ops.stopping.store(true, Ordering::Relaxed);
     server_stop.cancel();
@@ -285,16 +249,31 @@ pub async fn run(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_targets(
-    config: &WorkerConfig,
-    kafka: &ClientConfig,
+/// What [`run_targets`] works with.
+struct Run<'a> {
+    config: &'a WorkerConfig,
+    kafka: &'a ClientConfig,
     publisher: Publisher,
-    targets: &[Arc<sluice_config::TargetConfig>],
-    statuses: &[Arc<TargetStatus>],
-    ops: &http::Ops,
+    targets: Vec<Arc<sluice_config::TargetConfig>>,
+    registry: Arc<Registry>,
+    origin: Instant,
+    ops: &'a http::Ops,
     shutdown: CancellationToken,
-) -> Result<(), WorkerError> {
+    inbox: ControlReceiver,
+}
+
+async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
+    let Run {
+        config,
+        kafka,
+        publisher,
+        targets,
+        registry,
+        origin,
+        ops,
+        shutdown,
+        mut inbox,
+    } = run;
     let mut topics: Vec<&str> = targets.iter().map(|t| t.topic.as_str()).collect();
     topics.sort_unstable();
     topics.dedup();
@@ -329,8 +308,6 @@ async fn run_targets(
         "checkpoints read; starting targets"
     );
     let shared = Arc::new(Shared {
-        publisher: publisher.clone(),
-        checkpoint_topic: config.topics.checkpoints.clone(),
         transports: Transports::default(),
         pools: config
             .proxy_pools
@@ -338,59 +315,98 @@ async fn run_targets(
             .map(|(name, proxies)| (name.clone(), ProxyPool::new(name, proxies)))
             .collect(),
         hosts: HostLimits::new(config.defaults.per_host_connections),
-        stop: StopSignal::new(),
     });
+    let sink = Arc::new(KafkaSink {
+        publisher: publisher.clone(),
+        checkpoint_topic: config.topics.checkpoints.clone(),
+    });
+    let mut supervisor = Supervisor::new(shared, sink, registry, origin);
     let spread = MAX_START_SPREAD.min(Duration::from_millis(targets.len() as u64));
-    let mut tasks = Tasks(Vec::with_capacity(targets.len()));
     {
         let mut rng = rand::rng();
-        for (target, status) in targets.iter().zip(statuses) {
+        let launches = targets.into_iter().map(|target| {
             let resume = checkpoints.get(target.id.as_str()).cloned();
-            if let Some(id) = &resume {
-                status.set_checkpoint(id);
-                status.set_last_acked_id(id);
-            }
             let delay = if spread.is_zero() {
                 Duration::ZERO
             } else {
                 rng.random_range(Duration::ZERO..spread)
             };
-            tasks.0.push(tokio::spawn(target::run(
-                shared.clone(),
-                target.clone(),
-                status.clone(),
-                resume,
-                delay,
-            )));
+            (target, resume, delay)
+        });
+        if let Err(error) = supervisor.start_all(launches) {
+            // Validation refuses duplicate target ids; this is a programming error.
+            tracing::error!(%error, "a target is configured twice; it runs once");
         }
     }
     ops.ready.store(true, Ordering::Relaxed);
 
-    let fatal = tokio::select! {
-        () = shutdown.cancelled() => None,
-        fatal = producer_fatal(&publisher) => Some(fatal),
+    // The checkpoint topic's cleanup policy is checked beside the running targets, not before
+    // them: a broker that cannot describe configs (librdkafka's mock cluster) takes the admin
+    // timeout to say so, and a start must not wait for it. A topic that is not compacted stops
+    // the worker at once (its checkpoints would be deleted by retention).
+    let compaction = check_compacted(kafka, &config.topics.checkpoints);
+    tokio::pin!(compaction);
+    let mut compaction_checked = false;
+    let ended = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Ended::Shutdown,
+            fatal = producer_fatal(&publisher) => break Ended::ProducerFatal(fatal),
+            checked = &mut compaction, if !compaction_checked => {
+                compaction_checked = true;
+                if let Err(error) = checked {
+                    break Ended::Refused(error);
+                }
+            }
+            Some(command) = inbox.next() => {
+                control::serve(command, &mut supervisor, config.shutdown.grace).await;
+            }
+        }
     };
-    if let Some((code, reason)) = &fatal {
-        // Nothing can be delivered any more: stop (draining what can be), and exit non-zero so
-        // the orchestrator restarts the worker with a new producer.
-        tracing::error!(
-            ?code,
-            reason,
-            "the kafka producer failed fatally: stopping the worker"
-        );
-        ops.ready.store(false, Ordering::Relaxed);
-        ops.set_not_ready_reason(format!("the kafka producer failed fatally: {reason}"));
+    match &ended {
+        Ended::Shutdown => {}
+        Ended::ProducerFatal((code, reason)) => {
+            // Nothing can be delivered any more: stop (draining what can be), and exit non-zero
+            // so the orchestrator restarts the worker with a new producer.
+            tracing::error!(
+                ?code,
+                reason,
+                "the kafka producer failed fatally: stopping the worker"
+            );
+            ops.ready.store(false, Ordering::Relaxed);
+            ops.set_not_ready_reason(format!("the kafka producer failed fatally: {reason}"));
+        }
+        Ended::Refused(error) => {
+            tracing::error!(%error, "stopping the worker");
+            ops.ready.store(false, Ordering::Relaxed);
+            ops.set_not_ready_reason(error.to_string());
+        }
     }
-    let drained = drain(config, &shared, &publisher, &mut tasks, ops).await;
-    match fatal {
-        Some((code, reason)) => {
+    let drained = drain(config, &mut supervisor, &publisher, ops).await;
+    match ended {
+        Ended::Shutdown => drained,
+        Ended::ProducerFatal((code, reason)) => {
             if let Err(error) = drained {
                 tracing::warn!(%error, "draining after the fatal producer error did not finish");
             }
             Err(WorkerError::ProducerFatal { code, reason })
         }
-        None => drained,
+        Ended::Refused(error) => {
+            if let Err(drain_error) = drained {
+                tracing::warn!(error = %drain_error, "draining did not finish");
+            }
+            Err(error)
+        }
     }
+}
+
+/// Why the worker's run ended.
+enum Ended {
+    /// Shutdown was asked for.
+    Shutdown,
+    /// The producer failed fatally.
+    ProducerFatal((RDKafkaErrorCode, String)),
+    /// A start check failed (the checkpoint topic is not compacted).
+    Refused(WorkerError),
 }
 
 /// Resolves once the producer has a fatal error (checked twice a second: one call into
@@ -409,12 +425,11 @@ async fn producer_fatal(publisher: &Publisher) -> (RDKafkaErrorCode, String) {
 /// checkpoints, then flushes the producer.
 async fn drain(
     config: &WorkerConfig,
-    shared: &Shared,
+    supervisor: &mut Supervisor,
     publisher: &Publisher,
-    tasks: &mut Tasks,
     ops: &http::Ops,
 ) -> Result<(), WorkerError> {
-    shared.stop.stop();
+    supervisor.signal_all();
     ops.stopping.store(true, Ordering::Relaxed);
     let grace = config.shutdown.grace;
     let deadline = Instant::now() + grace;
@@ -422,27 +437,17 @@ async fn drain(
         grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         "stopping: draining deliveries and writing final checkpoints"
     );
-    let mut failed = 0usize;
-    for task in &mut tasks.0 {
-        match tokio::time::timeout_at(deadline, task).await {
-            Err(_) => {
-                let left = tasks.0.iter().filter(|t| !t.is_finished()).count();
-                // Dropping `tasks` aborts them.
-                return Err(WorkerError::GraceExceeded {
-                    grace,
-                    targets: left,
-                });
-            }
-            // A target task that panicked did not write its final checkpoint.
-            Ok(Err(error)) => {
-                tracing::error!(%error, "a target task failed while stopping");
-                failed += 1;
-            }
-            Ok(Ok(())) => {}
+    match supervisor.join_all(deadline).await {
+        // Dropping the supervisor aborts what is left.
+        Err(left) => {
+            return Err(WorkerError::GraceExceeded {
+                grace,
+                targets: left,
+            });
         }
-    }
-    if failed > 0 {
-        return Err(WorkerError::TargetsFailed { targets: failed });
+        // A target task that panicked did not write its final checkpoint.
+        Ok(failed) if failed > 0 => return Err(WorkerError::TargetsFailed { targets: failed }),
+        Ok(_) => {}
     }
     let left = deadline.saturating_duration_since(Instant::now());
     if let Err(error) = publisher.flush(left).await {
@@ -452,18 +457,6 @@ async fn drain(
     }
     tracing::info!("all targets drained; checkpoints written");
     Ok(())
-}
-
-/// The target tasks; dropped (the worker returning or its future dropped), it aborts them all.
-/// A plain vector of handles: a `JoinSet` keeps an extra allocation per task.
-struct Tasks(Vec<JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
 }
 
 /// Reads the checkpoint topic, creating it (compacted) when missing and retrying while Kafka is
@@ -482,10 +475,7 @@ async fn load_checkpoints(
             read = read_checkpoints(kafka, topic, CHECKPOINT_READ_TIMEOUT) => read,
         };
         match read {
-            Ok(checkpoints) => {
-                check_compacted(kafka, topic).await?;
-                return Ok(Some(checkpoints));
-            }
+            Ok(checkpoints) => return Ok(Some(checkpoints)),
             Err(CheckpointReadError::TopicMissing { .. }) => {
                 // No topic, so no checkpoint was ever written: every target starts fresh.
                 tracing::warn!(

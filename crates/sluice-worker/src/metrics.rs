@@ -13,6 +13,7 @@ use std::sync::Arc;
 use prometheus::proto::MetricType;
 use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 
+use crate::registry::Registry as Targets;
 use crate::status::{LATENCY_BUCKETS, State, TargetStatus};
 
 /// Every metric family of the worker.
@@ -20,7 +21,8 @@ use crate::status::{LATENCY_BUCKETS, State, TargetStatus};
 pub struct Metrics {
     registry: Registry,
     producer_in_flight: IntGauge,
-    targets: Arc<Vec<Arc<TargetStatus>>>,
+    target_count: IntGauge,
+    targets: Arc<Targets>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -35,8 +37,9 @@ impl std::fmt::Debug for Metrics {
 pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
-    /// The registry: per-target families for `targets`, process totals, the producer gauge.
-    pub fn new(targets: Vec<Arc<TargetStatus>>) -> Result<Metrics, MetricsError> {
+    /// The registry: per-target families for the targets in `targets` at each scrape, process
+    /// totals, the producer gauge.
+    pub fn new(targets: Arc<Targets>) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -48,26 +51,29 @@ impl Metrics {
         )?;
         registry.register(Box::new(producer_in_flight.clone()))?;
         let count = IntGauge::new("sluice_targets", "Enabled targets held by this worker.")?;
-        count.set(i64::try_from(targets.len()).unwrap_or(i64::MAX));
-        registry.register(Box::new(count))?;
+        registry.register(Box::new(count.clone()))?;
         Ok(Metrics {
             registry,
             producer_in_flight,
-            targets: Arc::new(targets),
+            target_count: count,
+            targets,
         })
     }
 
     /// Renders the text format.
     pub fn render(&self, producer_in_flight: i64) -> String {
         self.producer_in_flight.set(producer_in_flight);
+        let targets = self.targets.snapshot();
+        self.target_count
+            .set(i64::try_from(targets.len()).unwrap_or(i64::MAX));
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::error!(%error, "encoding metrics failed");
         }
         let mut out = String::from_utf8_lossy(&buffer).into_owned();
         // About 31 series per target: reserve once instead of growing through 17 MiB at 10k.
-        out.reserve(self.targets.len() * 2048);
-        write_targets(&mut out, &self.targets);
+        out.reserve(targets.len() * 2048);
+        write_targets(&mut out, &targets);
         out
     }
 }

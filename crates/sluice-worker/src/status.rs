@@ -456,6 +456,11 @@ impl TargetStatus {
         });
     }
 
+    /// The last checkpoint Kafka acknowledged (`None` before the first).
+    pub fn checkpoint(&self) -> Option<String> {
+        self.with_text(|t| (!t.checkpoint.is_empty()).then(|| t.checkpoint.clone()))
+    }
+
     /// Sets (or clears) the last error; the text must already be free of secrets.
     pub fn set_error(&self, error: Option<String>) {
         self.with_text(|t| t.last_error = error);

@@ -1,0 +1,131 @@
+//! Starting and stopping targets of a running worker from outside it: a cloneable [`Control`]
+//! handle whose commands the worker's supervisor carries out in order.
+//!
+//! What it must NOT do: touch a target itself; it only carries commands and their answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_config::{TargetConfig, TargetId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::supervisor::{ControlError, Stopped, Supervisor};
+
+/// Commands a worker takes at run time.
+pub(crate) enum Command {
+    Start {
+        config: Box<TargetConfig>,
+        resume_from: Option<String>,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    Stop {
+        id: TargetId,
+        reply: oneshot::Sender<Result<Stopped, ControlError>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<TargetId>>,
+    },
+}
+
+/// A handle that starts, stops and lists the targets of a worker run with
+/// [`crate::run_controlled`].
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::Sender<Command>,
+}
+
+/// The worker's end of a [`Control`].
+pub struct ControlReceiver {
+    rx: mpsc::Receiver<Command>,
+}
+
+impl ControlReceiver {
+    pub(crate) async fn next(&mut self) -> Option<Command> {
+        self.rx.recv().await
+    }
+}
+
+impl Control {
+    /// A handle and the receiver to pass to [`crate::run_controlled`].
+    pub fn channel() -> (Control, ControlReceiver) {
+        let (tx, rx) = mpsc::channel(64);
+        (Control { tx }, ControlReceiver { rx })
+    }
+
+    /// Starts a target (validated config) resuming after `resume_from` (`None`: from the
+    /// upstream's start, without `Last-Event-ID`).
+    pub async fn start(
+        &self,
+        config: TargetConfig,
+        resume_from: Option<String>,
+    ) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Start {
+            config: Box::new(config),
+            resume_from,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::WorkerGone)?
+    }
+
+    /// Stops a target: returns once it drained and its final checkpoint is stored.
+    pub async fn stop(&self, id: &TargetId) -> Result<Stopped, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Stop {
+            id: id.clone(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::WorkerGone)?
+    }
+
+    /// The ids of the running targets, in order.
+    pub async fn targets(&self) -> Result<Vec<TargetId>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::List { reply }).await?;
+        answer.await.map_err(|_| ControlError::WorkerGone)
+    }
+
+    async fn send(&self, command: Command) -> Result<(), ControlError> {
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| ControlError::WorkerGone)
+    }
+}
+
+/// Carries out one command; a stop may take up to `grace`.
+pub(crate) async fn serve(command: Command, supervisor: &mut Supervisor, grace: Duration) {
+    match command {
+        Command::Start {
+            config,
+            resume_from,
+            reply,
+        } => {
+            let config = Arc::new(*config);
+            let id = config.id.clone();
+            let result = supervisor.start(config, resume_from, Duration::ZERO);
+            match &result {
+                Ok(()) => tracing::info!(target_id = %id, "target started"),
+                Err(error) => tracing::warn!(target_id = %id, %error, "target not started"),
+            }
+            let _ = reply.send(result);
+        }
+        Command::Stop { id, reply } => {
+            let result = supervisor.stop(&id, grace).await;
+            match &result {
+                Ok(stopped) => {
+                    tracing::info!(target_id = %id, checkpoint = ?stopped.checkpoint, "target stopped and checkpointed")
+                }
+                Err(error) => {
+                    tracing::warn!(target_id = %id, %error, kind = error.kind(), "target stop did not finish cleanly")
+                }
+            }
+            let _ = reply.send(result);
+        }
+        Command::List { reply } => {
+            let _ = reply.send(supervisor.ids());
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The targets a worker runs, started and stopped at run time: the seam the fleet uses.
+//!
+//! [`Supervisor`] owns `TargetId -> handle {stop, join, status}`. Starting a target spawns its
+//! task with its resume point and adds its status row to the [`Registry`] that `/metrics` and
+//! `/status` read; stopping one signals it, waits until it has drained (every record Kafka
+//! took answered) and its final checkpoint is acknowledged, then removes its row. Shutdown
+//! stops every target through the same path.
+//!
+//! What it must NOT do: read checkpoints or decide which targets a worker owns (its caller
+//! does), or return from a stop before the target's final checkpoint is stored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_client::redact::redact_url;
+use sluice_config::{TargetConfig, TargetId};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::Shared;
+use crate::registry::Registry;
+use crate::status::TargetStatus;
+use crate::stop::StopSignal;
+use crate::target::{self, HttpUpstream, KafkaSink, Launch};
+
+/// A running target.
+struct Handle {
+    stop: Arc<StopSignal>,
+    join: JoinHandle<()>,
+    status: Arc<TargetStatus>,
+}
+
+/// Why a start or a stop was refused, or a stop did not finish cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The target runs already.
+    #[error("target {0} is running already")]
+    AlreadyRunning(TargetId),
+    /// No such target runs.
+    #[error("target {0} is not running")]
+    NotRunning(TargetId),
+    /// The target's task failed (panicked) while stopping: its final checkpoint may be missing.
+    #[error("target {0} failed while stopping; its final checkpoint may not be written")]
+    Failed(TargetId),
+    /// The target did not drain within the time allowed (Kafka unreachable, say).
+    #[error("target {id} did not drain within {}s", .within.as_secs_f64())]
+    Timeout {
+        /// The target.
+        id: TargetId,
+        /// The time it had.
+        within: Duration,
+    },
+    /// The worker is not running (it stopped, or has not started its targets yet).
+    #[error("the worker is not running targets")]
+    WorkerGone,
+}
+
+impl ControlError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ControlError::AlreadyRunning(_) => "already_running",
+            ControlError::NotRunning(_) => "not_running",
+            ControlError::Failed(_) => "failed",
+            ControlError::Timeout { .. } => "timeout",
+            ControlError::WorkerGone => "worker_gone",
+        }
+    }
+}
+
+/// What a stopped target left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    /// Its final checkpoint as Kafka stored it (`None`: it never had one).
+    pub checkpoint: Option<String>,
+}
+
+/// The targets running in this worker.
+pub(crate) struct Supervisor {
+    shared: Arc<Shared>,
+    kafka: Arc<KafkaSink>,
+    registry: Arc<Registry>,
+    origin: Instant,
+    running: BTreeMap<TargetId, Handle>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        kafka: Arc<KafkaSink>,
+        registry: Arc<Registry>,
+        origin: Instant,
+    ) -> Supervisor {
+        Supervisor {
+            shared,
+            kafka,
+            registry,
+            origin,
+            running: BTreeMap::new(),
+        }
+    }
+
+    /// The ids of the running targets, in order.
+    pub(crate) fn ids(&self) -> Vec<TargetId> {
+        self.running.keys().cloned().collect()
+    }
+
+    /// Starts `config`'s target, resuming after `resume_from`, after `start_delay`.
+    pub(crate) fn start(
+        &mut self,
+        config: Arc<TargetConfig>,
+        resume_from: Option<String>,
+        start_delay: Duration,
+    ) -> Result<(), ControlError> {
+        let status = self.prepare(&config, resume_from.as_deref())?;
+        self.registry.add([status.clone()]);
+        self.spawn(config, status, resume_from, start_delay);
+        Ok(())
+    }
+
+    /// Starts many targets at once: the registry is rebuilt once, not once per target.
+    pub(crate) fn start_all(
+        &mut self,
+        targets: impl IntoIterator<Item = (Arc<TargetConfig>, Option<String>, Duration)>,
+    ) -> Result<(), ControlError> {
+        let mut rows = Vec::new();
+        let mut launches = Vec::new();
+        for (config, resume_from, delay) in targets {
+            let status = self.prepare(&config, resume_from.as_deref())?;
+            rows.push(status.clone());
+            launches.push((config, status, resume_from, delay));
+        }
+        self.registry.add(rows);
+        for (config, status, resume_from, delay) in launches {
+            self.spawn(config, status, resume_from, delay);
+        }
+        Ok(())
+    }
+
+    fn prepare(
+        &self,
+        config: &TargetConfig,
+        resume_from: Option<&str>,
+    ) -> Result<Arc<TargetStatus>, ControlError> {
+        if self.running.contains_key(&config.id) {
+            return Err(ControlError::AlreadyRunning(config.id.clone()));
+        }
+        let status = Arc::new(TargetStatus::new(
+            config.id.clone(),
+            redact_url(&config.url),
+            config.topic.clone(),
+            self.origin,
+        ));
+        if let Some(id) = resume_from {
+            status.set_checkpoint(id);
+            status.set_last_acked_id(id);
+        }
+        Ok(status)
+    }
+
+    fn spawn(
+        &mut self,
+        config: Arc<TargetConfig>,
+        status: Arc<TargetStatus>,
+        resume_from: Option<String>,
+        start_delay: Duration,
+    ) {
+        let stop = Arc::new(StopSignal::new());
+        let launch = Launch {
+            upstream: HttpUpstream::new(self.shared.clone(), config.clone()),
+            kafka: self.kafka.clone(),
+            config: config.clone(),
+            status: status.clone(),
+            resume_from,
+            start_delay,
+            stop: stop.clone(),
+        };
+        let join = tokio::spawn(target::run(launch));
+        self.running
+            .insert(config.id.clone(), Handle { stop, join, status });
+    }
+
+    /// Stops one target: it stops reading, drains, and its final checkpoint is stored before
+    /// this returns. Given up after `within` (the task is then aborted and nothing of what it
+    /// did not checkpoint is lost: a restart reads it again).
+    pub(crate) async fn stop(
+        &mut self,
+        id: &TargetId,
+        within: Duration,
+    ) -> Result<Stopped, ControlError> {
+        let Some(mut handle) = self.running.remove(id) else {
+            return Err(ControlError::NotRunning(id.clone()));
+        };
+        handle.stop.stop();
+        let outcome = tokio::time::timeout(within, &mut handle.join).await;
+        self.registry.remove(id);
+        match outcome {
+            Ok(Ok(())) => Ok(Stopped {
+                checkpoint: handle.status.checkpoint(),
+            }),
+            Ok(Err(_)) => Err(ControlError::Failed(id.clone())),
+            Err(_) => {
+                handle.join.abort();
+                Err(ControlError::Timeout {
+                    id: id.clone(),
+                    within,
+                })
+            }
+        }
+    }
+
+    /// Signals every target to stop (the first step of shutdown).
+    pub(crate) fn signal_all(&self) {
+        for handle in self.running.values() {
+            handle.stop.stop();
+        }
+    }
+
+    /// Waits, until `deadline`, for every target to finish stopping. Returns how many failed
+    /// (their tasks panicked), or the number still running when the deadline passed.
+    pub(crate) async fn join_all(&mut self, deadline: Instant) -> Result<usize, usize> {
+        let mut failed = 0;
+        for handle in self.running.values_mut() {
+            match tokio::time::timeout_at(deadline, &mut handle.join).await {
+                Err(_) => {
+                    let left = self
+                        .running
+                        .values()
+                        .filter(|h| !h.join.is_finished())
+                        .count();
+                    return Err(left);
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "a target task failed while stopping");
+                    failed += 1;
+                }
+                Ok(Ok(())) => {}
+            }
+        }
+        Ok(failed)
+    }
+}
+
+impl Drop for Supervisor {
+    /// Dropped (the worker returning or its future dropped), it aborts every target task.
+    fn drop(&mut self) {
+        for handle in self.running.values() {
+            handle.join.abort();
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Checkpoint pacing for one target: when to write the checkpoint, the write in flight, and
+//! what Kafka has stored.
+//!
+//! The checkpoint ([`CheckpointTracker`]) only moves over events Kafka acknowledged together
+//! with every earlier one; this writes it at most once per [`CHECKPOINT_INTERVAL`] (the first
+//! move after a start at once), one write at a time, and knows when the last one is stored.
+//!
+//! What it must NOT do: write a checkpoint the tracker did not give, or wait for a write's
+//! answer on its own wake-up (the answer is taken on the target's next one).
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use sluice_config::TargetId;
+use sluice_publish::{CheckpointTracker, Delivered, PublishError};
+use tokio::time::Instant;
+
+use super::kafka::Kafka;
+use crate::status::TargetStatus;
+
+/// Least time between two checkpoint writes of one target.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// How soon a write the full producer queue did not take is tried again.
+const DEFERRED_RETRY: Duration = Duration::from_millis(50);
+
+/// The checkpoint writes of one target.
+pub(crate) struct Checkpoints<A> {
+    /// The write in flight: the id written and Kafka's answer to come.
+    write: Option<(String, A)>,
+    /// The id Kafka stored last (the resume point at start until the first write).
+    written: Box<str>,
+    /// `tracker.acked_prefix()` covered by `written` / by the write in flight.
+    written_prefix: u64,
+    pending_prefix: u64,
+    next_at: Instant,
+}
+
+impl<A> Checkpoints<A>
+where
+    A: std::future::Future<Output = Result<Delivered, PublishError>> + Unpin,
+{
+    /// Nothing written yet this run; `resume` is what Kafka holds from before.
+    pub(crate) fn new(resume: &str) -> Checkpoints<A> {
+        Checkpoints {
+            write: None,
+            written: resume.into(),
+            written_prefix: 0,
+            pending_prefix: 0,
+            // The first checkpoint of a run is written as soon as it moves.
+            next_at: Instant::now(),
+        }
+    }
+
+    /// The id Kafka stored last.
+    pub(crate) fn written(&self) -> &str {
+        &self.written
+    }
+
+    pub(crate) fn in_flight(&self) -> bool {
+        self.write.is_some()
+    }
+
+    /// Starts a write when the checkpoint moved, none is in flight and the interval passed
+    /// (`force`: now, as when stopping). `now` is the time of the last chunk or
+    /// acknowledgement (the checkpoint can only move on one), so "nothing new" reads no clock.
+    pub(crate) fn maybe_write<K: Kafka<Ack = A>>(
+        &mut self,
+        kafka: &K,
+        target: &TargetId,
+        tracker: &CheckpointTracker,
+        now: Instant,
+        force: bool,
+    ) {
+        if self.write.is_some() || tracker.acked_prefix() == self.written_prefix {
+            return;
+        }
+        let now = if force { Instant::now() } else { now };
+        if !force && now < self.next_at {
+            return;
+        }
+        let Some(id) = tracker.checkpoint() else {
+            return;
+        };
+        if *id == *self.written {
+            return;
+        }
+        let id = id.to_owned();
+        match kafka.write_checkpoint(target, &id) {
+            Ok(pending) => {
+                self.pending_prefix = tracker.acked_prefix();
+                self.next_at = now + CHECKPOINT_INTERVAL;
+                self.write = Some((id, pending));
+            }
+            Err(error) => {
+                tracing::debug!(target_id = %target, %error, "checkpoint write deferred");
+                self.next_at = now + DEFERRED_RETRY;
+            }
+        }
+    }
+
+    /// Kafka's answer to the write in flight, once it came (the write is then taken).
+    pub(crate) fn poll_answer(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<(String, Result<Delivered, PublishError>)> {
+        let Some((_, pending)) = self.write.as_mut() else {
+            return Poll::Pending;
+        };
+        let result = ready!(Pin::new(pending).poll(cx));
+        match self.write.take() {
+            Some((id, _)) => Poll::Ready((id, result)),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Takes the answer to the write in flight if it came, without asking to be woken for it:
+    /// it is taken on the target's next wake-up (its next chunk or acknowledgement) instead of
+    /// costing a wake-up of its own per checkpoint. Nothing waits on it but the next write, at
+    /// least [`CHECKPOINT_INTERVAL`] later, and shutdown, which does wait for it.
+    pub(crate) fn take_answer(&mut self, tracker: &CheckpointTracker, status: &TargetStatus) {
+        let mut quiet = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready((id, result)) = self.poll_answer(&mut quiet) {
+            self.on_answer(id, result, tracker, status);
+        }
+    }
+
+    /// Kafka answered the write of `id`.
+    pub(crate) fn on_answer(
+        &mut self,
+        id: String,
+        result: Result<Delivered, PublishError>,
+        tracker: &CheckpointTracker,
+        status: &TargetStatus,
+    ) {
+        match result {
+            Ok(_) => {
+                status.checkpoints.inc();
+                status.set_checkpoint(&id);
+                self.written = id.into_boxed_str();
+                self.written_prefix = self.pending_prefix;
+                self.update_lag(tracker, status);
+            }
+            Err(error) => {
+                tracing::warn!(target_id = %status.id, %error, "checkpoint write failed; will write again");
+            }
+        }
+    }
+
+    /// Publishes how many acknowledged events the stored checkpoint is behind.
+    pub(crate) fn update_lag(&self, tracker: &CheckpointTracker, status: &TargetStatus) {
+        let lag = tracker.acked_prefix().saturating_sub(self.written_prefix);
+        status
+            .checkpoint_lag
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// No write in flight and the stored checkpoint is the tracker's.
+    pub(crate) fn settled(&self, tracker: &CheckpointTracker) -> bool {
+        self.write.is_none() && tracker.checkpoint().is_none_or(|id| *id == *self.written)
+    }
+}

@@ -1,0 +1,345 @@
+//! The publishing side of one target: the delivery window, the queue of records the producer
+//! had no room for, retries of failed deliveries, and the checkpoint.
+//!
+//! Invariant: the checkpoint written for a target never passes an event Kafka has not
+//! acknowledged together with every earlier event of that target ([`CheckpointTracker`]). A
+//! record is held here until Kafka took it; reading pauses while [`WINDOW`] records are in
+//! flight or any wait for room.
+//!
+//! What it must NOT do: drop a record, block the task, or read from the upstream.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sluice_config::TargetConfig;
+use sluice_publish::{CheckpointTracker, RecordMeta, TrySendError, record_key};
+use sluice_sse::Event;
+use tokio::time::{Instant, Sleep, sleep};
+
+use super::checkpoint::Checkpoints;
+use super::in_flight::{Done, InFlight, InFlightSet};
+use super::kafka::Kafka;
+use crate::status::{Delivery, TargetStatus};
+
+/// Events of one target sent to Kafka and not yet acknowledged before reading pauses.
+pub const WINDOW: usize = 4096;
+/// How long a failed delivery waits before it is sent again.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How often a retry looks for room in a full producer queue.
+const ROOM_POLL: Duration = Duration::from_millis(50);
+/// How often blocked records (nothing of this target in flight) look for room.
+const BLOCKED_POLL: Duration = Duration::from_millis(10);
+
+/// What an event's record is made of, kept until Kafka took it (to send it again after a
+/// failure). Not the built [`sluice_publish::Record`]: each send writes the headers straight
+/// into the producer's, which saves an allocation per header on every event.
+pub(crate) struct Outgoing {
+    pub(crate) event: Event,
+    /// The record key when it is not the target id (a JSON Pointer key).
+    key: Option<Box<[u8]>>,
+    received_wall: SystemTime,
+    generation: u64,
+    resume: Option<Box<str>>,
+}
+
+impl Outgoing {
+    /// Hands the record with sequence number `seq` to the producer.
+    fn try_send<K: Kafka>(
+        &self,
+        kafka: &K,
+        config: &TargetConfig,
+        seq: u64,
+    ) -> Result<K::Ack, TrySendError> {
+        let meta = RecordMeta {
+            target: &config.id,
+            received_at: self.received_wall,
+            connection: self.generation,
+            seq,
+            resume: self.resume.as_deref(),
+            cloudevents: config.cloudevents,
+        };
+        let key = self
+            .key
+            .as_deref()
+            .unwrap_or_else(|| config.id.as_str().as_bytes());
+        kafka.send_event(&config.topic, key, &self.event, &meta)
+    }
+}
+
+/// The publishing side of a target.
+pub(crate) struct Pipe<K: Kafka> {
+    pub(crate) kafka: Arc<K>,
+    pub(crate) config: Arc<TargetConfig>,
+    /// The status row, which holds the target's metrics too.
+    pub(crate) status: Arc<TargetStatus>,
+    tracker: CheckpointTracker,
+    pub(crate) deliveries: InFlightSet<K::Ack, Outgoing>,
+    /// Records the producer had no room for, in order, with their sequence number.
+    blocked: VecDeque<(u64, Instant, Outgoing)>,
+    /// While records are blocked and nothing is in flight, or a final checkpoint waits for room
+    /// in the producer while stopping: when to try the producer again.
+    pub(crate) room_poll: Option<Pin<Box<Sleep>>>,
+    /// The `paused` value last published to the status row and metrics.
+    paused: bool,
+    pub(crate) checkpoints: Checkpoints<K::Ack>,
+    /// When the last chunk or acknowledgement was handled (read then anyway).
+    pub(crate) now: Instant,
+    failed: bool,
+}
+
+impl<K: Kafka> Pipe<K> {
+    pub(crate) fn new(
+        kafka: Arc<K>,
+        config: Arc<TargetConfig>,
+        status: Arc<TargetStatus>,
+        resume: &str,
+    ) -> Pipe<K> {
+        Pipe {
+            kafka,
+            config,
+            status,
+            tracker: CheckpointTracker::new(),
+            deliveries: InFlightSet::default(),
+            blocked: VecDeque::new(),
+            room_poll: None,
+            paused: false,
+            checkpoints: Checkpoints::new(resume),
+            now: Instant::now(),
+            failed: false,
+        }
+    }
+
+    /// Whether the upstream may be read: nothing failed for good, nothing waits for room, and
+    /// the window has space.
+    pub(crate) fn can_read(&self) -> bool {
+        !self.failed && self.blocked.is_empty() && self.deliveries.len() < WINDOW
+    }
+
+    /// Every record Kafka took has been answered.
+    pub(crate) fn drained(&self) -> bool {
+        self.deliveries.is_empty() && self.blocked.is_empty()
+    }
+
+    /// Publishes whether reading is paused (metric and delivery state), writing only changes.
+    pub(crate) fn update_paused(&mut self) {
+        let paused = !self.can_read();
+        if paused != self.paused {
+            self.paused = paused;
+            self.status.paused.set(i64::from(paused));
+        }
+        let delivery = self.status.delivery();
+        if self.failed || delivery == Delivery::Retrying {
+            return;
+        }
+        let wanted = if paused {
+            Delivery::Paused
+        } else {
+            Delivery::Ok
+        };
+        if delivery != wanted {
+            self.status.set_delivery(wanted);
+        }
+    }
+
+    /// Hands one event to Kafka (or to the blocked queue when the producer is full).
+    pub(crate) fn send(
+        &mut self,
+        event: Event,
+        generation: u64,
+        resume: Option<Box<str>>,
+        received: Instant,
+        received_wall: SystemTime,
+    ) {
+        let seq = self.tracker.sent(event.id.as_str());
+        let meta = RecordMeta {
+            target: &self.config.id,
+            received_at: received_wall,
+            connection: generation,
+            seq,
+            resume: resume.as_deref(),
+            cloudevents: self.config.cloudevents,
+        };
+        let key = match record_key(&event, &self.config.key, &meta) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(key)) => Some(key.into_boxed_slice()),
+            Err(error) => {
+                self.status.key_errors.inc();
+                let count = self.status.key_errors.get();
+                if count.is_power_of_two() {
+                    tracing::warn!(
+                        target_id = %self.config.id,
+                        event_id = event.id.as_str(),
+                        %error,
+                        errors_so_far = count,
+                        "cannot take the record key from the event; publishing it keyed by target id"
+                    );
+                }
+                None
+            }
+        };
+        let record = Outgoing {
+            event,
+            key,
+            received_wall,
+            generation,
+            resume,
+        };
+        self.status.events.inc();
+        self.status.queue_depth.inc();
+        if self.blocked.is_empty() {
+            self.enqueue(seq, received, record);
+        } else {
+            self.blocked.push_back((seq, received, record));
+        }
+    }
+
+    fn enqueue(&mut self, seq: u64, received: Instant, record: Outgoing) {
+        match record.try_send(&*self.kafka, &self.config, seq) {
+            Ok(pending) => self
+                .deliveries
+                .push(InFlight::Sent(pending, Some((seq, received, record)))),
+            Err(TrySendError::QueueFull) => self.blocked.push_front((seq, received, record)),
+            Err(TrySendError::Failed(error)) => {
+                self.deliveries
+                    .push(InFlight::Other(Box::pin(std::future::ready(Done {
+                        seq,
+                        received,
+                        record,
+                        result: Err(error),
+                    }))))
+            }
+        }
+    }
+
+    /// Retries the blocked records in order until the producer is full again.
+    pub(crate) fn flush_blocked(&mut self) {
+        while let Some((seq, received, record)) = self.blocked.pop_front() {
+            self.enqueue(seq, received, record);
+            if self.blocked.front().is_some_and(|(s, _, _)| *s == seq) {
+                break; // still full
+            }
+        }
+    }
+
+    /// Kafka answered a record.
+    pub(crate) fn on_delivered(&mut self, done: Done<Outgoing>) {
+        match done.result {
+            Ok(_) => {
+                self.now = Instant::now();
+                self.tracker.acked(done.seq);
+                self.status.acked.inc();
+                self.checkpoints.update_lag(&self.tracker, &self.status);
+                self.status.queue_depth.dec();
+                self.status.latency.observe(
+                    self.now
+                        .saturating_duration_since(done.received)
+                        .as_secs_f64(),
+                );
+                if self.status.delivery() == Delivery::Retrying {
+                    self.status.set_delivery(Delivery::Ok);
+                }
+                if let Some(id) = self.tracker.checkpoint() {
+                    self.status.set_last_acked_id(id);
+                }
+            }
+            Err(error) => {
+                self.status.delivery_errors.inc();
+                if error.is_retryable() {
+                    tracing::warn!(target_id = %self.config.id, seq = done.seq, %error, "kafka delivery failed; sending again");
+                    self.status.set_delivery(Delivery::Retrying);
+                    self.status.set_error(Some(error.to_string()));
+                    let kafka = self.kafka.clone();
+                    let config = self.config.clone();
+                    let (seq, received, record) = (done.seq, done.received, done.record);
+                    self.deliveries.push(InFlight::Other(Box::pin(async move {
+                        sleep(RETRY_DELAY).await;
+                        let result = loop {
+                            match record.try_send(&*kafka, &config, seq) {
+                                Ok(pending) => break pending.await,
+                                Err(TrySendError::QueueFull) => sleep(ROOM_POLL).await,
+                                Err(TrySendError::Failed(error)) => break Err(error),
+                            }
+                        };
+                        Done {
+                            seq,
+                            received,
+                            record,
+                            result,
+                        }
+                    })));
+                } else {
+                    tracing::error!(target_id = %self.config.id, seq = done.seq, %error, "kafka refused an event for good; the target stops before it (its checkpoint stays behind it)");
+                    self.failed = true;
+                    self.status.set_delivery(Delivery::Failed);
+                    self.status
+                        .set_error(Some(format!("kafka refused an event: {error}")));
+                }
+            }
+        }
+    }
+
+    /// Starts a checkpoint write when it is due ([`Checkpoints::maybe_write`]).
+    pub(crate) fn maybe_checkpoint(&mut self, force: bool) {
+        self.checkpoints.maybe_write(
+            &*self.kafka,
+            &self.config.id,
+            &self.tracker,
+            self.now,
+            force,
+        );
+    }
+
+    /// Takes the checkpoint write's answer if it came, without a wake-up of its own.
+    pub(crate) fn take_checkpoint_answer(&mut self) {
+        self.checkpoints.take_answer(&self.tracker, &self.status);
+    }
+
+    /// Kafka answered the checkpoint write of `id`.
+    pub(crate) fn on_checkpoint(
+        &mut self,
+        id: String,
+        result: Result<sluice_publish::Delivered, sluice_publish::PublishError>,
+    ) {
+        self.checkpoints
+            .on_answer(id, result, &self.tracker, &self.status);
+    }
+
+    /// The stored checkpoint is final: nothing in flight, nothing newer to write.
+    pub(crate) fn checkpoint_settled(&self) -> bool {
+        self.checkpoints.settled(&self.tracker)
+    }
+
+    /// Arms or disarms the poll for producer room. No signal exists for "the producer queue has
+    /// room" when this target has nothing in flight (other targets filled it), so it is polled
+    /// for; the same holds for a final checkpoint the full queue did not take while stopping
+    /// (without this timer every branch of the target's loop could be disabled). Returns
+    /// whether the poll is armed.
+    pub(crate) fn arm_room_poll(&mut self, stopping: bool) -> bool {
+        let checkpoint_deferred = stopping
+            && !self.checkpoints.in_flight()
+            && self.drained()
+            && !self.checkpoint_settled();
+        let waiting =
+            (!self.blocked.is_empty() && self.deliveries.is_empty()) || checkpoint_deferred;
+        if !waiting {
+            self.room_poll = None;
+        } else if self.room_poll.is_none() {
+            self.room_poll = Some(Box::pin(sleep(BLOCKED_POLL)));
+        }
+        waiting
+    }
+
+    /// The room poll fired: try the producer again.
+    pub(crate) fn on_room_poll(&mut self) {
+        self.room_poll = None;
+        self.flush_blocked();
+    }
+
+    /// Whether records wait for room.
+    pub(crate) fn has_blocked(&self) -> bool {
+        !self.blocked.is_empty()
+    }
+}
