@@ -2,8 +2,11 @@
 //! what Kafka has stored.
 //!
 //! The checkpoint ([`CheckpointTracker`]) only moves over events Kafka acknowledged together
-//! with every earlier one; this writes it at most once per [`CHECKPOINT_INTERVAL`] (the first
-//! move after a start at once), one write at a time, and knows when the last one is stored.
+//! with every earlier one; this writes it one write at a time: the first move after a start at
+//! once, then when [`CHECKPOINT_INTERVAL`] passed, or sooner (at most once per
+//! [`CHECKPOINT_MIN_INTERVAL`]) once [`CHECKPOINT_EVENTS`] events moved it. A busy target thus
+//! checkpoints every second, so a crash replays about a second of its events, and a quiet one
+//! costs a write per 5 s at most.
 //!
 //! What it must NOT do: write a checkpoint the tracker did not give, or wait for a write's
 //! answer on its own wake-up (the answer is taken on the target's next one).
@@ -19,8 +22,12 @@ use tokio::time::Instant;
 use super::kafka::Kafka;
 use crate::status::TargetStatus;
 
-/// Least time between two checkpoint writes of one target.
+/// Longest time a moved checkpoint waits to be written.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// Least time between two checkpoint writes of one target.
+pub const CHECKPOINT_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Events that make a checkpoint due before [`CHECKPOINT_INTERVAL`] (after the minimum).
+pub const CHECKPOINT_EVENTS: u64 = 100;
 /// How soon a write the full producer queue did not take is tried again.
 const DEFERRED_RETRY: Duration = Duration::from_millis(50);
 
@@ -33,7 +40,10 @@ pub(crate) struct Checkpoints<A> {
     /// `tracker.acked_prefix()` covered by `written` / by the write in flight.
     written_prefix: u64,
     pending_prefix: u64,
-    next_at: Instant,
+    /// When the last write started (`None`: none yet this run, so the first is due at once).
+    last_at: Option<Instant>,
+    /// A write the full producer did not take is tried again at this time.
+    deferred_until: Option<Instant>,
 }
 
 impl<A> Checkpoints<A>
@@ -47,8 +57,8 @@ where
             written: resume.into(),
             written_prefix: 0,
             pending_prefix: 0,
-            // The first checkpoint of a run is written as soon as it moves.
-            next_at: Instant::now(),
+            last_at: None,
+            deferred_until: None,
         }
     }
 
@@ -76,7 +86,7 @@ where
             return;
         }
         let now = if force { Instant::now() } else { now };
-        if !force && now < self.next_at {
+        if !force && !self.due(tracker, now) {
             return;
         }
         let Some(id) = tracker.checkpoint() else {
@@ -89,14 +99,30 @@ where
         match kafka.write_checkpoint(target, &id) {
             Ok(pending) => {
                 self.pending_prefix = tracker.acked_prefix();
-                self.next_at = now + CHECKPOINT_INTERVAL;
+                self.last_at = Some(now);
+                self.deferred_until = None;
                 self.write = Some((id, pending));
             }
             Err(error) => {
                 tracing::debug!(target_id = %target, %error, "checkpoint write deferred");
-                self.next_at = now + DEFERRED_RETRY;
+                // Try again soon, not at once (the producer is full).
+                self.deferred_until = Some(now + DEFERRED_RETRY);
             }
         }
+    }
+
+    /// Whether the moved checkpoint is due at `now`.
+    fn due(&self, tracker: &CheckpointTracker, now: Instant) -> bool {
+        if let Some(until) = self.deferred_until {
+            return now >= until;
+        }
+        let Some(last) = self.last_at else {
+            return true;
+        };
+        let since = now.saturating_duration_since(last);
+        since >= CHECKPOINT_INTERVAL
+            || (since >= CHECKPOINT_MIN_INTERVAL
+                && tracker.acked_prefix().saturating_sub(self.pending_prefix) >= CHECKPOINT_EVENTS)
     }
 
     /// Kafka's answer to the write in flight, once it came (the write is then taken).

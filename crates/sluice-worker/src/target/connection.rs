@@ -150,6 +150,8 @@ pub(crate) struct Machine<U> {
     resume: Option<Box<str>>,
     /// When the last connection opened (for healthy-period reset of the backoff).
     last_open: Option<Instant>,
+    /// Events whose id cannot be sent as `Last-Event-ID` (logged at powers of two).
+    unsendable_ids: u64,
 }
 
 impl<U: Upstream> Machine<U> {
@@ -166,7 +168,15 @@ impl<U: Upstream> Machine<U> {
         )
         // Validation already refused bad values; fall back to the defaults rather than panic.
         .unwrap_or_default();
-        let last_event_id = resume_from.unwrap_or_default();
+        let last_event_id = match resume_from {
+            Some(id) if !can_resume_after(&id) => {
+                // Only an older Sluice wrote such a checkpoint; sending it would fail every
+                // attempt, so the target starts without it.
+                tracing::error!(target_id = %config.id, "the checkpoint holds control characters and cannot be sent as Last-Event-ID; starting without it");
+                String::new()
+            }
+            id => id.unwrap_or_default(),
+        };
         status.set_last_event_id(&last_event_id);
         Machine {
             upstream,
@@ -178,6 +188,7 @@ impl<U: Upstream> Machine<U> {
             generation: 0,
             resume: None,
             last_open: None,
+            unsendable_ids: 0,
         }
     }
 
@@ -471,8 +482,27 @@ impl<U: Upstream> Machine<U> {
         now: Instant,
         wall: SystemTime,
     ) {
-        self.last_event_id.clear();
-        self.last_event_id.push_str(event.id.as_str());
+        let id = event.id.as_str();
+        if can_resume_after(id) {
+            if *id != *self.last_event_id {
+                self.last_event_id.clear();
+                self.last_event_id.push_str(id);
+            }
+        } else {
+            // Published as is (Kafka headers are bytes); the resume point stays at the last id
+            // that can be sent, so a reconnect or restart replays this event: a duplicate,
+            // never a target that cannot reconnect.
+            self.unsendable_ids += 1;
+            if self.unsendable_ids.is_power_of_two() {
+                tracing::warn!(
+                    target_id = %self.config.id,
+                    resume_after = %self.last_event_id,
+                    so_far = self.unsendable_ids,
+                    "an event id holds control characters and cannot be sent as Last-Event-ID; \
+                     the event is published, and the target resumes after the last id that can be sent"
+                );
+            }
+        }
         if !self.config.event_types.is_empty()
             && !self
                 .config
@@ -483,8 +513,22 @@ impl<U: Upstream> Machine<U> {
             self.status.filtered.inc();
             return;
         }
-        pipe.send(event, self.generation, self.resume.take(), now, wall);
+        let resume = self.resume.take();
+        pipe.send(
+            event,
+            &self.last_event_id,
+            self.generation,
+            resume,
+            now,
+            wall,
+        );
     }
+}
+
+/// Whether `id` can be sent back as a `Last-Event-ID` header value (no control characters
+/// other than tab: what an HTTP header value may hold).
+pub(crate) fn can_resume_after(id: &str) -> bool {
+    http::HeaderValue::from_str(id).is_ok()
 }
 
 /// The reconnect reason of an attempt that could not start.

@@ -145,15 +145,18 @@ impl<K: Kafka> Pipe<K> {
     }
 
     /// Hands one event to Kafka (or to the blocked queue when the producer is full).
+    /// `resume_id` is what the checkpoint becomes once it and every earlier event are
+    /// acknowledged: the event's id, or the last id before it that can be sent back upstream.
     pub(crate) fn send(
         &mut self,
         event: Event,
+        resume_id: &str,
         generation: u64,
         resume: Option<Box<str>>,
         received: Instant,
         received_wall: SystemTime,
     ) {
-        let seq = self.tracker.sent(event.id.as_str());
+        let seq = self.tracker.sent(resume_id);
         let meta = RecordMeta {
             target: &self.config.id,
             received_at: received_wall,

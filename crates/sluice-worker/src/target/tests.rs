@@ -611,3 +611,66 @@ fn a_missing_secret_is_its_own_error_kind() {
     );
     assert!(error.needs_operator());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_id_with_control_characters_is_published_and_never_becomes_the_resume_point() {
+    let mut t = Target::start(config(), FakeKafka::acking(), None);
+    let body = t.attempt().await.open();
+    body.send("id: 1\ndata: a\n\nid: 2\u{1}x\ndata: b\n\n");
+    t.kafka.until_events(2).await;
+    drop(body);
+    // The event is in Kafka with its id as sent; the reconnect resumes after the last id that
+    // can be a header value, so "b" is replayed (a duplicate), never lost.
+    let next = t.attempt().await;
+    assert_eq!(next.last_event_id, "1");
+    assert_eq!(t.kafka.events(), ["a", "b"]);
+    let ids: Vec<String> = t
+        .kafka
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| match s {
+            Sent::Event { id, .. } => Some(id.clone()),
+            Sent::Checkpoint { .. } => None,
+        })
+        .collect();
+    assert_eq!(ids, ["1", "2\u{1}x"]);
+    assert!(
+        t.kafka.checkpoints().iter().all(|(id, _)| id == "1"),
+        "{:?}",
+        t.kafka.checkpoints()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_that_cannot_be_sent_starts_the_target_without_it() {
+    let mut t = Target::start(config(), FakeKafka::acking(), Some("bad\u{7f}"));
+    assert_eq!(t.attempt().await.last_event_id, "");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_target_checkpoints_every_second_so_a_crash_replays_little() {
+    let mut t = Target::start(config(), FakeKafka::acking(), None);
+    let started = Instant::now();
+    let body = t.attempt().await.open();
+    // 200 events a second for 10 s.
+    for i in 1..=2000 {
+        body.send(&format!("id: {i}\ndata: {i}\n\n"));
+        if i % 20 == 0 {
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let checkpoints = t.kafka.checkpoints();
+    for pair in checkpoints.windows(2) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(
+            gap >= super::checkpoint::CHECKPOINT_MIN_INTERVAL,
+            "{checkpoints:?}"
+        );
+        assert!(gap <= Duration::from_millis(1100), "{checkpoints:?}");
+    }
+    assert!(checkpoints[0].1 - started < Duration::from_millis(50));
+    assert!((9..=11).contains(&checkpoints.len()), "{checkpoints:?}");
+    drop(body);
+}
