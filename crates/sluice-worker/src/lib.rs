@@ -316,10 +316,10 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
             .collect(),
         hosts: HostLimits::new(config.defaults.per_host_connections),
     });
-    let sink = Arc::new(KafkaSink {
-        publisher: publisher.clone(),
-        checkpoint_topic: config.topics.checkpoints.clone(),
-    });
+    let sink = Arc::new(KafkaSink::new(
+        publisher.clone(),
+        config.topics.checkpoints.clone(),
+    ));
     let mut supervisor = Supervisor::new(shared, sink, registry, origin);
     let spread = MAX_START_SPREAD.min(Duration::from_millis(targets.len() as u64));
     {

@@ -144,11 +144,18 @@ where
     /// it is taken on the target's next wake-up (its next chunk or acknowledgement) instead of
     /// costing a wake-up of its own per checkpoint. Nothing waits on it but the next write, at
     /// least [`CHECKPOINT_INTERVAL`] later, and shutdown, which does wait for it.
-    pub(crate) fn take_answer(&mut self, tracker: &CheckpointTracker, status: &TargetStatus) {
+    /// Returns whether an answer was taken.
+    pub(crate) fn take_answer(
+        &mut self,
+        tracker: &CheckpointTracker,
+        status: &TargetStatus,
+    ) -> bool {
         let mut quiet = Context::from_waker(std::task::Waker::noop());
         if let Poll::Ready((id, result)) = self.poll_answer(&mut quiet) {
             self.on_answer(id, result, tracker, status);
+            return true;
         }
+        false
     }
 
     /// Kafka answered the write of `id`.

@@ -6,8 +6,13 @@
 //! producer queue is an immediate [`TrySendError::QueueFull`].
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sluice_config::TargetId;
+use tokio::sync::Notify;
+
+use super::in_flight::BoxFuture;
 use sluice_publish::{Delivered, Pending, PublishError, Publisher, RecordMeta, TrySendError};
 use sluice_sse::Event;
 
@@ -31,12 +36,65 @@ pub(crate) trait Kafka: Send + Sync + 'static {
         target: &TargetId,
         event_id: &str,
     ) -> Result<Self::Ack, TrySendError>;
+
+    /// A record's answer came, so the producer queue may have room: wakes one target waiting
+    /// for it. Called by every target for every answer; costs one atomic load when nobody waits.
+    fn answered(&self);
+
+    /// Resolves after some record's answer came once this was called (a target whose records
+    /// wait for room, with nothing of its own in flight, waits on it instead of polling).
+    fn room(&self) -> BoxFuture<()>;
 }
 
 /// The production Kafka edge: the worker's one producer and its checkpoint topic.
 pub(crate) struct KafkaSink {
-    pub(crate) publisher: Publisher,
-    pub(crate) checkpoint_topic: String,
+    publisher: Publisher,
+    checkpoint_topic: String,
+    room: Room,
+}
+
+impl KafkaSink {
+    pub(crate) fn new(publisher: Publisher, checkpoint_topic: String) -> KafkaSink {
+        KafkaSink {
+            publisher,
+            checkpoint_topic,
+            room: Room::default(),
+        }
+    }
+}
+
+/// Targets waiting for room in the shared producer queue, woken one per answer.
+#[derive(Default)]
+struct Room {
+    notify: Arc<Notify>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Room {
+    fn answered(&self) {
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.notify.notify_one();
+        }
+    }
+
+    fn wait(&self) -> BoxFuture<()> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(self.waiting.clone());
+        let notified = self.notify.clone().notified_owned();
+        Box::pin(async move {
+            notified.await;
+            drop(waiting);
+        })
+    }
+}
+
+/// Counts a waiting target for as long as its wait lives.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Kafka for KafkaSink {
@@ -55,5 +113,42 @@ impl Kafka for KafkaSink {
     fn write_checkpoint(&self, target: &TargetId, event_id: &str) -> Result<Pending, TrySendError> {
         self.publisher
             .try_write_checkpoint(&self.checkpoint_topic, target, event_id)
+    }
+
+    fn answered(&self) {
+        self.room.answered();
+    }
+
+    fn room(&self) -> BoxFuture<()> {
+        self.room.wait()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    fn ready(wait: &mut BoxFuture<()>) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(wait.as_mut().poll(&mut cx), Poll::Ready(()))
+    }
+
+    #[test]
+    fn an_answer_wakes_one_waiting_target_and_costs_nothing_without_waiters() {
+        let room = Room::default();
+        room.answered(); // nobody waits: no permit is stored
+        let mut first = room.wait();
+        let mut second = room.wait();
+        assert!(!ready(&mut first));
+        assert!(!ready(&mut second));
+        assert_eq!(room.waiting.load(Ordering::Relaxed), 2);
+        room.answered();
+        assert!(ready(&mut first));
+        assert!(!ready(&mut second));
+        drop(first);
+        drop(second);
+        assert_eq!(room.waiting.load(Ordering::Relaxed), 0);
     }
 }

@@ -33,10 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_config::TargetConfig;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::time::{Sleep, sleep};
+use tokio::time::sleep;
 
 pub use checkpoint::CHECKPOINT_INTERVAL;
 pub use pipe::WINDOW;
@@ -96,12 +95,12 @@ pub(crate) fn run<U: Upstream, K: Kafka>(launch: Launch<U, K>) -> impl Future<Ou
                 phase.reading_resumed();
             }
             was_reading = can_read;
-            let room_poll = pipe.arm_room_poll(stopping);
+            let room_wait = pipe.arm_room_wait(stopping);
             let waiting_for_checkpoint = stopping && pipe.checkpoints.in_flight();
             // Disjoint borrows: the branches' futures all exist at once.
             let deliveries = &mut pipe.deliveries;
             let checkpoints = &mut pipe.checkpoints;
-            let room = &mut pipe.room_poll;
+            let room = &mut pipe.room_wait;
             tokio::select! {
                 biased;
                 () = poll_fn(|cx| stop.poll_stopped(cx, stop_notified.as_mut(), &mut stop_registered)), if !stopping => {
@@ -117,8 +116,8 @@ pub(crate) fn run<U: Upstream, K: Kafka>(launch: Launch<U, K>) -> impl Future<Ou
                 (id, result) = poll_fn(|cx| checkpoints.poll_answer(cx)), if waiting_for_checkpoint => {
                     pipe.on_checkpoint(id, result);
                 }
-                () = poll_fn(|cx| poll_timer(room, cx)), if room_poll => {
-                    pipe.on_room_poll();
+                () = poll_fn(|cx| poll_wait(room, cx)), if room_wait => {
+                    pipe.on_room();
                 }
                 step = poll_fn(|cx| phase.poll_step(can_read, cx)), if !stopping => {
                     machine.handle(step, &mut phase, &mut pipe);
@@ -141,10 +140,10 @@ pub(crate) fn run<U: Upstream, K: Kafka>(launch: Launch<U, K>) -> impl Future<Ou
     }
 }
 
-/// Polls the timer in `slot`, if any (pending when empty).
-fn poll_timer(slot: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> Poll<()> {
+/// Polls the wait in `slot`, if any (pending when empty).
+fn poll_wait(slot: &mut Option<in_flight::BoxFuture<()>>, cx: &mut Context<'_>) -> Poll<()> {
     match slot.as_mut() {
-        Some(timer) => timer.as_mut().poll(cx),
+        Some(wait) => wait.as_mut().poll(cx),
         None => Poll::Pending,
     }
 }

@@ -10,28 +10,28 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sluice_config::TargetConfig;
 use sluice_publish::{CheckpointTracker, RecordMeta, TrySendError, record_key};
 use sluice_sse::Event;
-use tokio::time::{Instant, Sleep, sleep};
+use tokio::time::{Instant, sleep, sleep_until};
 
 use super::checkpoint::Checkpoints;
-use super::in_flight::{Done, InFlight, InFlightSet};
+use super::in_flight::{BoxFuture, Done, InFlight, InFlightSet};
 use super::kafka::Kafka;
 use crate::status::{Delivery, TargetStatus};
 
 /// Events of one target sent to Kafka and not yet acknowledged before reading pauses.
 pub const WINDOW: usize = 4096;
-/// How long a failed delivery waits before it is sent again.
+/// How long failed deliveries wait before they are sent again.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
-/// How often a retry looks for room in a full producer queue.
-const ROOM_POLL: Duration = Duration::from_millis(50);
-/// How often blocked records (nothing of this target in flight) look for room.
-const BLOCKED_POLL: Duration = Duration::from_millis(10);
+/// Blocked records with nothing of this target in flight wait for another target's answer
+/// ([`Kafka::room`]); this long at most, for room freed by answers not reported to it.
+const ROOM_FALLBACK: Duration = Duration::from_secs(2);
+/// A final checkpoint the full producer did not take is tried again this often while stopping.
+const CHECKPOINT_ROOM_POLL: Duration = Duration::from_millis(50);
 
 /// What an event's record is made of, kept until Kafka took it (to send it again after a
 /// failure). Not the built [`sluice_publish::Record`]: each send writes the headers straight
@@ -77,11 +77,18 @@ pub(crate) struct Pipe<K: Kafka> {
     pub(crate) status: Arc<TargetStatus>,
     tracker: CheckpointTracker,
     pub(crate) deliveries: InFlightSet<K::Ack, Outgoing>,
-    /// Records the producer had no room for, in order, with their sequence number.
+    /// Records waiting to be sent, in sequence order: those the producer had no room for, and
+    /// failed deliveries waiting to be sent again.
     blocked: VecDeque<(u64, Instant, Outgoing)>,
-    /// While records are blocked and nothing is in flight, or a final checkpoint waits for room
-    /// in the producer while stopping: when to try the producer again.
-    pub(crate) room_poll: Option<Pin<Box<Sleep>>>,
+    /// After a failed delivery: the highest sequence number that failed. Until a record at or
+    /// past it is acknowledged, records are sent one at a time, so a target's records reach
+    /// Kafka in order across retries.
+    recovering: Option<u64>,
+    /// Failed deliveries are not sent again before this.
+    hold_until: Option<Instant>,
+    /// While records wait and nothing of this target is in flight, or a final checkpoint waits
+    /// for room while stopping: what wakes the target to try the producer again.
+    pub(crate) room_wait: Option<BoxFuture<()>>,
     /// The `paused` value last published to the status row and metrics.
     paused: bool,
     pub(crate) checkpoints: Checkpoints<K::Ack>,
@@ -104,7 +111,9 @@ impl<K: Kafka> Pipe<K> {
             tracker: CheckpointTracker::new(),
             deliveries: InFlightSet::default(),
             blocked: VecDeque::new(),
-            room_poll: None,
+            recovering: None,
+            hold_until: None,
+            room_wait: None,
             paused: false,
             checkpoints: Checkpoints::new(resume),
             now: Instant::now(),
@@ -217,9 +226,21 @@ impl<K: Kafka> Pipe<K> {
         }
     }
 
-    /// Retries the blocked records in order until the producer is full again.
+    /// Sends the waiting records in order until the producer is full again; while recovering
+    /// from a failed delivery, one at a time (the next once the previous is acknowledged), and
+    /// not before the retry delay.
     pub(crate) fn flush_blocked(&mut self) {
+        if let Some(until) = self.hold_until {
+            if !self.deliveries.is_empty() || Instant::now() < until {
+                return;
+            }
+            self.hold_until = None;
+        }
         while let Some((seq, received, record)) = self.blocked.pop_front() {
+            if self.recovering.is_some() && !self.deliveries.is_empty() {
+                self.blocked.push_front((seq, received, record));
+                break;
+            }
             self.enqueue(seq, received, record);
             if self.blocked.front().is_some_and(|(s, _, _)| *s == seq) {
                 break; // still full
@@ -229,8 +250,15 @@ impl<K: Kafka> Pipe<K> {
 
     /// Kafka answered a record.
     pub(crate) fn on_delivered(&mut self, done: Done<Outgoing>) {
+        self.kafka.answered();
         match done.result {
             Ok(_) => {
+                if self
+                    .recovering
+                    .is_some_and(|last_failed| done.seq >= last_failed)
+                {
+                    self.recovering = None;
+                }
                 self.now = Instant::now();
                 self.tracker.acked(done.seq);
                 self.status.acked.inc();
@@ -251,28 +279,19 @@ impl<K: Kafka> Pipe<K> {
             Err(error) => {
                 self.status.delivery_errors.inc();
                 if error.is_retryable() {
-                    tracing::warn!(target_id = %self.config.id, seq = done.seq, %error, "kafka delivery failed; sending again");
+                    let failures = self.status.delivery_errors.get();
+                    if failures.is_power_of_two() {
+                        tracing::warn!(target_id = %self.config.id, seq = done.seq, %error, failures_so_far = failures, "kafka delivery failed; sending again, in order");
+                    }
                     self.status.set_delivery(Delivery::Retrying);
                     self.status.set_error(Some(error.to_string()));
-                    let kafka = self.kafka.clone();
-                    let config = self.config.clone();
-                    let (seq, received, record) = (done.seq, done.received, done.record);
-                    self.deliveries.push(InFlight::Other(Box::pin(async move {
-                        sleep(RETRY_DELAY).await;
-                        let result = loop {
-                            match record.try_send(&*kafka, &config, seq) {
-                                Ok(pending) => break pending.await,
-                                Err(TrySendError::QueueFull) => sleep(ROOM_POLL).await,
-                                Err(TrySendError::Failed(error)) => break Err(error),
-                            }
-                        };
-                        Done {
-                            seq,
-                            received,
-                            record,
-                            result,
-                        }
-                    })));
+                    // Back into the queue at its place in the sequence: the waiting records go
+                    // out in order, after the retry delay, one at a time until Kafka takes them.
+                    let at = self.blocked.partition_point(|(s, _, _)| *s < done.seq);
+                    self.blocked
+                        .insert(at, (done.seq, done.received, done.record));
+                    self.recovering = Some(self.recovering.map_or(done.seq, |s| s.max(done.seq)));
+                    self.hold_until = Some(Instant::now() + RETRY_DELAY);
                 } else {
                     tracing::error!(target_id = %self.config.id, seq = done.seq, %error, "kafka refused an event for good; the target stops before it (its checkpoint stays behind it)");
                     self.failed = true;
@@ -297,7 +316,9 @@ impl<K: Kafka> Pipe<K> {
 
     /// Takes the checkpoint write's answer if it came, without a wake-up of its own.
     pub(crate) fn take_checkpoint_answer(&mut self) {
-        self.checkpoints.take_answer(&self.tracker, &self.status);
+        if self.checkpoints.take_answer(&self.tracker, &self.status) {
+            self.kafka.answered();
+        }
     }
 
     /// Kafka answered the checkpoint write of `id`.
@@ -306,6 +327,7 @@ impl<K: Kafka> Pipe<K> {
         id: String,
         result: Result<sluice_publish::Delivered, sluice_publish::PublishError>,
     ) {
+        self.kafka.answered();
         self.checkpoints
             .on_answer(id, result, &self.tracker, &self.status);
     }
@@ -315,29 +337,42 @@ impl<K: Kafka> Pipe<K> {
         self.checkpoints.settled(&self.tracker)
     }
 
-    /// Arms or disarms the poll for producer room. No signal exists for "the producer queue has
-    /// room" when this target has nothing in flight (other targets filled it), so it is polled
-    /// for; the same holds for a final checkpoint the full queue did not take while stopping
-    /// (without this timer every branch of the target's loop could be disabled). Returns
-    /// whether the poll is armed.
-    pub(crate) fn arm_room_poll(&mut self, stopping: bool) -> bool {
+    /// Arms or disarms what wakes the target to try the producer again when nothing of its own
+    /// is in flight: the retry delay after a failed delivery; another target's answer (the
+    /// producer queue is shared, so room comes from any answer), with a slow fallback; or,
+    /// while stopping, a short poll for a final checkpoint the full queue did not take (without
+    /// it every branch of the target's loop could be disabled). Returns whether it is armed.
+    pub(crate) fn arm_room_wait(&mut self, stopping: bool) -> bool {
         let checkpoint_deferred = stopping
             && !self.checkpoints.in_flight()
             && self.drained()
             && !self.checkpoint_settled();
-        let waiting =
-            (!self.blocked.is_empty() && self.deliveries.is_empty()) || checkpoint_deferred;
-        if !waiting {
-            self.room_poll = None;
-        } else if self.room_poll.is_none() {
-            self.room_poll = Some(Box::pin(sleep(BLOCKED_POLL)));
+        let blocked_idle = !self.blocked.is_empty() && self.deliveries.is_empty();
+        if !blocked_idle && !checkpoint_deferred {
+            self.room_wait = None;
+            return false;
         }
-        waiting
+        if self.room_wait.is_none() {
+            self.room_wait = Some(match self.hold_until {
+                Some(until) if blocked_idle => Box::pin(sleep_until(until)),
+                _ if blocked_idle => {
+                    let room = self.kafka.room();
+                    Box::pin(async move {
+                        tokio::select! {
+                            () = room => {}
+                            () = sleep(ROOM_FALLBACK) => {}
+                        }
+                    })
+                }
+                _ => Box::pin(sleep(CHECKPOINT_ROOM_POLL)),
+            });
+        }
+        true
     }
 
-    /// The room poll fired: try the producer again.
-    pub(crate) fn on_room_poll(&mut self) {
-        self.room_poll = None;
+    /// The wait fired: try the producer again.
+    pub(crate) fn on_room(&mut self) {
+        self.room_wait = None;
         self.flush_blocked();
     }
 

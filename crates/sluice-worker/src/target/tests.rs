@@ -132,6 +132,11 @@ struct FakeKafka {
     sent: Mutex<Vec<Sent>>,
     held: Mutex<Option<Vec<Reply>>>,
     changed: watch::Sender<usize>,
+    /// Event data -> how many more sends of it fail (with a retryable error).
+    failing: Mutex<std::collections::HashMap<String, u32>>,
+    /// While set, the producer queue is full; counts the sends it refused.
+    full: std::sync::atomic::AtomicBool,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl FakeKafka {
@@ -140,6 +145,9 @@ impl FakeKafka {
             sent: Mutex::new(Vec::new()),
             held: Mutex::new(None),
             changed: watch::Sender::new(0),
+            failing: Mutex::new(Default::default()),
+            full: Default::default(),
+            refused: Default::default(),
         })
     }
 
@@ -242,6 +250,23 @@ impl Kafka for FakeKafka {
         event: &Event,
         _meta: &RecordMeta<'_>,
     ) -> Result<FakeAck, TrySendError> {
+        if self.full.load(std::sync::atomic::Ordering::Relaxed) {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(TrySendError::QueueFull);
+        }
+        if let Some(left) = self.failing.lock().unwrap().get_mut(event.data.as_str())
+            && *left > 0
+        {
+            *left -= 1;
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Err(PublishError::Delivery(
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+                ),
+            )));
+            return Ok(FakeAck(rx));
+        }
         Ok(self.record(Sent::Event {
             id: event.id.as_str().to_owned(),
             data: event.data.as_str().to_owned(),
@@ -257,6 +282,12 @@ impl Kafka for FakeKafka {
             id: event_id.to_owned(),
             at: Instant::now(),
         }))
+    }
+
+    fn answered(&self) {}
+
+    fn room(&self) -> super::in_flight::BoxFuture<()> {
+        Box::pin(std::future::pending())
     }
 }
 
@@ -672,5 +703,50 @@ async fn a_busy_target_checkpoints_every_second_so_a_crash_replays_little() {
     }
     assert!(checkpoints[0].1 - started < Duration::from_millis(50));
     assert!((9..=11).contains(&checkpoints.len()), "{checkpoints:?}");
+    drop(body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_deliveries_are_sent_again_in_order() {
+    let kafka = FakeKafka::acking();
+    // "b" fails twice, "c" to "e" once: sent again each on its own timer, "c".."e" would
+    // overtake "b".
+    kafka.failing.lock().unwrap().extend([
+        ("b".to_owned(), 2),
+        ("c".to_owned(), 1),
+        ("d".to_owned(), 1),
+        ("e".to_owned(), 1),
+    ]);
+    let mut t = Target::start(config(), kafka.clone(), None);
+    let body = t.attempt().await.open();
+    body.send("id: 1\ndata: a\n\n");
+    kafka.until_events(1).await;
+    body.send("id: 2\ndata: b\n\nid: 3\ndata: c\n\nid: 4\ndata: d\n\nid: 5\ndata: e\n\n");
+    kafka.until_events(5).await;
+    assert_eq!(kafka.events(), ["a", "b", "c", "d", "e"]);
+    assert_eq!(t.status.delivery_errors.get(), 5);
+    body.send("id: 6\ndata: f\n\n");
+    kafka.until_events(6).await;
+    assert_eq!(t.status.delivery(), crate::Delivery::Ok);
+    drop(body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_blocked_on_a_full_producer_waits_instead_of_polling() {
+    let kafka = FakeKafka::acking();
+    kafka.full.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut t = Target::start(config(), kafka.clone(), None);
+    let body = t.attempt().await.open();
+    body.send("id: 1\ndata: a\n\n");
+    sleep(Duration::from_secs(10)).await;
+    // Nothing of its own in flight: it waits for another answer (none comes here), trying
+    // again every 2 s at most; a 10 ms poll would have tried a thousand times.
+    let refused = kafka.refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..=7).contains(&refused), "{refused} sends refused");
+    assert_eq!(t.status.delivery(), crate::Delivery::Paused);
+    kafka
+        .full
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    kafka.until_events(1).await;
     drop(body);
 }
