@@ -15,7 +15,7 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::engine::{Shared, not_ready};
+use crate::shared::{Shared, not_ready};
 use crate::store::{Cell, Inner, Listener, RingEntry, StreamItem, state_json};
 
 /// The API's routes.

@@ -10,8 +10,13 @@
 
 mod batch;
 mod engine;
+mod fetch;
 mod http;
 mod metrics;
+mod partition_check;
+mod rebalance;
+mod records;
+mod shared;
 mod snapshot;
 mod store;
 
@@ -28,10 +33,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::DeltaOutcome;
+pub use partition_check::PartitionCountChanged;
 pub use sluice_publish::partition_for;
 pub use snapshot::SnapshotRecord;
 
-use crate::engine::{Ctx, Deliveries, Engine, Shared};
+use crate::engine::Engine;
+use crate::rebalance::Ctx;
+use crate::shared::Shared;
+use crate::snapshot::Deliveries;
 use crate::store::TargetDef;
 
 /// Why the aggregator could not run.
@@ -59,9 +68,30 @@ pub enum AggregatorError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The consumer thread died.
-    #[error("consumer thread failed: {0}")]
-    Engine(String),
+    /// An events topic's partition count differs from the one its snapshots were built with.
+    #[error(transparent)]
+    PartitionCountChanged(#[from] PartitionCountChanged),
+    /// The consumer thread could not be started.
+    #[error("starting the consumer thread failed: {0}")]
+    Spawn(std::io::Error),
+    /// The consumer thread panicked.
+    #[error("the consumer thread panicked")]
+    EnginePanicked,
+}
+
+impl AggregatorError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AggregatorError::Metrics(_) => "metrics",
+            AggregatorError::Kafka { .. } => "kafka",
+            AggregatorError::KafkaSecret(_) => "kafka_secret",
+            AggregatorError::Bind { .. } => "bind",
+            AggregatorError::PartitionCountChanged(error) => error.kind(),
+            AggregatorError::Spawn(_) => "spawn",
+            AggregatorError::EnginePanicked => "engine_panicked",
+        }
+    }
 }
 
 /// The aggregator's Kafka settings, for every client it makes (the one policy: the state reader
@@ -119,6 +149,23 @@ pub async fn run(
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         _ = tokio::time::timeout(Duration::from_secs(15), ensure) => {}
+    }
+
+    // Before joining the group: a repartitioned events topic would move targets silently.
+    let check = {
+        let reader = reader.clone();
+        let state_topic = config.topics.state.clone();
+        let defs = defs.clone();
+        tokio::task::spawn_blocking(move || {
+            partition_check::check_partition_counts(&reader, &state_topic, &defs)
+        })
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        checked = check => match checked {
+            Ok(result) => result?,
+            Err(error) => tracing::warn!(%error, "the partition count check did not finish: not checked"),
+        },
     }
 
     let shared = Arc::new(Shared::new(
@@ -190,11 +237,11 @@ pub async fn run(
             engine.run(engine_stop);
             let _ = done_tx.send(());
         })
-        .map_err(|e| AggregatorError::Engine(e.to_string()))?;
+        .map_err(AggregatorError::Spawn)?;
     let finished = done_rx.await;
     http_stop.cancel();
     let _ = server.await;
-    finished.map_err(|_| AggregatorError::Engine("the consumer thread panicked".to_owned()))?;
+    finished.map_err(|_| AggregatorError::EnginePanicked)?;
     tracing::info!("aggregator stopped");
     Ok(())
 }

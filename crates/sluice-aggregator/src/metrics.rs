@@ -5,6 +5,7 @@
 use prometheus::{
     Encoder, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use sluice_merge::{Counts, Outcome};
 
 /// What happened to one delta (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,18 +22,39 @@ pub enum DeltaOutcome {
     Ignored,
     /// Could not be read or applied; counted, logged with its offset, dead-lettered if set up.
     Malformed,
+    /// Asked for a fresh base state (a gap, a reset event, a connection that did not resume).
+    Resnapshot,
 }
 
 impl DeltaOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [DeltaOutcome; 6] = [
+    pub const ALL: [DeltaOutcome; 7] = [
         DeltaOutcome::Applied,
         DeltaOutcome::Buffered,
         DeltaOutcome::Stale,
         DeltaOutcome::Duplicate,
         DeltaOutcome::Ignored,
         DeltaOutcome::Malformed,
+        DeltaOutcome::Resnapshot,
     ];
+
+    /// What the merger's outcome of one delta counts as.
+    pub fn of(outcome: &Outcome) -> DeltaOutcome {
+        match outcome {
+            Outcome::Applied(_) => DeltaOutcome::Applied,
+            Outcome::Buffered => DeltaOutcome::Buffered,
+            Outcome::Stale => DeltaOutcome::Stale,
+            Outcome::Duplicate => DeltaOutcome::Duplicate,
+            Outcome::Ignored => DeltaOutcome::Ignored,
+            Outcome::Malformed(_) => DeltaOutcome::Malformed,
+            Outcome::Resnapshot(_) => DeltaOutcome::Resnapshot,
+        }
+    }
+
+    /// The position of the outcome in [`DeltaOutcome::ALL`] (and in [`DeltaCounters`]).
+    fn index(self) -> usize {
+        self as usize
+    }
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -43,7 +65,34 @@ impl DeltaOutcome {
             DeltaOutcome::Duplicate => "duplicate",
             DeltaOutcome::Ignored => "ignored",
             DeltaOutcome::Malformed => "malformed",
+            DeltaOutcome::Resnapshot => "resnapshot",
         }
+    }
+}
+
+/// One target's `sluice_aggregator_deltas_total` series, one per [`DeltaOutcome`], resolved once
+/// (no label lookup per delta) and indexed by the outcome, never by a literal position.
+pub struct DeltaCounters([IntCounter; DeltaOutcome::ALL.len()]);
+
+impl DeltaCounters {
+    /// The counter of `outcome`.
+    pub fn get(&self, outcome: DeltaOutcome) -> &IntCounter {
+        &self.0[outcome.index()]
+    }
+
+    /// Counts one delta.
+    pub fn inc(&self, outcome: DeltaOutcome) {
+        self.get(outcome).inc();
+    }
+
+    /// Counts the deltas a base state's replay of the buffer took (each was counted as
+    /// `buffered` when it arrived).
+    pub fn replayed(&self, counts: &Counts) {
+        self.get(DeltaOutcome::Applied).inc_by(counts.applied);
+        self.get(DeltaOutcome::Stale).inc_by(counts.stale);
+        self.get(DeltaOutcome::Duplicate).inc_by(counts.duplicate);
+        self.get(DeltaOutcome::Ignored).inc_by(counts.ignored);
+        self.get(DeltaOutcome::Malformed).inc_by(counts.malformed);
     }
 }
 
@@ -185,11 +234,10 @@ impl Metrics {
     }
 
     /// Per-outcome counters of one target, resolved once (no label lookup per delta).
-    pub fn delta_counters(&self, target: &str) -> Vec<IntCounter> {
-        DeltaOutcome::ALL
-            .iter()
-            .map(|o| self.deltas.with_label_values(&[target, o.as_str()]))
-            .collect()
+    pub fn delta_counters(&self, target: &str) -> DeltaCounters {
+        DeltaCounters(
+            DeltaOutcome::ALL.map(|o| self.deltas.with_label_values(&[target, o.as_str()])),
+        )
     }
 
     /// Removes every series labelled with `target` (its partition moved to another aggregator).
@@ -210,5 +258,53 @@ impl Metrics {
             tracing::warn!(%error, "encoding metrics failed");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use sluice_merge::ResnapshotReason;
+
+    fn sample(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .map(|rest| rest.trim().to_owned())
+    }
+
+    #[test]
+    fn every_outcome_has_its_own_counter_in_label_order() {
+        for (position, outcome) in DeltaOutcome::ALL.iter().enumerate() {
+            assert_eq!(outcome.index(), position, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_resnapshot_delta_is_counted_as_resnapshot_not_as_buffered() {
+        let metrics = Metrics::new().unwrap();
+        let counters = metrics.delta_counters("t1");
+        for reason in ResnapshotReason::ALL {
+            counters.inc(DeltaOutcome::of(&Outcome::Resnapshot(reason)));
+        }
+        counters.inc(DeltaOutcome::of(&Outcome::Buffered));
+        let text = metrics.render();
+        let series = |outcome: &str| {
+            sample(
+                &text,
+                &format!("sluice_aggregator_deltas_total{{outcome=\"{outcome}\",target=\"t1\"}}"),
+            )
+        };
+        assert_eq!(series("resnapshot").as_deref(), Some("5"), "{text}");
+        assert_eq!(series("buffered").as_deref(), Some("1"), "{text}");
+        assert_eq!(series("applied").as_deref(), Some("0"), "{text}");
+    }
+
+    #[test]
+    fn a_forgotten_target_leaves_no_delta_series() {
+        let metrics = Metrics::new().unwrap();
+        metrics.delta_counters("t1").inc(DeltaOutcome::Resnapshot);
+        metrics.forget_target("t1");
+        assert!(!metrics.render().contains("target=\"t1\""));
     }
 }

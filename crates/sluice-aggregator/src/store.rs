@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
-use prometheus::IntCounter;
 use serde::ser::{SerializeMap, Serializer};
 use sluice_config::{AggregateConfig, TargetConfig};
 use sluice_merge::{Change, Merger};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::DeltaCounters;
 
 /// Changes kept per target for `Last-Event-ID` resumption of `/stream`.
 pub const RING: usize = 10_000;
@@ -116,8 +117,8 @@ pub struct Cell {
     pub gone: CancellationToken,
     /// The same as `gone`, readable with one atomic load (checked per record).
     retired: AtomicBool,
-    /// Per-outcome delta counters (see [`crate::metrics::DeltaOutcome::ALL`]).
-    pub counters: Vec<IntCounter>,
+    /// Per-outcome delta counters.
+    pub counters: DeltaCounters,
     /// Live [`Listener`]s: read per applied delta with one load (the channel's own count takes
     /// a lock).
     listeners: AtomicUsize,
@@ -138,7 +139,7 @@ impl Drop for Listener {
 
 impl Cell {
     /// A cell around `inner`.
-    pub fn new(def: Arc<TargetDef>, inner: Inner, counters: Vec<IntCounter>) -> Cell {
+    pub fn new(def: Arc<TargetDef>, inner: Inner, counters: DeltaCounters) -> Cell {
         let (changes, _) = broadcast::channel(1024);
         Cell {
             def,

@@ -711,3 +711,184 @@ async fn worker_and_aggregator_authenticate_with_sasl_from_properties_and_a_secr
     let (exit, log) = worker.terminate().await;
     assert!(exit.success(), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_that_asks_for_a_fresh_base_state_is_counted_as_resnapshot_not_buffered() {
+    let rig = rig("agg-resnap").await;
+    let sim = rig::sim_with(sim_config(10, 200.0, 3_000)).await;
+    rig.target(
+        "resnap",
+        &sim.stream_url(),
+        &aggregate_yaml(&sim.snapshot_url()),
+    );
+    // The aggregator first: it loads its initial base state, then sees the worker's first
+    // record, whose connection resumed from nothing (a possible gap): one re-snapshot.
+    let aggregator = rig.start_aggregator("", true).await;
+    let worker = rig.start("").await;
+    aggregator
+        .wait_for("the worker's first record", async |a: &Worker| {
+            a.metric("sluice_aggregator_resnapshots_total{reason=\"generation\",target=\"resnap\"}")
+                .await
+                >= 1.0
+        })
+        .await;
+    sim.wait_for_head(3_000).await;
+    assert_converges(&aggregator, "resnap", &sim).await;
+    let metrics = aggregator.metrics().await;
+    let value = |series: &str| rig::metric_value(&metrics, series);
+    assert_eq!(
+        value("sluice_aggregator_resnapshots_total{reason=\"generation\",target=\"resnap\"}"),
+        1.0,
+        "the first connection did not resume:\n{metrics}"
+    );
+    assert_eq!(
+        value("sluice_aggregator_deltas_total{outcome=\"resnapshot\",target=\"resnap\"}"),
+        1.0,
+        "the delta that asked for the fresh base state is counted as such:\n{metrics}"
+    );
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_targets_stream_and_base_fetch_go_through_the_same_proxy_member() {
+    use sluice_testkit::proxies::{Tinyproxy, TinyproxyOptions};
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        let Some(proxy) = Tinyproxy::start_or_skip(TinyproxyOptions::default()) else {
+            return;
+        };
+        proxies.push(proxy);
+    }
+    let rig = rig("agg-pool").await;
+    let pools = format!(
+        "proxy_pools:\n  shared:\n{}",
+        proxies
+            .iter()
+            .map(|p| format!("    - url: {}\n", p.url()))
+            .collect::<String>()
+    );
+    // Targets whose home members cover the pool, so a stream and a fetch that chose members
+    // differently would show.
+    let mut ids: BTreeMap<usize, String> = BTreeMap::new();
+    for n in 0..1_000 {
+        let id = format!("pooled{n}");
+        ids.entry(sluice_publish::pool_home(&id, proxies.len()))
+            .or_insert(id);
+        if ids.len() == proxies.len() {
+            break;
+        }
+    }
+    assert!(ids.len() >= 2, "ids with different home members: {ids:?}");
+    let mut sims = Vec::new();
+    for id in ids.values() {
+        let sim = rig::sim_with(sim_config(5, 100.0, 200)).await;
+        rig.target(
+            id,
+            &sim.stream_url(),
+            &format!(
+                "proxy: {{pool: shared}}\n{}",
+                aggregate_yaml(&sim.snapshot_url())
+            ),
+        );
+        sims.push((id.clone(), sim));
+    }
+    let worker = rig.start(&pools).await;
+    let aggregator = rig.start_aggregator("", true).await;
+    for (id, sim) in &sims {
+        sim.wait_for_head(200).await;
+        assert_converges(&aggregator, id, sim).await;
+    }
+    let logs: Vec<String> = proxies.iter().map(Tinyproxy::log).collect();
+    for (id, sim) in &sims {
+        let streamed: Vec<usize> = (0..logs.len())
+            .filter(|&n| logs[n].contains(&sim.stream_url()))
+            .collect();
+        let fetched: Vec<usize> = (0..logs.len())
+            .filter(|&n| logs[n].contains(&sim.snapshot_url()))
+            .collect();
+        assert_eq!(
+            streamed.len(),
+            1,
+            "{id}: the stream went through one member: {streamed:?}\n{logs:#?}"
+        );
+        assert_eq!(
+            fetched, streamed,
+            "{id}: the base fetch went through the stream's member\n{logs:#?}"
+        );
+    }
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregator_refuses_to_start_when_the_events_topic_was_repartitioned() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let rig = rig("agg-repartition").await;
+    let sim = rig::sim_with(sim_config(5, 200.0, 300)).await;
+    rig.target(
+        "moved",
+        &sim.stream_url(),
+        &aggregate_yaml(&sim.snapshot_url()),
+    );
+    let worker = rig.start("").await;
+    let first = rig.start_aggregator("", true).await;
+    sim.wait_for_head(300).await;
+    assert_converges(&first, "moved", &sim).await;
+    let (exit, log) = first.terminate().await;
+    assert!(exit.success(), "{exit:?}\n{log}");
+    drop(worker);
+
+    // The snapshots say what they were built for.
+    let records = rig::read_topic_until(&rig.kafka, &rig.state, |r| !r.is_empty()).await;
+    let last = records.last().expect("a snapshot record");
+    let mut snapshot: Value = serde_json::from_str(&last.value).expect("snapshot is json");
+    assert_eq!(snapshot["partitions"], 1, "{snapshot}");
+
+    // The events topic now has 3 partitions: on a real broker it gets them (CreatePartitions);
+    // the mock cluster cannot repartition a topic, so there the newest snapshot is written
+    // again as built for 3 partitions of a topic that has 1.
+    let (recorded, current) = if rig.kafka.is_mock() {
+        snapshot["partitions"] = 3.into();
+        let producer: FutureProducer = rig.kafka.producer_config().create().unwrap();
+        let payload = snapshot.to_string();
+        producer
+            .send(
+                FutureRecord::to(&rig.state).key("moved").payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        (3, 1)
+    } else {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> =
+            rig.kafka.producer_config().create().unwrap();
+        let results = admin
+            .create_partitions(&[NewPartitions::new(&rig.events, 3)], &AdminOptions::new())
+            .await
+            .unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        (1, 3)
+    };
+
+    let port = free_port().await;
+    let config = rig.aggregator_yaml(port, "");
+    let output = tokio::time::timeout(
+        rig::LIMIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["aggregator", "--config"])
+            .arg(&config)
+            .output(),
+    )
+    .await
+    .expect("the aggregator exits")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let expected = format!(
+        "events topic {} has {current} partitions, but the snapshots in state topic {} were built for {recorded}",
+        rig.events, rig.state
+    );
+    assert!(stderr.contains(&expected), "{expected}\n{stderr}");
+}

@@ -1,6 +1,7 @@
 //! A target's snapshot as stored in the compacted state topic (key = target id) and, when
 //! configured, in `<dir>/<target>.json`: the merged state plus where in the events topic it
-//! stands, so a restart (or the next owner after a rebalance) resumes exactly there.
+//! stands, so a restart (or the next owner after a rebalance) resumes exactly there. Format and
+//! file writing only: it must not talk to Kafka.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,11 @@ pub struct SnapshotRecord {
     pub topic: String,
     /// The events partition the target's records are in.
     pub partition: i32,
+    /// The events topic's partition count when the record was written: the target's partition
+    /// was chosen for that many (`partition_for`). Absent in records written before it was
+    /// recorded, which cannot be checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
     /// The offset of the first record not reflected in `state`.
     pub next_offset: i64,
     /// When it was written, RFC 3339.

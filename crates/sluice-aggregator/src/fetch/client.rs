@@ -1,0 +1,76 @@
+//! The HTTP client of one base-state fetch: the target's headers and auth plus the
+//! `aggregate.base` headers, its proxy (for a pooled target the same member its stream uses,
+//! `sluice_publish::pool_home`) and TLS roots; secrets are read now, at each fetch. It must
+//! not fetch, retry or log.
+
+use std::collections::BTreeMap;
+
+use sluice_client::{Client, ClientOptions, ConnectError};
+use sluice_config::{HeaderError, ProxyConfig, SecretError, TargetProxy};
+use sluice_publish::pool_home;
+
+use crate::store::TargetDef;
+
+/// Why the client for a base fetch could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseClientError {
+    /// A header (the target's or `aggregate.base`'s) could not be resolved.
+    #[error("cannot resolve the base-state request headers: {0}")]
+    Headers(#[from] HeaderError),
+    /// The proxy's secret could not be read.
+    #[error("cannot resolve the proxy: {0}")]
+    Proxy(#[from] SecretError),
+    /// The target names a proxy pool with no member.
+    #[error("proxy pool {pool:?} has no member")]
+    EmptyPool {
+        /// The pool's name.
+        pool: String,
+    },
+    /// The HTTP client refused its options.
+    #[error(transparent)]
+    Client(#[from] ConnectError),
+}
+
+impl BaseClientError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BaseClientError::Headers(error) => error.kind(),
+            BaseClientError::Proxy(error) => error.kind(),
+            BaseClientError::EmptyPool { .. } => "empty_pool",
+            BaseClientError::Client(error) => error.kind(),
+        }
+    }
+}
+
+/// The client for one base-state fetch of `def`.
+pub fn base_client(
+    def: &TargetDef,
+    pools: &BTreeMap<String, Vec<ProxyConfig>>,
+) -> Result<Client, BaseClientError> {
+    let target = &def.target;
+    let mut headers = target.resolve_headers()?;
+    for (name, value) in def.aggregate.resolve_base_headers()?.iter() {
+        headers.insert(name.clone(), value.clone());
+    }
+    let proxy = match &target.proxy {
+        None => None,
+        Some(TargetProxy::Direct(proxy)) => Some(proxy.resolve_url()?),
+        Some(TargetProxy::Pool(name)) => {
+            let members = pools.get(name).map(Vec::as_slice).unwrap_or_default();
+            match members.get(pool_home(target.id.as_str(), members.len())) {
+                Some(proxy) => Some(proxy.resolve_url()?),
+                None => return Err(BaseClientError::EmptyPool { pool: name.clone() }),
+            }
+        }
+    };
+    let options = ClientOptions {
+        headers,
+        proxy,
+        connect_timeout: target.connect_timeout,
+        max_redirects: usize::try_from(target.max_redirects).unwrap_or(usize::MAX),
+        root_certificates_pem: target.root_certificates_pem.clone(),
+        ..ClientOptions::default()
+    };
+    Ok(Client::new(def.aggregate.base_url.clone(), options)?)
+}

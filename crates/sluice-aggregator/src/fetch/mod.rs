@@ -1,0 +1,167 @@
+//! Base-state fetches: for each target whose merger asks for one, a REST fetch spawned on the
+//! runtime (`client` builds its HTTP client), its result applied on the consumer thread under
+//! the target's lock (`Merger::load_base` with the request's epoch, so a superseded fetch is
+//! refused), and a failed one retried later (`retry`).
+//!
+//! It must not block the consumer thread on the network, and never loads a document for an
+//! epoch the merger no longer waits for. It does not decide when a fetch is needed (the merger
+//! does).
+
+mod client;
+mod error;
+mod retry;
+
+use std::sync::{Arc, mpsc};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+pub use error::BaseFetchError;
+use retry::RetrySchedule;
+
+use crate::shared::Shared;
+use crate::store::{Cell, RingEntry, StreamItem};
+
+/// Largest base-state document accepted.
+const MAX_BASE_BYTES: usize = 256 * 1024 * 1024;
+
+/// A finished base fetch.
+struct Fetched {
+    target: String,
+    epoch: u64,
+    result: Result<Bytes, BaseFetchError>,
+}
+
+/// The base fetches of the loop: started, arrived, waiting to retry.
+pub struct Fetcher {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Fetched>,
+    rx: mpsc::Receiver<Fetched>,
+    retries: RetrySchedule,
+}
+
+impl Fetcher {
+    /// A fetcher for the targets of `shared`.
+    pub fn new(shared: Arc<Shared>) -> Fetcher {
+        let (tx, rx) = mpsc::channel();
+        Fetcher {
+            shared,
+            tx,
+            rx,
+            retries: RetrySchedule::default(),
+        }
+    }
+
+    /// One step of the loop: starts the fetches queued targets ask for, applies the ones that
+    /// finished (which may queue more), then starts the retries that are due.
+    pub fn step(&mut self) {
+        self.start_queued();
+        while let Ok(fetched) = self.rx.try_recv() {
+            self.arrived(fetched);
+        }
+        self.start_queued();
+        self.start_due_retries();
+    }
+
+    fn start_queued(&mut self) {
+        for cell in self.shared.take_fetch_queue() {
+            let request = cell.lock().merger.fetch_request();
+            if let Some(request) = request {
+                self.shared
+                    .metrics
+                    .resnapshots
+                    .with_label_values(&[cell.def.id(), request.reason.as_str()])
+                    .inc();
+                self.spawn(&cell, request.epoch);
+            }
+        }
+    }
+
+    fn spawn(&self, cell: &Arc<Cell>, epoch: u64) {
+        cell.lock().fetching = Some(epoch);
+        let def = cell.def.clone();
+        let pools = self.shared.pools.clone();
+        let tx = self.tx.clone();
+        self.shared.runtime.spawn(async move {
+            let result = match client::base_client(&def, &pools) {
+                Ok(client) => client
+                    .fetch_document(def.aggregate.base_timeout, MAX_BASE_BYTES)
+                    .await
+                    .map_err(BaseFetchError::from),
+                Err(error) => Err(error.into()),
+            };
+            let _ = tx.send(Fetched {
+                target: def.id().to_owned(),
+                epoch,
+                result,
+            });
+        });
+    }
+
+    fn arrived(&mut self, fetched: Fetched) {
+        let Some(cell) = self.shared.store.get(&fetched.target) else {
+            return;
+        };
+        let body = match fetched.result {
+            Ok(body) => body,
+            Err(error) => return self.failed(&fetched.target, fetched.epoch, &error),
+        };
+        let mut inner = cell.lock();
+        inner.fetching = None;
+        match inner.merger.load_base(fetched.epoch, &body) {
+            Ok(applied) => {
+                self.shared
+                    .metrics
+                    .base_fetches
+                    .with_label_values(&[&fetched.target, "ok"])
+                    .inc();
+                self.retries.succeeded(&fetched.target);
+                let counts = applied.replayed;
+                cell.counters.replayed(&counts);
+                inner.dirty = true;
+                inner.changed_at = SystemTime::now();
+                let seq = inner.merger.change_seq();
+                inner.remember(RingEntry::Full(seq));
+                tracing::info!(target_id = %fetched.target, entities = applied.entities, version = ?applied.version, applied = counts.applied, stale = counts.stale, "base state loaded");
+                drop(inner);
+                cell.publish(StreamItem::Full(seq));
+                if applied.resnapshot.is_some() {
+                    self.shared.want_fetch(cell.clone());
+                }
+            }
+            Err(sluice_merge::BaseError::Superseded { .. }) => {}
+            Err(error) => {
+                drop(inner);
+                self.failed(&fetched.target, fetched.epoch, &error.into());
+            }
+        }
+    }
+
+    fn failed(&mut self, target: &str, epoch: u64, error: &BaseFetchError) {
+        self.shared
+            .metrics
+            .base_fetches
+            .with_label_values(&[target, "error"])
+            .inc();
+        let delay = self
+            .retries
+            .failed(target, epoch, Instant::now(), &mut rand::rng());
+        tracing::warn!(target_id = %target, kind = error.kind(), %error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(0), "base state fetch failed");
+    }
+
+    fn start_due_retries(&mut self) {
+        for (target, epoch) in self.retries.take_due(Instant::now()) {
+            let Some(cell) = self.shared.store.get(&target) else {
+                continue;
+            };
+            let current = {
+                let inner = cell.lock();
+                !inner.merger.is_synced() && inner.merger.epoch() == epoch
+            };
+            if current {
+                self.spawn(&cell, epoch);
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! An assignment: the partitions' targets come back from the state topic (`Merger::restore` of
+//! their last snapshot, replaying from its offset), and the configured targets of those
+//! partitions without a usable snapshot start fresh (queued for a base fetch, taking records
+//! from the partition's start offset).
+//!
+//! A snapshot is not used when it is older than the partition's start offset (its writer had
+//! lost the partition already) or was built for another partition count of its topic (the
+//! target may now live in another partition). This module must not fetch base states or
+//! handle records.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::BaseConsumer;
+use sluice_merge::Merger;
+use sluice_publish::partition_for;
+
+use super::start_offsets::{partition_count, pin_start_offsets};
+use super::{Ctx, partitions};
+use crate::shared::{Shared, TopicPartition};
+use crate::snapshot::SnapshotRecord;
+use crate::store::{Inner, TargetDef};
+
+/// How long reading the state topic at an assignment may take.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Restores the targets of newly assigned partitions (from the state topic), and starts
+/// fresh the configured targets of those partitions that have no snapshot.
+pub fn restore(shared: &Shared, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
+    let parts = partitions(tpl);
+    tracing::info!(partitions = ?parts, "partitions assigned");
+    shared.add_assigned(&parts);
+    if !parts.is_empty() {
+        let starts = pin_start_offsets(consumer, tpl);
+        let topics: BTreeSet<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
+        for topic in topics {
+            shared.set_partition_count(topic, partition_count(consumer, topic));
+        }
+        let restored = restore_snapshots(shared, &parts, &starts);
+        start_fresh(shared, &parts, &starts, &restored);
+    }
+    shared.set_assigned_once(true);
+}
+
+/// Restores every configured target of `parts` that has a usable snapshot; returns their ids.
+fn restore_snapshots(
+    shared: &Shared,
+    parts: &BTreeSet<TopicPartition>,
+    starts: &HashMap<TopicPartition, i64>,
+) -> BTreeSet<String> {
+    let snapshots = match sluice_publish::read_compacted_blocking(
+        shared.reader.clone(),
+        &shared.state_topic,
+        RESTORE_TIMEOUT,
+    ) {
+        Ok(table) => table,
+        Err(sluice_publish::CheckpointReadError::TopicMissing { .. }) => HashMap::new(),
+        Err(error) => {
+            tracing::error!(%error, topic = %shared.state_topic, "cannot read the state topic: assigned targets start from fresh base states");
+            HashMap::new()
+        }
+    };
+    let mut restored = BTreeSet::new();
+    for (id, bytes) in snapshots {
+        let Some(def) = shared.defs.get(&id) else {
+            continue;
+        };
+        let record = match SnapshotRecord::decode(&bytes) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(target_id = %id, %error, "skipping unreadable snapshot record");
+                continue;
+            }
+        };
+        let key = (record.topic.clone(), record.partition);
+        if !parts.contains(&key) || record.topic != def.target.topic {
+            continue;
+        }
+        if !usable(shared, &id, &record, starts.get(&key).copied()) {
+            continue;
+        }
+        restore_one(shared, def, record);
+        restored.insert(id);
+    }
+    restored
+}
+
+/// Whether `record` may be restored given its partition's start offset and the topic's
+/// partition count now.
+fn usable(shared: &Shared, id: &str, record: &SnapshotRecord, start: Option<i64>) -> bool {
+    if let Some(start) = start
+        && record.next_offset < start
+    {
+        // Committed offsets never pass a snapshot its owner wrote, so this one was written by
+        // an owner that had already lost the partition: replaying from `start` would skip
+        // records it lacks.
+        tracing::warn!(target_id = %id, next_offset = record.next_offset, start, "snapshot is older than the partition's start offset: fetching a fresh base state instead");
+        return false;
+    }
+    if let (Some(built), Some(now)) = (record.partitions, shared.partition_count(&record.topic))
+        && built != now
+    {
+        tracing::error!(target_id = %id, topic = %record.topic, snapshot_partitions = built, partitions = now, "snapshot was built for another partition count of its topic: not restored");
+        return false;
+    }
+    true
+}
+
+fn restore_one(shared: &Shared, def: &Arc<TargetDef>, record: SnapshotRecord) {
+    let changed_at =
+        humantime::parse_rfc3339(&record.written_at).unwrap_or_else(|_| SystemTime::now());
+    let merger = Merger::restore(def.spec.clone(), record.state);
+    tracing::info!(target_id = %def.id(), partition = record.partition, next_offset = record.next_offset, entities = merger.len(), version = ?merger.version(), "target restored from its snapshot");
+    shared.insert_cell(
+        def,
+        Inner {
+            merger,
+            partition: record.partition,
+            next_offset: record.next_offset,
+            snapshot_offset: Some(record.next_offset),
+            dirty: false,
+            changed_at,
+            ring: Default::default(),
+            fetching: None,
+        },
+    );
+}
+
+/// Starts fresh (base fetch queued) every configured target that `partition_for` places in
+/// `parts` and that was not restored.
+fn start_fresh(
+    shared: &Shared,
+    parts: &BTreeSet<TopicPartition>,
+    starts: &HashMap<TopicPartition, i64>,
+    restored: &BTreeSet<String>,
+) {
+    for def in shared.defs.values() {
+        if restored.contains(def.id()) {
+            continue;
+        }
+        let topic = &def.target.topic;
+        let Some(count) = shared.partition_count(topic) else {
+            continue;
+        };
+        if !parts.iter().any(|(t, _)| t == topic) {
+            continue;
+        }
+        let partition = partition_for(def.id(), count);
+        let key = (topic.clone(), partition);
+        if parts.contains(&key) {
+            tracing::info!(target_id = %def.id(), partition, "target assigned without a snapshot: fetching its base state");
+            shared.insert_fresh_cell(def, partition, starts.get(&key).copied().unwrap_or(-1));
+        }
+    }
+}
