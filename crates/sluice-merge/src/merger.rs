@@ -196,6 +196,18 @@ impl Merger {
             return Outcome::Resnapshot(ResnapshotReason::ResetEvent);
         }
         if !self.synced {
+            // A delta that can never apply is reported now, while its record is at hand (the
+            // aggregator dead-letters it); found only when the buffer is replayed, it would be
+            // counted and dropped with nothing to show for it.
+            let read = match self.spec.strategy {
+                Strategy::Replace => self.read_text(input.data, delete).map(drop),
+                Strategy::MergePatch | Strategy::JsonPatch => {
+                    self.read_tree(input.data, delete).map(drop)
+                }
+            };
+            if let Err(error) = read {
+                return Outcome::Malformed(error);
+            }
             self.buffer.push(held(input, delete, None));
             return Outcome::Buffered;
         }

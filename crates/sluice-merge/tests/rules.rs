@@ -884,16 +884,18 @@ fn malformed_deltas_of_every_kind_leave_the_state_unchanged_and_the_target_goes_
 }
 
 #[test]
-fn malformed_deltas_held_before_the_base_are_counted_on_replay() {
+fn malformed_deltas_before_the_base_are_reported_at_once_and_never_held() {
     let mut merger = Merger::new(Arc::new(spec()));
-    merger.offer(&message("nope"));
+    assert!(matches!(
+        merger.offer(&message("nope")),
+        Outcome::Malformed(_)
+    ));
     merger.offer(&message(&delta("a", 2, 2)));
     let done = merger.load_base(1, base(1, &[]).as_bytes()).unwrap();
     assert_eq!(
         done.replayed,
         Counts {
             applied: 1,
-            malformed: 1,
             ..Counts::default()
         }
     );
@@ -1323,4 +1325,24 @@ fn changes_without_values_move_the_state_exactly_as_changes_with_them() {
         assert_eq!(xs(&with), xs(&without), "{strategy:?}");
         assert_eq!(with.version(), without.version());
     }
+}
+
+#[test]
+fn a_malformed_delta_before_the_base_is_reported_at_once_not_buffered() {
+    let mut merger = Merger::new(Arc::new(spec()));
+    // Reported while its record is at hand (the aggregator dead-letters it), never held to be
+    // counted and dropped when the buffer is replayed.
+    let error = malformed(merger.offer(&message("{\"key\": not json")));
+    assert_eq!(error.kind(), "not_json");
+    assert!(matches!(
+        merger.offer(&message("{\"version\": 3}")),
+        Outcome::Malformed(_)
+    ));
+    assert_eq!(merger.offer(&message(&delta("a", 5, 1))), Outcome::Buffered);
+    let applied = merger
+        .load_base(1, base(4, &[("a", 0)]).as_bytes())
+        .unwrap();
+    assert_eq!(applied.replayed.malformed, 0);
+    assert_eq!(applied.replayed.applied, 1);
+    assert_eq!(xs(&merger), owned(&[("a", 1)]));
 }

@@ -81,6 +81,8 @@ enum Command {
     Validate(cmd::validate::ValidateArgs),
     /// Everything in one process, nothing to install: embedded Kafka, simulator, worker, aggregator.
     Demo(cmd::demo::DemoArgs),
+    /// Inspect the aggregator's dead letters, and send one back through the normal path.
+    DeadLetters(cmd::dead_letters::DeadLettersArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
         Command::Aggregator(_) => "aggregator",
         Command::Validate(_) => "validate",
         Command::Demo(_) => "demo",
+        Command::DeadLetters(_) => "dead-letters",
     };
     // The root span of the run: there is always at least one span to export.
     let span = tracing::info_span!(telemetry::ROOT_SPAN, command);
@@ -125,6 +128,7 @@ fn run(command: Command, span: tracing::Span) -> ExitCode {
                 Command::Worker(args) => cmd::worker::run(args, shutdown).await,
                 Command::Aggregator(args) => cmd::aggregator::run(args, shutdown).await,
                 Command::Demo(args) => cmd::demo::run(args, shutdown).await,
+                Command::DeadLetters(args) => cmd::dead_letters::run(args).await,
                 Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {

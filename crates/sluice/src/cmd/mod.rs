@@ -3,6 +3,7 @@
 
 pub mod aggregator;
 pub mod builtin_config;
+pub mod dead_letters;
 pub mod demo;
 pub mod sim;
 pub mod tail;
