@@ -88,3 +88,16 @@ impl ChildProc {
         }
     }
 }
+
+impl ChildProc {
+    /// SIGKILL (no chance to flush or checkpoint), then reaps it.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Its exit status, when it has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}

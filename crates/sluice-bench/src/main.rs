@@ -3,19 +3,23 @@
 //! two straightforward implementations (reqwest-eventsource + rdkafka `FutureProducer`, awaiting
 //! each send or keeping up to 10,000 in flight), and for the aggregator (`aggregate`: deltas
 //! merged per second and per CPU-second, entity query latency while merging, memory per
-//! entity). Commands and results: `docs/BENCHMARKS.md`.
+//! entity), and the chaos run (`chaos`: kill -9 of the worker and the aggregator under upstream
+//! faults, checked for loss, duplicates, availability, exact state and leaked secrets).
+//! Commands and results: `docs/BENCHMARKS.md`.
 //!
 //! Every implementation runs as a child process, so its CPU (`/proc/<pid>/stat`) and memory
 //! (`/proc/<pid>/status`) are read alone; the mock Kafka cluster and (for density) the simulator
 //! run in processes of their own too.
 //!
 //! This is a measuring tool, not a test and not production code: it must not be run by
-//! `cargo test` beyond its pure unit tests, nothing in the product may depend on it, and it
+//! `cargo test` beyond its pure unit tests and the short chaos run of `tests/chaos.rs`, nothing
+//! in the product may depend on it, and it
 //! must not talk to anything but loopback addresses. Its numbers are only meaningful from a
 //! `--release` build.
 
 mod aggregate;
 mod baseline;
+mod chaos;
 mod child;
 mod density;
 mod impls;
@@ -51,6 +55,9 @@ enum Command {
     /// `sluice aggregator` on a pre-loaded events topic: deltas merged per second and per
     /// CPU-second, entity query latency while merging, RSS per entity.
     Aggregate(aggregate::AggregateArgs),
+    /// The worker and the aggregator killed with -9 at random under upstream faults on a real
+    /// Kafka: 0 lost, records per event, longest unserved, state equal to the truth, no secret.
+    Chaos(chaos::ChaosArgs),
     /// A baseline implementation (child process of `pipeline` and `density`).
     Baseline(BaselineArgs),
     /// librdkafka's mock cluster in its own process: prints its bootstrap servers, then serves
@@ -259,6 +266,7 @@ fn main() -> anyhow::Result<()> {
                 Command::Density(args) => density::run(args).await,
                 Command::Aggregate(args) => aggregate::run(args).await,
                 Command::Sim(args) => simproc::run(args).await,
+                Command::Chaos(args) => chaos::run(args).await,
                 Command::Baseline(args) => {
                     baseline::run(baseline::Baseline {
                         mode: args.mode,

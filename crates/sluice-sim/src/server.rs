@@ -198,6 +198,11 @@ impl RunningSim {
         Ok(())
     }
 
+    /// Drops every queued one-shot fault, as `DELETE /admin/faults` does.
+    pub fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
     /// Stops serving (open streams end) and waits for every connection task.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();

@@ -249,6 +249,17 @@ async fn admin_faults_apply_to_the_next_connections_only() {
     assert_eq!(response.status(), 200);
     drop(response);
 
+    // So does clear_faults, the same from the handle.
+    sim.queue_faults(QueuedFaults {
+        count: 3,
+        faults: sluice_sim::RawParams::from_query("status=503").unwrap(),
+    })
+    .unwrap();
+    sim.clear_faults();
+    let response = client().get(sim.stream_url()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+
     let bad = client()
         .post(&admin)
         .body(r#"{"faults":{"status":"soon"}}"#)
