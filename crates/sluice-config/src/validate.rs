@@ -571,6 +571,11 @@ const PRODUCER_MANAGED: Managed = &[
         "enable.idempotence",
         "sluice always produces with acks=all and idempotence",
     ),
+    (
+        "partitioner",
+        "sluice places every record itself (crc-32 of the target id modulo the partition count), \
+         so that the aggregator and the fleet agree on where a target's records are",
+    ),
 ];
 
 /// Validates `worker.yaml` (targets are added by the caller).

@@ -141,6 +141,11 @@ fn kafka_secret_properties_are_references_to_unmanaged_properties_written_once()
 }
 
 #[test]
+fn the_partitioner_is_refused_because_sluice_places_records_itself() {
+    assert_fixture("partitioner_is_managed");
+}
+
+#[test]
 fn empty_brokers_are_reported() {
     assert_fixture("empty_brokers");
 }
@@ -339,6 +344,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "missing_ca_file",
         "missing_secret_file",
         "not_pem_ca_file",
+        "partitioner_is_managed",
         "several_problems",
         "unknown_key",
         "unknown_proxy_pool",
