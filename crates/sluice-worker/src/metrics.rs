@@ -65,7 +65,9 @@ impl Metrics {
             tracing::error!(%error, "encoding metrics failed");
         }
         let mut out = String::from_utf8_lossy(&buffer).into_owned();
-        // About 31 series per target: reserve once instead of growing through 17 MiB at 10k.
+        // Dozens of series per target: reserve once instead of growing the exposition through
+        // many reallocations (its size at 10,000 targets: docs/BENCHMARKS.md, "Density, 10,000
+        // connections").
         out.reserve(self.targets.len() * 2048);
         write_targets(&mut out, &self.targets);
         out
