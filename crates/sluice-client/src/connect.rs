@@ -10,6 +10,7 @@ use url::Url;
 use crate::first::FirstAttempts;
 use crate::reason::DisconnectReason;
 use crate::redact::redact_url;
+use crate::server_delay;
 
 /// How to reach an endpoint. Everything here is fixed for the life of a [`Client`].
 #[derive(Clone)]
@@ -341,7 +342,7 @@ impl Client {
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+                .and_then(|v| server_delay::retry_after(v, std::time::SystemTime::now()));
             return Err(ConnectError::Status {
                 status,
                 retry_after,
@@ -434,19 +435,6 @@ fn is_event_stream(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("text/event-stream")
 }
 
-/// Parses `Retry-After` as delta-seconds or an HTTP date (RFC 9110 section 10.2.3).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
 /// Renders an error and its sources as one line, with every known secret removed.
 pub(crate) fn describe_error(
     error: &(dyn std::error::Error + 'static),
@@ -482,16 +470,6 @@ mod tests {
         assert!(is_event_stream("Text/Event-Stream; charset=utf-8"));
         assert!(!is_event_stream("text/plain"));
         assert!(!is_event_stream(""));
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

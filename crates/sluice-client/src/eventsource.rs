@@ -138,7 +138,7 @@ impl EventSource {
         loop {
             if let Some(item) = self.parser.next_item()? {
                 if let Item::Retry(ms) = item {
-                    self.retry = Duration::from_millis(ms);
+                    self.retry = crate::reconnection_time(ms);
                 }
                 return Ok(Some(SourceItem::Item(item)));
             }

@@ -118,6 +118,11 @@ fn bad_durations_are_reported_in_worker_and_target() {
 }
 
 #[test]
+fn durations_over_the_maximum_are_refused_in_worker_and_target() {
+    assert_fixture("too_long_duration");
+}
+
+#[test]
 fn bad_target_id_is_reported_with_the_charset_rule() {
     assert_fixture("bad_target_id");
 }
@@ -346,6 +351,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "not_pem_ca_file",
         "partitioner_is_managed",
         "several_problems",
+        "too_long_duration",
         "unknown_key",
         "unknown_proxy_pool",
         "unset_secret_env",
