@@ -10,7 +10,11 @@ use url::Url;
 use crate::first::FirstAttempts;
 use crate::reason::DisconnectReason;
 use crate::redact::redact_url;
+use crate::redirect::{self, RedirectError, SendError};
 use crate::server_delay;
+
+/// The header an `EventSource` resumes with.
+const LAST_EVENT_ID: &str = "last-event-id";
 
 /// How to reach an endpoint. Everything here is fixed for the life of a [`Client`].
 #[derive(Clone)]
@@ -77,6 +81,15 @@ pub enum ConnectError {
         /// The configured limit.
         limit: usize,
     },
+    /// A redirect that cannot be followed: no usable `Location` (an empty one would loop to the
+    /// same URL), or from `https` to plain `http`. Retrying cannot help.
+    #[error("redirect from {url} not followed: {detail}")]
+    Redirect {
+        /// The endpoint, redacted.
+        url: String,
+        /// What is wrong with the redirect (secrets removed).
+        detail: String,
+    },
     /// The server answered 204: the event stream spec's "do not reconnect".
     #[error("server answered 204 no content: the endpoint asks clients not to reconnect")]
     NoContent,
@@ -114,6 +127,7 @@ impl ConnectError {
             ConnectError::Options(_) => "options",
             ConnectError::Transport { .. } => "transport",
             ConnectError::TooManyRedirects { .. } => "too_many_redirects",
+            ConnectError::Redirect { .. } => "redirect",
             ConnectError::NoContent => "no_content",
             ConnectError::Status { .. } => "http_status",
             ConnectError::ContentType { .. } => "content_type",
@@ -123,7 +137,9 @@ impl ConnectError {
     /// Whether trying again later can help. 204 and most 4xx say no; overload and outages say yes.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ConnectError::Options(_) | ConnectError::NoContent => false,
+            ConnectError::Options(_) | ConnectError::NoContent | ConnectError::Redirect { .. } => {
+                false
+            }
             ConnectError::Transport { .. } | ConnectError::TooManyRedirects { .. } => true,
             ConnectError::Status { status, .. } => {
                 matches!(status, 408 | 425 | 429) || (500..=599).contains(status)
@@ -137,6 +153,7 @@ impl ConnectError {
         match self {
             ConnectError::Options(_) | ConnectError::Transport { .. } => DisconnectReason::Reset,
             ConnectError::TooManyRedirects { .. }
+            | ConnectError::Redirect { .. }
             | ConnectError::NoContent
             | ConnectError::Status { .. } => DisconnectReason::HttpStatus,
             ConnectError::ContentType { .. } => DisconnectReason::Protocol,
@@ -220,7 +237,10 @@ impl Client {
             // spell would find it gone and open a second connection. Closed connections still
             // leave the pool when they are next looked at.
             .pool_idle_timeout(None)
-            .redirect(reqwest::redirect::Policy::limited(options.max_redirects));
+            // Redirects are followed by `redirect::send`, which keeps the target's headers to its
+            // own origin and refuses https -> http; no `Referer` either way.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false);
         for (index, pem) in options.root_certificates_pem.iter().enumerate() {
             let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 ConnectError::Options(format!(
@@ -293,9 +313,34 @@ impl Client {
         })
     }
 
+    /// A failed [`redirect::send`] as a [`ConnectError`], secrets removed.
+    pub(crate) fn send_error(&self, error: SendError) -> ConnectError {
+        match error {
+            SendError::Transport(e) => ConnectError::Transport {
+                url: self.shown_url.clone(),
+                detail: describe(&e.without_url(), &self.secrets),
+            },
+            SendError::Redirect(RedirectError::TooMany { limit }) => {
+                ConnectError::TooManyRedirects {
+                    url: self.shown_url.clone(),
+                    limit,
+                }
+            }
+            SendError::Redirect(other) => ConnectError::Redirect {
+                url: self.shown_url.clone(),
+                detail: describe(&other, &self.secrets),
+            },
+        }
+    }
+
     /// The transport, the endpoint, the request headers and the secrets to keep out of errors.
     pub(crate) fn parts(&self) -> (&reqwest::Client, &Url, &HeaderMap, &[String]) {
         (&self.http, &self.url, &self.headers, &self.secrets)
+    }
+
+    /// Redirects followed before giving up.
+    pub(crate) fn max_redirects(&self) -> usize {
+        self.max_redirects
     }
 
     /// The endpoint as it may be shown to people (secrets removed).
@@ -313,26 +358,24 @@ impl Client {
             .first_attempts
             .enter(&self.url, self.connect_timeout)
             .await;
-        let mut request = self
-            .http
-            .get(self.url.clone())
-            .headers(self.headers.clone());
+        let mut common = HeaderMap::new();
         if !last_event_id.is_empty() {
-            request = request.header("Last-Event-ID", last_event_id);
+            let value =
+                HeaderValue::from_str(last_event_id).map_err(|_| ConnectError::Transport {
+                    url: self.shown_url.clone(),
+                    detail: "the last event id cannot be sent as a header value".to_owned(),
+                })?;
+            common.insert(LAST_EVENT_ID, value);
         }
-        let response = request.send().await.map_err(|e| {
-            if e.is_redirect() {
-                ConnectError::TooManyRedirects {
-                    url: self.shown_url.clone(),
-                    limit: self.max_redirects,
-                }
-            } else {
-                ConnectError::Transport {
-                    url: self.shown_url.clone(),
-                    detail: describe(&e.without_url(), &self.secrets),
-                }
-            }
-        })?;
+        let response = redirect::send(
+            &self.http,
+            &self.url,
+            &self.headers,
+            &common,
+            self.max_redirects,
+        )
+        .await
+        .map_err(|e| self.send_error(e))?;
         let status = response.status().as_u16();
         if status == 204 {
             return Err(ConnectError::NoContent);

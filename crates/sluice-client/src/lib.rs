@@ -16,6 +16,7 @@ mod fetch;
 mod first;
 mod reason;
 pub mod redact;
+mod redirect;
 pub mod server_delay;
 
 pub use backoff::{BackoffError, ExponentialBackoff};

@@ -247,6 +247,29 @@ async fn a_zero_retry_never_reconnects_in_a_busy_loop() {
     assert!(gaps[1] >= Duration::from_millis(1990), "{gaps:?}");
 }
 
+/// An empty `Location` resolves to the URL it came from: followed, it loops until the redirect
+/// limit, and that was retried for ever. It is a redirect that cannot be followed: one request,
+/// then a connection error naming the problem.
+#[tokio::test]
+async fn an_empty_location_is_an_error_not_a_redirect_loop_retried_for_ever() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    let server = tokio::spawn(serve_counting(
+        listener,
+        vec![
+            b"HTTP/1.1 302 Found\r\nlocation: \r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .to_vec(),
+            b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n".to_vec(),
+        ],
+    ));
+    let output = tail(&[&url, "--retry", "10ms"]).await;
+    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(log.contains("the location is empty"), "{log}");
+    server.abort();
+    let _ = server.await;
+}
+
 #[tokio::test]
 async fn heartbeats_keep_an_idle_stream_alive() {
     let sim = sim(SimConfig {
