@@ -247,9 +247,9 @@ mod tests {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use rdkafka::{Offset, TopicPartitionList};
+    use sluice_testkit::TestKafka;
 
     use super::{Batch, BatchQueue};
 
@@ -266,9 +266,10 @@ mod tests {
 
     #[test]
     fn a_forwarded_partition_is_read_in_batches_with_every_field_intact() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("t", 2, 1).unwrap();
-        let bootstrap = cluster.bootstrap_servers();
+        let kafka = TestKafka::mock().unwrap();
+        let created = kafka.with_mock(|cluster| cluster.create_topic("t", 2, 1));
+        created.unwrap().unwrap().unwrap();
+        let bootstrap = kafka.bootstrap().to_owned();
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .create()

@@ -10,6 +10,11 @@ use url::Url;
 use crate::first::FirstAttempts;
 use crate::reason::DisconnectReason;
 use crate::redact::redact_url;
+use crate::redirect::{self, RedirectError, SendError};
+use crate::server_delay;
+
+/// The header an `EventSource` resumes with.
+const LAST_EVENT_ID: &str = "last-event-id";
 
 /// How to reach an endpoint. Everything here is fixed for the life of a [`Client`].
 #[derive(Clone)]
@@ -76,6 +81,15 @@ pub enum ConnectError {
         /// The configured limit.
         limit: usize,
     },
+    /// A redirect that cannot be followed: no usable `Location` (an empty one would loop to the
+    /// same URL), or from `https` to plain `http`. Retrying cannot help.
+    #[error("redirect from {url} not followed: {detail}")]
+    Redirect {
+        /// The endpoint, redacted.
+        url: String,
+        /// What is wrong with the redirect (secrets removed).
+        detail: String,
+    },
     /// The server answered 204: the event stream spec's "do not reconnect".
     #[error("server answered 204 no content: the endpoint asks clients not to reconnect")]
     NoContent,
@@ -113,6 +127,7 @@ impl ConnectError {
             ConnectError::Options(_) => "options",
             ConnectError::Transport { .. } => "transport",
             ConnectError::TooManyRedirects { .. } => "too_many_redirects",
+            ConnectError::Redirect { .. } => "redirect",
             ConnectError::NoContent => "no_content",
             ConnectError::Status { .. } => "http_status",
             ConnectError::ContentType { .. } => "content_type",
@@ -122,7 +137,9 @@ impl ConnectError {
     /// Whether trying again later can help. 204 and most 4xx say no; overload and outages say yes.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ConnectError::Options(_) | ConnectError::NoContent => false,
+            ConnectError::Options(_) | ConnectError::NoContent | ConnectError::Redirect { .. } => {
+                false
+            }
             ConnectError::Transport { .. } | ConnectError::TooManyRedirects { .. } => true,
             ConnectError::Status { status, .. } => {
                 matches!(status, 408 | 425 | 429) || (500..=599).contains(status)
@@ -136,6 +153,7 @@ impl ConnectError {
         match self {
             ConnectError::Options(_) | ConnectError::Transport { .. } => DisconnectReason::Reset,
             ConnectError::TooManyRedirects { .. }
+            | ConnectError::Redirect { .. }
             | ConnectError::NoContent
             | ConnectError::Status { .. } => DisconnectReason::HttpStatus,
             ConnectError::ContentType { .. } => DisconnectReason::Protocol,
@@ -219,7 +237,10 @@ impl Client {
             // spell would find it gone and open a second connection. Closed connections still
             // leave the pool when they are next looked at.
             .pool_idle_timeout(None)
-            .redirect(reqwest::redirect::Policy::limited(options.max_redirects));
+            // Redirects are followed by `redirect::send`, which keeps the target's headers to its
+            // own origin and refuses https -> http; no `Referer` either way.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false);
         for (index, pem) in options.root_certificates_pem.iter().enumerate() {
             let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 ConnectError::Options(format!(
@@ -292,9 +313,34 @@ impl Client {
         })
     }
 
+    /// A failed [`redirect::send`] as a [`ConnectError`], secrets removed.
+    pub(crate) fn send_error(&self, error: SendError) -> ConnectError {
+        match error {
+            SendError::Transport(e) => ConnectError::Transport {
+                url: self.shown_url.clone(),
+                detail: describe(&e.without_url(), &self.secrets),
+            },
+            SendError::Redirect(RedirectError::TooMany { limit }) => {
+                ConnectError::TooManyRedirects {
+                    url: self.shown_url.clone(),
+                    limit,
+                }
+            }
+            SendError::Redirect(other) => ConnectError::Redirect {
+                url: self.shown_url.clone(),
+                detail: describe(&other, &self.secrets),
+            },
+        }
+    }
+
     /// The transport, the endpoint, the request headers and the secrets to keep out of errors.
     pub(crate) fn parts(&self) -> (&reqwest::Client, &Url, &HeaderMap, &[String]) {
         (&self.http, &self.url, &self.headers, &self.secrets)
+    }
+
+    /// Redirects followed before giving up.
+    pub(crate) fn max_redirects(&self) -> usize {
+        self.max_redirects
     }
 
     /// The endpoint as it may be shown to people (secrets removed).
@@ -312,26 +358,24 @@ impl Client {
             .first_attempts
             .enter(&self.url, self.connect_timeout)
             .await;
-        let mut request = self
-            .http
-            .get(self.url.clone())
-            .headers(self.headers.clone());
+        let mut common = HeaderMap::new();
         if !last_event_id.is_empty() {
-            request = request.header("Last-Event-ID", last_event_id);
+            let value =
+                HeaderValue::from_str(last_event_id).map_err(|_| ConnectError::Transport {
+                    url: self.shown_url.clone(),
+                    detail: "the last event id cannot be sent as a header value".to_owned(),
+                })?;
+            common.insert(LAST_EVENT_ID, value);
         }
-        let response = request.send().await.map_err(|e| {
-            if e.is_redirect() {
-                ConnectError::TooManyRedirects {
-                    url: self.shown_url.clone(),
-                    limit: self.max_redirects,
-                }
-            } else {
-                ConnectError::Transport {
-                    url: self.shown_url.clone(),
-                    detail: describe(&e.without_url(), &self.secrets),
-                }
-            }
-        })?;
+        let response = redirect::send(
+            &self.http,
+            &self.url,
+            &self.headers,
+            &common,
+            self.max_redirects,
+        )
+        .await
+        .map_err(|e| self.send_error(e))?;
         let status = response.status().as_u16();
         if status == 204 {
             return Err(ConnectError::NoContent);
@@ -341,7 +385,7 @@ impl Client {
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+                .and_then(|v| server_delay::retry_after(v, std::time::SystemTime::now()));
             return Err(ConnectError::Status {
                 status,
                 retry_after,
@@ -434,19 +478,6 @@ fn is_event_stream(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("text/event-stream")
 }
 
-/// Parses `Retry-After` as delta-seconds or an HTTP date (RFC 9110 section 10.2.3).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
 /// Renders an error and its sources as one line, with every known secret removed.
 pub(crate) fn describe_error(
     error: &(dyn std::error::Error + 'static),
@@ -482,16 +513,6 @@ mod tests {
         assert!(is_event_stream("Text/Event-Stream; charset=utf-8"));
         assert!(!is_event_stream("text/plain"));
         assert!(!is_event_stream(""));
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

@@ -12,11 +12,14 @@ use crate::reason::DisconnectReason;
 pub struct EventSourceOptions {
     /// Reconnect after the stream ends or breaks (an `EventSource` does); `false` ends after the first response.
     pub reconnect: bool,
-    /// With no byte at all (comments included) for this long, stop with [`EventSourceError::IdleTimeout`].
+    /// With no byte at all (comments included) for this long, the connection is taken for dead:
+    /// reconnect (as a browser's read timeout does), or with `reconnect` off stop with
+    /// [`EventSourceError::IdleTimeout`].
     pub idle_timeout: Option<Duration>,
     /// Reconnection time until the server sends `retry:` (browsers use about 3 s).
     pub initial_retry: Duration,
-    /// Upper bound of the delay when connection attempts fail one after another.
+    /// Upper bound of the delay when connection attempts fail one after another (never below
+    /// [`FAILED_ATTEMPT_FLOOR`] nor the reconnection time).
     pub max_retry: Duration,
     /// `Last-Event-ID` for the first request (a resumed position), empty for none.
     pub last_event_id: String,
@@ -87,6 +90,12 @@ impl EventSourceError {
     }
 }
 
+/// The shortest wait after a failed attempt (a connection that could not be made, or a stream
+/// that ended before it dispatched an event), whatever `retry:`, `Retry-After` or the initial
+/// reconnection time say: a server answering `retry: 0` and closing, or `--retry 0ms` against a
+/// refusing server, must not reconnect in a busy loop. Consecutive failures double it.
+pub const FAILED_ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
+
 enum State {
     Connect { delay: Duration },
     Streaming(Connection),
@@ -104,7 +113,10 @@ pub struct EventSource {
     parser: Parser,
     state: State,
     retry: Duration,
+    /// Failed attempts in a row (reset by a dispatched event).
     failures: u32,
+    /// Whether the current connection dispatched an event (so its end is not a failure).
+    dispatched: bool,
 }
 
 impl EventSource {
@@ -120,6 +132,7 @@ impl EventSource {
                 delay: Duration::ZERO,
             },
             failures: 0,
+            dispatched: false,
         }
     }
 
@@ -137,8 +150,13 @@ impl EventSource {
     pub async fn next(&mut self) -> Result<Option<SourceItem>, EventSourceError> {
         loop {
             if let Some(item) = self.parser.next_item()? {
-                if let Item::Retry(ms) = item {
-                    self.retry = Duration::from_millis(ms);
+                match &item {
+                    Item::Retry(ms) => self.retry = crate::reconnection_time(*ms),
+                    Item::Event(_) => {
+                        self.dispatched = true;
+                        self.failures = 0;
+                    }
+                    Item::Comment(_) => {}
                 }
                 return Ok(Some(SourceItem::Item(item)));
             }
@@ -151,6 +169,7 @@ impl EventSource {
                     let last_event_id = self.parser.last_event_id().to_owned();
                     match self.client.connect(&last_event_id).await {
                         Ok(connection) => {
+                            self.dispatched = false;
                             self.state = State::Streaming(connection);
                             return Ok(Some(SourceItem::Opened { last_event_id }));
                         }
@@ -160,10 +179,8 @@ impl EventSource {
                                 return Err(error.into());
                             }
                             self.failures = self.failures.saturating_add(1);
-                            let retry_in = error
-                                .retry_after()
-                                .unwrap_or_else(|| self.backoff())
-                                .max(self.retry);
+                            let backoff = self.backoff();
+                            let retry_in = error.retry_after().map_or(backoff, |d| d.max(backoff));
                             self.state = State::Connect { delay: retry_in };
                             return Ok(Some(SourceItem::Reconnecting {
                                 reason: error.disconnect_reason(),
@@ -179,19 +196,22 @@ impl EventSource {
                             match tokio::time::timeout(limit, connection.next_chunk()).await {
                                 Ok(chunk) => chunk,
                                 Err(_) => {
-                                    self.state = State::Done;
                                     self.parser.end_of_stream();
-                                    return Err(EventSourceError::IdleTimeout(limit));
+                                    if !self.options.reconnect {
+                                        self.state = State::Done;
+                                        return Err(EventSourceError::IdleTimeout(limit));
+                                    }
+                                    return Ok(Some(self.schedule_reconnect(
+                                        DisconnectReason::SilentDrop,
+                                        EventSourceError::IdleTimeout(limit).to_string(),
+                                    )));
                                 }
                             }
                         }
                         None => connection.next_chunk().await,
                     };
                     match chunk {
-                        Ok(Some(bytes)) => {
-                            self.failures = 0;
-                            self.parser.push(&bytes);
-                        }
+                        Ok(Some(bytes)) => self.parser.push(&bytes),
                         Ok(None) => {
                             self.parser.end_of_stream();
                             if !self.options.reconnect {
@@ -219,8 +239,15 @@ impl EventSource {
         }
     }
 
+    /// The next attempt after a connection ended: the reconnection time when it dispatched an
+    /// event, else (a failed attempt) the backoff.
     fn schedule_reconnect(&mut self, reason: DisconnectReason, detail: String) -> SourceItem {
-        let retry_in = self.retry;
+        let retry_in = if self.dispatched {
+            self.retry
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.backoff()
+        };
         self.state = State::Connect { delay: retry_in };
         SourceItem::Reconnecting {
             reason,
@@ -229,11 +256,56 @@ impl EventSource {
         }
     }
 
-    /// Exponential backoff from the reconnection time for consecutive failed attempts.
+    /// The delay after the latest of `self.failures` consecutive failed attempts.
     fn backoff(&self) -> Duration {
-        let exponent = self.failures.saturating_sub(1).min(16);
-        self.retry
-            .saturating_mul(1u32 << exponent)
-            .min(self.options.max_retry.max(self.retry))
+        failed_attempt_delay(self.retry, self.failures, self.options.max_retry)
+    }
+}
+
+/// The delay after the `failures`-th consecutive failed attempt: exponential from the
+/// reconnection time `retry`, never below [`FAILED_ATTEMPT_FLOOR`], capped at `max_retry` (or at
+/// the floor or `retry`, where those are higher).
+fn failed_attempt_delay(retry: Duration, failures: u32, max_retry: Duration) -> Duration {
+    let base = retry.max(FAILED_ATTEMPT_FLOOR);
+    let exponent = failures.saturating_sub(1).min(16);
+    base.saturating_mul(1u32 << exponent)
+        .min(max_retry.max(base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_attempts_wait_at_least_the_floor_even_with_a_zero_retry() {
+        let max = Duration::from_secs(60);
+        let delays: Vec<Duration> = (1..=8)
+            .map(|n| failed_attempt_delay(Duration::ZERO, n, max))
+            .collect();
+        let secs: Vec<u64> = delays.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(
+            failed_attempt_delay(Duration::ZERO, 1, Duration::ZERO),
+            FAILED_ATTEMPT_FLOOR
+        );
+    }
+
+    #[test]
+    fn a_longer_reconnection_time_is_the_base_and_may_pass_the_cap() {
+        let retry = Duration::from_secs(3);
+        assert_eq!(
+            failed_attempt_delay(retry, 1, Duration::from_secs(60)),
+            retry
+        );
+        assert_eq!(
+            failed_attempt_delay(retry, 3, Duration::from_secs(60)),
+            Duration::from_secs(12)
+        );
+        let long = Duration::from_secs(120);
+        assert_eq!(failed_attempt_delay(long, 5, Duration::from_secs(60)), long);
+        assert_eq!(
+            failed_attempt_delay(Duration::ZERO, u32::MAX, Duration::MAX),
+            FAILED_ATTEMPT_FLOOR * (1 << 16)
+        );
     }
 }

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderValue;
 use http::header::ACCEPT;
+use http::{HeaderMap, HeaderValue};
 
 use crate::connect::{Client, describe_error};
+use crate::redirect::{self, SendError};
 
 /// Why a document could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,14 @@ pub enum FetchError {
         /// The endpoint, redacted.
         url: String,
         /// What failed, with secrets removed.
+        detail: String,
+    },
+    /// A redirect was not followed: too many, no usable `Location`, or `https` to `http`.
+    #[error("fetching {url}: {detail}")]
+    Redirect {
+        /// The endpoint, redacted.
+        url: String,
+        /// What is wrong with the redirect (secrets removed).
         detail: String,
     },
     /// The server answered a status other than 200.
@@ -51,6 +60,7 @@ impl FetchError {
     pub fn kind(&self) -> &'static str {
         match self {
             FetchError::Transport { .. } => "transport",
+            FetchError::Redirect { .. } => "redirect",
             FetchError::Status { .. } => "http_status",
             FetchError::TooLarge { .. } => "too_large",
             FetchError::Timeout { .. } => "timeout",
@@ -61,7 +71,8 @@ impl FetchError {
 impl Client {
     /// `GET`s this client's URL as JSON (`Accept: application/json`) and returns the whole body,
     /// at most `max_bytes` of it, within `timeout`. Headers, proxy and TLS roots are the
-    /// client's; no `Last-Event-ID`.
+    /// client's, redirects followed as the stream's are (the client's headers to its own origin
+    /// only, no `https` to `http`, no `Referer`); no `Last-Event-ID`.
     pub async fn fetch_document(
         &self,
         timeout: Duration,
@@ -80,13 +91,17 @@ impl Client {
             url: self.shown_url().to_owned(),
             detail: describe_error(&e.without_url(), secrets),
         };
-        let mut response = http
-            .get(url.clone())
-            .headers(headers.clone())
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .send()
+        let mut common = HeaderMap::new();
+        common.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let mut response = redirect::send(http, url, headers, &common, self.max_redirects())
             .await
-            .map_err(transport)?;
+            .map_err(|e| match e {
+                SendError::Transport(e) => transport(e),
+                SendError::Redirect(e) => FetchError::Redirect {
+                    url: self.shown_url().to_owned(),
+                    detail: describe_error(&e, secrets),
+                },
+            })?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(FetchError::Status {

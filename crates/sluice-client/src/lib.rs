@@ -16,9 +16,12 @@ mod fetch;
 mod first;
 mod reason;
 pub mod redact;
+mod redirect;
+pub mod server_delay;
 
 pub use backoff::{BackoffError, ExponentialBackoff};
 pub use connect::{Client, ClientOptions, ConnectError, Connection, StreamError};
 pub use eventsource::{EventSource, EventSourceError, EventSourceOptions, SourceItem};
 pub use fetch::FetchError;
 pub use reason::DisconnectReason;
+pub use server_delay::{MAX_SERVER_DELAY, reconnection_time};

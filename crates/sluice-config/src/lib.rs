@@ -35,6 +35,7 @@ pub use secret::{Secret, SecretError, SecretRef};
 pub use target::{
     Auth, HeaderError, HeaderSource, RecordKey, TargetConfig, TargetId, TargetIdError, TargetProxy,
 };
+pub use validate::MAX_DURATION;
 pub use worker::{
     Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,
 };

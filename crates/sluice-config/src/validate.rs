@@ -65,6 +65,17 @@ impl<'a> Checker<'a> {
     fn opt_duration(&mut self, field: &str, raw: Option<&str>) -> Option<Duration> {
         let raw = raw?;
         match humantime::parse_duration(raw.trim()) {
+            Ok(duration) if duration > MAX_DURATION => {
+                self.report(
+                    field,
+                    ProblemKind::BadDuration,
+                    format!(
+                        "duration {raw:?} is too long: at most {}",
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                );
+                None
+            }
             Ok(duration) => Some(duration),
             Err(_) => {
                 self.report(
@@ -551,6 +562,11 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// The longest duration any setting takes. Every timeout, interval and backoff a Sluice process
+/// runs on is far below it; the bound keeps deadline arithmetic from overflowing (a panic) and a
+/// typo (`30d` for `30s`) from parking a target for a month.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 /// librdkafka properties sluice sets itself, each with what to write instead.
 type Managed = &'static [(&'static str, &'static str)];
 
@@ -570,6 +586,11 @@ const PRODUCER_MANAGED: Managed = &[
     (
         "enable.idempotence",
         "sluice always produces with acks=all and idempotence",
+    ),
+    (
+        "partitioner",
+        "sluice places every record itself (crc-32 of the target id modulo the partition count), \
+         so that the aggregator and the fleet agree on where a target's records are",
     ),
 ];
 

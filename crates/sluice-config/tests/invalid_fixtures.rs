@@ -118,6 +118,11 @@ fn bad_durations_are_reported_in_worker_and_target() {
 }
 
 #[test]
+fn durations_over_the_maximum_are_refused_in_worker_and_target() {
+    assert_fixture("too_long_duration");
+}
+
+#[test]
 fn bad_target_id_is_reported_with_the_charset_rule() {
     assert_fixture("bad_target_id");
 }
@@ -138,6 +143,11 @@ fn inline_proxy_password_is_refused_without_echoing_it() {
 #[test]
 fn kafka_secret_properties_are_references_to_unmanaged_properties_written_once() {
     assert_fixture("kafka_secret_property_rules");
+}
+
+#[test]
+fn the_partitioner_is_refused_because_sluice_places_records_itself() {
+    assert_fixture("partitioner_is_managed");
 }
 
 #[test]
@@ -339,7 +349,9 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "missing_ca_file",
         "missing_secret_file",
         "not_pem_ca_file",
+        "partitioner_is_managed",
         "several_problems",
+        "too_long_duration",
         "unknown_key",
         "unknown_proxy_pool",
         "unset_secret_env",

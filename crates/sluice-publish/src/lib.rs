@@ -19,6 +19,7 @@
 mod checkpoint;
 pub mod client;
 mod partition;
+mod partitions;
 mod publisher;
 mod record;
 pub mod topics;
@@ -26,6 +27,7 @@ pub mod topics;
 pub use checkpoint::CheckpointTracker;
 pub use client::{KafkaSettings, SecretPropertyError};
 pub use partition::{partition_for, pool_home};
+pub use partitions::PartitionsError;
 pub use publisher::{
     CheckpointReadError, Delivered, Pending, PublishError, Publisher, TrySendError,
     read_checkpoints, read_compacted_blocking,

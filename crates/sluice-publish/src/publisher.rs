@@ -15,7 +15,8 @@ use tokio::time::Instant;
 
 use sluice_sse::Event;
 
-use crate::{Record, RecordMeta, for_each_header};
+use crate::partitions::{PartitionCounts, PartitionsError, count_in};
+use crate::{Record, RecordMeta, for_each_header, headers, partition_for};
 
 /// How long a send may wait for room in the producer queue before it fails (backpressure).
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,6 +44,9 @@ pub enum PublishError {
     /// Flushing the producer queue failed or timed out.
     #[error("flushing kafka producer failed: {0}")]
     Flush(#[source] KafkaError),
+    /// The topic's partition count is not known, so no partition can be chosen.
+    #[error(transparent)]
+    Partitions(#[from] PartitionsError),
 }
 
 impl PublishError {
@@ -52,6 +56,7 @@ impl PublishError {
             PublishError::Create(_) => "create",
             PublishError::Delivery(_) => "delivery",
             PublishError::Flush(_) => "flush",
+            PublishError::Partitions(_) => "partitions",
         }
     }
 
@@ -60,7 +65,8 @@ impl PublishError {
     pub fn is_retryable(&self) -> bool {
         match self {
             PublishError::Create(_) => false,
-            PublishError::Flush(_) => true,
+            // A missing topic may be created (by Sluice at start, or by an operator).
+            PublishError::Flush(_) | PublishError::Partitions(_) => true,
             PublishError::Delivery(error) => !matches!(
                 error.rdkafka_error_code(),
                 Some(
@@ -227,9 +233,15 @@ impl CheckpointReadError {
 }
 
 /// A thin wrapper over an idempotent rdkafka producer (`acks=all`, `enable.idempotence=true`).
+///
+/// Every record's partition is set explicitly: [`partition_for`] of its target id (event and
+/// checkpoint records alike) over the topic's partition count, read from the broker on the
+/// topic's first use and kept (see `partitions.rs`). The record key does not choose the
+/// partition, so an entity-keyed target's records stay in one partition, in order.
 #[derive(Clone)]
 pub struct Publisher {
     producer: FutureProducer,
+    partitions: std::sync::Arc<PartitionCounts>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -248,7 +260,33 @@ impl Publisher {
             .set("enable.idempotence", "true")
             .create()
             .map_err(PublishError::Create)?;
-        Ok(Publisher { producer })
+        Ok(Publisher {
+            producer,
+            partitions: Default::default(),
+        })
+    }
+
+    /// The partition of `target`'s records in `topic`: [`partition_for`] over the topic's
+    /// partition count (read on first use; a blocking metadata request, once per topic).
+    pub fn partition(&self, topic: &str, target: &str) -> Result<i32, PublishError> {
+        let count = self.partitions.get(topic, |topic, timeout| {
+            let metadata = self
+                .producer
+                .client()
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|source| PartitionsError::Metadata {
+                    topic: topic.to_owned(),
+                    source,
+                })?;
+            count_in(&metadata, topic)
+        })?;
+        Ok(partition_for(target, count))
+    }
+
+    /// The partition of a built record: by its `sluice.target` header, else by its key.
+    fn record_partition(&self, topic: &str, record: &Record) -> Result<i32, PublishError> {
+        let target = record.header(headers::TARGET).unwrap_or(&record.key);
+        self.partition(topic, &String::from_utf8_lossy(target))
     }
 
     /// Sends `record` to `topic` and waits until Kafka acknowledged it. Waits up to 30 s for
@@ -261,7 +299,9 @@ impl Publisher {
                 value: Some(value.as_slice()),
             });
         }
+        let partition = self.record_partition(topic, record)?;
         let message = FutureRecord::to(topic)
+            .partition(partition)
             .key(record.key.as_slice())
             .payload(record.value.as_ref())
             .headers(headers);
@@ -278,7 +318,11 @@ impl Publisher {
                 value: Some(value.as_slice()),
             });
         }
+        let partition = self
+            .record_partition(topic, record)
+            .map_err(TrySendError::Failed)?;
         let message = FutureRecord::to(topic)
+            .partition(partition)
             .key(record.key.as_slice())
             .payload(record.value.as_ref())
             .headers(headers);
@@ -295,6 +339,9 @@ impl Publisher {
         event: &Event,
         meta: &RecordMeta<'_>,
     ) -> Result<Pending, TrySendError> {
+        let partition = self
+            .partition(topic, meta.target.as_str())
+            .map_err(TrySendError::Failed)?;
         let mut headers = Some(OwnedHeaders::new_with_capacity(if meta.cloudevents {
             12
         } else {
@@ -309,6 +356,7 @@ impl Publisher {
             });
         });
         let mut message = FutureRecord::to(topic)
+            .partition(partition)
             .key(key)
             .payload(event.data.as_bytes());
         if let Some(headers) = headers {
@@ -324,7 +372,11 @@ impl Publisher {
         target: &TargetId,
         event_id: &str,
     ) -> Result<Pending, TrySendError> {
+        let partition = self
+            .partition(topic, target.as_str())
+            .map_err(TrySendError::Failed)?;
         let message = FutureRecord::to(topic)
+            .partition(partition)
             .key(target.as_str())
             .payload(event_id);
         self.try_enqueue(message)
@@ -363,7 +415,9 @@ impl Publisher {
         target: &TargetId,
         event_id: &str,
     ) -> Result<Delivered, PublishError> {
+        let partition = self.partition(topic, target.as_str())?;
         let message = FutureRecord::to(topic)
+            .partition(partition)
             .key(target.as_str())
             .payload(event_id);
         self.send(message).await

@@ -1,7 +1,7 @@
 //! The Kafka record for one SSE event: key, value and headers. Pure, no I/O.
 
 use std::borrow::Cow;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sluice_config::{RecordKey, TargetId};
@@ -173,19 +173,21 @@ pub fn for_each_header(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
-    let mut digits = [0u8; 20];
+    let mut digits = itoa::Buffer::new();
     f(headers::SSE_ID, event.id.as_bytes());
     f(headers::SSE_EVENT, event.event.as_bytes());
     f(headers::TARGET, meta.target.as_str().as_bytes());
     f(
         headers::RECEIVED_AT,
-        decimal(
-            &mut digits,
-            u64::try_from(received_at_ms).unwrap_or(u64::MAX),
-        ),
+        digits
+            .format(u64::try_from(received_at_ms).unwrap_or(u64::MAX))
+            .as_bytes(),
     );
-    f(headers::CONNECTION, decimal(&mut digits, meta.connection));
-    f(headers::SEQ, decimal(&mut digits, meta.seq));
+    f(
+        headers::CONNECTION,
+        digits.format(meta.connection).as_bytes(),
+    );
+    f(headers::SEQ, digits.format(meta.seq).as_bytes());
     if let Some(resume) = meta.resume {
         f(headers::RESUME, resume.as_bytes());
     }
@@ -203,53 +205,20 @@ pub fn for_each_header(
             format!("urn:sluice:target:{target}").as_bytes(),
         );
         f(headers::CE_TYPE, event.event.as_bytes());
-        f(headers::CE_TIME, rfc3339_millis(received_at_ms).as_bytes());
+        f(
+            headers::CE_TIME,
+            rfc3339_millis(meta.received_at).as_bytes(),
+        );
     }
 }
 
-/// `n` in decimal ASCII, written at the end of `digits` without the formatting machinery (three
-/// of these per event).
-fn decimal(digits: &mut [u8; 20], mut n: u64) -> &[u8] {
-    // u64::MAX has 20 digits.
-    let mut start = digits.len();
-    for slot in digits.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        start -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &digits[start..]
-}
-
-/// Unix milliseconds as RFC 3339 UTC with millisecond precision: `1970-01-01T00:00:00.000Z`.
-fn rfc3339_millis(unix_ms: u128) -> String {
-    let ms = unix_ms % 1000;
-    let secs = unix_ms / 1000;
-    let (days, sod) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
-}
-
-/// (year, month 1-12, day 1-31) of `days` after 1970-01-01: Howard Hinnant's `civil_from_days`,
-/// for non-negative day counts only.
-fn civil_from_days(days: u128) -> (u128, u128, u128) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u128::from(month <= 2);
-    (year, month, day)
+/// When the worker received the event, as RFC 3339 UTC with millisecond precision
+/// (`1970-01-01T00:00:00.000Z`). humantime formats years 1970 to 9999 only (it panics outside
+/// them), so a clock outside that range reads as the nearest end.
+fn rfc3339_millis(received_at: SystemTime) -> String {
+    const LAST: Duration = Duration::from_millis(253_402_300_799_999); // 9999-12-31T23:59:59.999Z
+    let at = received_at.clamp(UNIX_EPOCH, UNIX_EPOCH + LAST);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 fn pointer_key(data: &[u8], pointer: &str) -> Result<Vec<u8>, KeyError> {
@@ -381,13 +350,6 @@ mod tests {
     }
 
     #[test]
-    fn decimal_writes_what_to_string_writes() {
-        for n in [0, 1, 9, 10, 42, 1_700_000_000_123, u64::MAX - 1, u64::MAX] {
-            assert_eq!(decimal(&mut [0; 20], n), n.to_string().as_bytes(), "{n}");
-        }
-    }
-
-    #[test]
     fn rfc3339_millis_formats_known_instants() {
         let cases: &[(u128, &str)] = &[
             (0, "1970-01-01T00:00:00.000Z"),
@@ -401,8 +363,21 @@ mod tests {
             (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
         ];
         for (ms, expected) in cases {
-            assert_eq!(rfc3339_millis(*ms), *expected, "{ms}");
+            let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(*ms).unwrap_or(u64::MAX));
+            assert_eq!(rfc3339_millis(at), *expected, "{ms}");
+            // Below a millisecond is cut, not rounded.
+            let later = at + Duration::from_micros(999);
+            assert_eq!(rfc3339_millis(later), *expected, "{ms} + 999 µs");
         }
+        // A clock outside humantime's years reads as the nearest end, never a panic.
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH + Duration::from_secs(400 * 365 * 86_400 * 100)),
+            "9999-12-31T23:59:59.999Z"
+        );
     }
 
     #[test]

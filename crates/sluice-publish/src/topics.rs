@@ -1,12 +1,16 @@
 //! Creating missing topics at start, so a fresh cluster without auto-creation does not leave
 //! every delivery waiting. Best effort: failures are logged, the caller goes on (the mock
 //! cluster has no CreateTopics API and relies on auto-creation).
+//!
+//! What it must NOT do: choose a replication factor itself. A topic is created with the
+//! broker's default or not at all (a typed error naming the fix).
 
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
 
 /// Creates those of `topics` that do not exist yet (with the broker's defaults; `compacted` sets
 /// `cleanup.policy=compact`).
@@ -34,50 +38,117 @@ pub async fn ensure_topics(kafka: &ClientConfig, topics: &[&str], compacted: boo
     .await
     .unwrap_or_default();
     for topic in missing {
-        create_topic(kafka, &topic, compacted).await;
+        // Logged by `create_topic`; the caller goes on (see the module doc).
+        let _ = create_topic(kafka, &topic, compacted).await;
     }
 }
 
-/// Creates `topic` (compacted for checkpoints and snapshots), with the broker's default replication, or 1
-/// where the broker does not take defaults.
-pub async fn create_topic(kafka: &ClientConfig, topic: &str, compacted: bool) {
-    let admin: AdminClient<DefaultClientContext> = match kafka.create() {
-        Ok(admin) => admin,
-        Err(error) => {
-            tracing::warn!(%error, "cannot create a kafka admin client");
-            return;
-        }
-    };
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(5)))
-        .request_timeout(Some(Duration::from_secs(5)));
-    for replication in [-1, 1] {
-        let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(replication));
-        if compacted {
-            new = new.set("cleanup.policy", "compact");
-        }
-        match admin.create_topics([&new], &options).await {
-            Ok(results) => {
-                let failed = results.iter().find_map(|r| r.as_ref().err().cloned());
-                match failed {
-                    None => {
-                        tracing::warn!(
-                            topic,
-                            compacted,
-                            "created missing topic with 1 partition; create topics yourself to choose partitions and replication"
-                        );
-                        return;
-                    }
-                    Some((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return,
-                    Some((_, code)) => {
-                        tracing::warn!(topic, replication, error = %code, "creating topic failed")
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(topic, %error, "creating topic failed"),
+/// What [`create_topic`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The topic was created.
+    Created,
+    /// It existed already.
+    AlreadyExists,
+}
+
+/// Why [`create_topic`] did not create a topic.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateTopicError {
+    /// No admin client could be made from the config.
+    #[error("cannot create a kafka admin client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    /// The CreateTopics request failed (no broker, timeout, no such API as on the mock cluster).
+    #[error("creating topic {topic} failed: {source}")]
+    Request {
+        /// The topic's name.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The broker refused the topic, e.g. its default replication factor is above the number of
+    /// brokers, or it does not take "the broker's default" at all (brokers before Kafka 2.4).
+    /// Sluice never retries with a smaller replication factor: create the topic yourself.
+    #[error(
+        "the broker refused to create topic {topic} with its default replication factor: {code}; \
+         create the topic yourself with the partitions and replication factor you want"
+    )]
+    Refused {
+        /// The topic's name.
+        topic: String,
+        /// The broker's error.
+        code: RDKafkaErrorCode,
+    },
+}
+
+impl CreateTopicError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CreateTopicError::Client(_) => "client",
+            CreateTopicError::Request { .. } => "request",
+            CreateTopicError::Refused { .. } => "refused",
         }
     }
 }
+
+/// Creates `topic` (compacted for checkpoints and snapshots) with 1 partition and the broker's
+/// default replication factor (`default.replication.factor`), and nothing else: a broker that
+/// refuses that is an error, never a silent fall back to a replication factor of 1 (one broker
+/// lost would then lose the topic's data). Logged at warn (created) or error (refused).
+pub async fn create_topic(
+    kafka: &ClientConfig,
+    topic: &str,
+    compacted: bool,
+) -> Result<Created, CreateTopicError> {
+    let result = try_create_topic(kafka, topic, compacted).await;
+    match &result {
+        Ok(Created::Created) => tracing::warn!(
+            topic,
+            compacted,
+            "created missing topic with 1 partition and the broker's default replication factor; \
+             create topics yourself to choose partitions and replication"
+        ),
+        Ok(Created::AlreadyExists) => {}
+        Err(error) => tracing::error!(topic, kind = error.kind(), %error, "topic not created"),
+    }
+    result
+}
+
+async fn try_create_topic(
+    kafka: &ClientConfig,
+    topic: &str,
+    compacted: bool,
+) -> Result<Created, CreateTopicError> {
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.create().map_err(CreateTopicError::Client)?;
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(5)))
+        .request_timeout(Some(Duration::from_secs(5)));
+    let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(BROKER_DEFAULT));
+    if compacted {
+        new = new.set("cleanup.policy", "compact");
+    }
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(|source| CreateTopicError::Request {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    match results.iter().find_map(|r| r.as_ref().err()) {
+        None => Ok(Created::Created),
+        Some((_, RDKafkaErrorCode::TopicAlreadyExists)) => Ok(Created::AlreadyExists),
+        Some((_, code)) => Err(CreateTopicError::Refused {
+            topic: topic.to_owned(),
+            code: *code,
+        }),
+    }
+}
+
+/// The replication factor that asks for the broker's `default.replication.factor` (KIP-464).
+const BROKER_DEFAULT: i32 = -1;
 
 /// The `cleanup.policy` of `topic` as the broker reports it (DescribeConfigs); `None` when the
 /// broker cannot say (no DescribeConfigs API, as librdkafka's mock cluster, or an error): the

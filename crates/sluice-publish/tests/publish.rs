@@ -191,3 +191,105 @@ async fn read_checkpoints_of_an_empty_topic_is_empty() {
         .unwrap();
     assert!(checkpoints.is_empty());
 }
+
+/// Sluice, not the producer's `partitioner`, places records: every event and checkpoint record
+/// of a target is in `partition_for(target, N)`, whatever its key (here an entity key that
+/// differs per event, which librdkafka's partitioner would spread over the partitions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_a_target_land_in_its_partition_for_partition() {
+    const PARTITIONS: i32 = 6;
+    let kafka = TestKafka::start().unwrap();
+    let topic = unique_topic("sluice-publish-placed");
+    let checkpoints = unique_topic("sluice-publish-placed-checkpoints");
+    kafka.create_topic(&topic, PARTITIONS, false).await.unwrap();
+    kafka
+        .create_topic(&checkpoints, PARTITIONS, true)
+        .await
+        .unwrap();
+    // A partitioner that ignores the key would put everything in one partition: it must not
+    // matter either.
+    let publisher = Publisher::new(kafka.producer_config().set("partitioner", "random")).unwrap();
+    let key = RecordKey::Pointer("/sym".to_owned());
+    let targets: Vec<TargetId> = ["prices", "scores", "inventory", "t-0001", "t-9999"]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let homes: std::collections::BTreeSet<i32> = targets
+        .iter()
+        .map(|t| sluice_publish::partition_for(t.as_str(), PARTITIONS))
+        .collect();
+    assert!(
+        homes.len() > 1,
+        "the targets must spread, or the test proves nothing"
+    );
+
+    for target in &targets {
+        for i in 0..8u64 {
+            let event = Event {
+                id: Text::from(format!("ev-{i}")),
+                event: Text::from_static("tick"),
+                data: Text::from(format!("{{\"sym\":\"S{i}\"}}")),
+            };
+            let meta = RecordMeta {
+                target,
+                received_at: UNIX_EPOCH + Duration::from_millis(1_000 + i),
+                connection: 1,
+                seq: i,
+                resume: None,
+                cloudevents: false,
+            };
+            let record_key = sluice_publish::record_key(&event, &key, &meta).unwrap();
+            let pending = publisher
+                .try_send_event(&topic, &record_key, &event, &meta)
+                .unwrap();
+            let delivered = tokio::time::timeout(STEP_LIMIT, pending)
+                .await
+                .unwrap()
+                .unwrap();
+            let record = build_record(&event, &key, &meta).unwrap();
+            let published = tokio::time::timeout(STEP_LIMIT, publisher.publish(&topic, &record))
+                .await
+                .unwrap()
+                .unwrap();
+            let home = sluice_publish::partition_for(target.as_str(), PARTITIONS);
+            assert_eq!(delivered.partition, home, "{target} event {i}");
+            assert_eq!(published.partition, home, "{target} record {i}");
+            assert_eq!(publisher.partition(&topic, target.as_str()).unwrap(), home);
+        }
+        let pending = publisher
+            .try_write_checkpoint(&checkpoints, target, "ev-7")
+            .unwrap();
+        let delivered = tokio::time::timeout(STEP_LIMIT, pending)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            delivered.partition,
+            sluice_publish::partition_for(target.as_str(), PARTITIONS)
+        );
+    }
+}
+
+/// A topic that does not exist, on a broker that does not create topics on demand, is a typed,
+/// retryable error naming the topic, not a record waiting in the producer queue for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_is_a_typed_retryable_error() {
+    let kafka = TestKafka::start().unwrap();
+    let topic = unique_topic("sluice-publish-missing");
+    let publisher = Publisher::new(
+        kafka
+            .producer_config()
+            .set("allow.auto.create.topics", "false"),
+    )
+    .unwrap();
+    let target: TargetId = "feed-z".parse().unwrap();
+    let error = publisher
+        .try_write_checkpoint(&topic, &target, "1")
+        .unwrap_err();
+    let sluice_publish::TrySendError::Failed(error) = error else {
+        panic!("expected a failure, got {error:?}");
+    };
+    assert_eq!(error.kind(), "partitions");
+    assert!(error.is_retryable());
+    assert!(error.to_string().contains(&topic), "{error}");
+}

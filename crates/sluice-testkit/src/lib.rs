@@ -7,6 +7,8 @@
 //!   and restart ([`broker::KafkaBroker`], a private Apache Kafka under `scripts/test`).
 //! - [`proxies::Tinyproxy`] (HTTP CONNECT) and [`proxies::Microsocks`] (SOCKS5) run the real
 //!   Debian programs on free loopback ports and kill them on drop.
+//! - [`free_port`] is a loopback port free right now; [`prometheus`] parses the `/metrics` text
+//!   tests scrape ([`prometheus::parse_samples`], [`metric_value`]).
 //! - [`skip::skip_or_fail`] prints a loud `SKIPPED:` line, or fails the test when
 //!   `SLUICE_TEST_STRICT=1` (set by `scripts/test`), so CI cannot pass by skipping.
 //!
@@ -33,6 +35,7 @@
 
 pub mod broker;
 pub mod kafka;
+pub mod prometheus;
 pub mod proxies;
 pub mod skip;
 
@@ -41,6 +44,8 @@ mod port;
 
 pub use broker::{KafkaBroker, SaslListener};
 pub use kafka::{Outage, TestKafka, TestKafkaError, is_real_broker_run, unique_topic};
+pub use port::free_port;
+pub use prometheus::metric_value;
 pub use proxies::{
     Microsocks, MicrosocksOptions, ProxyAuth, ProxyError, Tinyproxy, TinyproxyOptions,
 };

@@ -1,4 +1,6 @@
 //! Free loopback ports and waiting until a port accepts connections.
+//!
+//! What it must NOT do: bind anything but 127.0.0.1.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -8,7 +10,7 @@ use std::time::Duration;
 ///
 /// The port is released before it is returned, so another process may take it first; callers
 /// that spawn a server on it retry with a new port when the server fails to start.
-pub(crate) fn free_loopback_port() -> io::Result<u16> {
+pub fn free_port() -> io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }

@@ -71,7 +71,9 @@ impl Metrics {
             tracing::error!(%error, "encoding metrics failed");
         }
         let mut out = String::from_utf8_lossy(&buffer).into_owned();
-        // About 31 series per target: reserve once instead of growing through 17 MiB at 10k.
+        // Dozens of series per target: reserve once instead of growing the exposition through
+        // many reallocations (its size at 10,000 targets: docs/BENCHMARKS.md, "Density, 10,000
+        // connections").
         out.reserve(targets.len() * 2048);
         write_targets(&mut out, &targets);
         out
@@ -301,26 +303,13 @@ fn sample(out: &mut String, name: &str, target: &str, value: u64) {
 /// One `{name}{target="t"} n` line of a signed value.
 fn sample_i64(out: &mut String, name: &str, target: &str, value: i64) {
     series(out, name, "", &[("target", target)]);
-    if value < 0 {
-        out.push('-');
-    }
-    push_u64(out, value.unsigned_abs());
+    out.push_str(itoa::Buffer::new().format(value));
     out.push('\n');
 }
 
 /// `n` in decimal.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20]; // u64::MAX has 20 digits
-    let mut start = digits.len();
-    for slot in digits.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        start -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 #[cfg(test)]

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// jemalloc instead of the system allocator: the worker allocates on its runtime threads and frees
-/// on librdkafka's delivery thread, which glibc's arenas handle poorly (malloc and free were about a
-/// third of the pipeline's CPU). With jemalloc the pipeline runs about 1.5x faster and a held
-/// connection costs less memory; mimalloc was as fast but used more memory (docs/BENCHMARKS.md).
+/// on librdkafka's delivery thread, which glibc's arenas handle poorly. With jemalloc the pipeline
+/// is faster and a held connection costs less memory; mimalloc was as fast but used more memory
+/// (docs/BENCHMARKS.md, "What changed, and what each change was worth").
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -24,8 +24,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// `slab_sizes`: every held connection keeps two 8 KiB buffers (hyper's read and write buffers)
 /// and one 10 KiB block (hyper's dispatch channel). By default jemalloc gives each 8 KiB
 /// allocation a slab (an extent with its own metadata) of its own; 16-page slabs hold eight of
-/// them (six of the 10 KiB blocks), which at 10,000 connections saves about 2 MiB of allocator
-/// metadata and about 4 MiB of resident memory in all (docs/BENCHMARKS.md, density).
+/// them (six of the 10 KiB blocks), which saves allocator metadata and resident memory per held
+/// connection (the measurement: docs/BENCHMARKS.md, "Density after the per-connection work").
 // SAFETY: an exported, immutable, NUL-terminated string; jemalloc declares the symbol
 // `const char *_rjem_malloc_conf` (weak, overridden here) and only reads it.
 #[allow(unsafe_code)]

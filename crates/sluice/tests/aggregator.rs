@@ -17,9 +17,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use rig::{Rig, Worker, free_port};
+use rig::{Rig, Worker};
 use serde_json::Value;
 use sluice_sim::{QueuedFaults, RawParams, RunningSim, Scalar, SimConfig};
+use sluice_testkit::free_port;
 use sluice_testkit::{Outage, TestKafka};
 use tokio::net::TcpListener;
 
@@ -166,7 +167,7 @@ async fn state_equals_the_simulator_after_drops_stalls_replays_and_a_reset() {
     assert_converges(&aggregator, "prices", &sim).await;
 
     let metrics = aggregator.metrics().await;
-    let value = |series: &str| rig::metric_value(&metrics, series);
+    let value = |series: &str| sluice_testkit::metric_value(&metrics, series);
     assert!(
         value("sluice_aggregator_resnapshots_total{reason=\"reset_event\",target=\"prices\"}")
             >= 1.0,
@@ -229,7 +230,7 @@ async fn racing_snapshot_front(
             return 0.0;
         };
         let text = response.text().await.unwrap_or_default();
-        rig::metric_value(
+        sluice_testkit::metric_value(
             &text,
             "sluice_aggregator_deltas_total{outcome=\"buffered\",target=\"race\"}",
         )
@@ -306,7 +307,7 @@ async fn deltas_before_during_and_after_the_base_fetch_apply_exactly_once() {
     let base = versions[0];
     let metrics = aggregator.metrics().await;
     let value = |outcome: &str| {
-        rig::metric_value(
+        sluice_testkit::metric_value(
             &metrics,
             &format!("sluice_aggregator_deltas_total{{outcome=\"{outcome}\",target=\"race\"}}"),
         ) as u64
@@ -573,7 +574,7 @@ async fn the_change_stream_starts_with_the_state_and_resumes_from_last_event_id(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregator_refuses_invalid_config_with_the_validate_messages() {
     let rig = rig("agg-invalid").await;
-    let port = free_port().await;
+    let port = free_port().expect("a free loopback port");
     rig.target(
         "bad",
         "http://127.0.0.1:1/v1/stream",
@@ -735,7 +736,7 @@ async fn a_delta_that_asks_for_a_fresh_base_state_is_counted_as_resnapshot_not_b
     sim.wait_for_head(3_000).await;
     assert_converges(&aggregator, "resnap", &sim).await;
     let metrics = aggregator.metrics().await;
-    let value = |series: &str| rig::metric_value(&metrics, series);
+    let value = |series: &str| sluice_testkit::metric_value(&metrics, series);
     assert_eq!(
         value("sluice_aggregator_resnapshots_total{reason=\"generation\",target=\"resnap\"}"),
         1.0,
@@ -872,7 +873,7 @@ async fn the_aggregator_refuses_to_start_when_the_events_topic_was_repartitioned
         (1, 3)
     };
 
-    let port = free_port().await;
+    let port = free_port().expect("a free port");
     let config = rig.aggregator_yaml(port, "");
     let output = tokio::time::timeout(
         rig::LIMIT,

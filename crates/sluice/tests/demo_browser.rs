@@ -12,9 +12,10 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rig::{LIMIT, free_port, metric_value};
+use rig::LIMIT;
 use sluice_testkit::skip::current_test_name;
 use sluice_testkit::unique_topic;
+use sluice_testkit::{free_port, metric_value};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -49,7 +50,11 @@ impl Demo {
             unique_topic(&std::process::id().to_string())
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let (sim, worker, aggregator) = (free_port().await, free_port().await, free_port().await);
+        let (sim, worker, aggregator) = (
+            free_port().expect("a free loopback port"),
+            free_port().expect("a free loopback port"),
+            free_port().expect("a free loopback port"),
+        );
         let log = dir.join("demo.log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command.current_dir(&dir).arg("demo");

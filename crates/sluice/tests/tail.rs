@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_sim::SimConfig;
-use support::{assert_contiguous, fast, ids, lines, sim, stderr, tail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{assert_contiguous, fast, ids, lines, read_head, sim, stderr, tail};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn prints_each_event_as_a_json_line_and_stops_at_max_events() {
@@ -183,10 +184,10 @@ async fn too_many_redirects_stop_with_a_connection_error() {
 }
 
 #[tokio::test]
-async fn a_silent_stall_ends_at_the_idle_timeout() {
+async fn a_silent_stall_ends_at_the_idle_timeout_with_no_reconnect() {
     let sim = sim(fast()).await;
     let url = format!("{}?stall_after_events=3", sim.stream_url());
-    let output = tail(&[&url, "--idle-timeout", "300ms"]).await;
+    let output = tail(&[&url, "--idle-timeout", "300ms", "--no-reconnect"]).await;
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
     assert_eq!(ids(&lines(&output)).len(), 3);
     assert!(
@@ -194,6 +195,79 @@ async fn a_silent_stall_ends_at_the_idle_timeout() {
         "{}",
         stderr(&output)
     );
+}
+
+/// An idle timeout is a dead connection, as an `EventSource` read timeout is: tail reconnects
+/// with `Last-Event-ID` and goes on without a gap.
+#[tokio::test]
+async fn a_silent_stall_reconnects_at_the_idle_timeout_without_gaps() {
+    let sim = sim(fast()).await;
+    let url = format!("{}?stall_after_events=3", sim.stream_url());
+    let output = tail(&[
+        &url,
+        "--idle-timeout",
+        "300ms",
+        "--max-events",
+        "7",
+        "--retry",
+        "10ms",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let ids = ids(&lines(&output));
+    assert_eq!(ids.len(), 7);
+    assert_contiguous(&ids);
+    let log = stderr(&output);
+    assert!(log.matches("silent_drop").count() >= 2, "{log}");
+}
+
+/// A server that answers `retry: 0` and closes before any event, then `503` with
+/// `Retry-After: 0`, all to a client started with `--retry 0ms`: each is a failed attempt, and
+/// failed attempts wait at least a second, doubling, instead of reconnecting in a busy loop.
+#[tokio::test]
+async fn a_zero_retry_never_reconnects_in_a_busy_loop() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    let server = tokio::spawn(serve_counting(
+        listener,
+        vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nretry: 0\n\n".to_vec(),
+            b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 0\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec(),
+            b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n".to_vec(),
+        ],
+    ));
+    let output = tail(&[&url, "--retry", "0ms"]).await;
+    assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
+    let accepted = server.await.unwrap();
+    assert_eq!(accepted.len(), 3, "one connection per answer");
+    // The waits are lower bounds (a sleep never ends early), so this cannot flake on a slow
+    // machine; a busy loop reconnects within milliseconds.
+    let gaps: Vec<Duration> = accepted.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= Duration::from_millis(990), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(1990), "{gaps:?}");
+}
+
+/// An empty `Location` resolves to the URL it came from: followed, it loops until the redirect
+/// limit, and that was retried for ever. It is a redirect that cannot be followed: one request,
+/// then a connection error naming the problem.
+#[tokio::test]
+async fn an_empty_location_is_an_error_not_a_redirect_loop_retried_for_ever() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    let server = tokio::spawn(serve_counting(
+        listener,
+        vec![
+            b"HTTP/1.1 302 Found\r\nlocation: \r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .to_vec(),
+            b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n".to_vec(),
+        ],
+    ));
+    let output = tail(&[&url, "--retry", "10ms"]).await;
+    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(log.contains("the location is empty"), "{log}");
+    server.abort();
+    let _ = server.await;
 }
 
 #[tokio::test]
@@ -253,6 +327,22 @@ async fn comments_and_retry_are_printed_only_when_asked() {
     assert!(lines(&without).iter().all(|v| v.get("data").is_some()));
 }
 
+/// Serves `responses[i]` to the i-th connection, one connection each, and returns when each
+/// connection was accepted.
+async fn serve_counting(listener: TcpListener, responses: Vec<Vec<u8>>) -> Vec<Instant> {
+    let mut accepted = Vec::new();
+    for response in responses {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            break;
+        };
+        accepted.push(Instant::now());
+        read_head(&mut socket).await;
+        let _ = socket.write_all(&response).await;
+        let _ = socket.shutdown().await;
+    }
+    accepted
+}
+
 /// Serves `responses[i]` to the i-th connection (after reading its request head), writing each
 /// response as separate writes split at `\u{1}` markers, then closes.
 async fn serve_raw(listener: TcpListener, connections: usize, responses: Vec<Vec<u8>>) {
@@ -260,14 +350,7 @@ async fn serve_raw(listener: TcpListener, connections: usize, responses: Vec<Vec
         let Ok((mut socket, _)) = listener.accept().await else {
             return;
         };
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match socket.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
+        read_head(&mut socket).await;
         let response = &responses[i.min(responses.len() - 1)];
         for part in response.split(|b| *b == 1) {
             if socket.write_all(part).await.is_err() {

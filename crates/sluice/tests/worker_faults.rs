@@ -114,7 +114,7 @@ async fn no_event_is_lost_under_any_simulator_fault() {
     ] {
         let series = format!("sluice_reconnects_total{{reason=\"{reason}\",target=\"{target}\"}}");
         assert!(
-            rig::metric_value(&metrics, &series) >= 1.0,
+            sluice_testkit::metric_value(&metrics, &series) >= 1.0,
             "{series} missing in metrics:\n{metrics}"
         );
     }

@@ -6,15 +6,15 @@
 
 mod rig;
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rig::{LIMIT, Rig, Worker, free_port, sim};
+use rig::{LIMIT, Rig, Worker, sim};
 use serde_json::Value;
+use sluice_testkit::prometheus::{Sample, parse_samples};
 use sluice_testkit::skip::{current_test_name, find_program};
-use sluice_testkit::skip_or_fail;
+use sluice_testkit::{free_port, skip_or_fail};
 use tokio::process::Command;
 use tokio::time::Instant;
 
@@ -27,81 +27,6 @@ const RATE: f64 = 200.0;
 /// (clean EOF), so reconnect series exist as well as the streaming ones.
 fn stream_url(base: &str) -> String {
     format!("{base}?last_event_id=0&close_after_events=50")
-}
-
-/// One sample line of the Prometheus text format.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses the sample lines (comments and blank lines skipped) of a Prometheus text exposition.
-fn parse_samples(text: &str) -> Vec<Sample> {
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("sample line without a value: {line:?}"));
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("sample value is not a number: {line:?}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let inner = rest
-                    .strip_suffix('}')
-                    .unwrap_or_else(|| panic!("unterminated label set: {line:?}"));
-                (name, parse_labels(inner, line))
-            }
-            None => (series, BTreeMap::new()),
-        };
-        samples.push(Sample {
-            name: name.to_owned(),
-            labels,
-            value,
-        });
-    }
-    samples
-}
-
-/// Parses `a="x",b="y"` (with `\"`, `\\` and `\n` escapes in values).
-fn parse_labels(inner: &str, line: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut chars = inner.chars().peekable();
-    loop {
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        assert_eq!(chars.next(), Some('"'), "label value not quoted: {line:?}");
-        let mut value = String::new();
-        loop {
-            match chars.next() {
-                Some('\\') => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(c) => value.push(c),
-                    None => panic!("dangling escape: {line:?}"),
-                },
-                Some('"') => break,
-                Some(c) => value.push(c),
-                None => panic!("unterminated label value: {line:?}"),
-            }
-        }
-        labels.insert(key.trim().to_owned(), value);
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    labels
 }
 
 /// The samples of family member `name` carrying `target="<target>"`.
@@ -449,7 +374,7 @@ async fn json_logs_html_for_browsers_and_graceful_sigterm() {
     let rig = Rig::new("ops-json").await;
     let upstream = sim(EVENTS, RATE).await;
     rig.target(TARGET, &stream_url(&upstream.stream_url()), "");
-    let port = free_port().await;
+    let port = free_port().expect("a free loopback port");
     let config = rig.worker_yaml(port, "");
     let log_path = rig.dir.join("worker-json.log");
     let log_file = std::fs::File::create(&log_path).expect("log file");

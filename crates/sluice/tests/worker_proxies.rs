@@ -7,7 +7,8 @@
 mod rig;
 mod support;
 
-use rig::{Rig, assert_complete_in_order, ids_of, metric_value, sim, write_file};
+use rig::{Rig, assert_complete_in_order, ids_of, sim, write_file};
+use sluice_testkit::metric_value;
 use sluice_testkit::proxies::{
     Microsocks, MicrosocksOptions, ProxyAuth, Tinyproxy, TinyproxyOptions,
 };

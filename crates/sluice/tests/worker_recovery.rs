@@ -7,12 +7,9 @@ mod rig;
 
 use std::time::Duration;
 
-use rig::{
-    Rig, assert_complete_in_order, first_occurrences, ids_of, metric_value, rss_bytes, sim,
-    sim_with,
-};
+use rig::{Rig, assert_complete_in_order, first_occurrences, ids_of, rss_bytes, sim, sim_with};
 use sluice_sim::SimConfig;
-use sluice_testkit::{Outage, TestKafka};
+use sluice_testkit::{Outage, TestKafka, metric_value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_resumes_from_its_checkpoint_and_loses_nothing() {

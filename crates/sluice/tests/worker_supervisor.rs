@@ -109,7 +109,7 @@ async fn targets_start_and_stop_at_run_time_and_a_stopped_targets_checkpoint_is_
     ));
 
     // Final: while `b` goes on, `a` sends nothing more, and its last record is the checkpoint.
-    let b_now = rig::metric_value(
+    let b_now = sluice_testkit::metric_value(
         &metrics(&http, &base).await,
         "sluice_events_received_total{target=\"b\"}",
     ) as u64;

@@ -7,7 +7,7 @@ use tempfile::TempDir;
 
 use super::{ProxyAuth, ProxyError, or_skip, require, start_with_retries};
 use crate::daemon::{Daemon, read_lossy};
-use crate::port::free_loopback_port;
+use crate::port::free_port;
 
 const PROGRAM: &str = "tinyproxy";
 
@@ -40,7 +40,7 @@ impl Tinyproxy {
                     action: "create temp dir",
                     source,
                 })?;
-            let port = free_loopback_port().map_err(|source| ProxyError::Io {
+            let port = free_port().map_err(|source| ProxyError::Io {
                 program: PROGRAM,
                 action: "pick a free port",
                 source,

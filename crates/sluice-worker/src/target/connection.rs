@@ -27,8 +27,6 @@ use super::stream::{Flow, Read, Reader};
 use super::upstream::{Body, SetupError, Slot, Upstream};
 use crate::status::{State, TargetStatus};
 
-/// The longest `retry:` a stream may set: a server cannot park a target for longer.
-pub(crate) const MAX_RETRY: Duration = Duration::from_secs(3600);
 /// How soon a rotation that could not start, or failed, is tried again.
 const ROTATION_RETRY: Duration = Duration::from_secs(1);
 
@@ -297,7 +295,7 @@ impl<U: Upstream> Machine<U> {
         let flow = s.reader.read(&bytes, |read| match read {
             Read::Event(event) => self.accept(event, pipe, now, wall),
             Read::Replayed => self.status.duplicates.inc(),
-            Read::Retry(ms) => self.retry = Duration::from_millis(ms).min(MAX_RETRY),
+            Read::Retry(ms) => self.retry = sluice_client::reconnection_time(ms),
         });
         match flow {
             Flow::Open { events } => {

@@ -414,7 +414,7 @@ async fn a_retry_field_sets_the_floor_of_the_next_reconnect_and_is_capped() {
     drop(body);
     let closed = Instant::now();
     let next = t.attempt().await;
-    assert_eq!(next.at - closed, super::connection::MAX_RETRY);
+    assert_eq!(next.at - closed, sluice_client::MAX_SERVER_DELAY);
 }
 
 #[tokio::test(start_paused = true)]

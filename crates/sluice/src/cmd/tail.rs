@@ -30,7 +30,7 @@ pub enum TailExit {
     HttpStatus = 3,
     /// A 200 response that is not `text/event-stream`.
     ContentType = 4,
-    /// No byte for `--idle-timeout`.
+    /// No byte for `--idle-timeout` (with `--no-reconnect`; otherwise it reconnects).
     IdleTimeout = 5,
     /// An event or line exceeded the parser limits.
     ParseLimit = 6,
@@ -54,7 +54,7 @@ impl TailExit {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Exit status: 0 done (--max-events reached, or end of stream with --no-reconnect), 2 usage,
-3 http status, 4 wrong content type, 5 idle timeout, 6 parse limit exceeded, 7 connection
+3 http status, 4 wrong content type, 5 idle timeout (--no-reconnect), 6 parse limit exceeded, 7 connection
 failed, 8 server answered 204 (do not reconnect), 9 cannot write output, 130 interrupted.")]
 pub struct TailArgs {
     /// The SSE endpoint (http or https). Without one, tails an embedded simulator (`sluice sim`).
@@ -80,10 +80,11 @@ pub struct TailArgs {
     /// Stop after printing this many events.
     #[arg(long, value_name = "N")]
     max_events: Option<u64>,
-    /// Stop when no byte (comments included) arrives for this long, e.g. `30s`.
+    /// Take the connection for dead when no byte (comments included) arrives for this long, e.g.
+    /// `30s`: reconnect, or stop with `--no-reconnect`.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     idle_timeout: Option<Duration>,
-    /// Reconnection time until the server sends `retry:`.
+    /// Reconnection time until the server sends `retry:` (a failed attempt waits at least 1s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3s", value_name = "DURATION")]
     retry: Duration,
     /// Upper bound for the backoff between failed connection attempts.

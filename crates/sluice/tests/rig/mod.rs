@@ -13,7 +13,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice_sim::{RunningSim, SimConfig};
-use sluice_testkit::{SaslListener, TestKafka, unique_topic};
+use sluice_testkit::{SaslListener, TestKafka, free_port, metric_value, unique_topic};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -211,7 +211,7 @@ impl Rig {
         grace: &str,
         env: &[(&str, &str)],
     ) -> Worker {
-        let port = free_port().await;
+        let port = free_port().expect("a free loopback port");
         let config = self.worker_yaml_tuned(port, extra, kafka_properties, grace);
         let log = self.dir.join(format!("worker-{}.log", unique_topic("l")));
         let file = std::fs::File::create(&log).expect("log file");
@@ -277,9 +277,9 @@ impl Rig {
     pub async fn start_aggregator(&self, extra: &str, ready: bool) -> Worker {
         if !self.dir.join("worker.yaml").exists() {
             // The aggregator reads the targets through the worker's file; the port is unused.
-            self.worker_yaml(free_port().await, "");
+            self.worker_yaml(free_port().expect("a free loopback port"), "");
         }
-        let port = free_port().await;
+        let port = free_port().expect("a free loopback port");
         let config = self.aggregator_yaml(port, extra);
         let log = self
             .dir
@@ -562,22 +562,6 @@ impl Worker {
         self.child.kill().await.expect("kill worker");
         self.log()
     }
-}
-
-/// The value of `series` (exact `name{labels}` text as rendered) in Prometheus text, 0 if absent.
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(series)?;
-            rest.strip_prefix(' ')?.trim().parse().ok()
-        })
-        .unwrap_or(0.0)
-}
-
-/// A loopback port free right now.
-pub async fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 /// A simulator on a loopback port that stops after `events` deltas at `rate` per second.
