@@ -188,6 +188,44 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A free loopback port below the kernel's ephemeral range, for a listener that restarts on the
+/// same port (a process killed and started again): a port from the ephemeral range can be taken
+/// meanwhile as the local end of any outgoing connection, and the restart then cannot bind.
+pub fn stable_port() -> anyhow::Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let floor: u16 = 10_000;
+    anyhow::ensure!(
+        low > floor + 100,
+        "the ephemeral port range starts at {low}: no stable ports"
+    );
+    // Each call starts further on: two listeners of one run never get the same port.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = u32::from(low - floor);
+    let mut candidate = floor
+        + u16::try_from(
+            (std::process::id()
+                .wrapping_mul(7919)
+                .wrapping_add(call * 97))
+                % span,
+        )
+        .unwrap_or(0);
+    for _ in 0..1000 {
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return Ok(candidate);
+        }
+        candidate = if candidate + 1 >= low {
+            floor
+        } else {
+            candidate + 1
+        };
+    }
+    anyhow::bail!("no free loopback port between {floor} and {low}")
+}
+
 /// The `sluice` binary: `--sluice-bin`, else next to this executable.
 pub fn sluice_bin(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {

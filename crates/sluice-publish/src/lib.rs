@@ -33,5 +33,6 @@ pub use publisher::{
     read_checkpoints, read_compacted_blocking,
 };
 pub use record::{
-    KeyError, Record, RecordMeta, build_record, for_each_header, headers, record_key,
+    KeyError, Record, RecordMeta, build_record, for_each_header, headers, max_record_bytes,
+    record_key,
 };

@@ -128,6 +128,22 @@ impl KeyError {
     }
 }
 
+/// The largest record an event within `limits` can make: its data (the value), a key taken
+/// from the data (at most as long), the `sse.id`, `sse.event` and `sluice.resume` headers (each
+/// at most a line), and the fixed headers. The producer's `message.max.bytes` and the
+/// `max.message.bytes` of the topics Sluice creates are set from it, so an event the parser
+/// accepts is one Kafka takes.
+pub fn max_record_bytes(limits: sluice_sse::Limits) -> usize {
+    /// The other headers (target, times, connection, sequence, CloudEvents ones) and the
+    /// record batch's framing, with room to spare.
+    const FIXED: usize = 16 * 1024;
+    limits
+        .max_event_bytes
+        .saturating_mul(2)
+        .saturating_add(limits.max_line_bytes.saturating_mul(3))
+        .saturating_add(FIXED)
+}
+
 /// Builds the record for `event` with the key chosen by `key`.
 ///
 /// The key is the target id, or the string (its characters, unquoted) or number (its JSON text)

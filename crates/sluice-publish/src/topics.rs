@@ -15,6 +15,17 @@ use rdkafka::types::RDKafkaErrorCode;
 /// Creates those of `topics` that do not exist yet (with the broker's defaults; `compacted` sets
 /// `cleanup.policy=compact`).
 pub async fn ensure_topics(kafka: &ClientConfig, topics: &[&str], compacted: bool) {
+    ensure_topics_with(kafka, topics, compacted, &[]).await;
+}
+
+/// [`ensure_topics`], creating the missing ones with the topic configs in `configs` too (for
+/// example `max.message.bytes`).
+pub async fn ensure_topics_with(
+    kafka: &ClientConfig,
+    topics: &[&str],
+    compacted: bool,
+    configs: &[(&str, &str)],
+) {
     let reader = kafka.clone();
     let wanted: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
     let missing = tokio::task::spawn_blocking(move || -> Vec<String> {
@@ -39,7 +50,7 @@ pub async fn ensure_topics(kafka: &ClientConfig, topics: &[&str], compacted: boo
     .unwrap_or_default();
     for topic in missing {
         // Logged by `create_topic`; the caller goes on (see the module doc).
-        let _ = create_topic(kafka, &topic, compacted).await;
+        let _ = create_topic_with(kafka, &topic, compacted, configs).await;
     }
 }
 
@@ -102,7 +113,17 @@ pub async fn create_topic(
     topic: &str,
     compacted: bool,
 ) -> Result<Created, CreateTopicError> {
-    let result = try_create_topic(kafka, topic, compacted).await;
+    create_topic_with(kafka, topic, compacted, &[]).await
+}
+
+/// [`create_topic`] with more topic configs (`(name, value)`).
+pub async fn create_topic_with(
+    kafka: &ClientConfig,
+    topic: &str,
+    compacted: bool,
+    configs: &[(&str, &str)],
+) -> Result<Created, CreateTopicError> {
+    let result = try_create_topic(kafka, topic, compacted, configs).await;
     match &result {
         Ok(Created::Created) => tracing::warn!(
             topic,
@@ -120,6 +141,7 @@ async fn try_create_topic(
     kafka: &ClientConfig,
     topic: &str,
     compacted: bool,
+    configs: &[(&str, &str)],
 ) -> Result<Created, CreateTopicError> {
     let admin: AdminClient<DefaultClientContext> =
         kafka.create().map_err(CreateTopicError::Client)?;
@@ -129,6 +151,9 @@ async fn try_create_topic(
     let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(BROKER_DEFAULT));
     if compacted {
         new = new.set("cleanup.policy", "compact");
+    }
+    for (name, value) in configs {
+        new = new.set(name, value);
     }
     let results = admin
         .create_topics([&new], &options)

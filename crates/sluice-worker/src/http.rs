@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::status::StatusRow;
+use crate::status::{Delivery, StatusRow};
 
 /// What the handlers read.
 pub struct Ops {
@@ -83,7 +83,20 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
     if ops.stopping.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
     } else if ops.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
+        // A target Kafka refused an event of for good has stopped before it: the worker is not
+        // doing its job for that target, so it says so (an operator must act).
+        let targets = ops.targets.snapshot();
+        match targets.iter().find(|t| t.delivery() == Delivery::Failed) {
+            Some(failed) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "target {} stopped: kafka refused one of its events for good (see /status)\n",
+                    failed.id
+                ),
+            )
+                .into_response(),
+            None => (StatusCode::OK, "ready\n").into_response(),
+        }
     } else {
         let reason = ops
             .not_ready_reason

@@ -138,10 +138,34 @@ pub enum WorkerError {
 /// and the producer queue is bounded to 64 MiB, so a Kafka outage pauses reading instead of
 /// growing memory. Secret properties are read now.
 pub fn kafka_client_config(config: &WorkerConfig) -> Result<ClientConfig, SecretPropertyError> {
+    let max_record = max_record_bytes(config).to_string();
     kafka_settings(config).full(&[
+        ("message.max.bytes", max_record.as_str()),
         ("message.timeout.ms", "0"),
         ("queue.buffering.max.kbytes", "65536"),
     ])
+}
+
+/// The largest record an enabled target's events can make ([`sluice_publish::max_record_bytes`]
+/// of its parser limits), within librdkafka's ceiling for `message.max.bytes`.
+fn max_record_bytes(config: &WorkerConfig) -> usize {
+    max_record_of(
+        config
+            .targets
+            .iter()
+            .filter(|t| t.enabled)
+            .map(|t| t.limits),
+    )
+}
+
+fn max_record_of(limits: impl Iterator<Item = sluice_sse::Limits>) -> usize {
+    /// librdkafka refuses a larger `message.max.bytes`.
+    const LIBRDKAFKA_MAX: usize = 1_000_000_000;
+    limits
+        .map(sluice_publish::max_record_bytes)
+        .max()
+        .unwrap_or(1_000_000)
+        .min(LIBRDKAFKA_MAX)
 }
 
 /// The settings of the checkpoint reader and admin client: connection and security properties
@@ -279,15 +303,18 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
     topics.dedup();
     // In the background: a broker without the admin API (or slow to answer) must not hold up
     // the start; a target whose topic is missing shows `paused` until it exists.
+    // Topics created here take the largest record a target's events can make.
     {
         let kafka = kafka.clone();
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         let shutdown = shutdown.clone();
+        let max_message = max_record_of(targets.iter().map(|t| t.limits)).to_string();
         tokio::spawn(async move {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let configs = [("max.message.bytes", max_message.as_str())];
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = sluice_publish::topics::ensure_topics(&kafka, &topics, false) => {}
+                _ = sluice_publish::topics::ensure_topics_with(&kafka, &topics, false, &configs) => {}
             }
         });
     }
@@ -527,5 +554,26 @@ fn raise_open_files_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open files limit"),
         Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_producer_takes_the_largest_record_a_target_can_make() {
+        let small = sluice_sse::Limits {
+            max_line_bytes: 1000,
+            max_event_bytes: 10_000,
+        };
+        let large = sluice_sse::Limits::default();
+        assert_eq!(
+            max_record_of([small, large].into_iter()),
+            sluice_publish::max_record_bytes(large)
+        );
+        // 4 MiB events (the default) need far more than librdkafka's default of about 1 MB.
+        assert!(sluice_publish::max_record_bytes(large) > 2 * 4 * 1024 * 1024);
+        assert_eq!(max_record_of(std::iter::empty()), 1_000_000);
     }
 }

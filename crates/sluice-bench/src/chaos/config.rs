@@ -119,10 +119,10 @@ pub fn write(
         workers: Vec::new(),
         aggregator: dir.join("aggregator.yaml"),
         worker_listen: Vec::new(),
-        aggregator_listen: format!("127.0.0.1:{}", crate::free_port()?),
+        aggregator_listen: format!("127.0.0.1:{}", crate::stable_port()?),
     };
     for n in 0..workers {
-        let listen = format!("127.0.0.1:{}", crate::free_port()?);
+        let listen = format!("127.0.0.1:{}", crate::stable_port()?);
         let file = dir.join(format!("worker-{n}.yaml"));
         std::fs::write(&file, worker_yaml(s, &listen)?).context("cannot write worker.yaml")?;
         files.workers.push(file);
