@@ -295,7 +295,11 @@ mod tests {
                 &format!("sluice_aggregator_deltas_total{{outcome=\"{outcome}\",target=\"t1\"}}"),
             )
         };
-        assert_eq!(series("resnapshot").as_deref(), Some("5"), "{text}");
+        assert_eq!(
+            series("resnapshot").as_deref(),
+            Some(ResnapshotReason::ALL.len().to_string().as_str()),
+            "{text}"
+        );
         assert_eq!(series("buffered").as_deref(), Some("1"), "{text}");
         assert_eq!(series("applied").as_deref(), Some("0"), "{text}");
     }

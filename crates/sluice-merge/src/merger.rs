@@ -239,6 +239,15 @@ impl Merger {
         })
     }
 
+    /// The deltas after this state are lost (`reason` says how, e.g. their records are no
+    /// longer in Kafka): the held ones are dropped (they came before the loss, so before the
+    /// fetch this requests) and a fresh base state is requested; the last complete state stays
+    /// readable, not synced.
+    pub fn deltas_lost(&mut self, reason: ResnapshotReason) {
+        self.discarded += self.buffer.clear();
+        self.request_base(reason);
+    }
+
     /// The current fetch epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch

@@ -1218,7 +1218,8 @@ fn labels_are_distinct() {
             "gap",
             "unknown_entity",
             "generation",
-            "reset_event"
+            "reset_event",
+            "offset_out_of_range"
         ]
     );
     let outcomes = [
@@ -1345,4 +1346,28 @@ fn a_malformed_delta_before_the_base_is_reported_at_once_not_buffered() {
     assert_eq!(applied.replayed.malformed, 0);
     assert_eq!(applied.replayed.applied, 1);
     assert_eq!(xs(&merger), owned(&[("a", 1)]));
+}
+
+#[test]
+fn lost_deltas_ask_for_a_fresh_base_and_drop_what_was_held() {
+    let mut merger = loaded(spec(), &base(4, &[("a", 1)]));
+    assert!(merger.is_synced());
+    // A gap holds the delta that revealed it; losing the records after the state drops it.
+    assert!(matches!(
+        merger.offer(&message(&delta("a", 9, 2))),
+        Outcome::Resnapshot(ResnapshotReason::Gap)
+    ));
+    merger.fetch_request().unwrap();
+    assert_eq!(merger.buffered(), 1);
+    merger.deltas_lost(ResnapshotReason::OffsetOutOfRange);
+    assert!(!merger.is_synced());
+    assert!(merger.has_state(), "the last complete state stays readable");
+    assert_eq!(merger.buffered(), 0);
+    let request = merger.fetch_request().expect("a fetch is requested");
+    assert_eq!(request.reason, ResnapshotReason::OffsetOutOfRange);
+    merger
+        .load_base(request.epoch, base(20, &[("a", 7)]).as_bytes())
+        .unwrap();
+    assert_eq!(xs(&merger), owned(&[("a", 7)]));
+    assert!(merger.is_synced());
 }

@@ -892,3 +892,143 @@ async fn the_aggregator_refuses_to_start_when_the_events_topic_was_repartitioned
     );
     assert!(stderr.contains(&expected), "{expected}\n{stderr}");
 }
+
+/// Deletes every record of `topic`'s partitions up to their high watermarks (what retention
+/// does to records nobody read in time).
+async fn delete_all_records(kafka: &TestKafka, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = kafka.producer_config().create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::End)
+            .unwrap();
+    }
+    let deleted = admin
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .expect("delete records");
+    for element in deleted.elements() {
+        assert!(element.error().is_ok(), "delete records: {element:?}");
+    }
+}
+
+/// Whether the test runs on a real broker (the mock cluster has no `DeleteRecords`); skips
+/// (or fails under `SLUICE_TEST_STRICT`) otherwise.
+fn real_broker_or_skip(test: &str) -> bool {
+    if sluice_testkit::is_real_broker_run() {
+        return true;
+    }
+    sluice_testkit::skip_or_fail(
+        test,
+        "needs a real broker for DeleteRecords (run scripts/test)",
+    );
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_offset_that_retention_removed_means_a_fresh_base_state_not_a_stale_snapshot() {
+    if !real_broker_or_skip(
+        "a_committed_offset_that_retention_removed_means_a_fresh_base_state_not_a_stale_snapshot",
+    ) {
+        return;
+    }
+    let rig = rig("agg-gone").await;
+    let sim = rig::sim_with(sim_config(10, 200.0, 2_000)).await;
+    rig.target(
+        "gone",
+        &sim.stream_url(),
+        &aggregate_yaml(&sim.snapshot_url()),
+    );
+    let first = rig.start_aggregator("", true).await;
+    let worker = rig.start("").await;
+    first
+        .wait_for("a snapshot in kafka", async |a: &Worker| {
+            a.metric("sluice_aggregator_snapshots_written_total{sink=\"kafka\"}")
+                .await
+                >= 1.0
+                && state_of(a, "gone").await.is_some_and(|(v, _)| v > 0)
+        })
+        .await;
+    // Stopped cleanly: its last snapshot and committed offset are behind what follows.
+    let (exit, log) = first.terminate().await;
+    assert!(exit.success(), "{log}");
+    sim.wait_for_head(2_000).await;
+    rig.records_until(|records| rig::ids_of(records, "gone").contains(&2_000))
+        .await;
+    // Retention runs ahead of the group: every record after the committed offset is gone.
+    delete_all_records(&rig.kafka, &rig.events, 1).await;
+
+    let second = rig.start_aggregator("", true).await;
+    let (version, _) = truth(&sim);
+    let (got, _) = state_of(&second, "gone").await.expect("state");
+    assert_eq!(
+        got,
+        version,
+        "the restarted aggregator serves its stale snapshot as if nothing were lost:\n{}",
+        second.log()
+    );
+    let (_, body) = second.get("/v1/targets/gone/state").await.unwrap();
+    let state: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["synced"], true, "{state}");
+    assert_converges(&second, "gone", &sim).await;
+    assert_eq!(
+        second
+            .metric("sluice_aggregator_resnapshots_total{reason=\"offset_out_of_range\",target=\"gone\"}")
+            .await,
+        1.0,
+        "{}",
+        second.metrics().await
+    );
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_removed_before_a_running_aggregator_read_them_mean_fresh_base_states() {
+    if !real_broker_or_skip(
+        "records_removed_before_a_running_aggregator_read_them_mean_fresh_base_states",
+    ) {
+        return;
+    }
+    let rig = rig("agg-behind").await;
+    let sim = rig::sim_with(sim_config(10, 200.0, 3_000)).await;
+    rig.target(
+        "behind",
+        &sim.stream_url(),
+        &aggregate_yaml(&sim.snapshot_url()),
+    );
+    let aggregator = rig.start_aggregator("", true).await;
+    let worker = rig.start("").await;
+    sim.wait_for_head(2_600).await;
+    // Frozen (shorter than its session timeout, so it keeps its partitions) while the last
+    // records are written and removed: its next offset is gone when it wakes.
+    let pid = aggregator.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    sim.wait_for_head(3_000).await;
+    rig.records_until(|records| rig::ids_of(records, "behind").contains(&3_000))
+        .await;
+    delete_all_records(&rig.kafka, &rig.events, 1).await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_converges(&aggregator, "behind", &sim).await;
+    assert_eq!(
+        aggregator
+            .metric("sluice_aggregator_resnapshots_total{reason=\"offset_out_of_range\",target=\"behind\"}")
+            .await,
+        1.0,
+        "{}",
+        aggregator.log()
+    );
+    drop(worker);
+}

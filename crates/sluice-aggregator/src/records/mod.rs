@@ -167,7 +167,7 @@ impl Handler {
                 // worker used another partitioner): adopt it.
                 tracing::info!(target_id = %target, partition = message.partition(), "first record of a target without a snapshot: fetching its base state");
                 self.shared
-                    .insert_fresh_cell(&def, message.partition(), message.offset())
+                    .insert_fresh_cell(&def, message.partition(), message.offset(), false)
             }
         };
         let same = self
