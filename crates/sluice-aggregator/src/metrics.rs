@@ -121,7 +121,8 @@ pub struct Metrics {
     pub snapshots_written: IntCounterVec,
     /// `sluice_aggregator_snapshot_errors_total{sink}`.
     pub snapshot_errors: IntCounterVec,
-    /// `sluice_aggregator_records_skipped_total{reason}`: `unknown_target`, `already_applied`.
+    /// `sluice_aggregator_records_skipped_total{reason}`: `unknown_target`, `already_applied`,
+    /// `other_partition`.
     pub skipped: IntCounterVec,
     /// `sluice_aggregator_dead_letters_total`.
     pub dead_letters: IntCounter,

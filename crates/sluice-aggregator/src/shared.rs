@@ -181,6 +181,7 @@ impl Shared {
             Inner {
                 merger,
                 partition,
+                placed: false,
                 next_offset: start,
                 snapshot_offset: None,
                 dirty: false,

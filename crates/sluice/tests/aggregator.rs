@@ -1032,3 +1032,104 @@ async fn records_removed_before_a_running_aggregator_read_them_mean_fresh_base_s
     );
     drop(worker);
 }
+
+/// Writes a delta of `target` to `partition` of `topic` by hand (as a worker would, headers
+/// included).
+async fn produce_delta(
+    kafka: &TestKafka,
+    topic: &str,
+    partition: i32,
+    target: &str,
+    id: u64,
+    data: &str,
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka.producer_config().create().unwrap();
+    let id = id.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "sluice.target",
+            value: Some(target),
+        })
+        .insert(Header {
+            key: "sse.id",
+            value: Some(&id),
+        })
+        .insert(Header {
+            key: "sse.event",
+            value: Some("message"),
+        });
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(partition)
+                .key(target)
+                .payload(data)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(error, _)| error)
+        .expect("produce");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_compared_only_within_the_targets_own_partition() {
+    let rig = Rig::with_partitions("agg-parts", kafka(), 2).await;
+    let base = Router::new().route("/base", get(|| async { r#"{"version":1,"items":[]}"# }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/base", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, base).await });
+    rig.target(
+        "moved",
+        "http://127.0.0.1:9/stream",
+        &aggregate_yaml(&base_url),
+    );
+    let predicted = sluice_publish::partition_for("moved", 2);
+    let actual = 1 - predicted;
+    // The predicted partition is ahead of the one the target's records are really in (a worker
+    // with another partitioner): its offsets must not decide which of them were applied.
+    for n in 0..20 {
+        produce_delta(&rig.kafka, &rig.events, predicted, "other", n, "{}").await;
+    }
+    let aggregator = rig.start_aggregator("", true).await;
+    for v in 2..=4 {
+        let data = format!(r#"{{"key":"k{v}","version":{v},"price":{v}}}"#);
+        produce_delta(&rig.kafka, &rig.events, actual, "moved", v, &data).await;
+    }
+    let applied = "sluice_aggregator_deltas_total{outcome=\"applied\",target=\"moved\"}";
+    let skipped = "sluice_aggregator_records_skipped_total{reason=\"already_applied\"}";
+    aggregator
+        .wait_for("the three deltas to be handled", async |a: &Worker| {
+            a.metric(applied).await + a.metric(skipped).await >= 3.0
+        })
+        .await;
+    assert_eq!(
+        aggregator.metric(applied).await,
+        3.0,
+        "{}",
+        aggregator.metrics().await
+    );
+    let (version, entities) = state_of(&aggregator, "moved").await.unwrap();
+    assert_eq!((version, entities.len()), (4, 3));
+
+    // Now the target's partition is known: a record of it elsewhere is not compared with it.
+    produce_delta(
+        &rig.kafka,
+        &rig.events,
+        predicted,
+        "moved",
+        5,
+        r#"{"key":"k5","version":5}"#,
+    )
+    .await;
+    let other = "sluice_aggregator_records_skipped_total{reason=\"other_partition\"}";
+    aggregator
+        .wait_for("the stray record to be skipped", async |a: &Worker| {
+            a.metric(other).await >= 1.0
+        })
+        .await;
+    let (version, entities) = state_of(&aggregator, "moved").await.unwrap();
+    assert_eq!((version, entities.len()), (4, 3));
+}

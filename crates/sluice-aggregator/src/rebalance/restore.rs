@@ -118,6 +118,7 @@ fn restore_one(shared: &Shared, def: &Arc<TargetDef>, record: SnapshotRecord) {
         Inner {
             merger,
             partition: record.partition,
+            placed: true,
             next_offset: record.next_offset,
             snapshot_offset: Some(record.next_offset),
             dirty: false,
