@@ -157,6 +157,12 @@ impl<'a> RawRecord<'a> {
         Some(text.to_string_lossy().into_owned())
     }
 
+    /// Whether this is librdkafka's report that the partition's next offset is no longer on
+    /// the broker (`auto.offset.reset=error`).
+    pub fn is_offset_out_of_range(&self) -> bool {
+        self.message.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET
+    }
+
     /// The topic's name ("" if librdkafka gives none or it is not UTF-8).
     pub fn topic(&self) -> &'a str {
         if self.message.rkt.is_null() {

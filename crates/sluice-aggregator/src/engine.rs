@@ -12,12 +12,14 @@ use std::time::{Duration, SystemTime};
 
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, BatchQueue};
 use crate::fetch::Fetcher;
+use crate::out_of_range;
 use crate::rebalance::Ctx;
 use crate::records::{Handler, Record};
 use crate::shared::Shared;
@@ -127,6 +129,10 @@ impl Engine {
                     }
                     self.records.handle(&message, now)
                 }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    out_of_range::restart_gone_partitions(&self.shared, &self.consumer);
+                    break;
+                }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "kafka consumer error");
                     break;
@@ -152,8 +158,15 @@ impl Engine {
             if wait > Duration::ZERO {
                 now = SystemTime::now();
             }
+            let mut gone = Vec::new();
             batch.drain(|record| match record.error() {
                 None => self.records.handle(&record, now),
+                Some(_) if record.is_offset_out_of_range() => {
+                    gone.push((
+                        Record::topic(&record).to_owned(),
+                        Record::partition(&record),
+                    ));
+                }
                 Some(error) => tracing::warn!(
                     topic = Record::topic(&record),
                     partition = Record::partition(&record),
@@ -161,6 +174,9 @@ impl Engine {
                     "kafka consumer error"
                 ),
             });
+            for (topic, partition) in gone {
+                out_of_range::restart_partition(&self.shared, &self.consumer, &topic, partition);
+            }
             budget = budget.saturating_sub(n);
             wait = Duration::ZERO;
         }

@@ -13,6 +13,7 @@ mod engine;
 mod fetch;
 mod http;
 mod metrics;
+mod out_of_range;
 mod partition_check;
 mod rebalance;
 mod records;
@@ -185,7 +186,8 @@ pub async fn run(
             ("group.id", config.kafka.group_id.as_str()),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "latest"),
+            // A next offset retention removed is reported (`out_of_range`), never skipped.
+            ("auto.offset.reset", "error"),
             ("enable.partition.eof", "false"),
             ("topic.metadata.refresh.interval.ms", "5000"),
         ])?

@@ -121,7 +121,8 @@ pub struct Metrics {
     pub snapshots_written: IntCounterVec,
     /// `sluice_aggregator_snapshot_errors_total{sink}`.
     pub snapshot_errors: IntCounterVec,
-    /// `sluice_aggregator_records_skipped_total{reason}`: `unknown_target`, `already_applied`.
+    /// `sluice_aggregator_records_skipped_total{reason}`: `unknown_target`, `already_applied`,
+    /// `other_partition`.
     pub skipped: IntCounterVec,
     /// `sluice_aggregator_dead_letters_total`.
     pub dead_letters: IntCounter,
@@ -295,7 +296,11 @@ mod tests {
                 &format!("sluice_aggregator_deltas_total{{outcome=\"{outcome}\",target=\"t1\"}}"),
             )
         };
-        assert_eq!(series("resnapshot").as_deref(), Some("5"), "{text}");
+        assert_eq!(
+            series("resnapshot").as_deref(),
+            Some(ResnapshotReason::ALL.len().to_string().as_str()),
+            "{text}"
+        );
         assert_eq!(series("buffered").as_deref(), Some("1"), "{text}");
         assert_eq!(series("applied").as_deref(), Some("0"), "{text}");
     }

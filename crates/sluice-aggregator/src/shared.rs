@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::BaseProducer;
 use sluice_config::ProxyConfig;
-use sluice_merge::Merger;
+use sluice_merge::{Merger, ResnapshotReason};
 
 use crate::metrics::Metrics;
 use crate::snapshot::Deliveries;
@@ -163,12 +163,25 @@ impl Shared {
 
     /// Adds a target without a snapshot: it needs a base state and takes records from `start`
     /// (the partition's start offset, or the first record's offset; -1 when unknown).
-    pub fn insert_fresh_cell(&self, def: &Arc<TargetDef>, partition: i32, start: i64) -> Arc<Cell> {
+    /// `deltas_lost`: its snapshot, if any, was unusable because records after it are gone
+    /// (the fetch is counted as `offset_out_of_range`, not `initial`).
+    pub fn insert_fresh_cell(
+        &self,
+        def: &Arc<TargetDef>,
+        partition: i32,
+        start: i64,
+        deltas_lost: bool,
+    ) -> Arc<Cell> {
+        let mut merger = Merger::new(def.spec.clone());
+        if deltas_lost {
+            merger.deltas_lost(ResnapshotReason::OffsetOutOfRange);
+        }
         let cell = self.insert_cell(
             def,
             Inner {
-                merger: Merger::new(def.spec.clone()),
+                merger,
                 partition,
+                placed: false,
                 next_offset: start,
                 snapshot_offset: None,
                 dirty: false,

@@ -80,6 +80,9 @@ pub struct Inner {
     pub merger: Merger,
     /// The events partition the target's records are in.
     pub partition: i32,
+    /// Whether `partition` is known (from a snapshot or a record of the target); a fresh
+    /// target's partition is the partitioner's prediction until its first record.
+    pub placed: bool,
     /// Offset of the next record to offer (records below it were offered already).
     pub next_offset: i64,
     /// `next_offset` of the last snapshot written or restored; the committed offset of the

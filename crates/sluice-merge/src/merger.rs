@@ -44,6 +44,10 @@ pub struct Merger {
     last_connection: Option<u64>,
     /// Recent `sse.id`s (unversioned targets only).
     ids: IdWindow,
+    /// The `sse.id` of the last delta offered to the synced rules (unversioned targets only):
+    /// the worker carries an id forward to events without an `id:` line, so a run of one id is
+    /// one event and the ones after it, not replays.
+    last_id: Option<Arc<str>>,
     buffer: Buffer,
     /// Deltas dropped from the buffer because a reset or a new generation made them useless.
     discarded: u64,
@@ -98,6 +102,7 @@ impl Merger {
             change_seq: 0,
             last_connection: None,
             ids: IdWindow::new(spec.dedupe_window),
+            last_id: None,
             buffer: Buffer::new(spec.max_buffered),
             discarded: 0,
             has_state: false,
@@ -112,10 +117,13 @@ impl Merger {
     /// for unversioned targets only (versioned targets keep none).
     pub fn restore(spec: Arc<MergeSpec>, snap: TargetSnapshot) -> Merger {
         let paths = Paths::new(&spec);
-        let ids = if paths.version.is_versioned() {
-            IdWindow::new(spec.dedupe_window)
+        let (ids, last_id) = if paths.version.is_versioned() {
+            (IdWindow::new(spec.dedupe_window), None)
         } else {
-            IdWindow::with_ids(spec.dedupe_window, &snap.recent_ids)
+            (
+                IdWindow::with_ids(spec.dedupe_window, &snap.recent_ids),
+                snap.recent_ids.last().map(|id| Arc::from(id.as_str())),
+            )
         };
         Merger {
             paths,
@@ -129,6 +137,7 @@ impl Merger {
             change_seq: snap.change_seq,
             last_connection: snap.last_connection,
             ids,
+            last_id,
             buffer: Buffer::new(spec.max_buffered),
             discarded: 0,
             has_state: true,
@@ -237,6 +246,15 @@ impl Merger {
             epoch: self.epoch,
             reason,
         })
+    }
+
+    /// The deltas after this state are lost (`reason` says how, e.g. their records are no
+    /// longer in Kafka): the held ones are dropped (they came before the loss, so before the
+    /// fetch this requests) and a fresh base state is requested; the last complete state stays
+    /// readable, not synced.
+    pub fn deltas_lost(&mut self, reason: ResnapshotReason) {
+        self.discarded += self.buffer.clear();
+        self.request_base(reason);
     }
 
     /// The current fetch epoch.
@@ -387,8 +405,16 @@ impl Merger {
         values: bool,
     ) -> Step {
         let versioned = self.paths.version.is_versioned();
-        if !versioned && id.is_some_and(|id| self.ids.contains(id)) {
-            return Step::Duplicate;
+        if !versioned && let Some(id) = id {
+            // Only the first delta of a run of one id can be a replay; the others carry it
+            // forward (their events had no `id:` line).
+            let carried = self.last_id.as_deref() == Some(id);
+            if !carried {
+                self.last_id = Some(Arc::from(id));
+                if self.ids.contains(id) {
+                    return Step::Duplicate;
+                }
+            }
         }
         let read = match self.spec.strategy {
             // The entity is stored as text: read only what the rules need, build no tree.

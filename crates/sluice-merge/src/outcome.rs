@@ -96,20 +96,24 @@ pub enum ResnapshotReason {
     Generation,
     /// The upstream sent one of `reset_events`.
     ResetEvent,
+    /// The records after the state are no longer in Kafka (retention ran ahead of the
+    /// aggregator): the deltas in between are lost.
+    OffsetOutOfRange,
 }
 
 impl ResnapshotReason {
     /// Every reason.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         ResnapshotReason::Initial,
         ResnapshotReason::Gap,
         ResnapshotReason::UnknownEntity,
         ResnapshotReason::Generation,
         ResnapshotReason::ResetEvent,
+        ResnapshotReason::OffsetOutOfRange,
     ];
 
     /// The log and metric label: `initial`, `gap`, `unknown_entity`, `generation`,
-    /// `reset_event`.
+    /// `reset_event`, `offset_out_of_range`.
     pub fn as_str(self) -> &'static str {
         match self {
             ResnapshotReason::Initial => "initial",
@@ -117,6 +121,7 @@ impl ResnapshotReason {
             ResnapshotReason::UnknownEntity => "unknown_entity",
             ResnapshotReason::Generation => "generation",
             ResnapshotReason::ResetEvent => "reset_event",
+            ResnapshotReason::OffsetOutOfRange => "offset_out_of_range",
         }
     }
 }

@@ -474,10 +474,6 @@ fn unversioned_duplicates_are_found_by_sse_id_within_the_window() {
         merger.offer(&with_id("1", r#"{"id":"a","x":1}"#)).as_str(),
         "applied"
     );
-    assert_eq!(
-        merger.offer(&with_id("1", r#"{"id":"a","x":9}"#)),
-        Outcome::Duplicate
-    );
     // A malformed delta is not remembered: its id may come again, well formed.
     assert_eq!(
         merger.offer(&with_id("2", r#"{"x":2}"#)).as_str(),
@@ -486,6 +482,10 @@ fn unversioned_duplicates_are_found_by_sse_id_within_the_window() {
     assert_eq!(
         merger.offer(&with_id("2", r#"{"id":"a","x":2}"#)).as_str(),
         "applied"
+    );
+    assert_eq!(
+        merger.offer(&with_id("1", r#"{"id":"a","x":9}"#)),
+        Outcome::Duplicate
     );
     assert_eq!(
         merger.offer(&with_id("3", r#"{"id":"a","x":3}"#)).as_str(),
@@ -502,6 +502,46 @@ fn unversioned_duplicates_are_found_by_sse_id_within_the_window() {
     assert_eq!(merger.offer(&message(no_id)).as_str(), "applied");
     assert_eq!(merger.version(), None);
     assert_eq!(merger.export().unwrap().recent_ids, ["3", "1"]);
+}
+
+#[test]
+fn an_unversioned_delta_whose_id_was_carried_forward_is_not_a_duplicate() {
+    // The worker's `sse.id` is the last id seen: events without an `id:` line carry it forward.
+    let with_id = |id, data: &'static str| Input {
+        id: Some(id),
+        ..Input::new("message", data.as_bytes())
+    };
+    let mut merger = loaded(unversioned(), &json!({"items": []}).to_string());
+    for (id, data) in [
+        ("7", r#"{"id":"a","x":1}"#),
+        ("7", r#"{"id":"b","x":2}"#),
+        ("7", r#"{"id":"a","x":3}"#),
+        ("8", r#"{"id":"c","x":4}"#),
+    ] {
+        assert_eq!(
+            merger.offer(&with_id(id, data)).as_str(),
+            "applied",
+            "{id} {data}"
+        );
+    }
+    assert_eq!(xs(&merger), owned(&[("a", 3), ("b", 2), ("c", 4)]));
+    // A replay of "7" after "8" is provably one (the run of "7" ended).
+    assert_eq!(
+        merger.offer(&with_id("7", r#"{"id":"a","x":1}"#)),
+        Outcome::Duplicate
+    );
+    // The same across a snapshot: the run of the last id continues after a restore.
+    let mut restored = Merger::restore(Arc::new(unversioned()), merger.export().unwrap());
+    assert_eq!(
+        restored
+            .offer(&with_id("8", r#"{"id":"d","x":5}"#))
+            .as_str(),
+        "applied"
+    );
+    assert_eq!(
+        restored.offer(&with_id("7", r#"{"id":"a","x":1}"#)),
+        Outcome::Duplicate
+    );
 }
 
 #[test]
@@ -1144,9 +1184,10 @@ fn export_and_restore_through_json_preserve_everything() {
         restored.entities().collect::<Vec<_>>(),
         merger.entities().collect::<Vec<_>>()
     );
-    // The dedupe window, the change sequence and the connection carry over.
+    // The dedupe window, the change sequence and the connection carry over ("e2", the last
+    // id, would be carried forward: not a duplicate).
     assert_eq!(
-        restored.offer(&with_id("e2", r#"{"id":"b","x":9}"#)),
+        restored.offer(&with_id("e1", r#"{"id":"b","x":9}"#)),
         Outcome::Duplicate
     );
     let same_connection = Input {
@@ -1218,7 +1259,8 @@ fn labels_are_distinct() {
             "gap",
             "unknown_entity",
             "generation",
-            "reset_event"
+            "reset_event",
+            "offset_out_of_range"
         ]
     );
     let outcomes = [
@@ -1345,4 +1387,28 @@ fn a_malformed_delta_before_the_base_is_reported_at_once_not_buffered() {
     assert_eq!(applied.replayed.malformed, 0);
     assert_eq!(applied.replayed.applied, 1);
     assert_eq!(xs(&merger), owned(&[("a", 1)]));
+}
+
+#[test]
+fn lost_deltas_ask_for_a_fresh_base_and_drop_what_was_held() {
+    let mut merger = loaded(spec(), &base(4, &[("a", 1)]));
+    assert!(merger.is_synced());
+    // A gap holds the delta that revealed it; losing the records after the state drops it.
+    assert!(matches!(
+        merger.offer(&message(&delta("a", 9, 2))),
+        Outcome::Resnapshot(ResnapshotReason::Gap)
+    ));
+    merger.fetch_request().unwrap();
+    assert_eq!(merger.buffered(), 1);
+    merger.deltas_lost(ResnapshotReason::OffsetOutOfRange);
+    assert!(!merger.is_synced());
+    assert!(merger.has_state(), "the last complete state stays readable");
+    assert_eq!(merger.buffered(), 0);
+    let request = merger.fetch_request().expect("a fetch is requested");
+    assert_eq!(request.reason, ResnapshotReason::OffsetOutOfRange);
+    merger
+        .load_base(request.epoch, base(20, &[("a", 7)]).as_bytes())
+        .unwrap();
+    assert_eq!(xs(&merger), owned(&[("a", 7)]));
+    assert!(merger.is_synced());
 }

@@ -893,3 +893,244 @@ async fn the_aggregator_refuses_to_start_when_the_events_topic_was_repartitioned
     );
     assert!(stderr.contains(&expected), "{expected}\n{stderr}");
 }
+
+/// Deletes every record of `topic`'s partitions up to their high watermarks (what retention
+/// does to records nobody read in time).
+async fn delete_all_records(kafka: &TestKafka, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = kafka.producer_config().create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::End)
+            .unwrap();
+    }
+    let deleted = admin
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .expect("delete records");
+    for element in deleted.elements() {
+        assert!(element.error().is_ok(), "delete records: {element:?}");
+    }
+}
+
+/// Whether the test runs on a real broker (the mock cluster has no `DeleteRecords`); skips
+/// (or fails under `SLUICE_TEST_STRICT`) otherwise.
+fn real_broker_or_skip(test: &str) -> bool {
+    if sluice_testkit::is_real_broker_run() {
+        return true;
+    }
+    sluice_testkit::skip_or_fail(
+        test,
+        "needs a real broker for DeleteRecords (run scripts/test)",
+    );
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_offset_that_retention_removed_means_a_fresh_base_state_not_a_stale_snapshot() {
+    if !real_broker_or_skip(
+        "a_committed_offset_that_retention_removed_means_a_fresh_base_state_not_a_stale_snapshot",
+    ) {
+        return;
+    }
+    let rig = rig("agg-gone").await;
+    let sim = rig::sim_with(sim_config(10, 200.0, 2_000)).await;
+    rig.target(
+        "gone",
+        &sim.stream_url(),
+        &aggregate_yaml(&sim.snapshot_url()),
+    );
+    let first = rig.start_aggregator("", true).await;
+    let worker = rig.start("").await;
+    first
+        .wait_for("a snapshot in kafka", async |a: &Worker| {
+            a.metric("sluice_aggregator_snapshots_written_total{sink=\"kafka\"}")
+                .await
+                >= 1.0
+                && state_of(a, "gone").await.is_some_and(|(v, _)| v > 0)
+        })
+        .await;
+    // Stopped cleanly: its last snapshot and committed offset are behind what follows.
+    let (exit, log) = first.terminate().await;
+    assert!(exit.success(), "{log}");
+    sim.wait_for_head(2_000).await;
+    rig.records_until(|records| rig::ids_of(records, "gone").contains(&2_000))
+        .await;
+    // Retention runs ahead of the group: every record after the committed offset is gone.
+    delete_all_records(&rig.kafka, &rig.events, 1).await;
+
+    let second = rig.start_aggregator("", true).await;
+    let (version, _) = truth(&sim);
+    let (got, _) = state_of(&second, "gone").await.expect("state");
+    assert_eq!(
+        got,
+        version,
+        "the restarted aggregator serves its stale snapshot as if nothing were lost:\n{}",
+        second.log()
+    );
+    let (_, body) = second.get("/v1/targets/gone/state").await.unwrap();
+    let state: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["synced"], true, "{state}");
+    assert_converges(&second, "gone", &sim).await;
+    assert_eq!(
+        second
+            .metric("sluice_aggregator_resnapshots_total{reason=\"offset_out_of_range\",target=\"gone\"}")
+            .await,
+        1.0,
+        "{}",
+        second.metrics().await
+    );
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_removed_before_a_running_aggregator_read_them_mean_fresh_base_states() {
+    if !real_broker_or_skip(
+        "records_removed_before_a_running_aggregator_read_them_mean_fresh_base_states",
+    ) {
+        return;
+    }
+    let rig = rig("agg-behind").await;
+    let sim = rig::sim_with(sim_config(10, 200.0, 3_000)).await;
+    rig.target(
+        "behind",
+        &sim.stream_url(),
+        &aggregate_yaml(&sim.snapshot_url()),
+    );
+    let aggregator = rig.start_aggregator("", true).await;
+    let worker = rig.start("").await;
+    sim.wait_for_head(2_600).await;
+    // Frozen (shorter than its session timeout, so it keeps its partitions) while the last
+    // records are written and removed: its next offset is gone when it wakes.
+    let pid = aggregator.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    sim.wait_for_head(3_000).await;
+    rig.records_until(|records| rig::ids_of(records, "behind").contains(&3_000))
+        .await;
+    delete_all_records(&rig.kafka, &rig.events, 1).await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_converges(&aggregator, "behind", &sim).await;
+    assert_eq!(
+        aggregator
+            .metric("sluice_aggregator_resnapshots_total{reason=\"offset_out_of_range\",target=\"behind\"}")
+            .await,
+        1.0,
+        "{}",
+        aggregator.log()
+    );
+    drop(worker);
+}
+
+/// Writes a delta of `target` to `partition` of `topic` by hand (as a worker would, headers
+/// included).
+async fn produce_delta(
+    kafka: &TestKafka,
+    topic: &str,
+    partition: i32,
+    target: &str,
+    id: u64,
+    data: &str,
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka.producer_config().create().unwrap();
+    let id = id.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "sluice.target",
+            value: Some(target),
+        })
+        .insert(Header {
+            key: "sse.id",
+            value: Some(&id),
+        })
+        .insert(Header {
+            key: "sse.event",
+            value: Some("message"),
+        });
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(partition)
+                .key(target)
+                .payload(data)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(error, _)| error)
+        .expect("produce");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_compared_only_within_the_targets_own_partition() {
+    let rig = Rig::with_partitions("agg-parts", kafka(), 2).await;
+    let base = Router::new().route("/base", get(|| async { r#"{"version":1,"items":[]}"# }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/base", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, base).await });
+    rig.target(
+        "moved",
+        "http://127.0.0.1:9/stream",
+        &aggregate_yaml(&base_url),
+    );
+    let predicted = sluice_publish::partition_for("moved", 2);
+    let actual = 1 - predicted;
+    // The predicted partition is ahead of the one the target's records are really in (a worker
+    // with another partitioner): its offsets must not decide which of them were applied.
+    for n in 0..20 {
+        produce_delta(&rig.kafka, &rig.events, predicted, "other", n, "{}").await;
+    }
+    let aggregator = rig.start_aggregator("", true).await;
+    for v in 2..=4 {
+        let data = format!(r#"{{"key":"k{v}","version":{v},"price":{v}}}"#);
+        produce_delta(&rig.kafka, &rig.events, actual, "moved", v, &data).await;
+    }
+    let applied = "sluice_aggregator_deltas_total{outcome=\"applied\",target=\"moved\"}";
+    let skipped = "sluice_aggregator_records_skipped_total{reason=\"already_applied\"}";
+    aggregator
+        .wait_for("the three deltas to be handled", async |a: &Worker| {
+            a.metric(applied).await + a.metric(skipped).await >= 3.0
+        })
+        .await;
+    assert_eq!(
+        aggregator.metric(applied).await,
+        3.0,
+        "{}",
+        aggregator.metrics().await
+    );
+    let (version, entities) = state_of(&aggregator, "moved").await.unwrap();
+    assert_eq!((version, entities.len()), (4, 3));
+
+    // Now the target's partition is known: a record of it elsewhere is not compared with it.
+    produce_delta(
+        &rig.kafka,
+        &rig.events,
+        predicted,
+        "moved",
+        5,
+        r#"{"key":"k5","version":5}"#,
+    )
+    .await;
+    let other = "sluice_aggregator_records_skipped_total{reason=\"other_partition\"}";
+    aggregator
+        .wait_for("the stray record to be skipped", async |a: &Worker| {
+            a.metric(other).await >= 1.0
+        })
+        .await;
+    let (version, entities) = state_of(&aggregator, "moved").await.unwrap();
+    assert_eq!((version, entities.len()), (4, 3));
+}

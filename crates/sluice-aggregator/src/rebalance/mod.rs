@@ -49,7 +49,7 @@ impl Ctx {
     /// Forwards each partition's fetch queue to the batch queue, before the assignment starts
     /// fetching (librdkafka keeps a forwarding the application set), so every record of these
     /// partitions takes the batch path.
-    fn forward(&self, tpl: &TopicPartitionList) {
+    pub fn forward(&self, tpl: &TopicPartitionList) {
         let Some(queue) = self.queue.get().and_then(Weak::upgrade) else {
             return;
         };

@@ -17,7 +17,7 @@ use rdkafka::consumer::BaseConsumer;
 use sluice_merge::Merger;
 use sluice_publish::partition_for;
 
-use super::start_offsets::{partition_count, pin_start_offsets};
+use super::start_offsets::{Starts, partition_count, pin_start_offsets};
 use super::{Ctx, partitions};
 use crate::shared::{Shared, TopicPartition};
 use crate::snapshot::SnapshotRecord;
@@ -38,7 +38,7 @@ pub fn restore(shared: &Shared, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartiti
         for topic in topics {
             shared.set_partition_count(topic, partition_count(consumer, topic));
         }
-        let restored = restore_snapshots(shared, &parts, &starts);
+        let restored = restore_snapshots(shared, &parts, &starts.offsets);
         start_fresh(shared, &parts, &starts, &restored);
     }
     shared.set_assigned_once(true);
@@ -118,6 +118,7 @@ fn restore_one(shared: &Shared, def: &Arc<TargetDef>, record: SnapshotRecord) {
         Inner {
             merger,
             partition: record.partition,
+            placed: true,
             next_offset: record.next_offset,
             snapshot_offset: Some(record.next_offset),
             dirty: false,
@@ -129,11 +130,12 @@ fn restore_one(shared: &Shared, def: &Arc<TargetDef>, record: SnapshotRecord) {
 }
 
 /// Starts fresh (base fetch queued) every configured target that `partition_for` places in
-/// `parts` and that was not restored.
+/// `parts` and that was not restored; in a partition whose committed offset was gone, the
+/// fetch is counted as reason `offset_out_of_range`.
 fn start_fresh(
     shared: &Shared,
     parts: &BTreeSet<TopicPartition>,
-    starts: &HashMap<TopicPartition, i64>,
+    starts: &Starts,
     restored: &BTreeSet<String>,
 ) {
     for def in shared.defs.values() {
@@ -151,7 +153,9 @@ fn start_fresh(
         let key = (topic.clone(), partition);
         if parts.contains(&key) {
             tracing::info!(target_id = %def.id(), partition, "target assigned without a snapshot: fetching its base state");
-            shared.insert_fresh_cell(def, partition, starts.get(&key).copied().unwrap_or(-1));
+            let start = starts.offsets.get(&key).copied().unwrap_or(-1);
+            let gone = starts.gone.contains(&key);
+            shared.insert_fresh_cell(def, partition, start, gone);
         }
     }
 }

@@ -5,7 +5,9 @@
 //! `/stream` clients, a malformed delta to the dead-letter topic, a re-snapshot to the fetch
 //! queue.
 //!
-//! A record below a target's `next_offset` is never offered again. This module must not fetch,
+//! A record below a target's `next_offset` is never offered again; offsets are compared only
+//! within the target's own partition (a record of it in another one is skipped and logged,
+//! unless the target has taken no record yet and its partition was only predicted). This module must not fetch,
 //! snapshot or commit.
 
 mod dead_letter;
@@ -69,6 +71,8 @@ pub struct Handler {
     shared: Arc<Shared>,
     /// Malformed deltas logged per target (the log is rate-limited past 100).
     malformed_logged: RefCell<HashMap<String, u64>>,
+    /// Records in another partition than their target's, logged per target (rate-limited).
+    other_partition_logged: RefCell<HashMap<String, u64>>,
     /// The cell of the last record handled.
     last_cell: RefCell<Option<Arc<Cell>>>,
 }
@@ -79,6 +83,7 @@ impl Handler {
         Handler {
             shared,
             malformed_logged: Default::default(),
+            other_partition_logged: Default::default(),
             last_cell: Default::default(),
         }
     }
@@ -102,6 +107,19 @@ impl Handler {
         };
         let offset = message.offset();
         let mut inner = cell.lock();
+        if message.partition() != inner.partition {
+            if inner.placed {
+                // Offsets of two partitions say nothing about each other's order.
+                drop(inner);
+                self.other_partition(message, target);
+                return self.skipped("other_partition");
+            }
+            // The partitioner's prediction was wrong: the target lives where its records are.
+            tracing::info!(target_id = %target, predicted = inner.partition, partition = message.partition(), "the target's records are in another partition than predicted: following them");
+            inner.partition = message.partition();
+            inner.next_offset = offset;
+        }
+        inner.placed = true;
         if offset < inner.next_offset {
             return self.skipped("already_applied");
         }
@@ -167,7 +185,7 @@ impl Handler {
                 // worker used another partitioner): adopt it.
                 tracing::info!(target_id = %target, partition = message.partition(), "first record of a target without a snapshot: fetching its base state");
                 self.shared
-                    .insert_fresh_cell(&def, message.partition(), message.offset())
+                    .insert_fresh_cell(&def, message.partition(), message.offset(), false)
             }
         };
         let same = self
@@ -181,13 +199,23 @@ impl Handler {
         Some(cell)
     }
 
+    fn other_partition<R: Record>(&self, message: &R, target: &str) {
+        let logged = self.count_logged(&self.other_partition_logged, target);
+        if logged <= 10 || logged.is_power_of_two() {
+            tracing::error!(target_id = %target, topic = message.topic(), partition = message.partition(), offset = message.offset(), skipped_so_far = logged, "a record of the target in another partition than its own: skipped (a target's records must all be in one partition: key: target)");
+        }
+    }
+
+    /// Counts one more log-worthy event of `target` in `counts`; returns the count.
+    fn count_logged(&self, counts: &RefCell<HashMap<String, u64>>, target: &str) -> u64 {
+        let mut counts = counts.borrow_mut();
+        let count = counts.entry(target.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
     fn malformed<R: Record>(&self, message: &R, target: &str, event: &str, error: &MalformedError) {
-        let logged = {
-            let mut counts = self.malformed_logged.borrow_mut();
-            let count = counts.entry(target.to_owned()).or_default();
-            *count += 1;
-            *count
-        };
+        let logged = self.count_logged(&self.malformed_logged, target);
         if logged <= 100 || logged.is_power_of_two() {
             tracing::warn!(target_id = %target, topic = message.topic(), partition = message.partition(), offset = message.offset(), event, kind = error.kind(), %error, malformed_so_far = logged, "malformed delta skipped");
         }
