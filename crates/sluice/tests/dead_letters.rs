@@ -66,7 +66,7 @@ async fn dead_letters_are_listed_shown_and_replayed_to_their_source() {
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|name| name.starts_with("aggregator-"))
+            .find(|name| name.starts_with("aggregator-") && name.ends_with(".yaml"))
             .expect("the aggregator's config file"),
     );
 
