@@ -1,0 +1,202 @@
+//! Validation of what a request is made of: proxies, TLS roots, headers and URLs (for targets and
+//! base-state fetches alike).
+//!
+//! What it must NOT do: read a secret's value (only check that it can be read), or accept a URL
+//! with a scheme or host it cannot use.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn proxy(&mut self, field: &str, raw: &RawProxy) -> Option<ProxyConfig> {
+        let Some(url) = &raw.url else {
+            self.report(
+                &format!("{field}.url"),
+                ProblemKind::Missing,
+                "missing proxy url".to_owned(),
+            );
+            return None;
+        };
+        let url_field = format!("{field}.url");
+        let url = match Url::parse(url) {
+            Ok(url) => url,
+            Err(err) => {
+                self.report(&url_field, ProblemKind::BadUrl, format!("bad url: {err}"));
+                return None;
+            }
+        };
+        let mut ok = true;
+        if !ProxyConfig::SCHEMES.contains(&url.scheme()) {
+            self.report(
+                &url_field,
+                ProblemKind::BadUrl,
+                format!(
+                    "unsupported proxy scheme {:?}: use http, https, socks5 or socks5h",
+                    url.scheme()
+                ),
+            );
+            ok = false;
+        }
+        if !url.has_host() {
+            self.report(
+                &url_field,
+                ProblemKind::BadUrl,
+                "proxy url has no host".to_owned(),
+            );
+            ok = false;
+        }
+        if url.password().is_some() {
+            self.report(
+                &url_field,
+                ProblemKind::InlineSecret,
+                "proxy url contains a password: remove it and set password: {env: VAR} or {file: /path}"
+                    .to_owned(),
+            );
+            ok = false;
+        }
+        let password = match &raw.password {
+            Some(password) => {
+                let secret = self.secret(&format!("{field}.password"), password);
+                ok &= secret.is_some();
+                secret
+            }
+            None => None,
+        };
+        ok.then_some(ProxyConfig { url, password })
+    }
+
+    /// A target's `tls` section: the CA bundle read now (relative to this file) and checked to be
+    /// PEM with at least one certificate. The certificates are not parsed: that is the TLS stack's
+    /// job when the worker builds its client.
+    pub(super) fn tls(&mut self, raw: &RawTls) -> Vec<Vec<u8>> {
+        let Some(ca_file) = &raw.ca_file else {
+            return Vec::new();
+        };
+        let field = "tls.ca_file";
+        if ca_file.is_empty() {
+            self.report(
+                field,
+                ProblemKind::Missing,
+                "empty ca file path: name a pem bundle, relative to this file".to_owned(),
+            );
+            return Vec::new();
+        }
+        let path = self.dir().join(ca_file);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                self.report(
+                    field,
+                    ProblemKind::BadCaFile,
+                    format!(
+                        "cannot read ca file {}: {}",
+                        path.display(),
+                        crate::load::lowercase_first(&err.to_string())
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        if !holds_pem_certificate(&bytes) {
+            self.report(
+                field,
+                ProblemKind::BadCaFile,
+                format!(
+                    "ca file {} is not a pem certificate bundle: no {PEM_BEGIN_CERTIFICATE} block found",
+                    path.display()
+                ),
+            );
+            return Vec::new();
+        }
+        vec![bytes]
+    }
+
+    /// Request headers: `{value}` for plain text (never for credential headers), `{env}` /
+    /// `{file}` for secrets; each problem on `<prefix>.<name>`.
+    pub(super) fn headers(
+        &mut self,
+        prefix: &str,
+        raw: &BTreeMap<String, RawValueRef>,
+    ) -> Vec<(HeaderName, HeaderSource)> {
+        let mut headers = Vec::new();
+        for (name, value) in raw {
+            let field = format!("{prefix}.{name}");
+            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+                self.report(
+                    &field,
+                    ProblemKind::Invalid,
+                    format!("bad header name {name:?}"),
+                );
+                continue;
+            };
+            let sensitive = header == http::header::AUTHORIZATION
+                || header == http::header::COOKIE
+                || header == http::header::PROXY_AUTHORIZATION;
+            let source = match (&value.value, &value.env, &value.file) {
+                (Some(_), None, None) if sensitive => {
+                    self.report(
+                        &field,
+                        ProblemKind::InlineSecret,
+                        format!("header {name:?} carries credentials: use {{env: VAR}} or {{file: /path}} (or auth.bearer / auth.cookie)"),
+                    );
+                    continue;
+                }
+                (Some(plain), None, None) => {
+                    if HeaderValue::from_str(plain).is_err() {
+                        self.report(&field, ProblemKind::Invalid, "bad header value".to_owned());
+                        continue;
+                    }
+                    HeaderSource::Plain(plain.clone())
+                }
+                (None, _, _) => match self.secret(&field, value) {
+                    Some(secret) => HeaderSource::Secret(secret),
+                    None => continue,
+                },
+                _ => {
+                    self.report(
+                        &field,
+                        ProblemKind::Malformed,
+                        "write exactly one of {value: \"...\"}, {env: VAR} or {file: /path}"
+                            .to_owned(),
+                    );
+                    continue;
+                }
+            };
+            headers.push((header, source));
+        }
+        headers
+    }
+
+    /// An `http` or `https` URL without a password.
+    pub(super) fn http_url(&mut self, field: &str, raw: &str) -> Option<Url> {
+        let url = match Url::parse(raw) {
+            Ok(url) => url,
+            Err(err) => {
+                self.report(
+                    field,
+                    ProblemKind::BadUrl,
+                    format!("bad url {raw:?}: {err}"),
+                );
+                return None;
+            }
+        };
+        if url.scheme() != "http" && url.scheme() != "https" {
+            self.report(
+                field,
+                ProblemKind::BadUrl,
+                format!("unsupported scheme {:?}: use http or https", url.scheme()),
+            );
+            return None;
+        }
+        if url.password().is_some() {
+            self.report(
+                field,
+                ProblemKind::InlineSecret,
+                "url contains a password: use auth or headers with {env: VAR} or {file: /path}"
+                    .to_owned(),
+            );
+            return None;
+        }
+        Some(url)
+    }
+}

@@ -1,0 +1,126 @@
+//! Validation of `worker.yaml`: Kafka, topics, HTTP, defaults, proxy pools and the target files
+//! it names.
+//!
+//! What it must NOT do: I/O beyond reading the files the config names, or accept a value it has
+//! not checked.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Validates `worker.yaml` (targets are added by the caller).
+pub(crate) fn worker(
+    file: &Path,
+    raw: RawWorker,
+    problems: &mut Vec<ConfigProblem>,
+) -> WorkerConfig {
+    let mut c = Checker::new(file, problems);
+
+    let brokers = c.brokers(&raw.kafka.brokers);
+    let client_id = c.name(
+        "kafka.client_id",
+        raw.kafka.client_id.as_deref(),
+        KafkaConfig::DEFAULT_CLIENT_ID,
+    );
+    c.kafka_properties(&raw.kafka.properties, &[CLIENT_MANAGED, PRODUCER_MANAGED]);
+    let secret_properties = c.kafka_secret_properties(
+        &raw.kafka.secret_properties,
+        &raw.kafka.properties,
+        &[CLIENT_MANAGED, PRODUCER_MANAGED],
+    );
+    let kafka = KafkaConfig {
+        brokers,
+        client_id,
+        properties: raw.kafka.properties,
+        secret_properties,
+    };
+
+    let topics = Topics {
+        events: c.topic(
+            "topics.events",
+            raw.topics.events.as_deref(),
+            Topics::DEFAULT_EVENTS,
+        ),
+        checkpoints: c.topic(
+            "topics.checkpoints",
+            raw.topics.checkpoints.as_deref(),
+            Topics::DEFAULT_CHECKPOINTS,
+        ),
+    };
+
+    let http = c.http(&raw.http, HttpConfig::DEFAULT_LISTEN);
+    let targets_dir = c
+        .dir()
+        .join(raw.targets_dir.as_deref().unwrap_or("targets"));
+    let defaults = defaults(&mut c, &raw.defaults);
+
+    let mut proxy_pools = BTreeMap::new();
+    for (name, proxies) in &raw.proxy_pools {
+        let field = format!("proxy_pools.{name}");
+        if proxies.is_empty() {
+            c.report(&field, ProblemKind::Missing, "empty proxy pool".to_owned());
+        }
+        let mut pool = Vec::new();
+        for (i, raw_proxy) in proxies.iter().enumerate() {
+            let field = format!("{field}[{i}]");
+            if raw_proxy.pool.is_some() {
+                c.report(
+                    &format!("{field}.pool"),
+                    ProblemKind::Invalid,
+                    "a pool member cannot refer to another pool".to_owned(),
+                );
+            }
+            pool.extend(c.proxy(&field, raw_proxy));
+        }
+        proxy_pools.insert(name.clone(), pool);
+    }
+
+    let shutdown = c.shutdown(&raw.shutdown);
+
+    WorkerConfig {
+        file: file.to_owned(),
+        kafka,
+        topics,
+        http,
+        targets_dir,
+        defaults,
+        proxy_pools,
+        shutdown,
+        targets: Vec::new(),
+    }
+}
+
+fn defaults(c: &mut Checker<'_>, raw: &RawDefaults) -> Defaults {
+    let base = Defaults::default();
+    let defaults = Defaults {
+        idle_timeout: c.duration(
+            "defaults.idle_timeout",
+            raw.idle_timeout.as_deref(),
+            base.idle_timeout,
+        ),
+        connect_timeout: c.duration(
+            "defaults.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            base.connect_timeout,
+        ),
+        backoff: c.backoff("defaults.backoff", &raw.backoff, base.backoff),
+        max_connection_age: c.opt_duration(
+            "defaults.max_connection_age",
+            raw.max_connection_age.as_deref(),
+        ),
+        max_redirects: raw.max_redirects.unwrap_or(base.max_redirects),
+        limits: c.limits("defaults.limits", &raw.limits, base.limits),
+        per_host_connections: raw
+            .per_host_connections
+            .unwrap_or(base.per_host_connections),
+    };
+    c.positive("defaults.idle_timeout", defaults.idle_timeout);
+    c.positive("defaults.connect_timeout", defaults.connect_timeout);
+    if defaults.per_host_connections == 0 {
+        c.report(
+            "defaults.per_host_connections",
+            ProblemKind::Invalid,
+            "must be at least 1".to_owned(),
+        );
+    }
+    defaults
+}
