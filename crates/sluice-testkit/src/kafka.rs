@@ -9,20 +9,19 @@
 //! Apache Kafka under `scripts/test`, the mock otherwise) with [`TestKafka::broker_down`] and
 //! [`TestKafka::broker_up`] as the fault, never the shared broker.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::broker::{KafkaBroker, SaslListener};
+pub use crate::mock::Mock;
+use crate::mock::MockThread;
 
 /// The environment variable naming an external broker (`host:port[,host:port…]`).
 pub const KAFKA_ENV: &str = "SLUICE_TEST_KAFKA";
@@ -435,79 +434,6 @@ fn wait_for_leaders(
     Err(TestKafkaError::TopicNotReady {
         topic: topic.to_owned(),
     })
-}
-
-/// The mock cluster type [`TestKafka::with_mock`] hands to its closure.
-pub type Mock = MockCluster<'static, DefaultProducerContext>;
-
-/// Work to run on the thread that owns the mock cluster.
-type MockJob = Box<dyn FnOnce(&Mock) + Send>;
-
-/// The thread that owns a [`MockCluster`] (a raw handle that cannot leave the thread that made
-/// it), runs jobs on it, and destroys it when the `TestKafka` drops.
-#[derive(Debug)]
-struct MockThread {
-    jobs: Option<mpsc::Sender<MockJob>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl MockThread {
-    fn start(brokers: i32) -> Result<(String, MockThread), TestKafkaError> {
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let (jobs_tx, jobs_rx) = mpsc::channel::<MockJob>();
-        let thread = std::thread::Builder::new()
-            .name("sluice-kafka-mock".to_owned())
-            .spawn(move || match MockCluster::new(brokers) {
-                Ok(cluster) => {
-                    let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                    // Ends when the sender is dropped: the `TestKafka` is gone.
-                    for job in jobs_rx {
-                        job(&cluster);
-                    }
-                    drop(cluster);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| TestKafkaError::MockThread(e.to_string()))?;
-        let mock = MockThread {
-            jobs: Some(jobs_tx),
-            thread: Some(thread),
-        };
-        let bootstrap = ready_rx
-            .recv()
-            .map_err(|_| TestKafkaError::MockThread("exited before it was ready".to_owned()))??;
-        Ok((bootstrap, mock))
-    }
-
-    /// Runs `f` on the mock cluster's thread and returns its result.
-    fn run<R, F>(&self, f: F) -> Result<R, TestKafkaError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&Mock) -> R + Send + 'static,
-    {
-        let gone = || TestKafkaError::MockThread("mock cluster thread is gone".to_owned());
-        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        let job: MockJob = Box::new(move |cluster| {
-            let _ = reply_tx.send(f(cluster));
-        });
-        self.jobs
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(job)
-            .map_err(|_| gone())?;
-        reply_rx.recv().map_err(|_| gone())
-    }
-}
-
-impl Drop for MockThread {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 #[cfg(test)]

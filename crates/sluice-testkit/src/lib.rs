@@ -40,6 +40,7 @@ pub mod proxies;
 pub mod skip;
 
 mod daemon;
+mod mock;
 mod port;
 
 pub use broker::{KafkaBroker, SaslListener};
