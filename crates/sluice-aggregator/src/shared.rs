@@ -41,7 +41,7 @@ pub struct Shared {
     pub dead_letter: Option<String>,
     /// Producer for snapshots and dead letters, polled by the consumer thread (no thread of its
     /// own: rust-rdkafka's polling thread spins through the last millisecond of every 100 ms
-    /// poll, about 1% of a core).
+    /// poll; measured in docs/BENCHMARKS.md, "No producer polling thread").
     pub producer: BaseProducer<Deliveries>,
     /// The id the next snapshot record is sent with (0 is for dead letters).
     next_delivery: AtomicUsize,

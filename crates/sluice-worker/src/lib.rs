@@ -220,7 +220,7 @@ pub async fn run_controlled(
         .map(Arc::new)
         .collect();
     // The collect reuses the configs' buffer (in place), which would stay allocated, and
-    // resident, at its full size: about 9 MiB for 10,000 targets.
+    // resident, at its full size (measured: docs/BENCHMARKS.md, the density steps table).
     targets.shrink_to_fit();
     let registry = Arc::new(Registry::default());
     let metrics = Metrics::new(registry.clone())?;
