@@ -136,6 +136,19 @@ impl KafkaBroker {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The first `lines` lines of the broker's log that report an error (the cause of an exit is
+    /// near the start, far from the shutdown that follows it).
+    pub fn log_errors(&self, lines: usize) -> String {
+        let text = fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+        let run = fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default();
+        text.lines()
+            .chain(run.lines())
+            .filter(|l| l.contains(" ERROR ") || l.contains("Exception") || l.contains("FATAL"))
+            .take(lines)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Grants the SASL user every operation on every topic, group, transactional id and the
     /// cluster.
     pub fn grant_sasl_user_everything(&self) -> Result<(), TestKafkaError> {
@@ -258,8 +271,10 @@ impl KafkaBroker {
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 return Err(TestKafkaError::Broker(format!(
-                    "the broker exited ({status}) before it was ready:\n{}",
-                    self.log_tail(40)
+                    "the broker exited ({status}) before it was ready; its errors:\n{}\n\
+                     its last lines:\n{}",
+                    self.log_errors(10),
+                    self.log_tail(20)
                 )));
             }
             let started = fs::read_to_string(&log)
