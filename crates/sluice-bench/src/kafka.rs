@@ -260,8 +260,14 @@ impl Kafka {
                     .create()
                     .context("cannot create an admin client")?;
                 let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+                // An events topic takes every event the workers' default parser limits accept
+                // (the worker refuses to start otherwise), as one the worker creates would.
+                let max_message =
+                    sluice_publish::max_record_bytes(sluice_sse::Limits::default()).to_string();
                 if compacted {
                     new = new.set("cleanup.policy", "compact");
+                } else {
+                    new = new.set("max.message.bytes", &max_message);
                 }
                 let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
                 for result in admin.create_topics([&new], &opts).await? {

@@ -179,6 +179,29 @@ const BROKER_DEFAULT: i32 = -1;
 /// broker cannot say (no DescribeConfigs API, as librdkafka's mock cluster, or an error): the
 /// caller then cannot check and says so.
 pub async fn cleanup_policy(kafka: &ClientConfig, topic: &str) -> Option<String> {
+    topic_config(kafka, topic, "cleanup.policy").await
+}
+
+/// The largest record batch `topic` takes (its `max.message.bytes`, the broker's default when
+/// the topic does not set it), as the broker reports it; `None` when it cannot say, as for
+/// [`cleanup_policy`].
+pub async fn max_message_bytes(kafka: &ClientConfig, topic: &str) -> Option<u64> {
+    let value = topic_config(kafka, topic, "max.message.bytes").await?;
+    match value.trim().parse() {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            tracing::debug!(
+                topic,
+                value,
+                "the topic's max.message.bytes is not a number"
+            );
+            None
+        }
+    }
+}
+
+/// The effective value of the topic config `name` of `topic` (DescribeConfigs), or `None`.
+async fn topic_config(kafka: &ClientConfig, topic: &str, name: &str) -> Option<String> {
     use rdkafka::admin::ResourceSpecifier;
     let admin: AdminClient<DefaultClientContext> = kafka.create().ok()?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
@@ -193,5 +216,5 @@ pub async fn cleanup_policy(kafka: &ClientConfig, topic: &str) -> Option<String>
         }
     };
     let resource = results.into_iter().next()?.ok()?;
-    resource.get("cleanup.policy")?.value.clone()
+    resource.get(name)?.value.clone()
 }

@@ -62,6 +62,14 @@ pub enum TestKafkaError {
         /// The broker's error code.
         code: RDKafkaErrorCode,
     },
+    /// The broker refused to change a topic's config.
+    #[error("changing the config of topic {topic} failed: {code}")]
+    AlterConfig {
+        /// The topic's name.
+        topic: String,
+        /// The broker's error code.
+        code: RDKafkaErrorCode,
+    },
     /// A private broker could not be started, stopped or read.
     #[error("private kafka broker: {0}")]
     Broker(String),
@@ -80,6 +88,7 @@ impl TestKafkaError {
             TestKafkaError::Kafka(_) => "kafka",
             TestKafkaError::MockThread(_) => "mock_thread",
             TestKafkaError::CreateTopic { .. } => "create_topic",
+            TestKafkaError::AlterConfig { .. } => "alter_config",
             TestKafkaError::Broker(_) => "broker",
             TestKafkaError::TopicNotReady { .. } => "topic_not_ready",
         }
@@ -353,6 +362,35 @@ impl TestKafka {
         tokio::task::spawn_blocking(move || wait_for_leaders(&admin, &name, partitions))
             .await
             .map_err(|e| TestKafkaError::MockThread(e.to_string()))?
+    }
+
+    /// Sets the topic `config` of `name` (a real broker's AlterConfigs: the topic's other
+    /// overrides go back to the broker's defaults). The mock cluster has no such API and
+    /// ignores it.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        config: &[(&str, &str)],
+    ) -> Result<(), TestKafkaError> {
+        use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+        if self.mock.is_some() {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self.base_config().create()?;
+        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(name));
+        for (key, value) in config {
+            alter = alter.set(key, value);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        for result in admin.alter_configs([&alter], &opts).await? {
+            if let Err((_, code)) = result {
+                return Err(TestKafkaError::AlterConfig {
+                    topic: name.to_owned(),
+                    code,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` with the mock cluster (for fault injection: `broker_down`, `request_errors`,

@@ -19,7 +19,7 @@ mod stop;
 mod supervisor;
 mod target;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -87,6 +87,24 @@ pub enum WorkerError {
         topic: String,
         /// Its cleanup policy.
         policy: String,
+    },
+    /// An events topic takes smaller records than an event its targets' parsers accept would
+    /// make: such an event would be refused by Kafka and stop its target.
+    #[error(
+        "events topic {topic} takes records up to {topic_max} bytes (max.message.bytes), but \
+         target {target}'s limits accept events whose records take up to {needed} bytes; raise \
+         the topic's limit (kafka-configs --alter --entity-type topics --entity-name {topic} \
+         --add-config max.message.bytes={needed}) or lower the target's limits.max_event_bytes"
+    )]
+    EventsTopicTooSmall {
+        /// The topic's name.
+        topic: String,
+        /// Its `max.message.bytes`.
+        topic_max: u64,
+        /// The largest record the target's events can make.
+        needed: usize,
+        /// The target needing the most.
+        target: String,
     },
     /// A secret Kafka property (`kafka.secret_properties`) could not be read.
     #[error("cannot build the kafka client settings: {0}")]
@@ -304,7 +322,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
     // In the background: a broker without the admin API (or slow to answer) must not hold up
     // the start; a target whose topic is missing shows `paused` until it exists.
     // Topics created here take the largest record a target's events can make.
-    {
+    let created = {
         let kafka = kafka.clone();
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         let shutdown = shutdown.clone();
@@ -316,8 +334,9 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                 _ = shutdown.cancelled() => {}
                 _ = sluice_publish::topics::ensure_topics_with(&kafka, &topics, false, &configs) => {}
             }
-        });
-    }
+        })
+    };
+    let needs = record_needs(&targets);
     let loaded = tokio::select! {
         loaded = load_checkpoints(kafka, &config.topics.checkpoints, ops, &shutdown) => loaded?,
         (code, reason) = producer_fatal(&publisher) => {
@@ -367,11 +386,17 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
     }
     ops.ready.store(true, Ordering::Relaxed);
 
-    // The checkpoint topic's cleanup policy is checked beside the running targets, not before
-    // them: a broker that cannot describe configs (librdkafka's mock cluster) takes the admin
-    // timeout to say so, and a start must not wait for it. A topic that is not compacted stops
-    // the worker at once (its checkpoints would be deleted by retention).
-    let compaction = check_compacted(kafka, &config.topics.checkpoints);
+    // The topics' configs are checked beside the running targets, not before them: a broker
+    // that cannot describe configs (librdkafka's mock cluster) takes the admin timeout to say
+    // so, and a start must not wait for it. A checkpoint topic that is not compacted (retention
+    // would delete its checkpoints), or an events topic too small for an accepted event (Kafka
+    // would refuse it and stop its target), stops the worker at once, before any such event.
+    let compaction = async {
+        check_compacted(kafka, &config.topics.checkpoints).await?;
+        // Topics created by the worker take the records; wait for them to be made first.
+        let _ = created.await;
+        check_events_topics(kafka, &needs).await
+    };
     tokio::pin!(compaction);
     let mut compaction_checked = false;
     let ended = loop {
@@ -380,8 +405,9 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
             fatal = producer_fatal(&publisher) => break Ended::ProducerFatal(fatal),
             checked = &mut compaction, if !compaction_checked => {
                 compaction_checked = true;
-                if let Err(error) = checked {
-                    break Ended::Refused(error);
+                match checked {
+                    Ok(()) => tracing::info!("topic configs checked"),
+                    Err(error) => break Ended::Refused(error),
                 }
             }
             Some(command) = inbox.next() => {
@@ -432,7 +458,7 @@ enum Ended {
     Shutdown,
     /// The producer failed fatally.
     ProducerFatal((RDKafkaErrorCode, String)),
-    /// A start check failed (the checkpoint topic is not compacted).
+    /// A start check failed (the checkpoint topic is not compacted, an events topic is too small).
     Refused(WorkerError),
 }
 
@@ -547,6 +573,57 @@ async fn check_compacted(kafka: &ClientConfig, topic: &str) -> Result<(), Worker
             Ok(())
         }
     }
+}
+
+/// Per events topic, the largest record its enabled targets' events can make and the target
+/// needing it ([`sluice_publish::max_record_bytes`] of its parser limits).
+fn record_needs(targets: &[Arc<sluice_config::TargetConfig>]) -> BTreeMap<String, (usize, String)> {
+    let mut needs: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for target in targets.iter().filter(|t| t.enabled) {
+        let needed = max_record_of(std::iter::once(target.limits));
+        let entry = needs
+            .entry(target.topic.clone())
+            .or_insert_with(|| (0, target.id.to_string()));
+        if needed > entry.0 {
+            *entry = (needed, target.id.to_string());
+        }
+    }
+    needs
+}
+
+/// Refuses an events topic whose `max.message.bytes` is below the largest record one of its
+/// targets' events can make (`needs`, from [`record_needs`]). A topic the broker cannot describe
+/// (librdkafka's mock cluster, a missing topic) is not checked, with a warning.
+async fn check_events_topics(
+    kafka: &ClientConfig,
+    needs: &BTreeMap<String, (usize, String)>,
+) -> Result<(), WorkerError> {
+    for (topic, (needed, target)) in needs {
+        match sluice_publish::topics::max_message_bytes(kafka, topic).await {
+            Some(topic_max) if usize::try_from(topic_max).is_ok_and(|max| max >= *needed) => {
+                tracing::debug!(
+                    topic,
+                    topic_max,
+                    needed,
+                    "the events topic takes every accepted event"
+                );
+            }
+            Some(topic_max) => {
+                return Err(WorkerError::EventsTopicTooSmall {
+                    topic: topic.clone(),
+                    topic_max,
+                    needed: *needed,
+                    target: target.clone(),
+                });
+            }
+            None => tracing::warn!(
+                topic,
+                needed,
+                "cannot read the events topic's max.message.bytes; make sure it takes records of this size"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Raises the soft open-files limit to the hard limit: each connection is a socket.

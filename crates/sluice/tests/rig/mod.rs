@@ -81,8 +81,15 @@ impl Rig {
         std::fs::create_dir_all(dir.join("targets")).expect("temp dir");
         let events = unique_topic(&format!("{name}.events"));
         let checkpoints = unique_topic(&format!("{name}.checkpoints"));
+        // It takes every event the default parser limits accept, as a topic the worker creates
+        // does (the worker refuses to start on a smaller one).
+        let max_message = sluice_publish::max_record_bytes(sluice_sse::Limits::default());
         kafka
-            .create_topic(&events, partitions, false)
+            .create_topic_with(
+                &events,
+                partitions,
+                &[("max.message.bytes", &max_message.to_string())],
+            )
             .await
             .expect("events topic");
         kafka
