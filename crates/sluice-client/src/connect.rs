@@ -16,6 +16,17 @@ use crate::server_delay;
 /// The header an `EventSource` resumes with.
 const LAST_EVENT_ID: &str = "last-event-id";
 
+/// HTTP/2 flow control: how much of one stream's body the server may send ahead of what its
+/// reader took. A target that stops reading (paused by Kafka, or stopped for good) holds at
+/// most this much on its connection.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+
+/// HTTP/2 flow control for the whole connection: the largest window HTTP/2 allows, so the
+/// per-stream windows alone bound what is buffered. With hyper's default (5 MiB against 2 MiB
+/// per stream), three streams nobody reads take the whole connection's window, and every other
+/// target sharing the connection starves.
+const H2_CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
 /// How to reach an endpoint. Everything here is fixed for the life of a [`Client`].
 #[derive(Clone)]
 pub struct ClientOptions {
@@ -232,6 +243,8 @@ impl Client {
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(30))
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
             // The pool's copy of a shared HTTP/2 connection counts as idle from its last checkout
             // even while it carries streams; with a timeout, a target reconnecting after a quiet
             // spell would find it gone and open a second connection. Closed connections still

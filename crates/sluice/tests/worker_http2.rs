@@ -1,6 +1,7 @@
 //! `sluice worker` over HTTP/2: targets on one HTTPS host that offers `h2` by ALPN share one
 //! HTTP/2 connection (one stream each), and an HTTPS host that offers only HTTP/1.1 still works
-//! (one connection per target). The upstream is the simulator behind the test HTTPS front of
+//! (one connection per target), and targets that stop reading do not starve the others sharing
+//! their connection. The upstream is the simulator behind the test HTTPS front of
 //! `support::h2`, Kafka is the rig's (mock cluster, or `SLUICE_TEST_KAFKA`); events are counted by
 //! id and none may be lost.
 
@@ -9,7 +10,8 @@
 mod rig;
 mod support;
 
-use rig::{Rig, Worker, assert_complete_in_order, ids_of, sim};
+use rig::{Rig, Worker, assert_complete_in_order, first_occurrences, ids_of, sim};
+use sluice_testkit::TestKafka;
 use support::h2::{H2Front, Offer};
 
 /// Events per target. The simulator's stream never ends (heartbeats follow the last event), so
@@ -105,4 +107,104 @@ async fn an_http11_only_tls_host_gets_one_connection_per_target() {
 
     let (exit, log) = worker.terminate().await;
     assert!(exit.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_that_stop_reading_do_not_starve_the_others_on_their_h2_connection() {
+    const TEST: &str = "targets_that_stop_reading_do_not_starve_the_others_on_their_h2_connection";
+    // Three targets stop reading (Kafka refuses their topic: the broker denies the worker's
+    // user writes to it) while their upstreams push as fast as they can; three others on the
+    // same HTTP/2 connection must keep streaming. An unread stream holds its share of the
+    // connection's flow-control window: with hyper's defaults (2 MiB per stream, 5 MiB per
+    // connection) three of them take it all.
+    let Some(kafka) = TestKafka::private_with_acls() else {
+        sluice_testkit::skip_or_fail(TEST, "needs a real broker with ACLs (run scripts/test)");
+        return;
+    };
+    let kafka = kafka.expect("a private broker with ACLs");
+    let sasl = kafka
+        .sasl()
+        .expect("a scripts/kafka broker")
+        .expect("its SASL listener");
+    let rig = Rig::with_sasl("h2-stall", kafka, sasl).await;
+    let denied = sluice_testkit::unique_topic("h2-stall.denied");
+    rig.kafka
+        .create_topic(&denied, 1, false)
+        .await
+        .expect("the topic the worker may not write");
+    for acl in [
+        &[
+            "--operation",
+            "Write",
+            "--operation",
+            "Describe",
+            "--topic",
+            &rig.events,
+        ][..],
+        &["--operation", "All", "--topic", &rig.checkpoints][..],
+    ] {
+        rig.kafka.grant_sasl_user(acl).await.expect("grant");
+    }
+    let sim = sim(100_000_000, 400.0).await;
+    let front = H2Front::start(&sim, &rig.dir, Offer::Http2).await;
+    let tls = format!("tls:\n  ca_file: {}", front.ca().display());
+    let stalled = ["stalled0", "stalled1", "stalled2"];
+    let live = ["live0", "live1", "live2"];
+    for id in stalled {
+        rig.target(
+            id,
+            &format!("{}/v1/stream?firehose=1", front.url()),
+            &format!("{tls}\ntopic: {denied}"),
+        );
+    }
+    for id in live {
+        rig.target(id, &format!("{}/v1/stream", front.url()), &tls);
+    }
+    let worker = rig.spawn_worker("", "", "5s", &[]).await;
+    for id in stalled {
+        worker
+            .wait_for(&format!("{id} to stop reading"), async |w: &Worker| {
+                let status = w.status().await;
+                status["targets"].as_array().is_some_and(|rows| {
+                    rows.iter().any(|row| {
+                        row["target"] == id
+                            && (row["delivery"] == "failed" || row["delivery"] == "retrying")
+                    })
+                })
+            })
+            .await;
+    }
+    // From here on the stalled streams are not read; the live ones must keep going.
+    let counts = |records: &[rig::Rec]| -> Vec<usize> {
+        live.iter()
+            .map(|id| first_occurrences(&ids_of(records, id)).len())
+            .collect()
+    };
+    let before = counts(&rig.records_until(|_| true).await);
+    let records = rig
+        .records_until(|records| {
+            counts(records)
+                .iter()
+                .zip(&before)
+                .all(|(now, then)| *now >= then + 2000)
+        })
+        .await;
+    for id in live {
+        let ids = ids_of(&records, id);
+        let first = first_occurrences(&ids);
+        let start = *first.first().expect("live events");
+        assert_eq!(
+            first,
+            (start..start + first.len() as u64).collect::<Vec<u64>>(),
+            "{id}: no gap"
+        );
+    }
+    let stats = front.stats();
+    eprintln!("h2 front: {stats:?}");
+    assert_eq!(
+        stats.connections_with_requests, 1,
+        "every target shares the one connection: {stats:?}"
+    );
+    assert!(stats.max_open_streams_on_one_connection >= 6, "{stats:?}");
+    drop(worker);
 }
