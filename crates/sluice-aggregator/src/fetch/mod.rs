@@ -3,6 +3,10 @@
 //! the target's lock (`Merger::load_base` with the request's epoch, so a superseded fetch is
 //! refused), and a failed one retried later (`retry`).
 //!
+//! At most [`MAX_CONCURRENT_FETCHES`] fetches run at once, each holding its place until its
+//! document is applied, so memory for documents in flight has a bound however many targets need
+//! a base state at the same moment (a start, a lost partition, retention running ahead).
+//!
 //! It must not block the consumer thread on the network, and never loads a document for an
 //! epoch the merger no longer waits for. It does not decide when a fetch is needed (the merger
 //! does).
@@ -15,6 +19,7 @@ use std::sync::{Arc, mpsc};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 pub use error::BaseFetchError;
@@ -26,11 +31,17 @@ use crate::store::{Cell, RingEntry, StreamItem};
 /// Largest base-state document accepted.
 const MAX_BASE_BYTES: usize = 256 * 1024 * 1024;
 
+/// Base fetches in flight at once, from the request until its document is applied; the others
+/// wait their turn in the order they were asked for.
+pub const MAX_CONCURRENT_FETCHES: usize = 16;
+
 /// A finished base fetch.
 struct Fetched {
     target: String,
     epoch: u64,
     result: Result<Bytes, BaseFetchError>,
+    /// Its place among the fetches in flight, given back once the document is applied.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The base fetches of the loop: started, arrived, waiting to retry.
@@ -39,6 +50,7 @@ pub struct Fetcher {
     tx: mpsc::Sender<Fetched>,
     rx: mpsc::Receiver<Fetched>,
     retries: RetrySchedule,
+    permits: Arc<Semaphore>,
 }
 
 impl Fetcher {
@@ -50,6 +62,7 @@ impl Fetcher {
             tx,
             rx,
             retries: RetrySchedule::default(),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_FETCHES)),
         }
     }
 
@@ -83,7 +96,12 @@ impl Fetcher {
         let def = cell.def.clone();
         let pools = self.shared.pools.clone();
         let tx = self.tx.clone();
+        let permits = self.permits.clone();
         self.shared.runtime.spawn(async move {
+            // Tokio's semaphore is fair: the fetches start in the order they were asked for.
+            let Ok(permit) = permits.acquire_owned().await else {
+                return; // closed: the fetcher is gone
+            };
             let result = match client::base_client(&def, &pools) {
                 Ok(client) => client
                     .fetch_document(def.aggregate.base_timeout, MAX_BASE_BYTES)
@@ -95,6 +113,7 @@ impl Fetcher {
                 target: def.id().to_owned(),
                 epoch,
                 result,
+                _permit: permit,
             });
         });
     }
