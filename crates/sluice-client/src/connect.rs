@@ -42,6 +42,10 @@ pub struct ClientOptions {
     pub user_agent: String,
     /// Extra trusted root certificates (PEM), for upstreams or proxies behind a private CA.
     pub root_certificates_pem: Vec<Vec<u8>>,
+    /// Whether to ask for a compressed body (`Accept-Encoding: gzip, br, zstd`) and decompress
+    /// it as it arrives. The decompressed bytes are what callers see (and what the parser's
+    /// limits count), so a compression bomb ends at those limits with bounded memory.
+    pub compression: bool,
 }
 
 impl Default for ClientOptions {
@@ -53,6 +57,7 @@ impl Default for ClientOptions {
             max_redirects: 5,
             user_agent: concat!("sluice/", env!("CARGO_PKG_VERSION")).to_owned(),
             root_certificates_pem: Vec::new(),
+            compression: true,
         }
     }
 }
@@ -66,6 +71,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("max_redirects", &self.max_redirects)
             .field("user_agent", &self.user_agent)
             .field("root_certificates", &self.root_certificates_pem.len())
+            .field("compression", &self.compression)
             .finish()
     }
 }
@@ -243,6 +249,11 @@ impl Client {
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(30))
+            // Streaming decompression (reqwest's decoders hand on what each flushed block
+            // holds); off, no `Accept-Encoding` is sent and the body is read as it comes.
+            .gzip(options.compression)
+            .brotli(options.compression)
+            .zstd(options.compression)
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
             // The pool's copy of a shared HTTP/2 connection counts as idle from its last checkout

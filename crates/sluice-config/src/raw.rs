@@ -130,6 +130,7 @@ pub(crate) struct RawTarget {
     pub event_types: Vec<String>,
     pub enabled: Option<bool>,
     pub cloudevents: Option<bool>,
+    pub compression: Option<bool>,
     pub aggregate: Option<RawAggregate>,
 }
 

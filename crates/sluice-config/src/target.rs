@@ -149,6 +149,10 @@ pub struct TargetConfig {
     /// `ce_type`, `ce_time`) to this target's records, beside the `sse.*`/`sluice.*` headers.
     /// Default `false`.
     pub cloudevents: bool,
+    /// `true` (the default) asks the upstream for a compressed body (`Accept-Encoding: gzip,
+    /// br, zstd`), for the stream and the base-state fetch, and decompresses it as it arrives.
+    /// Turn it off for a server that compresses in large blocks and so holds heartbeats back.
+    pub compression: bool,
     /// How the aggregator rebuilds this target's state from its base state and deltas; `None` =
     /// the target is not aggregated. Validation guarantees `key` is [`RecordKey::Target`] when
     /// this is set. Boxed: most targets have none, and a worker holds thousands of targets.
@@ -252,6 +256,7 @@ mod tests {
             event_types: Vec::new(),
             enabled: true,
             cloudevents: false,
+            compression: true,
             aggregate: None,
         }
     }

@@ -338,6 +338,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "aggregator_unreadable_worker",
         "aggregator_worker_problems",
         "aggregator_zero_snapshot_interval",
+        "bad_compression",
         "bad_duration",
         "bad_json_pointer",
         "bad_target_id",
@@ -399,4 +400,9 @@ fn a_missing_targets_directory_is_reported_on_targets_dir() {
             .message
             .starts_with("cannot read targets directory ")
     );
+}
+
+#[test]
+fn compression_takes_true_or_false() {
+    assert_fixture("bad_compression");
 }

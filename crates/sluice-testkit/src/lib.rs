@@ -7,6 +7,8 @@
 //!   and restart ([`broker::KafkaBroker`], a private Apache Kafka under `scripts/test`).
 //! - [`proxies::Tinyproxy`] (HTTP CONNECT) and [`proxies::Microsocks`] (SOCKS5) run the real
 //!   Debian programs on free loopback ports and kill them on drop.
+//! - [`compressed::CompressedSse`] is an SSE endpoint on loopback that answers one request with a
+//!   gzip, br or zstd body, each write compressed and flushed on its own, as the test releases it.
 //! - [`free_port`] is a loopback port free right now; [`prometheus`] parses the `/metrics` text
 //!   tests scrape ([`prometheus::parse_samples`], [`metric_value`]).
 //! - [`skip::skip_or_fail`] prints a loud `SKIPPED:` line, or fails the test when
@@ -34,6 +36,7 @@
 //! its handles are dropped.
 
 pub mod broker;
+pub mod compressed;
 pub mod kafka;
 pub mod prometheus;
 pub mod proxies;

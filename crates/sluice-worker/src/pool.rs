@@ -32,9 +32,10 @@ struct TransportKey {
     connect_timeout: Duration,
     max_redirects: u32,
     roots: Vec<Vec<u8>>,
+    compression: bool,
 }
 
-/// One HTTP client per distinct (proxy, connect timeout, redirect limit, TLS roots).
+/// One HTTP client per distinct (proxy, connect timeout, redirect limit, TLS roots, compression).
 #[derive(Default)]
 pub struct Transports {
     clients: Mutex<HashMap<TransportKey, Arc<Mutex<Option<Client>>>>>,
@@ -53,6 +54,7 @@ impl Transports {
             connect_timeout: target.connect_timeout,
             max_redirects: target.max_redirects,
             roots: target.root_certificates_pem.clone(),
+            compression: target.compression,
         };
         // One slot per transport, built under the slot's lock: targets starting together must not
         // each build (and keep) a transport of their own, or they could not share a connection.
@@ -67,6 +69,7 @@ impl Transports {
                         connect_timeout: target.connect_timeout,
                         max_redirects: usize::try_from(target.max_redirects).unwrap_or(usize::MAX),
                         root_certificates_pem: target.root_certificates_pem.clone(),
+                        compression: target.compression,
                         ..ClientOptions::default()
                     };
                     let client = Client::new(target.url.clone(), options)?;

@@ -70,6 +70,7 @@ pub fn base_client(
         connect_timeout: target.connect_timeout,
         max_redirects: usize::try_from(target.max_redirects).unwrap_or(usize::MAX),
         root_certificates_pem: target.root_certificates_pem.clone(),
+        compression: target.compression,
         ..ClientOptions::default()
     };
     Ok(Client::new(def.aggregate.base_url.clone(), options)?)

@@ -151,6 +151,7 @@ pub(crate) fn target(
         event_types: raw.event_types,
         enabled: raw.enabled.unwrap_or(true),
         cloudevents: raw.cloudevents.unwrap_or(false),
+        compression: raw.compression.unwrap_or(true),
         aggregate,
     })
     .filter(|_| ok)

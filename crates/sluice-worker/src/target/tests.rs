@@ -317,6 +317,7 @@ fn config() -> TargetConfig {
         event_types: Vec::new(),
         enabled: true,
         cloudevents: false,
+        compression: true,
         aggregate: None,
     }
 }

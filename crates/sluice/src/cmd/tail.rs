@@ -102,6 +102,10 @@ pub struct TailArgs {
     /// Largest accepted event (all its data lines), in bytes.
     #[arg(long, value_name = "BYTES")]
     max_event_bytes: Option<usize>,
+    /// Do not ask for a compressed body (no `Accept-Encoding: gzip, br, zstd`): for a server
+    /// that compresses in large blocks and so holds its heartbeats back.
+    #[arg(long)]
+    no_compression: bool,
 }
 
 /// Runs `sluice tail` until it is done, fails, or `shutdown` fires.
@@ -161,6 +165,7 @@ fn build(args: &TailArgs) -> anyhow::Result<EventSource> {
         proxy: args.proxy.clone(),
         connect_timeout: args.connect_timeout,
         max_redirects: args.max_redirects,
+        compression: !args.no_compression,
         ..ClientOptions::default()
     };
     if let Some(path) = &args.cacert {
