@@ -10,7 +10,8 @@ use url::Url;
 use crate::first::FirstAttempts;
 use crate::reason::DisconnectReason;
 use crate::redact::redact_url;
-use crate::redirect::{self, RedirectError, SendError};
+use crate::redirect::{self, Outgoing, RedirectError, SendError};
+use crate::request::RequestBody;
 use crate::server_delay;
 
 /// The header an `EventSource` resumes with.
@@ -217,6 +218,10 @@ pub struct Client {
     max_redirects: usize,
     secrets: Vec<String>,
     headers: HeaderMap,
+    /// The stream request's method (`GET` unless [`Client::with_request`] says otherwise).
+    method: http::Method,
+    /// Its body, sent on every attempt.
+    body: Option<RequestBody>,
     connect_timeout: Duration,
     /// Shared with every client of this transport: see [`crate::first`].
     first_attempts: std::sync::Arc<FirstAttempts>,
@@ -229,6 +234,8 @@ impl std::fmt::Debug for Client {
             .field("url", &self.shown_url)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("max_redirects", &self.max_redirects)
+            .field("method", &self.method)
+            .field("body", &self.body)
             .finish_non_exhaustive()
     }
 }
@@ -315,6 +322,8 @@ impl Client {
             max_redirects: options.max_redirects,
             secrets,
             headers: sensitive_headers(options.headers),
+            method: http::Method::GET,
+            body: None,
             connect_timeout: options.connect_timeout,
             first_attempts: std::sync::Arc::default(),
         })
@@ -332,9 +341,21 @@ impl Client {
             max_redirects: self.max_redirects,
             secrets: self.secrets.clone(),
             headers: sensitive_headers(headers),
+            method: http::Method::GET,
+            body: None,
             connect_timeout: self.connect_timeout,
             first_attempts: self.first_attempts.clone(),
         })
+    }
+
+    /// This client with the stream request's `method` and `body` (sent on every attempt,
+    /// reconnects included, with `Last-Event-ID`; a `307`/`308` repeats both, a `303` (and a
+    /// `301`/`302` of a `POST`) follows as a `GET` without the body).
+    /// Base-state fetches stay `GET`s.
+    pub fn with_request(mut self, method: http::Method, body: Option<RequestBody>) -> Client {
+        self.method = method;
+        self.body = body;
+        self
     }
 
     /// A failed [`redirect::send`] as a [`ConnectError`], secrets removed.
@@ -396,6 +417,10 @@ impl Client {
             &self.url,
             &self.headers,
             &common,
+            Outgoing {
+                method: &self.method,
+                body: self.body.as_ref(),
+            },
             self.max_redirects,
         )
         .await

@@ -8,7 +8,7 @@ use http::header::ACCEPT;
 use http::{HeaderMap, HeaderValue};
 
 use crate::connect::{Client, describe_error};
-use crate::redirect::{self, SendError};
+use crate::redirect::{self, Outgoing, SendError};
 
 /// Why a document could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -93,15 +93,22 @@ impl Client {
         };
         let mut common = HeaderMap::new();
         common.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let mut response = redirect::send(http, url, headers, &common, self.max_redirects())
-            .await
-            .map_err(|e| match e {
-                SendError::Transport(e) => transport(e),
-                SendError::Redirect(e) => FetchError::Redirect {
-                    url: self.shown_url().to_owned(),
-                    detail: describe_error(&e, secrets),
-                },
-            })?;
+        let mut response = redirect::send(
+            http,
+            url,
+            headers,
+            &common,
+            Outgoing::get(),
+            self.max_redirects(),
+        )
+        .await
+        .map_err(|e| match e {
+            SendError::Transport(e) => transport(e),
+            SendError::Redirect(e) => FetchError::Redirect {
+                url: self.shown_url().to_owned(),
+                detail: describe_error(&e, secrets),
+            },
+        })?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(FetchError::Status {

@@ -17,6 +17,7 @@ mod first;
 mod reason;
 pub mod redact;
 mod redirect;
+mod request;
 pub mod server_delay;
 
 pub use backoff::{BackoffError, ExponentialBackoff};
@@ -24,4 +25,5 @@ pub use connect::{Client, ClientOptions, ConnectError, Connection, StreamError};
 pub use eventsource::{EventSource, EventSourceError, EventSourceOptions, SourceItem};
 pub use fetch::FetchError;
 pub use reason::DisconnectReason;
+pub use request::RequestBody;
 pub use server_delay::{MAX_SERVER_DELAY, reconnection_time};

@@ -7,11 +7,12 @@
 //! What it must NOT do: read a body, classify statuses other than redirects, or show a URL
 //! without [`crate::redact::redact_url`].
 
-use http::HeaderMap;
-use http::header::LOCATION;
+use http::header::{CONTENT_TYPE, LOCATION};
+use http::{HeaderMap, Method};
 use url::Url;
 
 use crate::redact::redact_url;
+use crate::request::{RequestBody, after_redirect};
 
 /// Why a chain of redirects was not followed to its end.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,17 @@ pub(crate) enum RedirectError {
         /// Where it pointed, redacted.
         to: String,
     },
+    /// A `307`/`308` to another origin of a request whose body is a secret: repeating the
+    /// request would send the secret there, and it cannot be repeated without it.
+    #[error(
+        "refused an http status {status} redirect to another origin ({to}): the request body is a secret"
+    )]
+    SecretBodyElsewhere {
+        /// The redirect status.
+        status: u16,
+        /// Where it pointed, redacted.
+        to: String,
+    },
 }
 
 /// Why [`send`] got no final response.
@@ -49,29 +61,55 @@ pub(crate) enum SendError {
     Redirect(RedirectError),
 }
 
-/// `GET url` with `own_headers` (the target's configured headers) and `common` headers (sent on
-/// every hop: `Accept`, `Last-Event-ID`), following up to `max_redirects` redirects. The own
-/// headers are dropped from the first hop to another origin on, and not sent again.
+/// The method and body of a request [`send`] makes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    /// The method of the first hop.
+    pub method: &'a Method,
+    /// The body of the first hop.
+    pub body: Option<&'a RequestBody>,
+}
+
+impl Outgoing<'_> {
+    /// A `GET` without a body.
+    pub fn get() -> Outgoing<'static> {
+        Outgoing {
+            method: &Method::GET,
+            body: None,
+        }
+    }
+}
+
+/// `outgoing` (method and body) to `url` with `own_headers` (the target's configured headers)
+/// and `common` headers (sent on every hop: `Accept`, `Last-Event-ID`), following up to
+/// `max_redirects` redirects. The own headers are dropped from the first hop to another origin
+/// on, and not sent again; the method and body change as [`after_redirect`] says (each change
+/// logged), and a secret body never goes to another origin.
 pub(crate) async fn send(
     http: &reqwest::Client,
     url: &Url,
     own_headers: &HeaderMap,
     common: &HeaderMap,
+    outgoing: Outgoing<'_>,
     max_redirects: usize,
 ) -> Result<reqwest::Response, SendError> {
     let mut current = url.clone();
     let mut same_origin = true;
     let mut hops = 0;
+    let mut method = outgoing.method.clone();
+    let mut body = outgoing.body;
     loop {
-        let mut request = http.get(current.clone());
+        let mut request = http.request(method.clone(), current.clone());
         if same_origin {
             request = request.headers(own_headers.clone());
         }
-        let response = request
-            .headers(common.clone())
-            .send()
-            .await
-            .map_err(SendError::Transport)?;
+        request = request.headers(common.clone());
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, body.content_type.clone())
+                .body(body.bytes.clone());
+        }
+        let response = request.send().await.map_err(SendError::Transport)?;
         let status = response.status().as_u16();
         if !matches!(status, 301 | 302 | 303 | 307 | 308) {
             return Ok(response);
@@ -85,6 +123,26 @@ pub(crate) async fn send(
         let next = next_url(&current, status, response.headers()).map_err(SendError::Redirect)?;
         if next.origin() != url.origin() {
             same_origin = false;
+        }
+        let (next_method, keep_body) = after_redirect(status, &method);
+        if next_method != method {
+            tracing::info!(
+                status,
+                from = %method,
+                to = %next_method,
+                location = %redact_url(&next),
+                "redirect changes the request method; its body is not sent again"
+            );
+        }
+        method = next_method;
+        if !keep_body {
+            body = None;
+        }
+        if body.is_some_and(|b| b.secret) && !same_origin {
+            return Err(SendError::Redirect(RedirectError::SecretBodyElsewhere {
+                status,
+                to: redact_url(&next),
+            }));
         }
         current = next;
     }

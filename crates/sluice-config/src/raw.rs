@@ -131,7 +131,21 @@ pub(crate) struct RawTarget {
     pub enabled: Option<bool>,
     pub cloudevents: Option<bool>,
     pub compression: Option<bool>,
+    pub method: Option<String>,
+    pub body: Option<RawBody>,
     pub aggregate: Option<RawAggregate>,
+}
+
+/// A target's `body:`: exactly one of `value` (text), `json` (any YAML value, sent as JSON),
+/// `env` or `file` (a secret), and an optional `content_type`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBody {
+    pub value: Option<String>,
+    pub json: Option<serde_json::Value>,
+    pub env: Option<String>,
+    pub file: Option<String>,
+    pub content_type: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

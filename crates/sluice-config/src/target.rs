@@ -78,6 +78,36 @@ pub enum HeaderSource {
     Secret(SecretRef),
 }
 
+/// A stream request's body and its content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestBody {
+    /// Where the bytes come from.
+    pub source: BodySource,
+    /// Its `Content-Type` (default `application/json` for `json:`, else `text/plain`).
+    pub content_type: HeaderValue,
+}
+
+/// Where a [`RequestBody`]'s bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodySource {
+    /// Written in the config (`value:` as is, `json:` serialised); not secret.
+    Plain(String),
+    /// Read from env or file on every connect; never logged or sent to another origin.
+    Secret(SecretRef),
+}
+
+impl RequestBody {
+    /// The bytes to send now (a secret is read now) and whether they are a secret.
+    pub fn resolve(&self) -> Result<(Vec<u8>, bool), SecretError> {
+        match &self.source {
+            BodySource::Plain(text) => Ok((text.clone().into_bytes(), false)),
+            BodySource::Secret(secret) => {
+                Ok((secret.resolve()?.expose().as_bytes().to_vec(), true))
+            }
+        }
+    }
+}
+
 /// Authentication sent with every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Auth {
@@ -153,6 +183,12 @@ pub struct TargetConfig {
     /// br, zstd`), for the stream and the base-state fetch, and decompresses it as it arrives.
     /// Turn it off for a server that compresses in large blocks and so holds heartbeats back.
     pub compression: bool,
+    /// The stream request's method (`method:`, default `GET`), e.g. `POST` or `REPORT` for an
+    /// endpoint that takes a subscription in the request body.
+    pub method: http::Method,
+    /// The stream request's body (`body:`), sent on every (re)connect with `Last-Event-ID`;
+    /// never with `GET` or `HEAD` (validation refuses it).
+    pub body: Option<RequestBody>,
     /// How the aggregator rebuilds this target's state from its base state and deltas; `None` =
     /// the target is not aggregated. Validation guarantees `key` is [`RecordKey::Target`] when
     /// this is set. Boxed: most targets have none, and a worker holds thousands of targets.
@@ -257,6 +293,8 @@ mod tests {
             enabled: true,
             cloudevents: false,
             compression: true,
+            method: http::Method::GET,
+            body: None,
             aggregate: None,
         }
     }

@@ -23,11 +23,13 @@ use url::Url;
 use crate::problem::{ConfigProblem, ProblemKind};
 use crate::proxy::ProxyConfig;
 use crate::raw::{
-    RawBackoff, RawDefaults, RawHttp, RawKey, RawLimits, RawProxy, RawShutdown, RawTarget, RawTls,
-    RawValueRef, RawWorker,
+    RawBackoff, RawBody, RawDefaults, RawHttp, RawKey, RawLimits, RawProxy, RawShutdown, RawTarget,
+    RawTls, RawValueRef, RawWorker,
 };
 use crate::secret::{SecretError, SecretRef};
-use crate::target::{Auth, HeaderSource, RecordKey, TargetConfig, TargetId, TargetProxy};
+use crate::target::{
+    Auth, BodySource, HeaderSource, RecordKey, RequestBody, TargetConfig, TargetId, TargetProxy,
+};
 use crate::worker::{
     Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,
 };

@@ -341,6 +341,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "bad_compression",
         "bad_duration",
         "bad_json_pointer",
+        "bad_request_body",
         "bad_target_id",
         "bad_url",
         "duplicate_target_id",
@@ -405,4 +406,9 @@ fn a_missing_targets_directory_is_reported_on_targets_dir() {
 #[test]
 fn compression_takes_true_or_false() {
     assert_fixture("bad_compression");
+}
+
+#[test]
+fn a_request_body_needs_a_method_that_carries_one_and_one_source() {
+    assert_fixture("bad_request_body");
 }

@@ -1,5 +1,5 @@
-//! Validation of what a request is made of: proxies, TLS roots, headers and URLs (for targets and
-//! base-state fetches alike).
+//! Validation of what a request is made of: proxies, TLS roots, headers, URLs (for targets and
+//! base-state fetches alike), and a stream request's method and body.
 //!
 //! What it must NOT do: read a secret's value (only check that it can be read), or accept a URL
 //! with a scheme or host it cannot use.
@@ -165,6 +165,81 @@ impl Checker<'_> {
             headers.push((header, source));
         }
         headers
+    }
+
+    /// A request method (`GET` when absent): an HTTP token, as written (methods are
+    /// case-sensitive).
+    pub(super) fn method(&mut self, field: &str, raw: Option<&str>) -> http::Method {
+        let Some(raw) = raw else {
+            return http::Method::GET;
+        };
+        match http::Method::from_bytes(raw.as_bytes()) {
+            Ok(method) => method,
+            Err(_) => {
+                self.report(
+                    field,
+                    ProblemKind::Invalid,
+                    format!("bad method {raw:?}: write an HTTP method such as GET, POST or REPORT"),
+                );
+                http::Method::GET
+            }
+        }
+    }
+
+    /// A request body: exactly one of `value`, `json`, `env` or `file`, with an optional
+    /// `content_type`; refused with `GET` and `HEAD`.
+    pub(super) fn body(
+        &mut self,
+        field: &str,
+        raw: &RawBody,
+        method: &http::Method,
+    ) -> Option<RequestBody> {
+        if method == http::Method::GET || method == http::Method::HEAD {
+            self.report(
+                field,
+                ProblemKind::Invalid,
+                format!("a {method} request carries no body: set method (e.g. POST or REPORT)"),
+            );
+            return None;
+        }
+        let (source, default_type) = match (&raw.value, &raw.json, &raw.env, &raw.file) {
+            (Some(text), None, None, None) => (BodySource::Plain(text.clone()), "text/plain"),
+            (None, Some(json), None, None) => {
+                (BodySource::Plain(json.to_string()), "application/json")
+            }
+            (None, None, Some(_), None) | (None, None, None, Some(_)) => {
+                let reference = RawValueRef {
+                    env: raw.env.clone(),
+                    file: raw.file.clone(),
+                    value: None,
+                };
+                (
+                    BodySource::Secret(self.secret(field, &reference)?),
+                    "text/plain",
+                )
+            }
+            _ => {
+                self.report(
+                    field,
+                    ProblemKind::Malformed,
+                    "write exactly one of value, json, env or file".to_owned(),
+                );
+                return None;
+            }
+        };
+        let content_type = raw.content_type.as_deref().unwrap_or(default_type);
+        let Ok(content_type) = HeaderValue::from_str(content_type) else {
+            self.report(
+                &format!("{field}.content_type"),
+                ProblemKind::Invalid,
+                format!("bad content type {content_type:?}"),
+            );
+            return None;
+        };
+        Some(RequestBody {
+            source,
+            content_type,
+        })
     }
 
     /// An `http` or `https` URL without a password.

@@ -39,6 +39,11 @@ pub(crate) fn target(
     };
 
     let headers = c.headers("headers", &raw.headers);
+    let method = c.method("method", raw.method.as_deref());
+    let body = raw
+        .body
+        .as_ref()
+        .and_then(|body| c.body("body", body, &method));
 
     let auth = Auth {
         bearer: raw
@@ -152,6 +157,8 @@ pub(crate) fn target(
         enabled: raw.enabled.unwrap_or(true),
         cloudevents: raw.cloudevents.unwrap_or(false),
         compression: raw.compression.unwrap_or(true),
+        method,
+        body,
         aggregate,
     })
     .filter(|_| ok)

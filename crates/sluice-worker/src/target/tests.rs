@@ -318,6 +318,8 @@ fn config() -> TargetConfig {
         enabled: true,
         cloudevents: false,
         compression: true,
+        method: http::Method::GET,
+        body: None,
         aggregate: None,
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use sluice_client::{ConnectError, Connection, StreamError, redact::redact_url};
+use sluice_client::{ConnectError, Connection, RequestBody, StreamError, redact::redact_url};
 use sluice_config::{HeaderError, SecretError, TargetConfig, TargetProxy};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -164,12 +164,25 @@ impl Upstream for HttpUpstream {
             HeaderError::Secret(secret) => SetupError::MissingSecret(secret),
             other => SetupError::Headers(other),
         })?;
+        // The body is read now too (a secret one may have been rotated), as the headers are.
+        let body = match &self.config.body {
+            None => None,
+            Some(body) => {
+                let (bytes, secret) = body.resolve().map_err(SetupError::MissingSecret)?;
+                Some(RequestBody {
+                    bytes: bytes.into(),
+                    content_type: body.content_type.clone(),
+                    secret,
+                })
+            }
+        };
         let (proxy, proxy_shown) = self.proxy()?;
         let client = self
             .shared
             .transports
             .client(&self.config, proxy, headers)
-            .map_err(SetupError::Client)?;
+            .map_err(SetupError::Client)?
+            .with_request(self.config.method.clone(), body);
         let shared = self.shared.clone();
         let url = self.config.url.clone();
         let limit = self.config.connect_timeout + self.config.idle_timeout;

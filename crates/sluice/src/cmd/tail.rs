@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::Args;
 use sluice_client::{
     Client, ClientOptions, ConnectError, EventSource, EventSourceError, EventSourceOptions,
-    SourceItem,
+    RequestBody, SourceItem,
 };
 use sluice_sse::{Item, Limits};
 use tokio_util::sync::CancellationToken;
@@ -106,6 +106,13 @@ pub struct TailArgs {
     /// that compresses in large blocks and so holds its heartbeats back.
     #[arg(long)]
     no_compression: bool,
+    /// Request method, e.g. `POST` or `REPORT` (default `GET`, or `POST` with `--data`).
+    #[arg(short = 'X', long, value_name = "METHOD")]
+    method: Option<String>,
+    /// Request body, sent on every (re)connect with `Last-Event-ID`; its type is the
+    /// `-H 'Content-Type: …'` given, else `application/x-www-form-urlencoded` (as curl's).
+    #[arg(short = 'd', long, value_name = "TEXT")]
+    data: Option<String>,
 }
 
 /// Runs `sluice tail` until it is done, fails, or `shutdown` fires.
@@ -183,7 +190,23 @@ fn build(args: &TailArgs) -> anyhow::Result<EventSource> {
             .with_context(|| format!("invalid value for header {name}"))?;
         options.headers.append(name, value);
     }
-    let client = Client::new(url, options)?;
+    let method = match (&args.method, &args.data) {
+        (Some(method), _) => http::Method::from_bytes(method.as_bytes())
+            .with_context(|| format!("invalid method {method:?}"))?,
+        (None, Some(_)) => http::Method::POST,
+        (None, None) => http::Method::GET,
+    };
+    let body = args.data.as_ref().map(|data| RequestBody {
+        bytes: data.clone().into(),
+        content_type: options
+            .headers
+            .remove(http::header::CONTENT_TYPE)
+            .unwrap_or(http::HeaderValue::from_static(
+                "application/x-www-form-urlencoded",
+            )),
+        secret: false,
+    });
+    let client = Client::new(url, options)?.with_request(method, body);
     let mut limits = Limits::default();
     if let Some(max) = args.max_line_bytes {
         limits.max_line_bytes = max;
