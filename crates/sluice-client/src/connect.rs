@@ -47,6 +47,9 @@ pub struct ClientOptions {
     /// it as it arrives. The decompressed bytes are what callers see (and what the parser's
     /// limits count), so a compression bomb ends at those limits with bounded memory.
     pub compression: bool,
+    /// A client certificate chain and its private key, one PEM document (mTLS), presented to
+    /// the upstream and to HTTPS proxies. Secret: never shown.
+    pub identity_pem: Option<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
@@ -59,6 +62,7 @@ impl Default for ClientOptions {
             user_agent: concat!("sluice/", env!("CARGO_PKG_VERSION")).to_owned(),
             root_certificates_pem: Vec::new(),
             compression: true,
+            identity_pem: None,
         }
     }
 }
@@ -73,6 +77,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("user_agent", &self.user_agent)
             .field("root_certificates", &self.root_certificates_pem.len())
             .field("compression", &self.compression)
+            .field("identity", &self.identity_pem.is_some())
             .finish()
     }
 }
@@ -287,6 +292,16 @@ impl Client {
             for certificate in certificates {
                 builder = builder.add_root_certificate(certificate);
             }
+        }
+        if let Some(pem) = &options.identity_pem {
+            // The error would describe the key's parsing: say only what is wrong.
+            let identity = reqwest::Identity::from_pem(pem).map_err(|_| {
+                ConnectError::Options(
+                    "the client certificate and key are not a pem certificate chain and private key"
+                        .to_owned(),
+                )
+            })?;
+            builder = builder.identity(identity);
         }
         if let Some(proxy) = &options.proxy {
             match proxy.scheme() {

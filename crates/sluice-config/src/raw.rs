@@ -161,6 +161,10 @@ pub(crate) struct RawAuth {
 pub(crate) struct RawTls {
     /// PEM bundle of extra root certificates, relative to the target file.
     pub ca_file: Option<String>,
+    /// PEM client certificate chain (mTLS), relative to the target file.
+    pub client_cert: Option<String>,
+    /// Its private key (PEM), a secret: `{file: path}` or `{env: VAR}`.
+    pub client_key: Option<RawValueRef>,
 }
 
 /// `key: target` or `key: {pointer: "/path"}`.

@@ -78,6 +78,26 @@ pub enum HeaderSource {
     Secret(SecretRef),
 }
 
+/// A client certificate chain and its private key (mTLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The PEM certificate chain's file (not secret; read like one, on every connect).
+    pub cert: SecretRef,
+    /// The PEM private key (a secret).
+    pub key: SecretRef,
+}
+
+impl ClientIdentity {
+    /// The certificate chain and the key as one PEM document, both read now.
+    pub fn read(&self) -> Result<Vec<u8>, SecretError> {
+        let mut pem = self.cert.resolve()?.expose().as_bytes().to_vec();
+        pem.push(b'\n');
+        pem.extend_from_slice(self.key.resolve()?.expose().as_bytes());
+        pem.push(b'\n');
+        Ok(pem)
+    }
+}
+
 /// A stream request's body and its content type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestBody {
@@ -155,6 +175,10 @@ pub struct TargetConfig {
     /// the certificates themselves are not parsed here). Add them to the system roots for the
     /// upstream and for HTTPS proxies. Empty when the target file has no `tls` section.
     pub root_certificates_pem: Vec<Vec<u8>>,
+    /// The client certificate and key presented to the upstream and HTTPS proxies (mTLS,
+    /// `tls.client_cert` / `tls.client_key`); read at every connect, so a rotated certificate is
+    /// used from the next connection on.
+    pub client_identity: Option<ClientIdentity>,
     /// Heartbeat watchdog.
     pub idle_timeout: Duration,
     /// TCP connect plus proxy handshake limit.
@@ -281,6 +305,7 @@ mod tests {
             auth,
             proxy: None,
             root_certificates_pem: Vec::new(),
+            client_identity: None,
             idle_timeout: d.idle_timeout,
             connect_timeout: d.connect_timeout,
             backoff: d.backoff,

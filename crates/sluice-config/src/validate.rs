@@ -28,7 +28,8 @@ use crate::raw::{
 };
 use crate::secret::{SecretError, SecretRef};
 use crate::target::{
-    Auth, BodySource, HeaderSource, RecordKey, RequestBody, TargetConfig, TargetId, TargetProxy,
+    Auth, BodySource, ClientIdentity, HeaderSource, RecordKey, RequestBody, TargetConfig, TargetId,
+    TargetProxy,
 };
 use crate::worker::{
     Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,

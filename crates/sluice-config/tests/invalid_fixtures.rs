@@ -344,6 +344,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "bad_request_body",
         "bad_target_id",
         "bad_url",
+        "client_cert_rules",
         "duplicate_target_id",
         "empty_brokers",
         "inline_proxy_password",
@@ -411,4 +412,9 @@ fn compression_takes_true_or_false() {
 #[test]
 fn a_request_body_needs_a_method_that_carries_one_and_one_source() {
     assert_fixture("bad_request_body");
+}
+
+#[test]
+fn a_client_certificate_needs_its_key_as_a_secret_and_a_readable_pem_file() {
+    assert_fixture("client_cert_rules");
 }

@@ -34,6 +34,6 @@ fn tls_section_refuses_unknown_keys() {
     assert_eq!(errors.problems[0].field, "tls.ca_fille");
     assert_eq!(
         errors.problems[0].message,
-        "unknown key \"ca_fille\" (expected ca_file)"
+        "unknown key \"ca_fille\" (expected one of ca_file, client_cert, client_key)"
     );
 }

@@ -33,21 +33,27 @@ struct TransportKey {
     max_redirects: u32,
     roots: Vec<Vec<u8>>,
     compression: bool,
+    /// The client certificate and key as read for this attempt: a rotated one makes a new
+    /// transport (new connections present it). Kept only as a map key, never shown.
+    identity: Option<Vec<u8>>,
 }
 
-/// One HTTP client per distinct (proxy, connect timeout, redirect limit, TLS roots, compression).
+/// One HTTP client per distinct (proxy, connect timeout, redirect limit, TLS roots, compression,
+/// client certificate).
 #[derive(Default)]
 pub struct Transports {
     clients: Mutex<HashMap<TransportKey, Arc<Mutex<Option<Client>>>>>,
 }
 
 impl Transports {
-    /// A client for `target` through `proxy` (resolved, password included) with `headers`.
+    /// A client for `target` through `proxy` (resolved, password included) with `headers`,
+    /// presenting `identity` (its client certificate and key, read for this attempt).
     pub fn client(
         &self,
         target: &TargetConfig,
         proxy: Option<Url>,
         headers: http::HeaderMap,
+        identity: Option<Vec<u8>>,
     ) -> Result<Client, ConnectError> {
         let key = TransportKey {
             proxy: proxy.as_ref().map(|u| u.to_string()),
@@ -55,6 +61,7 @@ impl Transports {
             max_redirects: target.max_redirects,
             roots: target.root_certificates_pem.clone(),
             compression: target.compression,
+            identity: identity.clone(),
         };
         // One slot per transport, built under the slot's lock: targets starting together must not
         // each build (and keep) a transport of their own, or they could not share a connection.
@@ -70,6 +77,7 @@ impl Transports {
                         max_redirects: usize::try_from(target.max_redirects).unwrap_or(usize::MAX),
                         root_certificates_pem: target.root_certificates_pem.clone(),
                         compression: target.compression,
+                        identity_pem: identity,
                         ..ClientOptions::default()
                     };
                     let client = Client::new(target.url.clone(), options)?;

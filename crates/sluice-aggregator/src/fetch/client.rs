@@ -1,7 +1,7 @@
 //! The HTTP client of one base-state fetch: the target's headers and auth plus the
 //! `aggregate.base` headers, its proxy (for a pooled target the same member its stream uses,
-//! `sluice_publish::pool_home`) and TLS roots; secrets are read now, at each fetch. It must
-//! not fetch, retry or log.
+//! `sluice_publish::pool_home`), TLS roots and client certificate; secrets are read now, at
+//! each fetch. It must not fetch, retry or log.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +20,9 @@ pub enum BaseClientError {
     /// The proxy's secret could not be read.
     #[error("cannot resolve the proxy: {0}")]
     Proxy(#[from] SecretError),
+    /// The client certificate or its key (`tls.client_cert` / `tls.client_key`) cannot be read.
+    #[error("cannot read the client certificate: {0}")]
+    Identity(#[source] SecretError),
     /// The target names a proxy pool with no member.
     #[error("proxy pool {pool:?} has no member")]
     EmptyPool {
@@ -37,6 +40,7 @@ impl BaseClientError {
         match self {
             BaseClientError::Headers(error) => error.kind(),
             BaseClientError::Proxy(error) => error.kind(),
+            BaseClientError::Identity(error) => error.kind(),
             BaseClientError::EmptyPool { .. } => "empty_pool",
             BaseClientError::Client(error) => error.kind(),
         }
@@ -70,6 +74,10 @@ pub fn base_client(
         connect_timeout: target.connect_timeout,
         max_redirects: usize::try_from(target.max_redirects).unwrap_or(usize::MAX),
         root_certificates_pem: target.root_certificates_pem.clone(),
+        identity_pem: match &target.client_identity {
+            None => None,
+            Some(identity) => Some(identity.read().map_err(BaseClientError::Identity)?),
+        },
         compression: target.compression,
         ..ClientOptions::default()
     };

@@ -111,6 +111,58 @@ impl Checker<'_> {
         vec![bytes]
     }
 
+    /// A target's client certificate (`tls.client_cert`, relative to this file, checked to hold a
+    /// PEM certificate) and key (`tls.client_key`, a secret checked to be readable): both or
+    /// neither.
+    pub(super) fn client_identity(&mut self, raw: &RawTls) -> Option<ClientIdentity> {
+        let (cert, key) = match (&raw.client_cert, &raw.client_key) {
+            (None, None) => return None,
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) | (None, Some(_)) => {
+                self.report(
+                    "tls",
+                    ProblemKind::Missing,
+                    "tls.client_cert and tls.client_key go together: set both or neither"
+                        .to_owned(),
+                );
+                return None;
+            }
+        };
+        let field = "tls.client_cert";
+        let path = self.dir().join(cert);
+        match std::fs::read(&path) {
+            Ok(bytes) if holds_pem_certificate(&bytes) => {}
+            Ok(_) => {
+                self.report(
+                    field,
+                    ProblemKind::BadCaFile,
+                    format!(
+                        "client certificate {} is not pem: no {PEM_BEGIN_CERTIFICATE} block found",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+            Err(err) => {
+                self.report(
+                    field,
+                    ProblemKind::BadCaFile,
+                    format!(
+                        "cannot read client certificate {}: {}",
+                        path.display(),
+                        crate::load::lowercase_first(&err.to_string())
+                    ),
+                );
+                return None;
+            }
+        }
+        let key = self.secret("tls.client_key", key)?;
+        Some(ClientIdentity {
+            cert: SecretRef::File(path),
+            key,
+        })
+    }
+
     /// Request headers: `{value}` for plain text (never for credential headers), `{env}` /
     /// `{file}` for secrets; each problem on `<prefix>.<name>`.
     pub(super) fn headers(

@@ -97,6 +97,7 @@ pub(crate) fn target(
     };
 
     let root_certificates_pem = c.tls(&raw.tls);
+    let client_identity = c.client_identity(&raw.tls);
 
     let d = &worker.defaults;
     let idle_timeout = c.duration("idle_timeout", raw.idle_timeout.as_deref(), d.idle_timeout);
@@ -145,6 +146,7 @@ pub(crate) fn target(
         auth,
         proxy,
         root_certificates_pem,
+        client_identity,
         idle_timeout,
         connect_timeout,
         backoff,

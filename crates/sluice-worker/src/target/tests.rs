@@ -302,6 +302,7 @@ fn config() -> TargetConfig {
         auth: Auth::default(),
         proxy: None,
         root_certificates_pem: Vec::new(),
+        client_identity: None,
         idle_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
         backoff: Backoff {

@@ -42,7 +42,8 @@ pub(crate) struct Attempt<B> {
 /// Why an attempt could not even start.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SetupError {
-    /// A secret the request needs (a header, a bearer token, a proxy password) cannot be read.
+    /// A secret the request needs (a header, a bearer token, a proxy password, a client
+    /// certificate or key) cannot be read.
     #[error("cannot read a secret: {0}")]
     MissingSecret(#[source] SecretError),
     /// A header value is not a valid header (a secret's value holds a newline, say).
@@ -176,11 +177,16 @@ impl Upstream for HttpUpstream {
                 })
             }
         };
+        // Read at every attempt: a rotated certificate is presented from the next connection on.
+        let identity = match &self.config.client_identity {
+            None => None,
+            Some(identity) => Some(identity.read().map_err(SetupError::MissingSecret)?),
+        };
         let (proxy, proxy_shown) = self.proxy()?;
         let client = self
             .shared
             .transports
-            .client(&self.config, proxy, headers)
+            .client(&self.config, proxy, headers, identity)
             .map_err(SetupError::Client)?
             .with_request(self.config.method.clone(), body);
         let shared = self.shared.clone();

@@ -68,6 +68,12 @@ pub struct TailArgs {
     /// Also trust the certificates in this PEM file (a private CA of the upstream or proxy).
     #[arg(long, value_name = "FILE")]
     cacert: Option<std::path::PathBuf>,
+    /// Present this PEM client certificate chain (mTLS), with `--key`.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--cert`.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<std::path::PathBuf>,
     /// Send this `Last-Event-ID` with the first request (resume after it).
     #[arg(long)]
     last_event_id: Option<String>,
@@ -179,6 +185,15 @@ fn build(args: &TailArgs) -> anyhow::Result<EventSource> {
         let pem = std::fs::read(path)
             .with_context(|| format!("cannot read --cacert {}", path.display()))?;
         options.root_certificates_pem.push(pem);
+    }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        let mut pem = std::fs::read(cert)
+            .with_context(|| format!("cannot read --cert {}", cert.display()))?;
+        pem.push(b'\n');
+        pem.extend(
+            std::fs::read(key).with_context(|| format!("cannot read --key {}", key.display()))?,
+        );
+        options.identity_pem = Some(pem);
     }
     for header in &args.headers {
         let (name, value) = header
