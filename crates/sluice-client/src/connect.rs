@@ -7,10 +7,11 @@ use http::HeaderMap;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use url::Url;
 
+pub use crate::error::{ConnectError, StreamError};
 use crate::first::FirstAttempts;
-use crate::reason::DisconnectReason;
+use crate::oauth::{self, AuthorizedError, TokenSource};
 use crate::redact::redact_url;
-use crate::redirect::{self, Outgoing, RedirectError, SendError};
+use crate::redirect::{Outgoing, RedirectError, SendError};
 use crate::request::RequestBody;
 use crate::server_delay;
 
@@ -82,138 +83,6 @@ impl std::fmt::Debug for ClientOptions {
     }
 }
 
-/// Why a connection attempt did not produce a stream.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The options cannot make a client (for example an unsupported proxy scheme).
-    #[error("invalid client options: {0}")]
-    Options(String),
-    /// TCP, TLS or proxy handshake failed, or the request could not be sent.
-    #[error("connection to {url} failed: {detail}")]
-    Transport {
-        /// The endpoint, redacted.
-        url: String,
-        /// What failed, with secrets removed.
-        detail: String,
-    },
-    /// Redirects went on past the configured limit.
-    #[error("too many redirects from {url} (limit {limit})")]
-    TooManyRedirects {
-        /// The endpoint, redacted.
-        url: String,
-        /// The configured limit.
-        limit: usize,
-    },
-    /// A redirect that cannot be followed: no usable `Location` (an empty one would loop to the
-    /// same URL), or from `https` to plain `http`. Retrying cannot help.
-    #[error("redirect from {url} not followed: {detail}")]
-    Redirect {
-        /// The endpoint, redacted.
-        url: String,
-        /// What is wrong with the redirect (secrets removed).
-        detail: String,
-    },
-    /// The server answered 204: the event stream spec's "do not reconnect".
-    #[error("server answered 204 no content: the endpoint asks clients not to reconnect")]
-    NoContent,
-    /// The server answered a status other than 200 (and 204).
-    #[error("server answered http status {status}{}", retry_after_note(*.retry_after))]
-    Status {
-        /// The HTTP status code.
-        status: u16,
-        /// The server's `Retry-After`, when it sent one.
-        retry_after: Option<Duration>,
-    },
-    /// A 200 response whose content type is not `text/event-stream`.
-    #[error("wrong content type {found:?}: expected text/event-stream")]
-    ContentType {
-        /// The `Content-Type` the server sent (empty when none).
-        found: String,
-    },
-}
-
-fn retry_after_note(retry_after: Option<Duration>) -> String {
-    match retry_after {
-        Some(d) => format!(" (retry after {})", humantime_secs(d)),
-        None => String::new(),
-    }
-}
-
-fn humantime_secs(d: Duration) -> String {
-    format!("{}s", d.as_secs())
-}
-
-impl ConnectError {
-    /// A bounded label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ConnectError::Options(_) => "options",
-            ConnectError::Transport { .. } => "transport",
-            ConnectError::TooManyRedirects { .. } => "too_many_redirects",
-            ConnectError::Redirect { .. } => "redirect",
-            ConnectError::NoContent => "no_content",
-            ConnectError::Status { .. } => "http_status",
-            ConnectError::ContentType { .. } => "content_type",
-        }
-    }
-
-    /// Whether trying again later can help. 204 and most 4xx say no; overload and outages say yes.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ConnectError::Options(_) | ConnectError::NoContent | ConnectError::Redirect { .. } => {
-                false
-            }
-            ConnectError::Transport { .. } | ConnectError::TooManyRedirects { .. } => true,
-            ConnectError::Status { status, .. } => {
-                matches!(status, 408 | 425 | 429) || (500..=599).contains(status)
-            }
-            ConnectError::ContentType { .. } => false,
-        }
-    }
-
-    /// The reconnect reason this failure is counted under.
-    pub fn disconnect_reason(&self) -> DisconnectReason {
-        match self {
-            ConnectError::Options(_) | ConnectError::Transport { .. } => DisconnectReason::Reset,
-            ConnectError::TooManyRedirects { .. }
-            | ConnectError::Redirect { .. }
-            | ConnectError::NoContent
-            | ConnectError::Status { .. } => DisconnectReason::HttpStatus,
-            ConnectError::ContentType { .. } => DisconnectReason::Protocol,
-        }
-    }
-
-    /// The server's requested delay before the next attempt, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ConnectError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-}
-
-/// Why an open stream stopped delivering bytes (other than a clean end).
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    /// The transport failed mid-stream: reset by peer, broken pipe, truncated chunked body.
-    #[error("stream from {url} broke: {detail}")]
-    Broken {
-        /// The endpoint, redacted.
-        url: String,
-        /// What failed, with secrets removed.
-        detail: String,
-    },
-}
-
-impl StreamError {
-    /// A bounded label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StreamError::Broken { .. } => "broken",
-        }
-    }
-}
-
 /// A reusable client for one endpoint. Cheap to clone; connections share a pool.
 #[derive(Clone)]
 pub struct Client {
@@ -227,6 +96,8 @@ pub struct Client {
     method: http::Method,
     /// Its body, sent on every attempt.
     body: Option<RequestBody>,
+    /// Where `Authorization: Bearer` comes from (OAuth2), when it does.
+    tokens: Option<std::sync::Arc<TokenSource>>,
     connect_timeout: Duration,
     /// Shared with every client of this transport: see [`crate::first`].
     first_attempts: std::sync::Arc<FirstAttempts>,
@@ -339,6 +210,7 @@ impl Client {
             headers: sensitive_headers(options.headers),
             method: http::Method::GET,
             body: None,
+            tokens: None,
             connect_timeout: options.connect_timeout,
             first_attempts: std::sync::Arc::default(),
         })
@@ -358,6 +230,7 @@ impl Client {
             headers: sensitive_headers(headers),
             method: http::Method::GET,
             body: None,
+            tokens: None,
             connect_timeout: self.connect_timeout,
             first_attempts: self.first_attempts.clone(),
         })
@@ -371,6 +244,32 @@ impl Client {
         self.method = method;
         self.body = body;
         self
+    }
+
+    /// This client with `Authorization: Bearer` from `tokens` on every request (stream and
+    /// document), to the endpoint's own origin only; a `401` gets one refreshed token and one
+    /// retry.
+    pub fn with_token_source(mut self, tokens: std::sync::Arc<TokenSource>) -> Client {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// [`oauth::send_with_token`] with this client's transport, endpoint, headers and tokens.
+    pub(crate) async fn send(
+        &self,
+        common: &HeaderMap,
+        outgoing: Outgoing<'_>,
+    ) -> Result<reqwest::Response, AuthorizedError> {
+        oauth::send_with_token(
+            &self.http,
+            &self.url,
+            &self.headers,
+            common,
+            outgoing,
+            self.max_redirects,
+            self.tokens.as_deref(),
+        )
+        .await
     }
 
     /// A failed [`redirect::send`] as a [`ConnectError`], secrets removed.
@@ -393,14 +292,9 @@ impl Client {
         }
     }
 
-    /// The transport, the endpoint, the request headers and the secrets to keep out of errors.
-    pub(crate) fn parts(&self) -> (&reqwest::Client, &Url, &HeaderMap, &[String]) {
-        (&self.http, &self.url, &self.headers, &self.secrets)
-    }
-
-    /// Redirects followed before giving up.
-    pub(crate) fn max_redirects(&self) -> usize {
-        self.max_redirects
+    /// The secrets to keep out of errors.
+    pub(crate) fn secrets(&self) -> &[String] {
+        &self.secrets
     }
 
     /// The endpoint as it may be shown to people (secrets removed).
@@ -427,19 +321,14 @@ impl Client {
                 })?;
             common.insert(LAST_EVENT_ID, value);
         }
-        let response = redirect::send(
-            &self.http,
-            &self.url,
-            &self.headers,
-            &common,
-            Outgoing {
-                method: &self.method,
-                body: self.body.as_ref(),
-            },
-            self.max_redirects,
-        )
-        .await
-        .map_err(|e| self.send_error(e))?;
+        let outgoing = Outgoing {
+            method: &self.method,
+            body: self.body.as_ref(),
+        };
+        let response = self.send(&common, outgoing).await.map_err(|e| match e {
+            AuthorizedError::Token(error) => ConnectError::Token(error),
+            AuthorizedError::Send(error) => self.send_error(error),
+        })?;
         let status = response.status().as_u16();
         if status == 204 {
             return Err(ConnectError::NoContent);

@@ -8,7 +8,8 @@ use http::header::ACCEPT;
 use http::{HeaderMap, HeaderValue};
 
 use crate::connect::{Client, describe_error};
-use crate::redirect::{self, Outgoing, SendError};
+use crate::oauth::{AuthorizedError, TokenError};
+use crate::redirect::{Outgoing, SendError};
 
 /// Why a document could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,9 @@ pub enum FetchError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// No OAuth2 access token could be had.
+    #[error(transparent)]
+    Token(TokenError),
     /// The whole fetch took longer than the timeout.
     #[error("fetching {url}: no complete answer within {}ms", .timeout.as_millis())]
     Timeout {
@@ -64,6 +68,7 @@ impl FetchError {
             FetchError::Status { .. } => "http_status",
             FetchError::TooLarge { .. } => "too_large",
             FetchError::Timeout { .. } => "timeout",
+            FetchError::Token(error) => error.kind(),
         }
     }
 }
@@ -86,29 +91,24 @@ impl Client {
     }
 
     async fn fetch_inner(&self, max_bytes: usize) -> Result<Bytes, FetchError> {
-        let (http, url, headers, secrets) = self.parts();
+        let secrets = self.secrets();
         let transport = |e: reqwest::Error| FetchError::Transport {
             url: self.shown_url().to_owned(),
             detail: describe_error(&e.without_url(), secrets),
         };
         let mut common = HeaderMap::new();
         common.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let mut response = redirect::send(
-            http,
-            url,
-            headers,
-            &common,
-            Outgoing::get(),
-            self.max_redirects(),
-        )
-        .await
-        .map_err(|e| match e {
-            SendError::Transport(e) => transport(e),
-            SendError::Redirect(e) => FetchError::Redirect {
-                url: self.shown_url().to_owned(),
-                detail: describe_error(&e, secrets),
-            },
-        })?;
+        let mut response = self
+            .send(&common, Outgoing::get())
+            .await
+            .map_err(|e| match e {
+                AuthorizedError::Token(error) => FetchError::Token(error),
+                AuthorizedError::Send(SendError::Transport(e)) => transport(e),
+                AuthorizedError::Send(SendError::Redirect(e)) => FetchError::Redirect {
+                    url: self.shown_url().to_owned(),
+                    detail: describe_error(&e, secrets),
+                },
+            })?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(FetchError::Status {

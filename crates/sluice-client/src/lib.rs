@@ -11,9 +11,11 @@
 
 pub mod backoff;
 mod connect;
+mod error;
 mod eventsource;
 mod fetch;
 mod first;
+pub mod oauth;
 mod reason;
 pub mod redact;
 mod redirect;
@@ -21,7 +23,8 @@ mod request;
 pub mod server_delay;
 
 pub use backoff::{BackoffError, ExponentialBackoff};
-pub use connect::{Client, ClientOptions, ConnectError, Connection, StreamError};
+pub use connect::{Client, ClientOptions, Connection};
+pub use error::{ConnectError, StreamError};
 pub use eventsource::{EventSource, EventSourceError, EventSourceOptions, SourceItem};
 pub use fetch::FetchError;
 pub use reason::DisconnectReason;

@@ -33,8 +33,8 @@ pub use problem::{ConfigErrors, ConfigProblem, ProblemKind};
 pub use proxy::ProxyConfig;
 pub use secret::{Secret, SecretError, SecretRef};
 pub use target::{
-    Auth, BodySource, ClientIdentity, HeaderError, HeaderSource, RecordKey, RequestBody,
-    TargetConfig, TargetId, TargetIdError, TargetProxy,
+    Auth, BodySource, ClientIdentity, HeaderError, HeaderSource, OAuth2Config, RecordKey,
+    RequestBody, TargetConfig, TargetId, TargetIdError, TargetProxy,
 };
 pub use validate::MAX_DURATION;
 pub use worker::{

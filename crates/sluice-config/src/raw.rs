@@ -153,6 +153,18 @@ pub(crate) struct RawBody {
 pub(crate) struct RawAuth {
     pub bearer: Option<RawValueRef>,
     pub cookie: Option<RawValueRef>,
+    pub oauth2: Option<RawOAuth2>,
+}
+
+/// `auth.oauth2`: the client-credentials grant whose token is sent as the bearer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOAuth2 {
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<RawValueRef>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// A target's `tls` section: extra trust for HTTPS upstreams (and HTTPS proxies) behind private CAs.

@@ -135,6 +135,32 @@ pub struct Auth {
     pub bearer: Option<SecretRef>,
     /// `Cookie: <value>`.
     pub cookie: Option<SecretRef>,
+    /// `Authorization: Bearer` from an OAuth2 client-credentials grant (never with `bearer`).
+    pub oauth2: Option<OAuth2Config>,
+}
+
+/// An OAuth2 client-credentials grant (`auth.oauth2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Config {
+    /// The token endpoint, `http` or `https`.
+    pub token_url: Url,
+    /// The client id (not secret).
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: SecretRef,
+    /// The scopes asked for; empty = none sent.
+    pub scopes: Vec<String>,
+}
+
+impl OAuth2Config {
+    /// Reads the client secret afresh on each call; the error names where it lives, never
+    /// its value.
+    pub fn read_secret(&self) -> Result<String, String> {
+        self.client_secret
+            .resolve()
+            .map(|secret| secret.expose().to_owned())
+            .map_err(|error| error.to_string())
+    }
 }
 
 /// How a target reaches its upstream.
@@ -338,6 +364,7 @@ mod tests {
             Auth {
                 bearer: Some(SecretRef::File(dir.join("token"))),
                 cookie: Some(SecretRef::File(dir.join("cookie"))),
+                oauth2: None,
             },
         );
         let headers = target.resolve_headers().expect("secrets exist");

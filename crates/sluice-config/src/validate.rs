@@ -23,13 +23,13 @@ use url::Url;
 use crate::problem::{ConfigProblem, ProblemKind};
 use crate::proxy::ProxyConfig;
 use crate::raw::{
-    RawBackoff, RawBody, RawDefaults, RawHttp, RawKey, RawLimits, RawProxy, RawShutdown, RawTarget,
-    RawTls, RawValueRef, RawWorker,
+    RawBackoff, RawBody, RawDefaults, RawHttp, RawKey, RawLimits, RawOAuth2, RawProxy, RawShutdown,
+    RawTarget, RawTls, RawValueRef, RawWorker,
 };
 use crate::secret::{SecretError, SecretRef};
 use crate::target::{
-    Auth, BodySource, ClientIdentity, HeaderSource, RecordKey, RequestBody, TargetConfig, TargetId,
-    TargetProxy,
+    Auth, BodySource, ClientIdentity, HeaderSource, OAuth2Config, RecordKey, RequestBody,
+    TargetConfig, TargetId, TargetProxy,
 };
 use crate::worker::{
     Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,

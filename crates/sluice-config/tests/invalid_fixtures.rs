@@ -352,6 +352,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "missing_ca_file",
         "missing_secret_file",
         "not_pem_ca_file",
+        "oauth2_rules",
         "partitioner_is_managed",
         "several_problems",
         "too_long_duration",
@@ -417,4 +418,9 @@ fn a_request_body_needs_a_method_that_carries_one_and_one_source() {
 #[test]
 fn a_client_certificate_needs_its_key_as_a_secret_and_a_readable_pem_file() {
     assert_fixture("client_cert_rules");
+}
+
+#[test]
+fn an_oauth2_grant_needs_a_token_url_a_client_and_a_secret_and_no_bearer_beside_it() {
+    assert_fixture("oauth2_rules");
 }

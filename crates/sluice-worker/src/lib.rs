@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) transports: Transports,
     pub(crate) pools: HashMap<String, ProxyPool>,
     pub(crate) hosts: HostLimits,
+    /// One OAuth2 token per grant, shared by its targets.
+    pub(crate) tokens: sluice_client::oauth::TokenSources,
 }
 
 /// Why the worker could not start or did not stop cleanly.
@@ -355,6 +357,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
     );
     let shared = Arc::new(Shared {
         transports: Transports::default(),
+        tokens: Default::default(),
         pools: config
             .proxy_pools
             .iter()

@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use sluice_client::oauth::{Grant, TokenSources};
 use sluice_client::{Client, ClientOptions, ConnectError};
 use sluice_config::{HeaderError, ProxyConfig, SecretError, TargetProxy};
 use sluice_publish::pool_home;
@@ -51,6 +54,7 @@ impl BaseClientError {
 pub fn base_client(
     def: &TargetDef,
     pools: &BTreeMap<String, Vec<ProxyConfig>>,
+    tokens: &TokenSources,
 ) -> Result<Client, BaseClientError> {
     let target = &def.target;
     let mut headers = target.resolve_headers()?;
@@ -81,5 +85,23 @@ pub fn base_client(
         compression: target.compression,
         ..ClientOptions::default()
     };
-    Ok(Client::new(def.aggregate.base_url.clone(), options)?)
+    let client = Client::new(def.aggregate.base_url.clone(), options)?;
+    let Some(oauth2) = &target.auth.oauth2 else {
+        return Ok(client);
+    };
+    // The target's grant: its token goes to the base-state server too (its own origin only).
+    let config = oauth2.clone();
+    let grant = Grant {
+        token_url: oauth2.token_url.clone(),
+        client_id: oauth2.client_id.clone(),
+        scopes: oauth2.scopes.clone(),
+    };
+    let source = tokens
+        .get(
+            &grant,
+            Arc::new(move || config.read_secret()),
+            &target.root_certificates_pem,
+        )
+        .map_err(|error| BaseClientError::Client(ConnectError::Token(error)))?;
+    Ok(client.with_token_source(source))
 }

@@ -51,6 +51,8 @@ pub struct Fetcher {
     rx: mpsc::Receiver<Fetched>,
     retries: RetrySchedule,
     permits: Arc<Semaphore>,
+    /// One OAuth2 token per grant, shared by the fetches of its targets.
+    tokens: Arc<sluice_client::oauth::TokenSources>,
 }
 
 impl Fetcher {
@@ -63,6 +65,7 @@ impl Fetcher {
             rx,
             retries: RetrySchedule::default(),
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_FETCHES)),
+            tokens: Arc::default(),
         }
     }
 
@@ -97,12 +100,13 @@ impl Fetcher {
         let pools = self.shared.pools.clone();
         let tx = self.tx.clone();
         let permits = self.permits.clone();
+        let tokens = self.tokens.clone();
         self.shared.runtime.spawn(async move {
             // Tokio's semaphore is fair: the fetches start in the order they were asked for.
             let Ok(permit) = permits.acquire_owned().await else {
                 return; // closed: the fetcher is gone
             };
-            let result = match client::base_client(&def, &pools) {
+            let result = match client::base_client(&def, &pools, &tokens) {
                 Ok(client) => client
                     .fetch_document(def.aggregate.base_timeout, MAX_BASE_BYTES)
                     .await

@@ -219,6 +219,49 @@ impl Checker<'_> {
         headers
     }
 
+    /// An OAuth2 client-credentials grant: a token URL, a client id and a secret client secret.
+    pub(super) fn oauth2(&mut self, field: &str, raw: &RawOAuth2) -> Option<OAuth2Config> {
+        let token_url = match &raw.token_url {
+            Some(url) => self.http_url(&format!("{field}.token_url"), url),
+            None => {
+                self.report(
+                    &format!("{field}.token_url"),
+                    ProblemKind::Missing,
+                    "missing oauth2 token url".to_owned(),
+                );
+                None
+            }
+        };
+        let client_id = match raw.client_id.as_deref() {
+            Some(id) if !id.is_empty() => Some(id.to_owned()),
+            _ => {
+                self.report(
+                    &format!("{field}.client_id"),
+                    ProblemKind::Missing,
+                    "missing oauth2 client id".to_owned(),
+                );
+                None
+            }
+        };
+        let client_secret = match &raw.client_secret {
+            Some(secret) => self.secret(&format!("{field}.client_secret"), secret),
+            None => {
+                self.report(
+                    &format!("{field}.client_secret"),
+                    ProblemKind::Missing,
+                    "missing oauth2 client secret: {env: VAR} or {file: /path}".to_owned(),
+                );
+                None
+            }
+        };
+        Some(OAuth2Config {
+            token_url: token_url?,
+            client_id: client_id?,
+            client_secret: client_secret?,
+            scopes: raw.scopes.clone(),
+        })
+    }
+
     /// A request method (`GET` when absent): an HTTP token, as written (methods are
     /// case-sensitive).
     pub(super) fn method(&mut self, field: &str, raw: Option<&str>) -> http::Method {

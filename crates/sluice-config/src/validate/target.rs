@@ -56,7 +56,19 @@ pub(crate) fn target(
             .cookie
             .as_ref()
             .and_then(|r| c.secret("auth.cookie", r)),
+        oauth2: raw
+            .auth
+            .oauth2
+            .as_ref()
+            .and_then(|o| c.oauth2("auth.oauth2", o)),
     };
+    if raw.auth.bearer.is_some() && raw.auth.oauth2.is_some() {
+        c.report(
+            "auth",
+            ProblemKind::Invalid,
+            "auth.bearer and auth.oauth2 both set the bearer token: keep one".to_owned(),
+        );
+    }
 
     let proxy = match &raw.proxy {
         None => None,

@@ -634,6 +634,7 @@ fn a_missing_secret_is_its_own_error_kind() {
         transports: crate::pool::Transports::default(),
         pools: Default::default(),
         hosts: crate::pool::HostLimits::new(4),
+        tokens: Default::default(),
     });
     let mut upstream = super::HttpUpstream::new(shared, Arc::new(cfg));
     let Err(error) = upstream.attempt("", Slot::Wait) else {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use sluice_client::oauth::Grant;
 use sluice_client::{ConnectError, Connection, RequestBody, StreamError, redact::redact_url};
 use sluice_config::{HeaderError, SecretError, TargetConfig, TargetProxy};
 use tokio::sync::OwnedSemaphorePermit;
@@ -189,6 +190,27 @@ impl Upstream for HttpUpstream {
             .client(&self.config, proxy, headers, identity)
             .map_err(SetupError::Client)?
             .with_request(self.config.method.clone(), body);
+        let client = match &self.config.auth.oauth2 {
+            None => client,
+            Some(oauth2) => {
+                let config = oauth2.clone();
+                let grant = Grant {
+                    token_url: oauth2.token_url.clone(),
+                    client_id: oauth2.client_id.clone(),
+                    scopes: oauth2.scopes.clone(),
+                };
+                let source = self
+                    .shared
+                    .tokens
+                    .get(
+                        &grant,
+                        Arc::new(move || config.read_secret()),
+                        &self.config.root_certificates_pem,
+                    )
+                    .map_err(|error| SetupError::Client(ConnectError::Token(error)))?;
+                client.with_token_source(source)
+            }
+        };
         let shared = self.shared.clone();
         let url = self.config.url.clone();
         let limit = self.config.connect_timeout + self.config.idle_timeout;
