@@ -67,6 +67,7 @@ pub(crate) struct RawDefaults {
     #[serde(default)]
     pub limits: RawLimits,
     pub per_host_connections: Option<u32>,
+    pub streams_per_connection: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

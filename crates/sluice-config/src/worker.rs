@@ -132,6 +132,9 @@ pub struct Defaults {
     pub limits: Limits,
     /// Most concurrent connections to one upstream host (not per target).
     pub per_host_connections: u32,
+    /// Most targets streaming over one HTTP/2 connection: more open another connection to the
+    /// host. Keep it at or below the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub streams_per_connection: u32,
 }
 
 impl Default for Defaults {
@@ -144,6 +147,7 @@ impl Default for Defaults {
             max_redirects: 5,
             limits: Limits::default(),
             per_host_connections: 64,
+            streams_per_connection: 100,
         }
     }
 }

@@ -53,7 +53,7 @@ fn assert_fixture(rule: &str) {
 fn unknown_keys_are_reported_with_key_and_file_in_worker_and_target() {
     assert_fixture("unknown_key");
     let lines = problems("unknown_key");
-    assert!(lines.contains(&"worker.yaml: defaults.idel: unknown key \"idel\" (expected one of idle_timeout, connect_timeout, backoff, max_connection_age, max_redirects, limits, per_host_connections)".to_owned()));
+    assert!(lines.contains(&"worker.yaml: defaults.idel: unknown key \"idel\" (expected one of idle_timeout, connect_timeout, backoff, max_connection_age, max_redirects, limits, per_host_connections, streams_per_connection)".to_owned()));
     assert!(
         lines
             .iter()

@@ -11,6 +11,7 @@
 
 mod control;
 mod http;
+mod lanes;
 mod metrics;
 mod pool;
 mod registry;
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) hosts: HostLimits,
     /// One OAuth2 token per grant, shared by its targets.
     pub(crate) tokens: sluice_client::oauth::TokenSources,
+    /// Which connection (lane) of its host each target streams on.
+    pub(crate) lanes: lanes::Lanes,
 }
 
 /// Why the worker could not start or did not stop cleanly.
@@ -358,6 +361,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
     let shared = Arc::new(Shared {
         transports: Transports::default(),
         tokens: Default::default(),
+        lanes: lanes::Lanes::new(config.defaults.streams_per_connection),
         pools: config
             .proxy_pools
             .iter()

@@ -36,6 +36,8 @@ struct TransportKey {
     /// The client certificate and key as read for this attempt: a rotated one makes a new
     /// transport (new connections present it). Kept only as a map key, never shown.
     identity: Option<Vec<u8>>,
+    /// Which of the host's HTTP/2 connections ([`crate::lanes`]).
+    lane: usize,
 }
 
 /// One HTTP client per distinct (proxy, connect timeout, redirect limit, TLS roots, compression,
@@ -47,13 +49,15 @@ pub struct Transports {
 
 impl Transports {
     /// A client for `target` through `proxy` (resolved, password included) with `headers`,
-    /// presenting `identity` (its client certificate and key, read for this attempt).
+    /// presenting `identity` (its client certificate and key, read for this attempt), on the
+    /// host's connection `lane`.
     pub fn client(
         &self,
         target: &TargetConfig,
         proxy: Option<Url>,
         headers: http::HeaderMap,
         identity: Option<Vec<u8>>,
+        lane: usize,
     ) -> Result<Client, ConnectError> {
         let key = TransportKey {
             proxy: proxy.as_ref().map(|u| u.to_string()),
@@ -62,6 +66,7 @@ impl Transports {
             roots: target.root_certificates_pem.clone(),
             compression: target.compression,
             identity: identity.clone(),
+            lane,
         };
         // One slot per transport, built under the slot's lock: targets starting together must not
         // each build (and keep) a transport of their own, or they could not share a connection.

@@ -208,3 +208,35 @@ async fn targets_that_stop_reading_do_not_starve_the_others_on_their_h2_connecti
     assert!(stats.max_open_streams_on_one_connection >= 6, "{stats:?}");
     drop(worker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_beyond_a_hosts_stream_limit_stream_on_another_connection() {
+    // The host allows 10 streams per connection; hyper would queue the 11th stream for ever on
+    // the first connection. With `streams_per_connection: 10` 25 targets take three.
+    const TARGETS: usize = 25;
+    let sim = sim(EVENTS, 400.0).await;
+    let rig = Rig::new("h2-lanes").await;
+    let front = H2Front::start(&sim, &rig.dir, Offer::Http2Streams(10)).await;
+    let ids: Vec<String> = (0..TARGETS).map(|i| format!("t{i:02}")).collect();
+    for id in &ids {
+        rig.target(
+            id,
+            &format!("{}/v1/stream?last_event_id=0", front.url()),
+            &format!("tls:\n  ca_file: {}", front.ca().display()),
+        );
+    }
+    let worker = rig
+        .start_with_env("", &[("SLUICE__DEFAULTS__STREAMS_PER_CONNECTION", "10")])
+        .await;
+    let expected: Vec<(&str, u64)> = ids.iter().map(|id| (id.as_str(), EVENTS)).collect();
+    let records = rig.wait_all_ids(&expected).await;
+    for id in &ids {
+        assert_complete_in_order(id, &ids_of(&records, id), EVENTS);
+    }
+    let stats = front.stats();
+    eprintln!("h2 front: {stats:?}");
+    assert_eq!(stats.connections_with_requests, 3, "{stats:?}");
+    assert!(stats.max_open_streams_on_one_connection <= 10, "{stats:?}");
+    let (exit, log) = worker.terminate().await;
+    assert!(exit.success(), "{log}");
+}

@@ -112,7 +112,17 @@ fn defaults(c: &mut Checker<'_>, raw: &RawDefaults) -> Defaults {
         per_host_connections: raw
             .per_host_connections
             .unwrap_or(base.per_host_connections),
+        streams_per_connection: raw
+            .streams_per_connection
+            .unwrap_or(base.streams_per_connection),
     };
+    if defaults.streams_per_connection == 0 {
+        c.report(
+            "defaults.streams_per_connection",
+            ProblemKind::Invalid,
+            "must be at least 1".to_owned(),
+        );
+    }
     c.positive("defaults.idle_timeout", defaults.idle_timeout);
     c.positive("defaults.connect_timeout", defaults.connect_timeout);
     if defaults.per_host_connections == 0 {

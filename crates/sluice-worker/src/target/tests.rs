@@ -635,6 +635,7 @@ fn a_missing_secret_is_its_own_error_kind() {
         pools: Default::default(),
         hosts: crate::pool::HostLimits::new(4),
         tokens: Default::default(),
+        lanes: crate::lanes::Lanes::new(100),
     });
     let mut upstream = super::HttpUpstream::new(shared, Arc::new(cfg));
     let Err(error) = upstream.attempt("", Slot::Wait) else {

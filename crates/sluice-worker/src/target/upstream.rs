@@ -17,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::in_flight::BoxFuture;
 use crate::Shared;
+use crate::lanes::Lane;
 
 /// One open `text/event-stream` response.
 pub(crate) trait Body: Send + 'static {
@@ -105,6 +106,8 @@ pub(crate) struct HttpUpstream {
     pool_cursor: usize,
     /// The pool member of the attempt in progress / the open connection.
     pool_member: Option<usize>,
+    /// The target's lane on its host, taken at the first attempt, kept for its life.
+    lane: Option<Lane>,
 }
 
 impl HttpUpstream {
@@ -122,6 +125,7 @@ impl HttpUpstream {
             config,
             pool_cursor,
             pool_member: None,
+            lane: None,
         }
     }
 
@@ -184,10 +188,16 @@ impl Upstream for HttpUpstream {
             Some(identity) => Some(identity.read().map_err(SetupError::MissingSecret)?),
         };
         let (proxy, proxy_shown) = self.proxy()?;
+        let shared = &self.shared;
+        let origin = self.config.url.origin().ascii_serialization();
+        let lane = self
+            .lane
+            .get_or_insert_with(|| shared.lanes.take(&origin))
+            .index();
         let client = self
             .shared
             .transports
-            .client(&self.config, proxy, headers, identity)
+            .client(&self.config, proxy, headers, identity, lane)
             .map_err(SetupError::Client)?
             .with_request(self.config.method.clone(), body);
         let client = match &self.config.auth.oauth2 {

@@ -29,6 +29,9 @@ pub enum Offer {
     Http2,
     /// ALPN `http/1.1` only: an HTTP/1.1-only TLS server.
     Http11Only,
+    /// As [`Offer::Http2`], allowing at most this many concurrent streams per connection
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    Http2Streams(u32),
 }
 
 /// What the front has seen so far.
@@ -136,8 +139,13 @@ impl H2Front {
                         return;
                     };
                     counters.tcp_accepted.fetch_add(1, Ordering::SeqCst);
-                    let task =
-                        tokio::spawn(serve(socket, acceptor.clone(), upstream, counters.clone()));
+                    let task = tokio::spawn(serve(
+                        socket,
+                        acceptor.clone(),
+                        upstream,
+                        counters.clone(),
+                        offer,
+                    ));
                     if let Ok(mut tasks) = connections.lock() {
                         tasks.retain(|t| !t.is_finished());
                         tasks.push(task);
@@ -184,7 +192,7 @@ impl H2Front {
 /// A TLS acceptor for `localhost` offering `offer`, and the PEM path of its certificate.
 fn acceptor(dir: &Path, offer: Offer) -> (TlsAcceptor, PathBuf) {
     let alpn = match offer {
-        Offer::Http2 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Offer::Http2 | Offer::Http2Streams(_) => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         Offer::Http11Only => vec![b"http/1.1".to_vec()],
     };
     super::localhost_tls(dir, "h2-ca.pem", alpn)
@@ -196,6 +204,7 @@ async fn serve(
     acceptor: TlsAcceptor,
     upstream: SocketAddr,
     counters: Arc<Counters>,
+    offer: Offer,
 ) {
     let Ok(tls) = acceptor.accept(socket).await else {
         return;
@@ -216,9 +225,11 @@ async fn serve(
     let io = TokioIo::new(tls);
     // Errors here are the client going away; the counts already hold what matters.
     if h2 {
-        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .serve_connection(io, service)
-            .await;
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        if let Offer::Http2Streams(streams) = offer {
+            builder.max_concurrent_streams(streams);
+        }
+        let _ = builder.serve_connection(io, service).await;
     } else {
         let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(io, service)
