@@ -179,6 +179,13 @@ const BROKER_DEFAULT: i32 = -1;
 /// broker cannot say (no DescribeConfigs API, as librdkafka's mock cluster, or an error): the
 /// caller then cannot check and says so.
 pub async fn cleanup_policy(kafka: &ClientConfig, topic: &str) -> Option<String> {
+    topic_config(kafka, topic, "cleanup.policy").await
+}
+
+/// The value of the topic config `name` of `topic` as the broker reports it (the broker's
+/// default when the topic does not override it); `None` when the broker cannot say, as for
+/// [`cleanup_policy`].
+pub async fn topic_config(kafka: &ClientConfig, topic: &str, name: &str) -> Option<String> {
     use rdkafka::admin::ResourceSpecifier;
     let admin: AdminClient<DefaultClientContext> = kafka.create().ok()?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
@@ -193,5 +200,5 @@ pub async fn cleanup_policy(kafka: &ClientConfig, topic: &str) -> Option<String>
         }
     };
     let resource = results.into_iter().next()?.ok()?;
-    resource.get("cleanup.policy")?.value.clone()
+    resource.get(name)?.value.clone()
 }
