@@ -101,6 +101,24 @@ fn kafka_settings(config: &AggregatorConfig) -> KafkaSettings<'_> {
     KafkaSettings::from(&config.kafka)
 }
 
+/// The largest record the state topic takes (its `max.message.bytes`, the broker's default
+/// unless the topic overrides it); [`snapshot::ASSUMED_RECORD_LIMIT`] when the broker cannot
+/// say (librdkafka's mock cluster has no DescribeConfigs).
+async fn state_record_limit(admin: &rdkafka::config::ClientConfig, topic: &str) -> u64 {
+    let described = sluice_publish::topics::topic_config(admin, topic, "max.message.bytes").await;
+    match described.as_deref().map(str::parse::<u64>) {
+        Some(Ok(limit)) if limit > 0 => limit,
+        _ => {
+            tracing::info!(
+                topic,
+                assumed = snapshot::ASSUMED_RECORD_LIMIT,
+                "the state topic's max.message.bytes is unknown: assuming the default"
+            );
+            snapshot::ASSUMED_RECORD_LIMIT
+        }
+    }
+}
+
 /// Runs the aggregator until `shutdown` is cancelled; then writes final snapshots, commits and
 /// leaves the group. `listener` is the HTTP socket (bound by the caller, so tests can use port
 /// 0); `None` binds `config.http.listen`.
@@ -125,19 +143,6 @@ pub async fn run(
 
     let settings = kafka_settings(&config);
     let reader = settings.connection()?;
-    let producer: BaseProducer<Deliveries> = settings
-        .full(&[
-            ("acks", "all"),
-            ("enable.idempotence", "true"),
-            ("compression.type", "lz4"),
-            ("message.max.bytes", "67108864"),
-        ])?
-        .create_with_context(Deliveries::default())
-        .map_err(|source| AggregatorError::Kafka {
-            role: "producer",
-            source,
-        })?;
-
     // Best effort and bounded: a broker without CreateTopics auto-creates on first write.
     let admin = settings.connection()?;
     let state_topic = config.topics.state.clone();
@@ -151,6 +156,27 @@ pub async fn run(
         _ = shutdown.cancelled() => return Ok(()),
         _ = tokio::time::timeout(Duration::from_secs(15), ensure) => {}
     }
+    let record_limit = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        limit = state_record_limit(&admin, &config.topics.state) => limit,
+    };
+    let chunk_bytes = snapshot::chunk_limit(record_limit);
+    tracing::info!(topic = %config.topics.state, max_message_bytes = record_limit, chunk_bytes, "snapshots larger than one record are written in chunks");
+    // No batch may pass the state topic's limit either (a batch of several chunks would).
+    let batch_size = chunk_bytes.min(1_000_000).to_string();
+    let producer: BaseProducer<Deliveries> = settings
+        .full(&[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("compression.type", "lz4"),
+            ("message.max.bytes", "67108864"),
+            ("batch.size", batch_size.as_str()),
+        ])?
+        .create_with_context(Deliveries::default())
+        .map_err(|source| AggregatorError::Kafka {
+            role: "producer",
+            source,
+        })?;
 
     // Before joining the group: a repartitioned events topic would move targets silently.
     let check = {
@@ -174,6 +200,7 @@ pub async fn run(
         config.worker.proxy_pools.clone(),
         metrics::Metrics::new()?,
         config.topics.state.clone(),
+        chunk_bytes,
         config.snapshots.dir.clone(),
         config.topics.dead_letter.clone(),
         producer,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::snapshot::SnapshotRecord;
+use crate::snapshot::Head;
 use crate::store::TargetDef;
 
 /// How long the check may read the state topic and the events topics' metadata.
@@ -55,34 +55,44 @@ pub fn check_partition_counts(
     state_topic: &str,
     defs: &HashMap<String, Arc<TargetDef>>,
 ) -> Result<(), PartitionCountChanged> {
-    let snapshots = match sluice_publish::read_compacted_blocking(
-        reader.clone(),
-        state_topic,
-        TIMEOUT,
-    ) {
-        Ok(table) => table,
+    // The head of the latest value of each configured target's key (a whole record or a
+    // manifest; chunks are skipped unread): the state itself is never built.
+    let mut heads: HashMap<String, Head> = HashMap::new();
+    let read =
+        sluice_publish::read_compacted_each(reader.clone(), state_topic, TIMEOUT, |key, value| {
+            if !defs.contains_key(key) {
+                return;
+            }
+            match value.map(Head::read) {
+                Some(Ok(head)) => {
+                    heads.insert(key.to_owned(), head);
+                }
+                Some(Err(_)) | None => {
+                    heads.remove(key);
+                }
+            }
+        });
+    match read {
+        Ok(()) => {}
         Err(sluice_publish::CheckpointReadError::TopicMissing { .. }) => return Ok(()),
         Err(error) => {
             tracing::warn!(%error, topic = %state_topic, "cannot read the state topic at start: partition counts not checked");
             return Ok(());
         }
-    };
+    }
     // Each (topic, count) recorded, with the first target (by id) recording it.
     let mut recorded: BTreeMap<(String, i32), String> = BTreeMap::new();
-    let mut sorted: Vec<_> = snapshots.into_iter().collect();
+    let mut sorted: Vec<_> = heads.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    for (id, bytes) in sorted {
+    for (id, head) in sorted {
         let Some(def) = defs.get(&id) else {
             continue;
         };
-        let Ok(record) = SnapshotRecord::decode(&bytes) else {
+        let Some(partitions) = head.partitions else {
             continue;
         };
-        let Some(partitions) = record.partitions else {
-            continue;
-        };
-        if record.topic == def.target.topic {
-            recorded.entry((record.topic, partitions)).or_insert(id);
+        if head.topic == def.target.topic {
+            recorded.entry((head.topic, partitions)).or_insert(id);
         }
     }
     if recorded.is_empty() {

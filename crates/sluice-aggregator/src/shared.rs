@@ -35,6 +35,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The compacted snapshot topic.
     pub state_topic: String,
+    /// The largest snapshot record value written to it: a larger snapshot is chunked
+    /// (`snapshot::chunks`), from the topic's `max.message.bytes`.
+    pub snapshot_chunk_bytes: usize,
     /// Where file snapshots go, if anywhere.
     pub snapshot_dir: Option<PathBuf>,
     /// Where malformed deltas go, if anywhere.
@@ -93,6 +96,7 @@ impl Shared {
         pools: BTreeMap<String, Vec<ProxyConfig>>,
         metrics: Metrics,
         state_topic: String,
+        snapshot_chunk_bytes: usize,
         snapshot_dir: Option<PathBuf>,
         dead_letter: Option<String>,
         producer: BaseProducer<Deliveries>,
@@ -105,6 +109,7 @@ impl Shared {
             store: Store::default(),
             metrics,
             state_topic,
+            snapshot_chunk_bytes,
             snapshot_dir,
             dead_letter,
             producer,
@@ -188,6 +193,8 @@ impl Shared {
                 changed_at: SystemTime::now(),
                 ring: Default::default(),
                 fetching: None,
+                chunk_keys: Vec::new(),
+                generation: 0,
             },
         );
         self.want_fetch(cell.clone());

@@ -96,6 +96,12 @@ pub struct Inner {
     pub ring: VecDeque<RingEntry>,
     /// The base fetch in flight: its epoch.
     pub fetching: Option<u64>,
+    /// The target's chunk records in the state topic that its next acknowledged snapshot makes
+    /// obsolete (tombstoned then): its current snapshot's chunks and any an interrupted write
+    /// left behind.
+    pub chunk_keys: Vec<String>,
+    /// The highest snapshot chunk generation of the target seen or written (0: none).
+    pub generation: u64,
 }
 
 impl Inner {

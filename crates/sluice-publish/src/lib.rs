@@ -30,7 +30,7 @@ pub use partition::{partition_for, pool_home};
 pub use partitions::PartitionsError;
 pub use publisher::{
     CheckpointReadError, Delivered, Pending, PublishError, Publisher, TrySendError,
-    read_checkpoints, read_compacted_blocking,
+    read_checkpoints, read_compacted_blocking, read_compacted_each,
 };
 pub use record::{
     KeyError, Record, RecordMeta, build_record, for_each_header, headers, max_record_bytes,

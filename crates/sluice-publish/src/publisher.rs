@@ -490,10 +490,31 @@ fn read_checkpoints_blocking(
 /// started: the latest value of every key (a key whose latest record is a tombstone is absent).
 /// Blocking; a missing topic is [`CheckpointReadError::TopicMissing`].
 pub fn read_compacted_blocking(
-    mut config: ClientConfig,
+    config: ClientConfig,
     topic: &str,
     timeout: Duration,
 ) -> Result<HashMap<String, Vec<u8>>, CheckpointReadError> {
+    let mut table = HashMap::new();
+    read_compacted_each(config, topic, timeout, |key, value| match value {
+        Some(value) => {
+            table.insert(key.to_owned(), value.to_vec());
+        }
+        None => {
+            table.remove(key);
+        }
+    })?;
+    Ok(table)
+}
+
+/// [`read_compacted_blocking`] handing every record to `each` in each partition's order (key,
+/// value; `None` for a tombstone) instead of keeping the latest values: the caller keeps what
+/// it wants, so a reader that needs a few keys never copies the others' values.
+pub fn read_compacted_each(
+    mut config: ClientConfig,
+    topic: &str,
+    timeout: Duration,
+    mut each: impl FnMut(&str, Option<&[u8]>),
+) -> Result<(), CheckpointReadError> {
     let deadline = Instant::now() + timeout;
     let remaining = || deadline.saturating_duration_since(Instant::now());
     let timed_out = || CheckpointReadError::Timeout {
@@ -527,9 +548,8 @@ pub fn read_compacted_blocking(
                 .map_err(CheckpointReadError::Consume)?;
         }
     }
-    let mut checkpoints = HashMap::new();
     if ends.is_empty() {
-        return Ok(checkpoints);
+        return Ok(());
     }
     consumer
         .assign(&assignment)
@@ -545,13 +565,8 @@ pub fn read_compacted_blocking(
         };
         let message = message.map_err(CheckpointReadError::Consume)?;
         let key = message.key().map(std::str::from_utf8);
-        match (key, message.payload()) {
-            (Some(Ok(key)), None) => {
-                checkpoints.remove(key);
-            }
-            (Some(Ok(key)), Some(value)) => {
-                checkpoints.insert(key.to_owned(), value.to_vec());
-            }
+        match key {
+            Some(Ok(key)) => each(key, message.payload()),
             _ => tracing::warn!(
                 topic,
                 partition = message.partition(),
@@ -567,5 +582,5 @@ pub fn read_compacted_blocking(
             ends.remove(&partition);
         }
     }
-    Ok(checkpoints)
+    Ok(())
 }

@@ -200,8 +200,10 @@ pub async fn max_message_bytes(kafka: &ClientConfig, topic: &str) -> Option<u64>
     }
 }
 
-/// The effective value of the topic config `name` of `topic` (DescribeConfigs), or `None`.
-async fn topic_config(kafka: &ClientConfig, topic: &str, name: &str) -> Option<String> {
+/// The value of the topic config `name` of `topic` as the broker reports it (the broker's
+/// default when the topic does not override it); `None` when the broker cannot say, as for
+/// [`cleanup_policy`].
+pub async fn topic_config(kafka: &ClientConfig, topic: &str, name: &str) -> Option<String> {
     use rdkafka::admin::ResourceSpecifier;
     let admin: AdminClient<DefaultClientContext> = kafka.create().ok()?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));

@@ -1,7 +1,8 @@
 //! An assignment: the partitions' targets come back from the state topic (`Merger::restore` of
-//! their last snapshot, replaying from its offset), and the configured targets of those
-//! partitions without a usable snapshot start fresh (queued for a base fetch, taking records
-//! from the partition's start offset).
+//! their last complete snapshot, whole or chunked, replaying from its offset), and the
+//! configured targets of those partitions without a usable snapshot start fresh (queued for a
+//! base fetch, taking records from the partition's start offset). Only the records of targets
+//! the partitioner places in the assigned partitions are kept from the read (a key filter).
 //!
 //! A snapshot is not used when it is older than the partition's start offset (its writer had
 //! lost the partition already) or was built for another partition count of its topic (the
@@ -20,7 +21,7 @@ use sluice_publish::partition_for;
 use super::start_offsets::{Starts, partition_count, pin_start_offsets};
 use super::{Ctx, partitions};
 use crate::shared::{Shared, TopicPartition};
-use crate::snapshot::SnapshotRecord;
+use crate::snapshot::{Found, SnapshotRecord, StateTable};
 use crate::store::{Inner, TargetDef};
 
 /// How long reading the state topic at an assignment may take.
@@ -38,53 +39,77 @@ pub fn restore(shared: &Shared, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartiti
         for topic in topics {
             shared.set_partition_count(topic, partition_count(consumer, topic));
         }
-        let restored = restore_snapshots(shared, &parts, &starts.offsets);
-        start_fresh(shared, &parts, &starts, &restored);
+        let (restored, mut leftovers) = restore_snapshots(shared, &parts, &starts.offsets);
+        start_fresh(shared, &parts, &starts, &restored, &mut leftovers);
     }
     shared.set_assigned_once(true);
 }
 
-/// Restores every configured target of `parts` that has a usable snapshot; returns their ids.
+/// What the state topic holds of a target that was not restored: its chunk records (for
+/// clean-up after its first snapshot) and highest generation.
+type Leftovers = HashMap<String, (Vec<String>, u64)>;
+
+/// Restores every configured target of `parts` that has a usable snapshot; returns their ids,
+/// and the chunk keys of those read but not restored.
 fn restore_snapshots(
     shared: &Shared,
     parts: &BTreeSet<TopicPartition>,
     starts: &HashMap<TopicPartition, i64>,
-) -> BTreeSet<String> {
-    let snapshots = match sluice_publish::read_compacted_blocking(
+) -> (BTreeSet<String>, Leftovers) {
+    let mut table = StateTable::new(|id: &str| wanted(shared, parts, id));
+    let read = sluice_publish::read_compacted_each(
         shared.reader.clone(),
         &shared.state_topic,
         RESTORE_TIMEOUT,
-    ) {
-        Ok(table) => table,
-        Err(sluice_publish::CheckpointReadError::TopicMissing { .. }) => HashMap::new(),
+        |key, value| table.offer(key, value),
+    );
+    match read {
+        Ok(()) | Err(sluice_publish::CheckpointReadError::TopicMissing { .. }) => {}
         Err(error) => {
             tracing::error!(%error, topic = %shared.state_topic, "cannot read the state topic: assigned targets start from fresh base states");
-            HashMap::new()
+            return (BTreeSet::new(), HashMap::new());
         }
-    };
+    }
     let mut restored = BTreeSet::new();
-    for (id, bytes) in snapshots {
+    let mut leftovers = HashMap::new();
+    let ids: Vec<String> = table.targets().map(str::to_owned).collect();
+    for id in ids {
         let Some(def) = shared.defs.get(&id) else {
             continue;
         };
-        let record = match SnapshotRecord::decode(&bytes) {
-            Ok(record) => record,
-            Err(error) => {
-                tracing::warn!(target_id = %id, %error, "skipping unreadable snapshot record");
-                continue;
-            }
+        let Found {
+            record,
+            chunk_keys,
+            generation,
+        } = table.take(&id);
+        let Some(record) = record.filter(|record| {
+            let key = (record.topic.clone(), record.partition);
+            parts.contains(&key)
+                && record.topic == def.target.topic
+                && usable(shared, &id, record, starts.get(&key).copied())
+        }) else {
+            leftovers.insert(id, (chunk_keys, generation));
+            continue;
         };
-        let key = (record.topic.clone(), record.partition);
-        if !parts.contains(&key) || record.topic != def.target.topic {
-            continue;
-        }
-        if !usable(shared, &id, &record, starts.get(&key).copied()) {
-            continue;
-        }
-        restore_one(shared, def, record);
+        restore_one(shared, def, record, chunk_keys, generation);
         restored.insert(id);
     }
-    restored
+    (restored, leftovers)
+}
+
+/// Whether the state topic's records of target `id` are read at this assignment: only those
+/// of configured targets the partitioner places in `parts` (all of a topic's targets when its
+/// partition count is unknown), decided from the key alone, so the snapshots of other
+/// partitions' targets are never copied, let alone parsed.
+fn wanted(shared: &Shared, parts: &BTreeSet<TopicPartition>, id: &str) -> bool {
+    let Some(def) = shared.defs.get(id) else {
+        return false;
+    };
+    let topic = &def.target.topic;
+    match shared.partition_count(topic) {
+        Some(count) => parts.contains(&(topic.clone(), partition_for(id, count))),
+        None => parts.iter().any(|(t, _)| t == topic),
+    }
 }
 
 /// Whether `record` may be restored given its partition's start offset and the topic's
@@ -108,7 +133,13 @@ fn usable(shared: &Shared, id: &str, record: &SnapshotRecord, start: Option<i64>
     true
 }
 
-fn restore_one(shared: &Shared, def: &Arc<TargetDef>, record: SnapshotRecord) {
+fn restore_one(
+    shared: &Shared,
+    def: &Arc<TargetDef>,
+    record: SnapshotRecord,
+    chunk_keys: Vec<String>,
+    generation: u64,
+) {
     let changed_at =
         humantime::parse_rfc3339(&record.written_at).unwrap_or_else(|_| SystemTime::now());
     let merger = Merger::restore(def.spec.clone(), record.state);
@@ -125,6 +156,8 @@ fn restore_one(shared: &Shared, def: &Arc<TargetDef>, record: SnapshotRecord) {
             changed_at,
             ring: Default::default(),
             fetching: None,
+            chunk_keys,
+            generation,
         },
     );
 }
@@ -137,6 +170,7 @@ fn start_fresh(
     parts: &BTreeSet<TopicPartition>,
     starts: &Starts,
     restored: &BTreeSet<String>,
+    leftovers: &mut Leftovers,
 ) {
     for def in shared.defs.values() {
         if restored.contains(def.id()) {
@@ -155,7 +189,12 @@ fn start_fresh(
             tracing::info!(target_id = %def.id(), partition, "target assigned without a snapshot: fetching its base state");
             let start = starts.offsets.get(&key).copied().unwrap_or(-1);
             let gone = starts.gone.contains(&key);
-            shared.insert_fresh_cell(def, partition, start, gone);
+            let cell = shared.insert_fresh_cell(def, partition, start, gone);
+            if let Some((chunk_keys, generation)) = leftovers.remove(def.id()) {
+                let mut inner = cell.lock();
+                inner.chunk_keys = chunk_keys;
+                inner.generation = generation;
+            }
         }
     }
 }
