@@ -105,7 +105,15 @@ fn kafka_settings(config: &AggregatorConfig) -> KafkaSettings<'_> {
 /// unless the topic overrides it); [`snapshot::ASSUMED_RECORD_LIMIT`] when the broker cannot
 /// say (librdkafka's mock cluster has no DescribeConfigs).
 async fn state_record_limit(admin: &rdkafka::config::ClientConfig, topic: &str) -> u64 {
-    let described = sluice_publish::topics::topic_config(admin, topic, "max.message.bytes").await;
+    // A broker answers in milliseconds; the mock cluster never does, and a start (the one-command
+    // demo runs on it) must not wait the admin timeout for that.
+    let described = tokio::time::timeout(
+        Duration::from_secs(2),
+        sluice_publish::topics::topic_config(admin, topic, "max.message.bytes"),
+    )
+    .await
+    .ok()
+    .flatten();
     match described.as_deref().map(str::parse::<u64>) {
         Some(Ok(limit)) if limit > 0 => limit,
         _ => {
