@@ -17,6 +17,7 @@ use crate::entity::Entity;
 use crate::error::{BaseError, MalformedError};
 use crate::extract;
 use crate::key::read_key;
+use crate::limits;
 use crate::outcome::{BaseApplied, Change, Counts, FetchRequest, Input, Outcome, ResnapshotReason};
 use crate::paths::{Paths, Versions};
 use crate::snapshot::TargetSnapshot;
@@ -479,8 +480,10 @@ impl Merger {
                 };
                 // Patched on a copy: the entity stays as it was when an operation fails.
                 let mut next = slot.to_value();
-                if let Err(e) = json_patch::patch_unsafe(&mut next, &patch) {
-                    return Step::Malformed(MalformedError::PatchFailed(e.to_string()));
+                // Each operation is checked against the limits before it runs, so an entity
+                // that would pass them is never built.
+                if let Err(e) = limits::patch(&mut next, &patch, &self.spec.limits) {
+                    return Step::Malformed(e);
                 }
                 *slot = Entity::from(next);
                 (Arc::clone(key), values.then(|| slot.clone()))

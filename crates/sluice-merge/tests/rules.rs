@@ -27,6 +27,7 @@ fn spec() -> MergeSpec {
         reset_events: vec!["reset".into()],
         max_buffered: 100,
         dedupe_window: 100,
+        limits: Default::default(),
     }
 }
 
