@@ -1,5 +1,6 @@
 //! The deltas held while a target waits for a base state: owned raw bytes, bounded, oldest
-//! dropped first.
+//! dropped first (the merger asks [`Buffer::is_full`] first where a drop would lose a delta
+//! silently).
 
 use std::collections::VecDeque;
 
@@ -64,6 +65,11 @@ impl Buffer {
         let n = self.held.len() as u64;
         self.held.clear();
         n
+    }
+
+    /// Whether the next [`Buffer::push`] drops the oldest delta.
+    pub(crate) fn is_full(&self) -> bool {
+        self.held.len() >= self.capacity
     }
 
     /// Deltas held.

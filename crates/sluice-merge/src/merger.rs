@@ -218,6 +218,17 @@ impl Merger {
             if let Err(error) = read {
                 return Outcome::Malformed(error);
             }
+            let contiguous = self.spec.contiguous && self.paths.version.is_versioned();
+            if self.buffer.is_full() && !contiguous {
+                // Dropping the oldest would lose it silently: without contiguous versions
+                // nothing tells whether the base being fetched holds it. A gap, then: what is
+                // held goes, and a base fetched after this delta replaces the pending one.
+                self.discarded += self.buffer.clear();
+                let reason = ResnapshotReason::BufferFull;
+                self.request_base(reason);
+                self.buffer.push(held(input, delete, Some(reason)));
+                return Outcome::Resnapshot(reason);
+            }
             self.buffer.push(held(input, delete, None));
             return Outcome::Buffered;
         }
@@ -366,13 +377,15 @@ impl Merger {
         self.buffer.len()
     }
 
-    /// Deltas dropped from a full buffer (oldest first), total.
+    /// Deltas dropped from a full buffer (oldest first), total: only targets with contiguous
+    /// versions drop them (the replay finds the gap they leave); the others discard the buffer
+    /// for a fresh base state ([`ResnapshotReason::BufferFull`]).
     pub fn buffer_dropped(&self) -> u64 {
         self.buffer.dropped()
     }
 
-    /// Held deltas dropped because a reset event or a new connection generation made them
-    /// older than any base state still to come, total.
+    /// Held deltas dropped because a reset event, a new connection generation or a full
+    /// buffer made them older than any base state still to come, total.
     pub fn buffer_discarded(&self) -> u64 {
         self.discarded
     }
