@@ -17,6 +17,8 @@ pub(crate) struct Held {
     pub(crate) data: Box<[u8]>,
     /// The re-snapshot it caused, if it did.
     pub(crate) caused: Option<ResnapshotReason>,
+    /// Its place in the order deltas were held (set by [`Buffer::push`]).
+    pub(crate) seq: u64,
 }
 
 /// The held deltas, oldest first, at most `capacity`.
@@ -25,6 +27,8 @@ pub(crate) struct Buffer {
     capacity: usize,
     held: VecDeque<Held>,
     dropped: u64,
+    /// The `seq` of the next delta pushed.
+    next_seq: u64,
 }
 
 impl Buffer {
@@ -34,11 +38,15 @@ impl Buffer {
             capacity,
             held: VecDeque::new(),
             dropped: 0,
+            next_seq: 0,
         }
     }
 
-    /// Holds `delta` at the back, dropping the oldest when full.
-    pub(crate) fn push(&mut self, delta: Held) {
+    /// Holds `delta` at the back (numbered after every delta held before), dropping the oldest
+    /// when full.
+    pub(crate) fn push(&mut self, mut delta: Held) {
+        delta.seq = self.next_seq;
+        self.next_seq += 1;
         if self.capacity == 0 {
             self.dropped += 1;
             return;
@@ -81,6 +89,11 @@ impl Buffer {
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
+
+    /// The `seq` the next delta held will have: every delta held so far is below it.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +106,7 @@ mod tests {
             delete: false,
             data: data.as_bytes().into(),
             caused: None,
+            seq: 0,
         }
     }
 

@@ -160,7 +160,8 @@ pub struct BaseApplied {
 pub struct Counts {
     /// Applied.
     pub applied: u64,
-    /// At or below the base state's version.
+    /// At or below the base state's version, or (unversioned) offered before its fetch
+    /// started: the base holds it.
     pub stale: u64,
     /// Already applied.
     pub duplicate: u64,

@@ -4,32 +4,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod specs;
+
 use std::sync::Arc;
 
 use proptest::prelude::{Strategy as _, *};
 use serde_json::{Value, json};
-use sluice_merge::{
-    EntityLimits, Input, MalformedError, MergeSpec, Merger, Outcome, Strategy, VersionSpec,
-};
+use sluice_merge::{EntityLimits, Input, MalformedError, MergeSpec, Merger, Outcome};
 
-/// An unversioned `json_patch` target: base `{"items": [{"id": .., ...}]}`, deltas
-/// `{"id": .., "ops": [...]}`.
+/// The shared unversioned `json_patch` target with `limits`.
 fn spec(limits: EntityLimits) -> MergeSpec {
     MergeSpec {
-        base_items: "/items".into(),
-        base_key: "/id".into(),
-        base_version: None,
-        key: "/id".into(),
-        value: Some("/ops".into()),
-        version: VersionSpec::None,
-        contiguous: false,
-        strategy: Strategy::JsonPatch,
-        delete_events: Vec::new(),
-        ignore_events: Vec::new(),
-        reset_events: Vec::new(),
-        max_buffered: 100,
-        dedupe_window: 0,
         limits,
+        ..specs::unversioned_json_patch()
     }
 }
 
