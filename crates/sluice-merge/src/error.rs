@@ -113,6 +113,19 @@ pub enum MalformedError {
         /// The limit.
         max: usize,
     },
+    /// A JSON Patch's operations would write, copy or replace more than
+    /// [`crate::EntityLimits::WORK_FACTOR`] times `aggregate.limits.max_entity_bytes` in all.
+    #[error(
+        "json patch operations up to {operation} would write or copy about {bytes} bytes (at most {max})"
+    )]
+    TooCostly {
+        /// The index of the operation that passed the budget.
+        operation: usize,
+        /// The bytes written, copied or replaced up to it.
+        bytes: usize,
+        /// The budget.
+        max: usize,
+    },
     /// A JSON Patch operation would nest the entity deeper than `aggregate.limits.max_depth`.
     #[error(
         "json patch operation {operation} would nest the entity {depth} levels deep (at most {max})"
@@ -129,7 +142,7 @@ pub enum MalformedError {
 
 impl MalformedError {
     /// Every [`MalformedError::kind`].
-    pub const KINDS: [&'static str; 10] = [
+    pub const KINDS: [&'static str; 11] = [
         "not_json",
         "missing_key",
         "bad_key",
@@ -139,11 +152,13 @@ impl MalformedError {
         "patch_failed",
         "not_a_patch",
         "too_large",
+        "too_costly",
         "too_deep",
     ];
 
     /// The bounded label: `not_json`, `missing_key`, `bad_key`, `missing_version`,
-    /// `bad_version`, `bad_value`, `patch_failed`, `not_a_patch`, `too_large`, `too_deep`.
+    /// `bad_version`, `bad_value`, `patch_failed`, `not_a_patch`, `too_large`, `too_costly`,
+    /// `too_deep`.
     pub fn kind(&self) -> &'static str {
         match self {
             MalformedError::NotJson(_) => "not_json",
@@ -155,6 +170,7 @@ impl MalformedError {
             MalformedError::PatchFailed(_) => "patch_failed",
             MalformedError::NotAPatch => "not_a_patch",
             MalformedError::TooLarge { .. } => "too_large",
+            MalformedError::TooCostly { .. } => "too_costly",
             MalformedError::TooDeep { .. } => "too_deep",
         }
     }
@@ -177,6 +193,11 @@ mod tests {
             MalformedError::PatchFailed(p()),
             MalformedError::NotAPatch,
             MalformedError::TooLarge {
+                operation: 0,
+                bytes: 2,
+                max: 1,
+            },
+            MalformedError::TooCostly {
                 operation: 0,
                 bytes: 2,
                 max: 1,

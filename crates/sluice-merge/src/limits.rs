@@ -28,6 +28,11 @@ impl EntityLimits {
     pub const DEFAULT_MAX_ENTITY_BYTES: usize = 4 * 1024 * 1024;
     /// Default [`EntityLimits::max_depth`].
     pub const DEFAULT_MAX_DEPTH: usize = 64;
+    /// How many times [`EntityLimits::max_entity_bytes`] the values one delta's operations
+    /// may write, copy or replace in all (each is walked, most are cloned): a patch that
+    /// copies a large value onto the same place again and again stays within the size, yet
+    /// would hold the consumer thread for as long as its operations last.
+    pub const WORK_FACTOR: usize = 8;
     /// The highest [`EntityLimits::max_depth`] config accepts: snapshots and base states are
     /// read back with serde_json's nesting limit of 128, and a snapshot puts an entity inside
     /// its own levels.
@@ -117,9 +122,19 @@ pub(crate) fn patch(
     let max_depth = limits.max_depth.max(start.depth);
     // An upper bound of the entity's size (removals count their value, not its key) and its
     // depth (a removal never lowers it): exact enough to hold the limits.
+    let max_work = max_bytes.saturating_mul(EntityLimits::WORK_FACTOR);
     let mut now = start;
+    let mut work = 0usize;
     for (index, op) in ops.iter().enumerate() {
-        let next = after(doc, op, now);
+        let (next, touched) = after(doc, op, now);
+        work = work.saturating_add(touched);
+        if work > max_work {
+            return Err(MalformedError::TooCostly {
+                operation: index,
+                bytes: work,
+                max: max_work,
+            });
+        }
         if next.bytes > max_bytes {
             return Err(MalformedError::TooLarge {
                 operation: index,
@@ -145,25 +160,35 @@ pub(crate) fn patch(
     Ok(())
 }
 
-/// The bound of the entity after `op`, from its bound `now` before it.
-fn after(doc: &Value, op: &PatchOperation, now: Measure) -> Measure {
+/// The bound of the entity after `op`, from its bound `now` before it, and the bytes of the
+/// values `op` writes, copies or replaces.
+fn after(doc: &Value, op: &PatchOperation, now: Measure) -> (Measure, usize) {
     match op {
-        PatchOperation::Add(op) => put(doc, &op.path, measure(&op.value), false, now),
-        PatchOperation::Replace(op) => put(doc, &op.path, measure(&op.value), true, now),
+        PatchOperation::Add(op) => {
+            let value = measure(&op.value);
+            let (next, replaced) = put(doc, &op.path, value, false, now);
+            (next, value.bytes + replaced)
+        }
+        PatchOperation::Replace(op) => {
+            let value = measure(&op.value);
+            let (next, replaced) = put(doc, &op.path, value, true, now);
+            (next, value.bytes + replaced)
+        }
         PatchOperation::Copy(op) => {
             let from = doc
                 .pointer(op.from.as_str())
                 .map(measure)
                 .unwrap_or_default();
-            put(doc, &op.path, from, false, now)
+            let (next, replaced) = put(doc, &op.path, from, false, now);
+            (next, from.bytes + replaced)
         }
         PatchOperation::Move(op) => {
             let from = doc
                 .pointer(op.from.as_str())
                 .map(measure)
                 .unwrap_or_default();
-            let moved = put(doc, &op.path, from, false, now);
-            if within(op.from.as_str(), op.path.as_str()) {
+            let (moved, replaced) = put(doc, &op.path, from, false, now);
+            let next = if within(op.from.as_str(), op.path.as_str()) {
                 // The value replaces one that holds it: what it replaces is smaller by it.
                 moved
             } else {
@@ -172,19 +197,22 @@ fn after(doc: &Value, op: &PatchOperation, now: Measure) -> Measure {
                     bytes: moved.bytes.saturating_sub(from.bytes),
                     depth: moved.depth,
                 }
-            }
+            };
+            (next, from.bytes + replaced)
         }
         PatchOperation::Remove(op) => {
             let gone = doc
                 .pointer(op.path.as_str())
                 .map(measure)
                 .unwrap_or_default();
-            Measure {
+            let next = Measure {
                 bytes: now.bytes.saturating_sub(gone.bytes),
                 depth: now.depth,
-            }
+            };
+            (next, gone.bytes)
         }
-        PatchOperation::Test(_) => now,
+        // Its value is the patch's own, which the delta's size bounds.
+        PatchOperation::Test(_) => (now, 0),
     }
 }
 
@@ -195,17 +223,18 @@ fn within(inner: &str, outer: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// The bound after `value` is written at `path` (`replace`: the value there goes).
+/// The bound after `value` is written at `path` (`replace`: the value there goes), and the
+/// bytes of the value it replaces.
 fn put(
     doc: &Value,
     path: &json_patch::jsonptr::Pointer,
     value: Measure,
     replace: bool,
     now: Measure,
-) -> Measure {
+) -> (Measure, usize) {
     let Some((parent, token)) = path.split_back() else {
         // The root: the value becomes the whole entity.
-        return value;
+        return (value, now.bytes);
     };
     let depth = now.depth.max(path.count() + value.depth);
     let (overhead, replaced) = match doc.pointer(parent.as_str()) {
@@ -230,13 +259,14 @@ fn put(
         // An array insertion, or a parent that does not exist (the operation will fail).
         _ => (1, 0),
     };
-    Measure {
+    let next = Measure {
         bytes: now
             .bytes
             .saturating_add(overhead + value.bytes)
             .saturating_sub(replaced),
         depth,
-    }
+    };
+    (next, replaced)
 }
 
 #[cfg(test)]
@@ -292,7 +322,7 @@ mod tests {
         ]));
         let mut now = measure(&doc);
         for op in &patch {
-            now = after(&doc, op, now);
+            now = after(&doc, op, now).0;
             json_patch::patch_unsafe(&mut doc, std::slice::from_ref(op)).unwrap();
             let exact = measure(&doc);
             assert!(now.bytes >= exact.bytes, "{op}: {now:?} < {exact:?}");

@@ -151,6 +151,37 @@ fn nesting_by_add_operations_is_refused_as_too_deep_and_the_entity_is_unchanged(
 }
 
 #[test]
+fn copying_a_large_value_onto_one_place_again_and_again_is_refused_as_too_costly() {
+    let limits = EntityLimits {
+        max_entity_bytes: 64 * 1024,
+        ..EntityLimits::default()
+    };
+    let mut merger = loaded(limits, json!({"id": "a", "big": "y".repeat(10_000)}));
+    let before = entity(&merger);
+    // The entity never passes 21 kB, but 100,000 copies would clone 1 GB.
+    let copies: Vec<Value> = (0..100_000)
+        .map(|_| json!({"op": "copy", "from": "/big", "path": "/x"}))
+        .collect();
+    let error = match offer(&mut merger, Value::Array(copies)) {
+        Outcome::Malformed(error) => error,
+        other => panic!("expected a refused delta, got {other:?}"),
+    };
+    assert_eq!(error.kind(), "too_costly", "{error}");
+    let MalformedError::TooCostly { operation, max, .. } = error else {
+        unreachable!()
+    };
+    assert_eq!(max, EntityLimits::WORK_FACTOR * limits.max_entity_bytes);
+    assert!(operation < 30, "refused at operation {operation}");
+    assert_eq!(entity(&merger), before);
+    // A few copies are fine.
+    let copies = json!([
+        {"op": "copy", "from": "/big", "path": "/x"},
+        {"op": "copy", "from": "/big", "path": "/x"},
+    ]);
+    assert!(matches!(offer(&mut merger, copies), Outcome::Applied(_)));
+}
+
+#[test]
 fn moving_a_subtree_under_itself_deeper_is_held_to_the_depth() {
     let limits = EntityLimits {
         max_entity_bytes: 1 << 20,
