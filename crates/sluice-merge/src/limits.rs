@@ -175,18 +175,12 @@ fn after(doc: &Value, op: &PatchOperation, now: Measure) -> (Measure, usize) {
             (next, value.bytes + replaced)
         }
         PatchOperation::Copy(op) => {
-            let from = doc
-                .pointer(op.from.as_str())
-                .map(measure)
-                .unwrap_or_default();
+            let from = op.from.resolve(doc).ok().map(measure).unwrap_or_default();
             let (next, replaced) = put(doc, &op.path, from, false, now);
             (next, from.bytes + replaced)
         }
         PatchOperation::Move(op) => {
-            let from = doc
-                .pointer(op.from.as_str())
-                .map(measure)
-                .unwrap_or_default();
+            let from = op.from.resolve(doc).ok().map(measure).unwrap_or_default();
             let (moved, replaced) = put(doc, &op.path, from, false, now);
             let next = if within(op.from.as_str(), op.path.as_str()) {
                 // The value replaces one that holds it: what it replaces is smaller by it.
@@ -201,10 +195,7 @@ fn after(doc: &Value, op: &PatchOperation, now: Measure) -> (Measure, usize) {
             (next, from.bytes + replaced)
         }
         PatchOperation::Remove(op) => {
-            let gone = doc
-                .pointer(op.path.as_str())
-                .map(measure)
-                .unwrap_or_default();
+            let gone = op.path.resolve(doc).ok().map(measure).unwrap_or_default();
             let next = Measure {
                 bytes: now.bytes.saturating_sub(gone.bytes),
                 depth: now.depth,
@@ -237,7 +228,7 @@ fn put(
         return (value, now.bytes);
     };
     let depth = now.depth.max(path.count() + value.depth);
-    let (overhead, replaced) = match doc.pointer(parent.as_str()) {
+    let (overhead, replaced) = match parent.resolve(doc).ok() {
         Some(Value::Object(fields)) => {
             let key = token.decoded();
             match fields.get(key.as_ref()) {
