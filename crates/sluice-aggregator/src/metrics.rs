@@ -5,7 +5,7 @@
 use prometheus::{
     Encoder, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use sluice_merge::{Counts, Outcome};
+use sluice_merge::{Counts, MalformedError, Outcome};
 
 /// What happened to one delta (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +126,9 @@ pub struct Metrics {
     pub skipped: IntCounterVec,
     /// `sluice_aggregator_dead_letters_total`.
     pub dead_letters: IntCounter,
+    /// `sluice_aggregator_malformed_deltas_total{target,kind}`: by `MalformedError::kind`
+    /// (`too_large` and `too_deep` are the hostile `json_patch` deltas the limits refuse).
+    pub malformed: IntCounterVec,
 }
 
 impl Metrics {
@@ -207,6 +210,11 @@ impl Metrics {
             "Records not offered to any target, by reason.",
             &["reason"],
         )?;
+        let malformed = counter(
+            "sluice_aggregator_malformed_deltas_total",
+            "Deltas consumed that could not be applied, by why (the kind of error).",
+            &["target", "kind"],
+        )?;
         let dead_letters = IntCounter::new(
             "sluice_aggregator_dead_letters_total",
             "Malformed deltas written to the dead-letter topic.",
@@ -231,6 +239,7 @@ impl Metrics {
             snapshot_errors,
             skipped,
             dead_letters,
+            malformed,
         })
     }
 
@@ -250,6 +259,9 @@ impl Metrics {
             let _ = g.remove_label_values(&[target]);
         }
         let _ = self.state_age.remove_label_values(&[target]);
+        for kind in MalformedError::KINDS {
+            let _ = self.malformed.remove_label_values(&[target, kind]);
+        }
     }
 
     /// The text exposition of every family.

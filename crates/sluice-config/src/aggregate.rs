@@ -75,6 +75,7 @@ mod tests {
                 reset_events: Vec::new(),
                 max_buffered: MergeSpec::DEFAULT_MAX_BUFFERED,
                 dedupe_window: MergeSpec::DEFAULT_DEDUPE_WINDOW,
+                limits: Default::default(),
             },
         };
         let headers = aggregate

@@ -209,6 +209,15 @@ pub(crate) struct RawAggregate {
     pub reset_events: Vec<String>,
     pub max_buffered: Option<u64>,
     pub dedupe_window: Option<u64>,
+    pub limits: Option<RawEntityLimits>,
+}
+
+/// `aggregate.limits`: how large and deep a patched entity may become.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEntityLimits {
+    pub max_entity_bytes: Option<u64>,
+    pub max_depth: Option<u64>,
 }
 
 /// `aggregate.base`: the REST base state.

@@ -41,6 +41,7 @@ fn shipped_example_config_loads_and_env_overrides_apply() {
             reset_events: vec!["reset".to_owned()],
             max_buffered: MergeSpec::DEFAULT_MAX_BUFFERED,
             dedupe_window: MergeSpec::DEFAULT_DEDUPE_WINDOW,
+            limits: Default::default(),
         }
     );
     let base_headers = aggregate.resolve_base_headers().expect("plain headers");

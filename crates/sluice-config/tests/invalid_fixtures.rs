@@ -207,6 +207,11 @@ fn aggregate_max_buffered_must_be_at_least_one() {
 }
 
 #[test]
+fn aggregate_entity_limits_must_be_positive_and_the_depth_readable_back() {
+    assert_fixture("aggregate_bad_limits");
+}
+
+#[test]
 fn aggregate_unknown_keys_are_reported_in_every_section() {
     assert_fixture("aggregate_unknown_key");
 }
@@ -315,6 +320,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "aggregate_bad_base_timeout",
         "aggregate_bad_base_url",
         "aggregate_bad_json_pointer",
+        "aggregate_bad_limits",
         "aggregate_base_header_inline_secret",
         "aggregate_contiguous_without_versions",
         "aggregate_event_type_in_two_lists",

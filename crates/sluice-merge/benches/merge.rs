@@ -34,6 +34,7 @@ fn spec(strategy: Strategy) -> Arc<MergeSpec> {
         reset_events: vec!["reset".into()],
         max_buffered: MergeSpec::DEFAULT_MAX_BUFFERED,
         dedupe_window: MergeSpec::DEFAULT_DEDUPE_WINDOW,
+        limits: Default::default(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! The deltas held while a target waits for a base state: owned raw bytes, bounded, oldest
-//! dropped first.
+//! dropped first (the merger asks [`Buffer::is_full`] first where a drop would lose a delta
+//! silently).
 
 use std::collections::VecDeque;
 
@@ -16,6 +17,8 @@ pub(crate) struct Held {
     pub(crate) data: Box<[u8]>,
     /// The re-snapshot it caused, if it did.
     pub(crate) caused: Option<ResnapshotReason>,
+    /// Its place in the order deltas were held (set by [`Buffer::push`]).
+    pub(crate) seq: u64,
 }
 
 /// The held deltas, oldest first, at most `capacity`.
@@ -24,6 +27,8 @@ pub(crate) struct Buffer {
     capacity: usize,
     held: VecDeque<Held>,
     dropped: u64,
+    /// The `seq` of the next delta pushed.
+    next_seq: u64,
 }
 
 impl Buffer {
@@ -33,11 +38,15 @@ impl Buffer {
             capacity,
             held: VecDeque::new(),
             dropped: 0,
+            next_seq: 0,
         }
     }
 
-    /// Holds `delta` at the back, dropping the oldest when full.
-    pub(crate) fn push(&mut self, delta: Held) {
+    /// Holds `delta` at the back (numbered after every delta held before), dropping the oldest
+    /// when full.
+    pub(crate) fn push(&mut self, mut delta: Held) {
+        delta.seq = self.next_seq;
+        self.next_seq += 1;
         if self.capacity == 0 {
             self.dropped += 1;
             return;
@@ -66,6 +75,11 @@ impl Buffer {
         n
     }
 
+    /// Whether the next [`Buffer::push`] drops the oldest delta.
+    pub(crate) fn is_full(&self) -> bool {
+        self.held.len() >= self.capacity
+    }
+
     /// Deltas held.
     pub(crate) fn len(&self) -> usize {
         self.held.len()
@@ -74,6 +88,11 @@ impl Buffer {
     /// Deltas dropped from a full buffer, total.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// The `seq` the next delta held will have: every delta held so far is below it.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 }
 
@@ -87,6 +106,7 @@ mod tests {
             delete: false,
             data: data.as_bytes().into(),
             caused: None,
+            seq: 0,
         }
     }
 

@@ -101,11 +101,64 @@ pub enum MalformedError {
     /// The data (or its value) is not an array of JSON Patch operations.
     #[error("delta is not a json patch (an array of operations)")]
     NotAPatch,
+    /// A JSON Patch operation would make the entity larger than `aggregate.limits.max_entity_bytes`.
+    #[error(
+        "json patch operation {operation} would make the entity about {bytes} bytes (at most {max})"
+    )]
+    TooLarge {
+        /// The operation's index in the patch.
+        operation: usize,
+        /// The entity's size (an upper bound) had it applied.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A JSON Patch's operations would write, copy or replace more than
+    /// [`crate::EntityLimits::WORK_FACTOR`] times `aggregate.limits.max_entity_bytes` in all.
+    #[error(
+        "json patch operations up to {operation} would write or copy about {bytes} bytes (at most {max})"
+    )]
+    TooCostly {
+        /// The index of the operation that passed the budget.
+        operation: usize,
+        /// The bytes written, copied or replaced up to it.
+        bytes: usize,
+        /// The budget.
+        max: usize,
+    },
+    /// A JSON Patch operation would nest the entity deeper than `aggregate.limits.max_depth`.
+    #[error(
+        "json patch operation {operation} would nest the entity {depth} levels deep (at most {max})"
+    )]
+    TooDeep {
+        /// The operation's index in the patch.
+        operation: usize,
+        /// The entity's depth had it applied.
+        depth: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl MalformedError {
+    /// Every [`MalformedError::kind`].
+    pub const KINDS: [&'static str; 11] = [
+        "not_json",
+        "missing_key",
+        "bad_key",
+        "missing_version",
+        "bad_version",
+        "bad_value",
+        "patch_failed",
+        "not_a_patch",
+        "too_large",
+        "too_costly",
+        "too_deep",
+    ];
+
     /// The bounded label: `not_json`, `missing_key`, `bad_key`, `missing_version`,
-    /// `bad_version`, `bad_value`, `patch_failed`, `not_a_patch`.
+    /// `bad_version`, `bad_value`, `patch_failed`, `not_a_patch`, `too_large`, `too_costly`,
+    /// `too_deep`.
     pub fn kind(&self) -> &'static str {
         match self {
             MalformedError::NotJson(_) => "not_json",
@@ -116,6 +169,46 @@ impl MalformedError {
             MalformedError::BadValue { .. } => "bad_value",
             MalformedError::PatchFailed(_) => "patch_failed",
             MalformedError::NotAPatch => "not_a_patch",
+            MalformedError::TooLarge { .. } => "too_large",
+            MalformedError::TooCostly { .. } => "too_costly",
+            MalformedError::TooDeep { .. } => "too_deep",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MalformedError;
+
+    #[test]
+    fn every_malformed_kind_is_listed_once() {
+        let p = || String::new();
+        let all = [
+            MalformedError::NotJson(p()),
+            MalformedError::MissingKey { pointer: p() },
+            MalformedError::BadKey { pointer: p() },
+            MalformedError::MissingVersion { pointer: p() },
+            MalformedError::BadVersion { pointer: p() },
+            MalformedError::BadValue { pointer: p() },
+            MalformedError::PatchFailed(p()),
+            MalformedError::NotAPatch,
+            MalformedError::TooLarge {
+                operation: 0,
+                bytes: 2,
+                max: 1,
+            },
+            MalformedError::TooCostly {
+                operation: 0,
+                bytes: 2,
+                max: 1,
+            },
+            MalformedError::TooDeep {
+                operation: 0,
+                depth: 2,
+                max: 1,
+            },
+        ];
+        let kinds: Vec<&str> = all.iter().map(MalformedError::kind).collect();
+        assert_eq!(kinds, MalformedError::KINDS);
     }
 }

@@ -99,21 +99,26 @@ pub enum ResnapshotReason {
     /// The records after the state are no longer in Kafka (retention ran ahead of the
     /// aggregator): the deltas in between are lost.
     OffsetOutOfRange,
+    /// The buffer of deltas held for a base state was full, and no version could tell whether
+    /// the base being fetched holds its oldest delta: the held ones are dropped, and a base
+    /// fetched after them is needed.
+    BufferFull,
 }
 
 impl ResnapshotReason {
     /// Every reason.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         ResnapshotReason::Initial,
         ResnapshotReason::Gap,
         ResnapshotReason::UnknownEntity,
         ResnapshotReason::Generation,
         ResnapshotReason::ResetEvent,
         ResnapshotReason::OffsetOutOfRange,
+        ResnapshotReason::BufferFull,
     ];
 
     /// The log and metric label: `initial`, `gap`, `unknown_entity`, `generation`,
-    /// `reset_event`, `offset_out_of_range`.
+    /// `reset_event`, `offset_out_of_range`, `buffer_full`.
     pub fn as_str(self) -> &'static str {
         match self {
             ResnapshotReason::Initial => "initial",
@@ -122,6 +127,7 @@ impl ResnapshotReason {
             ResnapshotReason::Generation => "generation",
             ResnapshotReason::ResetEvent => "reset_event",
             ResnapshotReason::OffsetOutOfRange => "offset_out_of_range",
+            ResnapshotReason::BufferFull => "buffer_full",
         }
     }
 }
@@ -154,7 +160,8 @@ pub struct BaseApplied {
 pub struct Counts {
     /// Applied.
     pub applied: u64,
-    /// At or below the base state's version.
+    /// At or below the base state's version, or (unversioned) offered before its fetch
+    /// started: the base holds it.
     pub stale: u64,
     /// Already applied.
     pub duplicate: u64,

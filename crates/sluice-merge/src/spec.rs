@@ -2,6 +2,8 @@
 //! versions are, and how a delta changes an entity. Built (and validated) by `sluice-config` from
 //! a target file's `aggregate:` section; nothing here checks it again.
 
+pub use crate::limits::EntityLimits;
+
 /// How one target's base state and deltas are read and merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeSpec {
@@ -33,6 +35,8 @@ pub struct MergeSpec {
     pub max_buffered: usize,
     /// For unversioned targets: how many recent `sse.id`s are remembered to drop duplicates.
     pub dedupe_window: usize,
+    /// The most a `json_patch` entity may become; a delta that would pass it is refused.
+    pub limits: EntityLimits,
 }
 
 impl MergeSpec {

@@ -52,6 +52,7 @@ fn spec(strategy: Strategy, ranges: bool) -> MergeSpec {
         reset_events: Vec::new(),
         max_buffered: 1000,
         dedupe_window: 0,
+        limits: Default::default(),
     }
 }
 

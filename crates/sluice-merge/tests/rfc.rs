@@ -26,6 +26,7 @@ fn spec(strategy: Strategy) -> MergeSpec {
         reset_events: Vec::new(),
         max_buffered: 10,
         dedupe_window: 10,
+        limits: Default::default(),
     }
 }
 

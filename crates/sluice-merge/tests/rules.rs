@@ -27,6 +27,7 @@ fn spec() -> MergeSpec {
         reset_events: vec!["reset".into()],
         max_buffered: 100,
         dedupe_window: 100,
+        limits: Default::default(),
     }
 }
 
@@ -1128,7 +1129,49 @@ fn a_json_patch_on_an_unknown_entity_held_before_the_first_base_asks_again() {
 }
 
 #[test]
-fn a_full_buffer_drops_its_oldest_deltas() {
+fn a_full_buffer_without_contiguous_versions_is_a_gap_not_a_silent_drop() {
+    let increasing = MergeSpec {
+        contiguous: false,
+        ..spec()
+    };
+    for spec in [unversioned(), increasing] {
+        let spec = MergeSpec {
+            max_buffered: 3,
+            ..spec
+        };
+        let mut merger = Merger::new(Arc::new(spec));
+        let first = merger.fetch_request().unwrap();
+        for v in 1..=3 {
+            let outcome = merger.offer(&message(&delta("a", v, v as i64)));
+            assert_eq!(outcome, Outcome::Buffered);
+        }
+        // The fourth would push out the first, which the base in flight may not hold.
+        assert_eq!(
+            merger.offer(&message(&delta("a", 4, 4))),
+            Outcome::Resnapshot(ResnapshotReason::BufferFull)
+        );
+        assert!(!merger.is_synced());
+        assert_eq!(merger.buffer_dropped(), 0);
+        assert_eq!((merger.buffered(), merger.buffer_discarded()), (1, 3));
+        // The base being fetched is refused: it may lack the deltas let go.
+        assert!(matches!(
+            merger.load_base(first.epoch, base(0, &[]).as_bytes()),
+            Err(BaseError::Superseded { .. })
+        ));
+        let fresh = merger.fetch_request().unwrap();
+        assert_eq!(fresh.reason, ResnapshotReason::BufferFull);
+        assert_eq!(fresh.epoch, first.epoch + 1);
+        let done = merger
+            .load_base(fresh.epoch, base(3, &[("a", 3)]).as_bytes())
+            .unwrap();
+        assert_eq!(done.replayed.applied, 1);
+        assert_eq!(xs(&merger), owned(&[("a", 4)]));
+        assert!(merger.is_synced());
+    }
+}
+
+#[test]
+fn a_full_buffer_of_contiguous_versions_drops_its_oldest_deltas() {
     let spec = MergeSpec {
         max_buffered: 3,
         ..spec()
@@ -1260,7 +1303,8 @@ fn labels_are_distinct() {
             "unknown_entity",
             "generation",
             "reset_event",
-            "offset_out_of_range"
+            "offset_out_of_range",
+            "buffer_full"
         ]
     );
     let outcomes = [

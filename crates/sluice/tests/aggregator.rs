@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use rig::{Rig, Worker};
+use rig::{Rig, Worker, produce_delta};
 use serde_json::Value;
 use sluice_sim::{QueuedFaults, RawParams, RunningSim, Scalar, SimConfig};
 use sluice_testkit::free_port;
@@ -1032,47 +1032,6 @@ async fn records_removed_before_a_running_aggregator_read_them_mean_fresh_base_s
         aggregator.log()
     );
     drop(worker);
-}
-
-/// Writes a delta of `target` to `partition` of `topic` by hand (as a worker would, headers
-/// included).
-async fn produce_delta(
-    kafka: &TestKafka,
-    topic: &str,
-    partition: i32,
-    target: &str,
-    id: u64,
-    data: &str,
-) {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = kafka.producer_config().create().unwrap();
-    let id = id.to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "sluice.target",
-            value: Some(target),
-        })
-        .insert(Header {
-            key: "sse.id",
-            value: Some(&id),
-        })
-        .insert(Header {
-            key: "sse.event",
-            value: Some("message"),
-        });
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .partition(partition)
-                .key(target)
-                .payload(data)
-                .headers(headers),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|(error, _)| error)
-        .expect("produce");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,9 @@
 //! document is applied, so memory for documents in flight has a bound however many targets need
 //! a base state at the same moment (a start, a lost partition, retention running ahead).
 //!
+//! Each attempt tells the merger when it starts (`Merger::fetch_started`, after its place is
+//! given and before the request is sent): the deltas offered before it are in the base.
+//!
 //! It must not block the consumer thread on the network, and never loads a document for an
 //! epoch the merger no longer waits for. It does not decide when a fetch is needed (the merger
 //! does).
@@ -96,6 +99,7 @@ impl Fetcher {
 
     fn spawn(&self, cell: &Arc<Cell>, epoch: u64) {
         cell.lock().fetching = Some(epoch);
+        let cell = cell.clone();
         let def = cell.def.clone();
         let pools = self.shared.pools.clone();
         let tx = self.tx.clone();
@@ -106,6 +110,9 @@ impl Fetcher {
             let Ok(permit) = permits.acquire_owned().await else {
                 return; // closed: the fetcher is gone
             };
+            // Every delta offered until now was in Kafka before the upstream is asked: the base
+            // holds it (an unversioned target must not apply it again).
+            cell.lock().merger.fetch_started(epoch);
             let result = match client::base_client(&def, &pools, &tokens) {
                 Ok(client) => client
                     .fetch_document(def.aggregate.base_timeout, MAX_BASE_BYTES)

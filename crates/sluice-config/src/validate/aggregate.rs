@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use sluice_merge::{MergeSpec, Strategy, VersionSpec};
+use sluice_merge::{EntityLimits, MergeSpec, Strategy, VersionSpec};
 
 use super::Checker;
 use crate::aggregate::AggregateConfig;
 use crate::problem::ProblemKind;
-use crate::raw::{RawAggregate, RawBase, RawDelta};
+use crate::raw::{RawAggregate, RawBase, RawDelta, RawEntityLimits};
 use crate::target::RecordKey;
 
 /// Validates `raw` (the target's record `key` and `event_types` are checked against it).
@@ -135,6 +135,7 @@ pub(super) fn aggregate(
         raw.dedupe_window,
         MergeSpec::DEFAULT_DEDUPE_WINDOW,
     );
+    let limits = limits(c, raw.limits.as_ref());
 
     if c.problems.len() != before {
         return None;
@@ -157,6 +158,7 @@ pub(super) fn aggregate(
             reset_events: raw.reset_events.clone(),
             max_buffered,
             dedupe_window,
+            limits,
         },
     })
 }
@@ -298,6 +300,45 @@ fn event_lists(c: &mut Checker<'_>, raw: &RawAggregate, event_types: &[String]) 
                 );
             }
         }
+    }
+}
+
+/// `aggregate.limits`: each at least 1, the depth at most [`EntityLimits::MAX_MAX_DEPTH`].
+fn limits(c: &mut Checker<'_>, raw: Option<&RawEntityLimits>) -> EntityLimits {
+    let (bytes, depth) = raw.map_or((None, None), |r| (r.max_entity_bytes, r.max_depth));
+    let max_entity_bytes = count(
+        c,
+        "aggregate.limits.max_entity_bytes",
+        bytes,
+        EntityLimits::DEFAULT_MAX_ENTITY_BYTES,
+    );
+    if max_entity_bytes == 0 {
+        c.report(
+            "aggregate.limits.max_entity_bytes",
+            ProblemKind::Invalid,
+            "must be at least 1: the most bytes a json_patch delta may make an entity".to_owned(),
+        );
+    }
+    let max_depth = count(
+        c,
+        "aggregate.limits.max_depth",
+        depth,
+        EntityLimits::DEFAULT_MAX_DEPTH,
+    );
+    if max_depth == 0 || max_depth > EntityLimits::MAX_MAX_DEPTH {
+        c.report(
+            "aggregate.limits.max_depth",
+            ProblemKind::Invalid,
+            format!(
+                "must be between 1 and {}: snapshots and base states are read back with a \
+                 nesting limit of 128, and a snapshot nests each entity a few levels deep",
+                EntityLimits::MAX_MAX_DEPTH
+            ),
+        );
+    }
+    EntityLimits {
+        max_entity_bytes,
+        max_depth,
     }
 }
 

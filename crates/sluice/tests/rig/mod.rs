@@ -18,6 +18,11 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+mod publish;
+
+#[allow(unused_imports)]
+pub use publish::produce_delta;
+
 /// Upper bound for anything a test waits for; reaching it fails the test (not a timing assertion).
 pub const LIMIT: Duration = Duration::from_secs(90);
 

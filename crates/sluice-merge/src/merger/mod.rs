@@ -2,12 +2,12 @@
 //! loads it, replays what it held, then applies deltas one by one until a gap, a lost
 //! connection generation, a reset event or an unknown entity asks for a fresh base state.
 
-use std::borrow::Cow;
+mod read;
+
 use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::base::Base;
@@ -15,13 +15,13 @@ use crate::buffer::{Buffer, Held};
 use crate::dedupe::IdWindow;
 use crate::entity::Entity;
 use crate::error::{BaseError, MalformedError};
-use crate::extract;
-use crate::key::read_key;
+use crate::limits;
 use crate::outcome::{BaseApplied, Change, Counts, FetchRequest, Input, Outcome, ResnapshotReason};
-use crate::paths::{Paths, Versions};
+use crate::paths::Paths;
 use crate::snapshot::TargetSnapshot;
 use crate::spec::{MergeSpec, Strategy};
-use crate::version::{Order, Span};
+use crate::version::Order;
+use read::{Content, Delta};
 
 /// One target's merged state and the rules that keep it exact.
 ///
@@ -58,6 +58,10 @@ pub struct Merger {
     epoch: u64,
     /// A fetch requested and not yet handed out by [`Merger::fetch_request`].
     request: Option<ResnapshotReason>,
+    /// Held deltas numbered below this were offered before the pending base fetch started
+    /// ([`Merger::fetch_started`]), so the base holds them: an unversioned target skips them
+    /// when the base lands instead of applying them again.
+    contained_below: Option<u64>,
 }
 
 /// What one delta did to the state.
@@ -71,22 +75,6 @@ enum Step {
     Malformed(MalformedError),
     /// A fresh base state is needed before this delta can apply.
     Break(ResnapshotReason),
-}
-
-/// A delta, read: its versions, its entity's key and what it asks of the entity.
-struct Delta<'d> {
-    span: Option<Span>,
-    key: Cow<'d, str>,
-    content: Content,
-}
-
-/// What a delta asks of its entity, read from its data.
-enum Content {
-    Delete,
-    /// The value's JSON text as received.
-    Replace(Arc<str>),
-    MergePatch(Value),
-    JsonPatch(json_patch::Patch),
 }
 
 impl Merger {
@@ -109,6 +97,7 @@ impl Merger {
             synced: false,
             epoch: 1,
             request: Some(ResnapshotReason::Initial),
+            contained_below: None,
             spec,
         }
     }
@@ -144,6 +133,7 @@ impl Merger {
             synced: true,
             epoch: 0,
             request: None,
+            contained_below: None,
             spec,
         }
     }
@@ -217,6 +207,17 @@ impl Merger {
             if let Err(error) = read {
                 return Outcome::Malformed(error);
             }
+            let contiguous = self.spec.contiguous && self.paths.version.is_versioned();
+            if self.buffer.is_full() && !contiguous {
+                // Dropping the oldest would lose it silently: without contiguous versions
+                // nothing tells whether the base being fetched holds it. A gap, then: what is
+                // held goes, and a base fetched after this delta replaces the pending one.
+                self.discarded += self.buffer.clear();
+                let reason = ResnapshotReason::BufferFull;
+                self.request_base(reason);
+                self.buffer.push(held(input, delete, Some(reason)));
+                return Outcome::Resnapshot(reason);
+            }
             self.buffer.push(held(input, delete, None));
             return Outcome::Buffered;
         }
@@ -248,6 +249,19 @@ impl Merger {
         })
     }
 
+    /// The base fetch of `epoch` is starting now (its request is about to be sent; call it again
+    /// for each retry): every delta offered until now came through Kafka before the upstream
+    /// was asked, so an upstream whose base state reflects the events it has sent holds them.
+    /// An unversioned target then does not apply them again when this base lands (a
+    /// `json_patch` `add` to an array would add twice); the deltas offered after this may or
+    /// may not be in the base, and apply. Without this call every held delta applies. A
+    /// superseded epoch is ignored.
+    pub fn fetch_started(&mut self, epoch: u64) {
+        if epoch == self.epoch && !self.synced {
+            self.contained_below = Some(self.buffer.next_seq());
+        }
+    }
+
     /// The deltas after this state are lost (`reason` says how, e.g. their records are no
     /// longer in Kafka): the held ones are dropped (they came before the loss, so before the
     /// fetch this requests) and a fresh base state is requested; the last complete state stays
@@ -264,7 +278,8 @@ impl Merger {
 
     /// Loads the base state fetched for `epoch`: every entity is replaced by the base items,
     /// the version becomes the base's, then the held deltas are replayed in order (those at or
-    /// below the base version are stale). Counts as one change. A gap or an unknown entity
+    /// below the base version are stale; for unversioned targets, those offered before the
+    /// fetch started, see [`Merger::fetch_started`]). Counts as one change. A gap or an unknown entity
     /// during the replay leaves the merger awaiting another base (requested; the deltas from
     /// that one on stay held). On error nothing changes.
     pub fn load_base(&mut self, epoch: u64, body: &[u8]) -> Result<BaseApplied, BaseError> {
@@ -285,7 +300,14 @@ impl Merger {
 
         let mut replayed = Counts::default();
         let mut resnapshot = None;
+        let contained_below = self.contained_below.take();
+        let versioned = self.paths.version.is_versioned();
         while let Some(mut delta) = self.buffer.pop() {
+            if !versioned && contained_below.is_some_and(|below| delta.seq < below) {
+                self.contained(delta.id.as_deref());
+                replayed.stale += 1;
+                continue;
+            }
             match self.step(
                 delta.id.as_deref(),
                 delta.delete,
@@ -365,13 +387,15 @@ impl Merger {
         self.buffer.len()
     }
 
-    /// Deltas dropped from a full buffer (oldest first), total.
+    /// Deltas dropped from a full buffer (oldest first), total: only targets with contiguous
+    /// versions drop them (the replay finds the gap they leave); the others discard the buffer
+    /// for a fresh base state ([`ResnapshotReason::BufferFull`]).
     pub fn buffer_dropped(&self) -> u64 {
         self.buffer.dropped()
     }
 
-    /// Held deltas dropped because a reset event or a new connection generation made them
-    /// older than any base state still to come, total.
+    /// Held deltas dropped because a reset event, a new connection generation or a full
+    /// buffer made them older than any base state still to come, total.
     pub fn buffer_discarded(&self) -> u64 {
         self.discarded
     }
@@ -392,6 +416,16 @@ impl Merger {
         self.epoch += 1;
         self.request = Some(reason);
         self.synced = false;
+        self.contained_below = None;
+    }
+
+    /// A held delta of an unversioned target that the base state holds: not applied, its id
+    /// remembered as if it had been (a redelivery of it is a duplicate).
+    fn contained(&mut self, id: Option<&str>) {
+        if let Some(id) = id {
+            self.last_id = Some(Arc::from(id));
+            self.ids.remember(id);
+        }
     }
 
     /// Applies one delta under the synced rules. `caused`: the re-snapshot this delta caused
@@ -479,8 +513,10 @@ impl Merger {
                 };
                 // Patched on a copy: the entity stays as it was when an operation fails.
                 let mut next = slot.to_value();
-                if let Err(e) = json_patch::patch_unsafe(&mut next, &patch) {
-                    return Step::Malformed(MalformedError::PatchFailed(e.to_string()));
+                // Each operation is checked against the limits before it runs, so an entity
+                // that would pass them is never built.
+                if let Err(e) = limits::patch(&mut next, &patch, &self.spec.limits) {
+                    return Step::Malformed(e);
                 }
                 *slot = Entity::from(next);
                 (Arc::clone(key), values.then(|| slot.clone()))
@@ -501,89 +537,6 @@ impl Merger {
         self.entities.insert(Arc::clone(&key), value);
         key
     }
-
-    /// Reads a delta in one pass over its text, keeping the value as text.
-    fn read_text<'d>(&self, data: &'d [u8], delete: bool) -> Result<Delta<'d>, MalformedError> {
-        let text = std::str::from_utf8(data).map_err(|e| MalformedError::NotJson(e.to_string()))?;
-        let (first, last) = match &self.paths.version {
-            Versions::None => (None, None),
-            Versions::Single(at) => (Some(at), None),
-            Versions::Range { first, last } => (Some(first), Some(last)),
-        };
-        let value_at = if delete {
-            None
-        } else {
-            self.paths.value.as_ref()
-        };
-        let [key_raw, value_raw, first_raw, last_raw] =
-            extract::find(text, [Some(&self.paths.key), value_at, first, last])
-                .map_err(|e| MalformedError::NotJson(e.to_string()))?;
-        let span = self.paths.version.read_raw(first_raw, last_raw)?;
-        let key = self.key(key_raw.map(extract::raw_key))?;
-        let content = if delete {
-            Content::Delete
-        } else {
-            // Without a value pointer the entity is the whole delta, which the pass checked.
-            let value = match value_at {
-                Some(_) => value_raw.map(RawValue::get),
-                None => Some(text.trim_matches(JSON_SPACE)),
-            };
-            Content::Replace(value.ok_or_else(|| self.bad_value())?.into())
-        };
-        Ok(Delta { span, key, content })
-    }
-
-    /// Reads a delta by parsing it into a tree (the patch strategies need the value as one).
-    fn read_tree(&self, data: &[u8], delete: bool) -> Result<Delta<'static>, MalformedError> {
-        let mut doc: Value =
-            serde_json::from_slice(data).map_err(|e| MalformedError::NotJson(e.to_string()))?;
-        let span = self.paths.version.read(&doc)?;
-        let key = Cow::Owned(
-            self.key(self.paths.key.get(&doc).map(read_key))?
-                .into_owned(),
-        );
-        let content = if delete {
-            Content::Delete
-        } else {
-            let value = match &self.paths.value {
-                None => doc,
-                Some(at) => at.take(&mut doc).ok_or_else(|| self.bad_value())?,
-            };
-            match self.spec.strategy {
-                Strategy::Replace => Content::Replace(value.to_string().into()),
-                Strategy::MergePatch => Content::MergePatch(value),
-                Strategy::JsonPatch => Content::JsonPatch(
-                    serde_json::from_value(value).map_err(|_| MalformedError::NotAPatch)?,
-                ),
-            }
-        };
-        Ok(Delta { span, key, content })
-    }
-
-    /// The entity key a delta's key pointer found (`None`: nothing; `Some(None)`: not a key).
-    fn key<'k>(&self, found: Option<Option<Cow<'k, str>>>) -> Result<Cow<'k, str>, MalformedError> {
-        match found {
-            Some(Some(key)) => Ok(key),
-            Some(None) => Err(MalformedError::BadKey {
-                pointer: self.paths.key.as_str().to_owned(),
-            }),
-            None => Err(MalformedError::MissingKey {
-                pointer: self.paths.key.as_str().to_owned(),
-            }),
-        }
-    }
-
-    /// The error of a delta whose value pointer finds nothing.
-    fn bad_value(&self) -> MalformedError {
-        MalformedError::BadValue {
-            pointer: self
-                .paths
-                .value
-                .as_ref()
-                .map_or("", |at| at.as_str())
-                .to_owned(),
-        }
-    }
 }
 
 /// `input` as held in the buffer.
@@ -593,11 +546,9 @@ fn held(input: &Input<'_>, delete: bool, caused: Option<ResnapshotReason>) -> He
         delete,
         data: input.data.into(),
         caused,
+        seq: 0,
     }
 }
-
-/// JSON's insignificant whitespace (RFC 8259, section 2).
-const JSON_SPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
 fn is_one_of(events: &[String], event: &str) -> bool {
     events.iter().any(|e| e == event)
