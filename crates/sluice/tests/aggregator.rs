@@ -507,19 +507,7 @@ async fn the_change_stream_starts_with_the_state_and_resumes_from_last_event_id(
     }
 
     // What the first client knows after its 10th event: the state plus nine changes.
-    let apply = |state: &mut BTreeMap<String, Value>, event: &sluice_sse::Event| {
-        let change: Value = serde_json::from_str(event.data.as_str()).unwrap();
-        let key = change["key"].as_str().unwrap().to_owned();
-        match event.event.as_str() {
-            "upsert" => {
-                state.insert(key, change["value"].clone());
-            }
-            "delete" => {
-                state.remove(&key);
-            }
-            other => panic!("unexpected event {other}"),
-        }
-    };
+    let apply = rig::apply_change;
     let mut known: BTreeMap<String, Value> = state["entities"]
         .as_object()
         .unwrap()
@@ -1044,23 +1032,10 @@ async fn produce_delta(
     id: u64,
     data: &str,
 ) {
-    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = kafka.producer_config().create().unwrap();
     let id = id.to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "sluice.target",
-            value: Some(target),
-        })
-        .insert(Header {
-            key: "sse.id",
-            value: Some(&id),
-        })
-        .insert(Header {
-            key: "sse.event",
-            value: Some("message"),
-        });
+    let headers = rig::delta_headers(target, &id);
     producer
         .send(
             FutureRecord::to(topic)

@@ -1,22 +1,28 @@
 //! The aggregator's HTTP API: the merged state (whole target, one entity), an SSE stream of
-//! merged changes, the target list, `/metrics`, `/healthz`, `/readyz` and a small HTML page.
+//! merged changes (`stream`), the target list, `/metrics`, `/healthz`, `/readyz` and a small
+//! HTML page; `cap` bounds the connections served at once.
+//!
+//! Handlers read a target under its lock only to copy pointers out of it: serialising (a whole
+//! state can be large) happens after the lock is released, off the async workers, so no reader,
+//! however slow or numerous, holds up the consumer thread merging under that lock.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
+mod cap;
+mod stream;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+
+pub use cap::CappedListener;
 
 use crate::shared::{Shared, not_ready};
-use crate::store::{Cell, Inner, Listener, RingEntry, StreamItem, state_json};
+use crate::store::{Cell, StateView};
 
 /// The API's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -28,7 +34,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/targets", get(targets))
         .route("/v1/targets/{target}/state", get(state))
         .route("/v1/targets/{target}/entities/{key}", get(entity))
-        .route("/v1/targets/{target}/stream", get(stream))
+        .route("/v1/targets/{target}/stream", get(stream::stream))
         .with_state(shared)
 }
 
@@ -145,14 +151,20 @@ async fn state(State(shared): State<Arc<Shared>>, Path(target): Path<String>) ->
     let Some(cell) = shared.store.get(&target) else {
         return not_owned(&target);
     };
-    let body = {
+    let view = {
         let inner = cell.lock();
         if !inner.merger.has_state() {
             return syncing(&target);
         }
-        state_json(&target, &inner)
+        StateView::capture(&target, &inner)
     };
-    json_response(StatusCode::OK, body)
+    match tokio::task::spawn_blocking(move || view.into_json()).await {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("target {target:?}: the state could not be written"),
+        ),
+    }
 }
 
 async fn entity(
@@ -162,163 +174,23 @@ async fn entity(
     let Some(cell) = shared.store.get(&target) else {
         return not_owned(&target);
     };
-    let inner = cell.lock();
-    if !inner.merger.has_state() {
-        return syncing(&target);
-    }
-    match inner.merger.get(&key) {
+    let value = {
+        let inner = cell.lock();
+        if !inner.merger.has_state() {
+            return syncing(&target);
+        }
+        inner.merger.get(&key).cloned()
+    };
+    match value {
         Some(value) => json_response(
             StatusCode::OK,
-            serde_json::to_vec(value).unwrap_or_default(),
+            serde_json::to_vec(&value).unwrap_or_default(),
         ),
         None => error(
             StatusCode::NOT_FOUND,
             format!("target {target:?} has no entity {key:?}"),
         ),
     }
-}
-
-fn full_event(target: &str, inner: &Inner) -> Event {
-    let data = String::from_utf8(state_json(target, inner)).unwrap_or_default();
-    Event::default()
-        .id(inner.merger.change_seq().to_string())
-        .event("state")
-        .data(data)
-}
-
-fn change_event(item: &StreamItem) -> Option<Event> {
-    let StreamItem::Change(change) = item else {
-        return None;
-    };
-    let (event, data) = match &change.value {
-        Some(value) => ("upsert", json!({ "key": &*change.key, "value": value })),
-        None => ("delete", json!({ "key": &*change.key })),
-    };
-    Some(
-        Event::default()
-            .id(change.seq.to_string())
-            .event(event)
-            .data(data.to_string()),
-    )
-}
-
-/// One entity's current value as a change event with id `seq`: `upsert` with the value, or
-/// `delete` when the entity is gone.
-fn current_event(inner: &Inner, seq: u64, key: &str) -> Event {
-    let (event, data) = match inner.merger.get(key) {
-        Some(value) => ("upsert", json!({ "key": key, "value": value })),
-        None => ("delete", json!({ "key": key })),
-    };
-    Event::default()
-        .id(seq.to_string())
-        .event(event)
-        .data(data.to_string())
-}
-
-/// What a new subscriber gets first. With a `Last-Event-ID` the ring still covers: the current
-/// value of every entity changed since (once each, at its latest change's id, in id order),
-/// which brings the client to the current state; else (or after a whole-state replacement) the
-/// whole state. Returns the events and the sequence they bring the client to.
-fn opening(target: &str, inner: &Inner, last: Option<u64>) -> (Vec<Event>, u64) {
-    let current = inner.merger.change_seq();
-    if !inner.merger.has_state() {
-        return (Vec::new(), 0);
-    }
-    if let Some(last) = last {
-        if last == current {
-            return (Vec::new(), current);
-        }
-        let covered = inner
-            .ring
-            .front()
-            .is_some_and(|first| first.seq() <= last + 1)
-            && last < current;
-        if covered {
-            let mut latest: std::collections::HashMap<&str, u64> = Default::default();
-            let mut full = false;
-            for entry in inner.ring.iter().filter(|e| e.seq() > last) {
-                match entry {
-                    RingEntry::Change(seq, key) => {
-                        latest.insert(key, *seq);
-                    }
-                    RingEntry::Full(_) => full = true,
-                }
-            }
-            if !full {
-                let mut changed: Vec<(u64, &str)> =
-                    latest.into_iter().map(|(key, seq)| (seq, key)).collect();
-                changed.sort_unstable();
-                let events = changed
-                    .into_iter()
-                    .map(|(seq, key)| current_event(inner, seq, key))
-                    .collect();
-                return (events, current);
-            }
-        }
-    }
-    (vec![full_event(target, inner)], current)
-}
-
-struct Subscription {
-    target: String,
-    cell: Arc<Cell>,
-    listener: Listener,
-    sent: u64,
-    pending: VecDeque<Event>,
-}
-
-async fn stream(
-    State(shared): State<Arc<Shared>>,
-    Path(target): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(cell) = shared.store.get(&target) else {
-        return not_owned(&target);
-    };
-    let last = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let listener = cell.listen();
-    let (events, sent) = opening(&target, &cell.lock(), last);
-    let subscription = Subscription {
-        target,
-        cell,
-        listener,
-        sent,
-        pending: events.into(),
-    };
-    let events = futures::stream::unfold(subscription, |mut s| async move {
-        loop {
-            if let Some(event) = s.pending.pop_front() {
-                return Some((Ok::<_, Infallible>(event), s));
-            }
-            let received = tokio::select! {
-                _ = s.cell.gone.cancelled() => return None,
-                received = s.listener.rx.recv() => received,
-            };
-            match received {
-                Ok(item) if item.seq() <= s.sent => {}
-                Ok(item @ StreamItem::Change(_)) => {
-                    s.sent = item.seq();
-                    if let Some(event) = change_event(&item) {
-                        s.pending.push_back(event);
-                    }
-                }
-                Ok(StreamItem::Full(_)) | Err(RecvError::Lagged(_)) => {
-                    let inner = s.cell.lock();
-                    if inner.merger.has_state() {
-                        s.sent = inner.merger.change_seq();
-                        s.pending.push_back(full_event(&s.target, &inner));
-                    }
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    });
-    Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response()
 }
 
 async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {
