@@ -83,7 +83,7 @@ pub(crate) fn aggregator(
             c.report(
                 "http.max_connections",
                 ProblemKind::Invalid,
-                "max_connections must be at least 1".to_owned(),
+                "must be at least 1".to_owned(),
             );
             AggregatorHttp::DEFAULT_MAX_CONNECTIONS
         }
