@@ -17,6 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use html_escape::{encode_double_quoted_attribute, encode_text};
 use serde_json::json;
 
 pub use cap::CappedListener;
@@ -196,21 +197,11 @@ async fn entity(
 async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {
     let mut rows = String::new();
     for cell in shared.store.all() {
-        let s = summary(&cell);
-        let id = escape(cell.def.id());
-        rows.push_str(&format!(
-            "<tr><td><a href=\"/v1/targets/{id}/state\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            if s["synced"] == true { "synced" } else { "syncing" },
-            s["version"],
-            s["entities"],
-            s["change_seq"],
-            s["partition"],
-            escape(s["as_of"].as_str().unwrap_or_default()),
-        ));
+        rows.push_str(&target_row(cell.def.id(), &summary(&cell)));
     }
     let ready = match not_ready(&shared) {
         None => "ready".to_owned(),
-        Some(why) => escape(&format!("not ready: {why}")),
+        Some(why) => encode_text(&format!("not ready: {why}")).into_owned(),
     };
     Html(format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sluice aggregator</title>\n\
@@ -221,9 +212,48 @@ async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {
     ))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// One target's row of the HTML page, from its [`summary`]; every text escaped for where it
+/// goes (the id both in a quoted `href` and as text).
+fn target_row(id: &str, s: &serde_json::Value) -> String {
+    format!(
+        "<tr><td><a href=\"/v1/targets/{href}/state\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+        if s["synced"] == true {
+            "synced"
+        } else {
+            "syncing"
+        },
+        s["version"],
+        s["entities"],
+        s["change_seq"],
+        s["partition"],
+        encode_text(s["as_of"].as_str().unwrap_or_default()),
+        href = encode_double_quoted_attribute(id),
+        id = encode_text(id),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_target_id_and_status_are_escaped_on_the_page() {
+        let hostile = "\"><script>alert('x')</script>&";
+        let row = target_row(
+            hostile,
+            &json!({ "synced": true, "version": 1, "as_of": "<b>now</b>" }),
+        );
+        assert!(!row.contains("<script>") && !row.contains("<b>"), "{row}");
+        assert!(
+            row.contains(
+                "href=\"/v1/targets/&quot;&gt;&lt;script&gt;alert('x')&lt;/script&gt;&amp;/state\""
+            ),
+            "{row}"
+        );
+        assert!(
+            row.contains(">\"&gt;&lt;script&gt;alert('x')&lt;/script&gt;&amp;</a>"),
+            "{row}"
+        );
+        assert!(row.contains("&lt;b&gt;now&lt;/b&gt;"), "{row}");
+    }
 }
