@@ -255,6 +255,12 @@ pub async fn run(
     let server = {
         let stop = http_stop.clone();
         let app = http::router(shared.clone());
+        let listener = http::CappedListener::new(
+            listener,
+            config.http.max_connections,
+            shared.metrics.http_connections.clone(),
+            shared.metrics.http_rejected.clone(),
+        );
         tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })

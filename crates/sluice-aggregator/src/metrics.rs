@@ -3,7 +3,8 @@
 //! are set at scrape time from the live targets.
 
 use prometheus::{
-    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use sluice_merge::{Counts, MalformedError, Outcome};
 
@@ -129,6 +130,13 @@ pub struct Metrics {
     /// `sluice_aggregator_malformed_deltas_total{target,kind}`: by `MalformedError::kind`
     /// (`too_large` and `too_deep` are the hostile `json_patch` deltas the limits refuse).
     pub malformed: IntCounterVec,
+    /// `sluice_aggregator_stream_lagged_total`: `/stream` clients disconnected because they fell
+    /// more than [`crate::store::STREAM_BUFFER`] changes behind.
+    pub stream_lagged: IntCounter,
+    /// `sluice_aggregator_http_connections`: HTTP connections open now.
+    pub http_connections: IntGauge,
+    /// `sluice_aggregator_http_connections_rejected_total`: connections refused at the cap.
+    pub http_rejected: IntCounter,
 }
 
 impl Metrics {
@@ -220,6 +228,21 @@ impl Metrics {
             "Malformed deltas written to the dead-letter topic.",
         )?;
         registry.register(Box::new(dead_letters.clone()))?;
+        let stream_lagged = IntCounter::new(
+            "sluice_aggregator_stream_lagged_total",
+            "Stream clients disconnected because they fell too many changes behind.",
+        )?;
+        registry.register(Box::new(stream_lagged.clone()))?;
+        let http_connections = IntGauge::new(
+            "sluice_aggregator_http_connections",
+            "HTTP connections open now.",
+        )?;
+        registry.register(Box::new(http_connections.clone()))?;
+        let http_rejected = IntCounter::new(
+            "sluice_aggregator_http_connections_rejected_total",
+            "HTTP connections refused because http.max_connections were open.",
+        )?;
+        registry.register(Box::new(http_rejected.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -240,6 +263,9 @@ impl Metrics {
             skipped,
             dead_letters,
             malformed,
+            stream_lagged,
+            http_connections,
+            http_rejected,
         })
     }
 

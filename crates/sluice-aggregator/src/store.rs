@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::ser::{SerializeMap, Serializer};
 use sluice_config::{AggregateConfig, TargetConfig};
-use sluice_merge::{Change, Merger};
+use sluice_merge::{Change, Entity, Merger};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +16,10 @@ use crate::metrics::DeltaCounters;
 
 /// Changes kept per target for `Last-Event-ID` resumption of `/stream`.
 pub const RING: usize = 10_000;
+
+/// Changes a `/stream` client may fall behind (each client's place in the target's broadcast
+/// channel); one more and it is disconnected, to resume with `Last-Event-ID`.
+pub const STREAM_BUFFER: usize = 1024;
 
 /// A configured target (static for the life of the process).
 pub struct TargetDef {
@@ -149,7 +153,7 @@ impl Drop for Listener {
 impl Cell {
     /// A cell around `inner`.
     pub fn new(def: Arc<TargetDef>, inner: Inner, counters: DeltaCounters) -> Cell {
-        let (changes, _) = broadcast::channel(1024);
+        let (changes, _) = broadcast::channel(STREAM_BUFFER);
         Cell {
             def,
             inner: Mutex::new(inner),
@@ -259,35 +263,73 @@ impl Store {
     }
 }
 
-/// The whole state of a target as JSON: `{"target", "version", "change_seq", "synced",
-/// "as_of", "entities": {key: entity, ...}}`, entities sorted by key.
-pub fn state_json(id: &str, inner: &Inner) -> Vec<u8> {
-    struct Entities<'a>(&'a Merger);
-    impl serde::Serialize for Entities<'_> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut map = serializer.serialize_map(Some(self.0.len()))?;
-            for (key, value) in self.0.entities() {
-                map.serialize_entry(key, value)?;
-            }
-            map.end()
+/// A target's whole state copied out of its cell to be serialised after the lock is released:
+/// the entities as shared pointers (one pointer copy per entity under the lock, no value
+/// copied, nothing serialised), so a `/state` reader or a `/stream` client's full state never
+/// holds the lock the consumer thread merges under while it is written.
+pub struct StateView {
+    target: String,
+    version: Option<u64>,
+    change_seq: u64,
+    synced: bool,
+    changed_at: SystemTime,
+    entities: Vec<(Arc<str>, Entity)>,
+}
+
+impl StateView {
+    /// Copies the state of `inner` (the caller holds its lock for this call only).
+    pub fn capture(target: &str, inner: &Inner) -> StateView {
+        StateView {
+            target: target.to_owned(),
+            version: inner.merger.version(),
+            change_seq: inner.merger.change_seq(),
+            synced: inner.merger.is_synced(),
+            changed_at: inner.changed_at,
+            entities: inner
+                .merger
+                .shared_entities()
+                .map(|(key, value)| (Arc::clone(key), value.clone()))
+                .collect(),
         }
     }
-    #[derive(serde::Serialize)]
-    struct View<'a> {
-        target: &'a str,
-        version: Option<u64>,
-        change_seq: u64,
-        synced: bool,
-        as_of: String,
-        entities: Entities<'a>,
+
+    /// The change sequence the state is at.
+    pub fn change_seq(&self) -> u64 {
+        self.change_seq
     }
-    let view = View {
-        target: id,
-        version: inner.merger.version(),
-        change_seq: inner.merger.change_seq(),
-        synced: inner.merger.is_synced(),
-        as_of: humantime::format_rfc3339_millis(inner.changed_at).to_string(),
-        entities: Entities(&inner.merger),
-    };
-    serde_json::to_vec(&view).unwrap_or_default()
+
+    /// The state as JSON: `{"target", "version", "change_seq", "synced", "as_of", "entities":
+    /// {key: entity, ...}}`, entities sorted by key. CPU-bound in the state's size: run it off
+    /// the async workers (`spawn_blocking`).
+    pub fn into_json(mut self) -> Vec<u8> {
+        self.entities.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        struct Entities<'a>(&'a [(Arc<str>, Entity)]);
+        impl serde::Serialize for Entities<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for (key, value) in self.0 {
+                    map.serialize_entry(&**key, value)?;
+                }
+                map.end()
+            }
+        }
+        #[derive(serde::Serialize)]
+        struct View<'a> {
+            target: &'a str,
+            version: Option<u64>,
+            change_seq: u64,
+            synced: bool,
+            as_of: String,
+            entities: Entities<'a>,
+        }
+        let view = View {
+            target: &self.target,
+            version: self.version,
+            change_seq: self.change_seq,
+            synced: self.synced,
+            as_of: humantime::format_rfc3339_millis(self.changed_at).to_string(),
+            entities: Entities(&self.entities),
+        };
+        serde_json::to_vec(&view).unwrap_or_default()
+    }
 }

@@ -2,13 +2,14 @@
 //! aggregator process reaches Kafka, writes snapshots and serves state.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::aggregate::AggregateConfig;
 use crate::secret::SecretRef;
 use crate::target::TargetConfig;
-use crate::worker::{HttpConfig, ShutdownConfig, WorkerConfig};
+use crate::worker::{ShutdownConfig, WorkerConfig};
 
 /// Fully validated aggregator configuration, its worker config included.
 #[derive(Debug, Clone)]
@@ -23,7 +24,7 @@ pub struct AggregatorConfig {
     /// Topic names.
     pub topics: AggregatorTopics,
     /// The HTTP server (state, `/metrics`, health).
-    pub http: HttpConfig,
+    pub http: AggregatorHttp,
     /// Periodic snapshots of the state.
     pub snapshots: SnapshotConfig,
     /// Graceful shutdown.
@@ -31,7 +32,7 @@ pub struct AggregatorConfig {
 }
 
 impl AggregatorConfig {
-    /// Default [`HttpConfig::listen`] of the aggregator (the worker's is next to it).
+    /// Default [`AggregatorHttp::listen`] of the aggregator (the worker's is next to it).
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:9091";
 
     /// The enabled targets with an `aggregate` section, sorted by id.
@@ -51,6 +52,20 @@ impl AggregatorConfig {
             .collect();
         topics.into_iter().map(str::to_owned).collect()
     }
+}
+
+/// The aggregator's HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggregatorHttp {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Connections served at once; one more is answered 503 and closed. Never 0.
+    pub max_connections: usize,
+}
+
+impl AggregatorHttp {
+    /// Default [`AggregatorHttp::max_connections`].
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 }
 
 /// The aggregator's Kafka settings.

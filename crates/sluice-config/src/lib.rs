@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use aggregate::AggregateConfig;
-pub use aggregator::{AggregatorConfig, AggregatorKafka, AggregatorTopics, Loaded, SnapshotConfig};
+pub use aggregator::{
+    AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, Loaded, SnapshotConfig,
+};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use problem::{ConfigErrors, ConfigProblem, ProblemKind};
 pub use proxy::ProxyConfig;

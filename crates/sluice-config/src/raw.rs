@@ -255,11 +255,19 @@ pub(crate) struct RawAggregator {
     #[serde(default)]
     pub topics: RawAggregatorTopics,
     #[serde(default)]
-    pub http: RawHttp,
+    pub http: RawAggregatorHttp,
     #[serde(default)]
     pub snapshots: RawSnapshots,
     #[serde(default)]
     pub shutdown: RawShutdown,
+}
+
+/// The aggregator's `http`: the worker's `listen` plus the connection cap.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAggregatorHttp {
+    pub listen: Option<String>,
+    pub max_connections: Option<u32>,
 }
 
 /// The aggregator's `kafka`: the worker's keys plus the consumer group.

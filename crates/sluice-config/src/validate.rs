@@ -23,7 +23,7 @@ use url::Url;
 use crate::problem::{ConfigProblem, ProblemKind};
 use crate::proxy::ProxyConfig;
 use crate::raw::{
-    RawBackoff, RawBody, RawDefaults, RawHttp, RawKey, RawLimits, RawOAuth2, RawProxy, RawShutdown,
+    RawBackoff, RawBody, RawDefaults, RawKey, RawLimits, RawOAuth2, RawProxy, RawShutdown,
     RawTarget, RawTls, RawValueRef, RawWorker,
 };
 use crate::secret::{SecretError, SecretRef};
@@ -322,10 +322,10 @@ impl<'a> Checker<'a> {
         secrets
     }
 
-    /// The `http` section: a listen address, `default` when absent.
-    fn http(&mut self, raw: &RawHttp, default: &str) -> HttpConfig {
-        let listen_raw = raw.listen.as_deref().unwrap_or(default);
-        let listen = match listen_raw.parse::<SocketAddr>() {
+    /// The `http` section's listen address, `default` when absent.
+    fn listen(&mut self, raw: Option<&str>, default: &str) -> SocketAddr {
+        let listen_raw = raw.unwrap_or(default);
+        match listen_raw.parse::<SocketAddr>() {
             Ok(addr) => addr,
             Err(_) => {
                 self.report(
@@ -335,8 +335,7 @@ impl<'a> Checker<'a> {
                 );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
-        };
-        HttpConfig { listen }
+        }
     }
 
     /// The `shutdown` section.

@@ -30,6 +30,7 @@ fn shipped_aggregator_config_loads_and_env_overrides_apply_to_it_only() {
         Some("sluice.dead-letter")
     );
     assert_eq!(config.http.listen.to_string(), "127.0.0.1:9091");
+    assert_eq!(config.http.max_connections, 1024);
     assert_eq!(config.snapshots.interval, Duration::from_secs(10));
     assert_eq!(config.snapshots.dir, None);
     assert_eq!(config.shutdown.grace, Duration::from_secs(25));

@@ -290,6 +290,11 @@ fn aggregator_snapshot_interval_must_be_positive() {
 }
 
 #[test]
+fn aggregator_max_connections_must_be_at_least_one() {
+    assert_fixture("aggregator_zero_max_connections");
+}
+
+#[test]
 fn aggregator_topics_must_not_be_the_ones_it_reads_or_the_checkpoints() {
     assert_fixture("aggregator_topic_clash");
 }
@@ -343,6 +348,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "aggregator_unknown_key",
         "aggregator_unreadable_worker",
         "aggregator_worker_problems",
+        "aggregator_zero_max_connections",
         "aggregator_zero_snapshot_interval",
         "bad_compression",
         "bad_duration",

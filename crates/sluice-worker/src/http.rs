@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use html_escape::encode_text;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -144,21 +145,6 @@ async fn status_html(State(ops): State<Arc<Ops>>) -> Html<String> {
     Html(render_html(&rows(&ops)))
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn render_html(body: &StatusBody) -> String {
     use std::fmt::Write as _;
     let mut html = String::from(
@@ -183,17 +169,17 @@ fn render_html(body: &StatusBody) -> String {
             "<tr><td>{}</td><td class=\"{state}\">{state}</td><td class=\"n\">{:.0}s</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td></tr>",
-            escape(&row.target),
+            encode_text(&row.target),
             row.state_seconds,
             row.events,
             row.acked,
             row.in_flight,
             row.reconnects,
-            escape(row.proxy.as_deref().unwrap_or("direct")),
-            escape(&row.last_event_id),
-            escape(&row.last_acked_id),
+            encode_text(row.proxy.as_deref().unwrap_or("direct")),
+            encode_text(&row.last_event_id),
+            encode_text(&row.last_acked_id),
             row.delivery.as_str(),
-            escape(row.last_error.as_deref().unwrap_or("")),
+            encode_text(row.last_error.as_deref().unwrap_or("")),
             state = row.state.as_str(),
         );
     }
@@ -203,13 +189,37 @@ fn render_html(body: &StatusBody) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::status::TargetStatus;
 
     #[test]
-    fn html_escapes_everything_it_shows() {
-        assert_eq!(
-            escape("<a href='x'>&\"</a>"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+    fn hostile_status_text_is_escaped_on_the_status_page() {
+        let status = TargetStatus::new(
+            "t-1".parse().unwrap(),
+            "http://127.0.0.1/x".to_owned(),
+            "events".to_owned(),
+            tokio::time::Instant::now(),
+        );
+        status.set_last_event_id("<img src=x onerror=alert(1)>");
+        status.set_error(Some(
+            "upstream said <script>alert('x')</script> & left".to_owned(),
+        ));
+        let html = render_html(&StatusBody {
+            ready: true,
+            targets: vec![status.row()],
+        });
+        assert!(
+            !html.contains("<script>") && !html.contains("<img"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("upstream said &lt;script&gt;alert('x')&lt;/script&gt; &amp; left"),
+            "{html}"
         );
     }
 }

@@ -507,19 +507,7 @@ async fn the_change_stream_starts_with_the_state_and_resumes_from_last_event_id(
     }
 
     // What the first client knows after its 10th event: the state plus nine changes.
-    let apply = |state: &mut BTreeMap<String, Value>, event: &sluice_sse::Event| {
-        let change: Value = serde_json::from_str(event.data.as_str()).unwrap();
-        let key = change["key"].as_str().unwrap().to_owned();
-        match event.event.as_str() {
-            "upsert" => {
-                state.insert(key, change["value"].clone());
-            }
-            "delete" => {
-                state.remove(&key);
-            }
-            other => panic!("unexpected event {other}"),
-        }
-    };
+    let apply = rig::apply_change;
     let mut known: BTreeMap<String, Value> = state["entities"]
         .as_object()
         .unwrap()

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{CLIENT_MANAGED, Checker, Managed, PRODUCER_MANAGED};
-use crate::aggregator::{AggregatorConfig, AggregatorKafka, AggregatorTopics, SnapshotConfig};
+use crate::aggregator::{
+    AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, SnapshotConfig,
+};
 use crate::problem::{ConfigProblem, ProblemKind};
 use crate::raw::RawAggregator;
 
@@ -74,7 +76,23 @@ pub(crate) fn aggregator(
     }
     let topics = AggregatorTopics { state, dead_letter };
 
-    let http = c.http(&raw.http, AggregatorConfig::DEFAULT_LISTEN);
+    let listen = c.listen(raw.http.listen.as_deref(), AggregatorConfig::DEFAULT_LISTEN);
+    let max_connections = match raw.http.max_connections {
+        None => AggregatorHttp::DEFAULT_MAX_CONNECTIONS,
+        Some(0) => {
+            c.report(
+                "http.max_connections",
+                ProblemKind::Invalid,
+                "must be at least 1".to_owned(),
+            );
+            AggregatorHttp::DEFAULT_MAX_CONNECTIONS
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let http = AggregatorHttp {
+        listen,
+        max_connections,
+    };
 
     let interval = c.duration(
         "snapshots.interval",

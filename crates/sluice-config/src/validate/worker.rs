@@ -47,7 +47,9 @@ pub(crate) fn worker(
         ),
     };
 
-    let http = c.http(&raw.http, HttpConfig::DEFAULT_LISTEN);
+    let http = HttpConfig {
+        listen: c.listen(raw.http.listen.as_deref(), HttpConfig::DEFAULT_LISTEN),
+    };
     let targets_dir = c
         .dir()
         .join(raw.targets_dir.as_deref().unwrap_or("targets"));

@@ -371,6 +371,13 @@ impl Merger {
         self.entities.get(key)
     }
 
+    /// Every entity with the key as the state holds it, unordered. Cloning these copies
+    /// pointers, not values: a reader takes them under the lock the merger is behind and
+    /// sorts and serialises after releasing it.
+    pub fn shared_entities(&self) -> impl Iterator<Item = (&Arc<str>, &Entity)> {
+        self.entities.iter()
+    }
+
     /// Every entity, sorted by key.
     pub fn entities(&self) -> impl Iterator<Item = (&str, &Entity)> {
         let mut sorted: Vec<(&str, &Entity)> = self

@@ -287,6 +287,17 @@ impl Rig {
     /// Starts `sluice aggregator` on this rig (writing its config with `extra`) and waits for
     /// `/healthz`; `ready` also waits for `/readyz`.
     pub async fn start_aggregator(&self, extra: &str, ready: bool) -> Worker {
+        self.start_aggregator_with_env(extra, ready, &[]).await
+    }
+
+    /// [`Rig::start_aggregator`] with `env` set for the process (e.g. `SLUICE__HTTP__…`
+    /// overrides of the `http` section the rig writes).
+    pub async fn start_aggregator_with_env(
+        &self,
+        extra: &str,
+        ready: bool,
+        env: &[(&str, &str)],
+    ) -> Worker {
         if !self.dir.join("worker.yaml").exists() {
             // The aggregator reads the targets through the worker's file; the port is unused.
             self.worker_yaml(free_port().expect("a free loopback port"), "");
@@ -303,6 +314,7 @@ impl Rig {
             .arg("aggregator")
             .arg("--config")
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
@@ -616,4 +628,40 @@ pub fn write_file(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, body).expect("write file");
     path
+}
+
+/// Applies an aggregator `/stream` change event (`upsert` / `delete`) to `state`.
+pub fn apply_change(
+    state: &mut std::collections::BTreeMap<String, Value>,
+    event: &sluice_sse::Event,
+) {
+    let change: Value = serde_json::from_str(event.data.as_str()).unwrap();
+    let key = change["key"].as_str().unwrap().to_owned();
+    match event.event.as_str() {
+        "upsert" => {
+            state.insert(key, change["value"].clone());
+        }
+        "delete" => {
+            state.remove(&key);
+        }
+        other => panic!("unexpected event {other}"),
+    }
+}
+
+/// The headers a worker gives a delta of `target` with event id `id` (`message` events).
+pub fn delta_headers(target: &str, id: &str) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::{Header, OwnedHeaders};
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "sluice.target",
+            value: Some(target),
+        })
+        .insert(Header {
+            key: "sse.id",
+            value: Some(id),
+        })
+        .insert(Header {
+            key: "sse.event",
+            value: Some("message"),
+        })
 }

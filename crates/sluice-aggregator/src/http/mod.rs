@@ -1,0 +1,259 @@
+//! The aggregator's HTTP API: the merged state (whole target, one entity), an SSE stream of
+//! merged changes (`stream`), the target list, `/metrics`, `/healthz`, `/readyz` and a small
+//! HTML page; `cap` bounds the connections served at once.
+//!
+//! Handlers read a target under its lock only to copy pointers out of it: serialising (a whole
+//! state can be large) happens after the lock is released, off the async workers, so no reader,
+//! however slow or numerous, holds up the consumer thread merging under that lock.
+
+mod cap;
+mod stream;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use html_escape::{encode_double_quoted_attribute, encode_text};
+use serde_json::json;
+
+pub use cap::CappedListener;
+
+use crate::shared::{Shared, not_ready};
+use crate::store::{Cell, StateView};
+
+/// The API's routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/targets", get(targets))
+        .route("/v1/targets/{target}/state", get(state))
+        .route("/v1/targets/{target}/entities/{key}", get(entity))
+        .route("/v1/targets/{target}/stream", get(stream::stream))
+        .with_state(shared)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    json_response(
+        status,
+        serde_json::to_vec(&json!({ "error": message })).unwrap_or_default(),
+    )
+}
+
+fn not_owned(target: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "target {target:?} is not aggregated here (unknown, or its partition is assigned to another aggregator)"
+        ),
+    )
+}
+
+fn syncing(target: &str) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("target {target:?} is syncing: no complete state yet"),
+    )
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match not_ready(&shared) {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = tokio::task::spawn_blocking(move || {
+        let m = &shared.metrics;
+        let now = SystemTime::now();
+        for cell in shared.store.all() {
+            let id = cell.def.id();
+            let inner = cell.lock();
+            let age = now
+                .duration_since(inner.changed_at)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            m.state_age.with_label_values(&[id]).set(age);
+            m.entities
+                .with_label_values(&[id])
+                .set(i64::try_from(inner.merger.len()).unwrap_or(i64::MAX));
+            m.synced
+                .with_label_values(&[id])
+                .set(i64::from(inner.merger.is_synced()));
+            m.buffered
+                .with_label_values(&[id])
+                .set(i64::try_from(inner.merger.buffered()).unwrap_or(i64::MAX));
+            if let Some(version) = inner.merger.version() {
+                m.version
+                    .with_label_values(&[id])
+                    .set(i64::try_from(version).unwrap_or(i64::MAX));
+            }
+        }
+        m.render()
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn summary(cell: &Cell) -> serde_json::Value {
+    let inner = cell.lock();
+    json!({
+        "target": cell.def.id(),
+        "synced": inner.merger.is_synced(),
+        "has_state": inner.merger.has_state(),
+        "version": inner.merger.version(),
+        "entities": inner.merger.len(),
+        "change_seq": inner.merger.change_seq(),
+        "buffered": inner.merger.buffered(),
+        "partition": inner.partition,
+        "next_offset": inner.next_offset,
+        "as_of": humantime::format_rfc3339_millis(inner.changed_at).to_string(),
+    })
+}
+
+async fn targets(State(shared): State<Arc<Shared>>) -> Response {
+    let list: Vec<_> = shared.store.all().iter().map(|c| summary(c)).collect();
+    let partitions: Vec<_> = shared
+        .assigned()
+        .into_iter()
+        .map(|(topic, partition)| json!({ "topic": topic, "partition": partition }))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&json!({ "targets": list, "partitions": partitions }))
+            .unwrap_or_default(),
+    )
+}
+
+async fn state(State(shared): State<Arc<Shared>>, Path(target): Path<String>) -> Response {
+    let Some(cell) = shared.store.get(&target) else {
+        return not_owned(&target);
+    };
+    let view = {
+        let inner = cell.lock();
+        if !inner.merger.has_state() {
+            return syncing(&target);
+        }
+        StateView::capture(&target, &inner)
+    };
+    match tokio::task::spawn_blocking(move || view.into_json()).await {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("target {target:?}: the state could not be written"),
+        ),
+    }
+}
+
+async fn entity(
+    State(shared): State<Arc<Shared>>,
+    Path((target, key)): Path<(String, String)>,
+) -> Response {
+    let Some(cell) = shared.store.get(&target) else {
+        return not_owned(&target);
+    };
+    let value = {
+        let inner = cell.lock();
+        if !inner.merger.has_state() {
+            return syncing(&target);
+        }
+        inner.merger.get(&key).cloned()
+    };
+    match value {
+        Some(value) => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&value).unwrap_or_default(),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("target {target:?} has no entity {key:?}"),
+        ),
+    }
+}
+
+async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {
+    let mut rows = String::new();
+    for cell in shared.store.all() {
+        rows.push_str(&target_row(cell.def.id(), &summary(&cell)));
+    }
+    let ready = match not_ready(&shared) {
+        None => "ready".to_owned(),
+        Some(why) => encode_text(&format!("not ready: {why}")).into_owned(),
+    };
+    Html(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sluice aggregator</title>\n\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style>\n\
+         </head><body><h1>sluice aggregator</h1><p>{ready}</p>\n\
+         <table id=\"targets\"><thead><tr><th>target</th><th>state</th><th>version</th><th>entities</th><th>changes</th><th>partition</th><th>as of</th></tr></thead><tbody>\n{rows}</tbody></table>\n\
+         <p><a href=\"/v1/targets\">/v1/targets</a> · <a href=\"/metrics\">/metrics</a></p></body></html>\n"
+    ))
+}
+
+/// One target's row of the HTML page, from its [`summary`]; every text escaped for where it
+/// goes (the id both in a quoted `href` and as text).
+fn target_row(id: &str, s: &serde_json::Value) -> String {
+    format!(
+        "<tr><td><a href=\"/v1/targets/{href}/state\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+        if s["synced"] == true {
+            "synced"
+        } else {
+            "syncing"
+        },
+        s["version"],
+        s["entities"],
+        s["change_seq"],
+        s["partition"],
+        encode_text(s["as_of"].as_str().unwrap_or_default()),
+        href = encode_double_quoted_attribute(id),
+        id = encode_text(id),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_target_id_and_status_are_escaped_on_the_page() {
+        let hostile = "\"><script>alert('x')</script>&";
+        let row = target_row(
+            hostile,
+            &json!({ "synced": true, "version": 1, "as_of": "<b>now</b>" }),
+        );
+        assert!(!row.contains("<script>") && !row.contains("<b>"), "{row}");
+        assert!(
+            row.contains(
+                "href=\"/v1/targets/&quot;&gt;&lt;script&gt;alert('x')&lt;/script&gt;&amp;/state\""
+            ),
+            "{row}"
+        );
+        assert!(
+            row.contains(">\"&gt;&lt;script&gt;alert('x')&lt;/script&gt;&amp;</a>"),
+            "{row}"
+        );
+        assert!(row.contains("&lt;b&gt;now&lt;/b&gt;"), "{row}");
+    }
+}
