@@ -25,8 +25,10 @@ ensure_topic() {
     fi
 }
 
-# Raw events, keyed by target (one partition per target keeps its order): a week.
-ensure_topic sluice.events 6 cleanup.policy=delete retention.ms=604800000
+# Raw events, keyed by target (one partition per target keeps its order): a week. Records up to
+# the largest an event within the default parser limits makes (4 MiB events: 11,550,720 bytes);
+# the worker refuses to start on a topic that could refuse an accepted event.
+ensure_topic sluice.events 6 cleanup.policy=delete retention.ms=604800000 max.message.bytes=11550720
 # target -> last acknowledged event id: compacted, read whole at every worker start.
 ensure_topic sluice.checkpoints 1 cleanup.policy=compact
 # target -> latest merged snapshot: compacted, read at every aggregator start.
