@@ -259,6 +259,11 @@ impl Rig {
     /// Writes `aggregator.yaml` (on the rig's `worker.yaml`, which must exist) with fast test
     /// settings, plus `extra` top-level YAML; returns its path.
     pub fn aggregator_yaml(&self, port: u16, extra: &str) -> PathBuf {
+        self.aggregator_yaml_with(port, extra, self.session_timeout_ms())
+    }
+
+    /// [`Rig::aggregator_yaml`] with another `session.timeout.ms`.
+    pub fn aggregator_yaml_with(&self, port: u16, extra: &str, session_timeout_ms: u32) -> PathBuf {
         let path = self.dir.join(format!("aggregator-{port}.yaml"));
         let body = format!(
             "worker: worker.yaml\n\
@@ -268,8 +273,7 @@ impl Rig {
              snapshots:\n  interval: 2s\n  dir: snapshots\n\
              shutdown:\n  grace: 20s\n{extra}\n",
             kafka = self.kafka_yaml(&format!(
-                "    session.timeout.ms: \"{}\"\n    heartbeat.interval.ms: \"500\"\n",
-                self.session_timeout_ms()
+                "    session.timeout.ms: \"{session_timeout_ms}\"\n    heartbeat.interval.ms: \"500\"\n"
             )),
             group = self.group,
             state = self.state,
@@ -282,12 +286,25 @@ impl Rig {
     /// Starts `sluice aggregator` on this rig (writing its config with `extra`) and waits for
     /// `/healthz`; `ready` also waits for `/readyz`.
     pub async fn start_aggregator(&self, extra: &str, ready: bool) -> Worker {
+        self.start_aggregator_with(extra, ready, self.session_timeout_ms(), &[])
+            .await
+    }
+
+    /// [`Rig::start_aggregator`] with another `session.timeout.ms` and extra environment
+    /// variables.
+    pub async fn start_aggregator_with(
+        &self,
+        extra: &str,
+        ready: bool,
+        session_timeout_ms: u32,
+        env: &[(&str, &str)],
+    ) -> Worker {
         if !self.dir.join("worker.yaml").exists() {
             // The aggregator reads the targets through the worker's file; the port is unused.
             self.worker_yaml(free_port().expect("a free loopback port"), "");
         }
         let port = free_port().expect("a free loopback port");
-        let config = self.aggregator_yaml(port, extra);
+        let config = self.aggregator_yaml_with(port, extra, session_timeout_ms);
         let log = self
             .dir
             .join(format!("aggregator-{}.log", unique_topic("l")));
@@ -298,6 +315,7 @@ impl Rig {
             .arg("aggregator")
             .arg("--config")
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
