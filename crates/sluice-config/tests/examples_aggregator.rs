@@ -24,7 +24,10 @@ fn shipped_aggregator_config_loads_and_env_overrides_apply_to_it_only() {
     assert_eq!(config.kafka.client_id, AggregatorKafka::DEFAULT_CLIENT_ID);
     assert_eq!(config.kafka.group_id, AggregatorKafka::DEFAULT_GROUP_ID);
     assert!(config.kafka.properties.is_empty());
-    assert_eq!(config.kafka.group_instance_id, None, "a dynamic member unless set");
+    assert_eq!(
+        config.kafka.group_instance_id, None,
+        "a dynamic member unless set"
+    );
     assert_eq!(config.topics.state, "sluice.state");
     assert_eq!(
         config.topics.dead_letter.as_deref(),

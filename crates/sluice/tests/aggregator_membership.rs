@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rig::{Rig, Worker};
+use rig::{Rig, Worker, aggregate_yaml, one_target_per_partition};
 use serde_json::Value;
 use sluice_sim::{RunningSim, SimConfig};
 use sluice_testkit::TestKafka;
@@ -33,13 +33,6 @@ const LEAVE_BOUND: Duration = Duration::from_secs(20);
 /// The environment override of `kafka.group_instance_id`.
 const INSTANCE_ENV: &str = "SLUICE__KAFKA__GROUP_INSTANCE_ID";
 
-fn aggregate_yaml(base_url: &str) -> String {
-    format!(
-        "aggregate:\n  base:\n    url: {base_url}\n    items: /items\n    key: /key\n    version: /version\n\
-         \x20 delta:\n    key: /key\n    version: /version\n  strategy: replace\n"
-    )
-}
-
 fn sim_config(events: u64) -> SimConfig {
     SimConfig {
         entities: 20,
@@ -51,27 +44,9 @@ fn sim_config(events: u64) -> SimConfig {
 }
 
 /// Whether the test runs on a real broker (static membership and cooperative rebalances are
-/// what a real group coordinator does); skips, or fails under `SLUICE_TEST_STRICT`, otherwise.
+/// what a real group coordinator does).
 fn real_broker_or_skip(test: &str) -> bool {
-    if sluice_testkit::is_real_broker_run() {
-        return true;
-    }
-    sluice_testkit::skip_or_fail(test, "needs a real broker's group coordinator");
-    false
-}
-
-/// One target id per partition of a `partitions`-partition topic.
-fn one_target_per_partition(partitions: i32) -> Vec<String> {
-    let mut ids: BTreeMap<i32, String> = BTreeMap::new();
-    for n in 0.. {
-        let id = format!("t{n}");
-        ids.entry(sluice_aggregator::partition_for(&id, partitions))
-            .or_insert(id);
-        if ids.len() == usize::try_from(partitions).unwrap() {
-            break;
-        }
-    }
-    ids.into_values().collect()
+    rig::real_broker_or_skip(test, "needs a real broker's group coordinator")
 }
 
 /// A rig with one simulator target per partition, each streaming for about `events / 100` s.

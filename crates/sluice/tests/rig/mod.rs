@@ -589,6 +589,40 @@ impl Worker {
     }
 }
 
+/// The `aggregate:` section for a simulator target whose base state is at `base_url`.
+pub fn aggregate_yaml(base_url: &str) -> String {
+    format!(
+        "aggregate:\n  base:\n    url: {base_url}\n    items: /items\n    key: /key\n    version: /version\n\
+         \x20 delta:\n    key: /key\n    version: /version\n  strategy: replace\n\
+         \x20 delete_events: [delete]\n  reset_events: [reset]\n"
+    )
+}
+
+/// One target id per partition of a `partitions`-partition topic (`t<n>`, partition order).
+pub fn one_target_per_partition(partitions: i32) -> Vec<String> {
+    let want = usize::try_from(partitions).expect("a positive partition count");
+    let mut ids: std::collections::BTreeMap<i32, String> = std::collections::BTreeMap::new();
+    for n in 0.. {
+        let id = format!("t{n}");
+        ids.entry(sluice_aggregator::partition_for(&id, partitions))
+            .or_insert(id);
+        if ids.len() == want {
+            break;
+        }
+    }
+    ids.into_values().collect()
+}
+
+/// Whether the test runs on a real broker; skips (or fails under `SLUICE_TEST_STRICT`) otherwise,
+/// saying `why` it needs one.
+pub fn real_broker_or_skip(test: &str, why: &str) -> bool {
+    if sluice_testkit::is_real_broker_run() {
+        return true;
+    }
+    sluice_testkit::skip_or_fail(test, why);
+    false
+}
+
 /// A simulator on a loopback port that stops after `events` deltas at `rate` per second.
 pub async fn sim(events: u64, rate: f64) -> RunningSim {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
