@@ -2,7 +2,7 @@
 //! consumer's own queue (rebalances run inside its `poll`, see `rebalance`), hands each record
 //! to `records`, steps the base fetches (`fetch`), runs a snapshot round every interval
 //! (`snapshot`) and refreshes the lag gauges. At shutdown it writes final snapshots, commits
-//! and leaves the group.
+//! and leaves the group (`membership::leave`, explicitly, even as a static member).
 //!
 //! The loop owns the order of these steps and nothing else: it must not merge, fetch, snapshot
 //! or rebalance itself.
@@ -14,11 +14,13 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
+use sluice_config::AggregatorKafka;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, BatchQueue};
 use crate::fetch::Fetcher;
+use crate::membership;
 use crate::out_of_range;
 use crate::rebalance::Ctx;
 use crate::records::{Handler, Record};
@@ -45,6 +47,8 @@ pub struct Engine {
     fetcher: Fetcher,
     records: Handler,
     snapshot_interval: Duration,
+    /// The group settings, for leaving it at shutdown.
+    kafka: AggregatorKafka,
 }
 
 impl Engine {
@@ -53,6 +57,7 @@ impl Engine {
         shared: Arc<Shared>,
         consumer: BaseConsumer<Ctx>,
         snapshot_interval: Duration,
+        kafka: AggregatorKafka,
     ) -> Engine {
         // SAFETY of the queue's contract: the engine owns both and drops the queue first.
         #[allow(unsafe_code)]
@@ -70,6 +75,7 @@ impl Engine {
             queue,
             consumer,
             snapshot_interval,
+            kafka,
         }
     }
 
@@ -95,9 +101,8 @@ impl Engine {
         }
         tracing::info!("stopping: writing final snapshots");
         snapshot_round(&self.shared, &self.consumer, None, CommitMode::Sync);
-        self.consumer.unsubscribe();
-        // Let the revocation run (it finds nothing new to snapshot) before the consumer closes.
-        let _ = self.consumer.poll(Duration::from_millis(100));
+        // The revocation runs (it finds nothing new to snapshot), then the group is left.
+        membership::leave(&self.shared, &self.consumer, &self.kafka);
         for cell in self.shared.store.all() {
             cell.retire();
         }

@@ -12,6 +12,7 @@ mod batch;
 mod engine;
 mod fetch;
 mod http;
+mod membership;
 mod metrics;
 mod out_of_range;
 mod partition_check;
@@ -147,7 +148,7 @@ pub async fn run(
         })
         .collect();
     let topics = config.event_topics();
-    tracing::info!(targets = defs.len(), topics = ?topics, group = %config.kafka.group_id, "aggregator starting");
+    tracing::info!(targets = defs.len(), topics = ?topics, group = %config.kafka.group_id, instance = config.kafka.group_instance_id.as_deref().unwrap_or(""), "aggregator starting");
 
     let settings = kafka_settings(&config);
     let reader = settings.connection()?;
@@ -216,16 +217,17 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     ));
 
+    let mut consumer_properties = membership::group_properties(&config.kafka);
+    consumer_properties.extend([
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        // A next offset retention removed is reported (`out_of_range`), never skipped.
+        ("auto.offset.reset", "error"),
+        ("enable.partition.eof", "false"),
+        ("topic.metadata.refresh.interval.ms", "5000"),
+    ]);
     let consumer: BaseConsumer<Ctx> = settings
-        .full(&[
-            ("group.id", config.kafka.group_id.as_str()),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            // A next offset retention removed is reported (`out_of_range`), never skipped.
-            ("auto.offset.reset", "error"),
-            ("enable.partition.eof", "false"),
-            ("topic.metadata.refresh.interval.ms", "5000"),
-        ])?
+        .full(&consumer_properties)?
         .create_with_context(Ctx::new(shared.clone()))
         .map_err(|source| AggregatorError::Kafka {
             role: "consumer",
@@ -271,7 +273,12 @@ pub async fn run(
         })
     };
 
-    let engine = Engine::new(shared.clone(), consumer, config.snapshots.interval);
+    let engine = Engine::new(
+        shared.clone(),
+        consumer,
+        config.snapshots.interval,
+        config.kafka.clone(),
+    );
     let engine_stop = shutdown.clone();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

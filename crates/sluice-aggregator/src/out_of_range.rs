@@ -41,20 +41,22 @@ pub fn restart_partition(
     };
     mark_targets(shared, topic, partition);
     // A partition in this state does not fetch again until it is assigned anew (`seek` is
-    // refused): the whole assignment is given again, every other partition at its position.
-    let assignment = match assignment_with(consumer, topic, partition, high) {
-        Ok(tpl) => tpl,
-        Err(error) => {
-            tracing::error!(topic, partition, %error, "cannot restart a partition whose next offset is gone: its targets wait for the next rebalance");
-            return;
-        }
-    };
-    if let Err(error) = consumer.assign(&assignment) {
+    // refused). The group is cooperative (`membership`), so only this partition is taken out
+    // of the assignment and put back at `high`; the others keep fetching where they are.
+    let mut tpl = TopicPartitionList::new();
+    if let Err(error) = tpl.add_partition_offset(topic, partition, high) {
         tracing::error!(topic, partition, %error, "cannot restart a partition whose next offset is gone: its targets wait for the next rebalance");
         return;
     }
-    // Assigning anew stops and restarts every partition, which clears their forwarding.
-    consumer.context().forward(&assignment);
+    let restarted = consumer
+        .incremental_unassign(&tpl)
+        .and_then(|()| consumer.incremental_assign(&tpl));
+    if let Err(error) = restarted {
+        tracing::error!(topic, partition, %error, "cannot restart a partition whose next offset is gone: its targets wait for the next rebalance");
+        return;
+    }
+    // Taking the partition out stops its fetcher, which clears its forwarding.
+    consumer.context().forward(&tpl);
     tracing::warn!(topic, partition, offset = ?high, "records were removed before the aggregator read them: the partition restarts at its high watermark and its targets fetch fresh base states");
 }
 
@@ -98,28 +100,4 @@ fn mark_targets(shared: &Shared, topic: &str, partition: i32) {
         drop(inner);
         shared.want_fetch(cell);
     }
-}
-
-/// The current assignment, `topic`/`partition` at `offset`, every other partition at its
-/// position (or its committed offset when it has none yet).
-fn assignment_with(
-    consumer: &BaseConsumer<Ctx>,
-    topic: &str,
-    partition: i32,
-    offset: Offset,
-) -> rdkafka::error::KafkaResult<TopicPartitionList> {
-    let positions = consumer.position()?;
-    let mut tpl = TopicPartitionList::new();
-    for element in positions.elements() {
-        let at = if element.topic() == topic && element.partition() == partition {
-            offset
-        } else {
-            match element.offset() {
-                Offset::Offset(position) => Offset::Offset(position),
-                _ => Offset::Stored,
-            }
-        };
-        tpl.add_partition_offset(element.topic(), element.partition(), at)?;
-    }
-    Ok(tpl)
 }

@@ -77,6 +77,11 @@ pub struct AggregatorKafka {
     pub client_id: String,
     /// The consumer group (`group.id`): aggregators in one group split the partitions.
     pub group_id: String,
+    /// This aggregator's stable identity in the group (`group.instance.id`, static membership):
+    /// a restart with the same id takes its partitions back at once instead of waiting for the
+    /// session of its previous run to time out. `None` = a dynamic member. One id per running
+    /// aggregator (a StatefulSet's pod name); two live members with one id fence each other.
+    pub group_instance_id: Option<String>,
     /// Extra librdkafka consumer and producer properties, passed through verbatim. Secret-bearing
     /// keys (passwords) are refused by validation, so this map is safe to print.
     pub properties: BTreeMap<String, String>,

@@ -278,6 +278,7 @@ pub(crate) struct RawAggregatorKafka {
     pub brokers: Vec<String>,
     pub client_id: Option<String>,
     pub group_id: Option<String>,
+    pub group_instance_id: Option<String>,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     #[serde(default)]

@@ -110,10 +110,7 @@ impl<'a> Checker<'a> {
         let Some(topic) = raw else {
             return default.to_owned();
         };
-        let charset_ok = topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if topic.is_empty() || topic.len() > 249 || !charset_ok || topic == "." || topic == ".." {
+        if !legal_kafka_name(topic) || topic == "." || topic == ".." {
             self.report(
                 field,
                 ProblemKind::Invalid,
@@ -381,6 +378,16 @@ impl<'a> Checker<'a> {
 /// runs on is far below it; the bound keeps deadline arithmetic from overflowing (a panic) and a
 /// typo (`30d` for `30s`) from parking a target for a month.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Whether `name` is made of what Kafka allows in a topic name or a `group.instance.id`: 1 to
+/// 249 of `a-z A-Z 0-9 . _ -`.
+fn legal_kafka_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
 
 /// librdkafka properties sluice sets itself, each with what to write instead.
 type Managed = &'static [(&'static str, &'static str)];

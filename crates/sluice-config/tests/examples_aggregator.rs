@@ -24,6 +24,10 @@ fn shipped_aggregator_config_loads_and_env_overrides_apply_to_it_only() {
     assert_eq!(config.kafka.client_id, AggregatorKafka::DEFAULT_CLIENT_ID);
     assert_eq!(config.kafka.group_id, AggregatorKafka::DEFAULT_GROUP_ID);
     assert!(config.kafka.properties.is_empty());
+    assert_eq!(
+        config.kafka.group_instance_id, None,
+        "a dynamic member unless set"
+    );
     assert_eq!(config.topics.state, "sluice.state");
     assert_eq!(
         config.topics.dead_letter.as_deref(),
@@ -51,14 +55,21 @@ fn shipped_aggregator_config_loads_and_env_overrides_apply_to_it_only() {
     unsafe {
         std::env::set_var("SLUICE__KAFKA__GROUP_ID", "prices-aggregators");
         std::env::set_var("SLUICE__SNAPSHOTS__DIR", "snapshots");
+        std::env::set_var("SLUICE__KAFKA__GROUP_INSTANCE_ID", "sluice-aggregator-1");
     }
     // A key only the aggregator has: applied to its file, and not an unknown key in the worker's.
     let config = sluice_config::load_aggregator(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.kafka.group_id, "prices-aggregators");
     assert_eq!(config.snapshots.dir, Some(config_dir().join("snapshots")));
+    // A StatefulSet gives each pod its name here (the downward API): a stable group member.
+    assert_eq!(
+        config.kafka.group_instance_id.as_deref(),
+        Some("sluice-aggregator-1")
+    );
     // SAFETY: as above.
     unsafe {
         std::env::remove_var("SLUICE__KAFKA__GROUP_ID");
         std::env::remove_var("SLUICE__SNAPSHOTS__DIR");
+        std::env::remove_var("SLUICE__KAFKA__GROUP_INSTANCE_ID");
     }
 }

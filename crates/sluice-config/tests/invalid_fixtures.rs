@@ -285,6 +285,11 @@ fn aggregator_group_id_must_not_be_empty() {
 }
 
 #[test]
+fn aggregator_group_instance_id_must_be_a_legal_kafka_name() {
+    assert_fixture("aggregator_bad_group_instance_id");
+}
+
+#[test]
 fn aggregator_snapshot_interval_must_be_positive() {
     assert_fixture("aggregator_zero_snapshot_interval");
 }
@@ -338,6 +343,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "aggregate_unknown_strategy",
         "aggregate_version_and_range",
         "aggregate_zero_max_buffered",
+        "aggregator_bad_group_instance_id",
         "aggregator_dead_letter_is_state",
         "aggregator_empty_group_id",
         "aggregator_managed_property",

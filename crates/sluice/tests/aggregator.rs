@@ -17,21 +17,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use rig::{Rig, Worker, produce_delta};
+use rig::{Rig, Worker, aggregate_yaml, produce_delta};
 use serde_json::Value;
 use sluice_sim::{QueuedFaults, RawParams, RunningSim, Scalar, SimConfig};
 use sluice_testkit::free_port;
 use sluice_testkit::{Outage, TestKafka};
 use tokio::net::TcpListener;
-
-/// The `aggregate:` section for a simulator target whose base state is at `base_url`.
-fn aggregate_yaml(base_url: &str) -> String {
-    format!(
-        "aggregate:\n  base:\n    url: {base_url}\n    items: /items\n    key: /key\n    version: /version\n\
-         \x20 delta:\n    key: /key\n    version: /version\n  strategy: replace\n\
-         \x20 delete_events: [delete]\n  reset_events: [reset]\n"
-    )
-}
 
 fn sim_config(entities: usize, rate: f64, events: u64) -> SimConfig {
     SimConfig {
@@ -395,17 +386,9 @@ async fn a_restarted_aggregator_resumes_from_its_snapshot_without_refetching() {
 async fn two_aggregators_split_the_targets_and_together_hold_the_truth() {
     let rig = Rig::with_partitions("agg-split", kafka(), 4).await;
     // One target per partition, so each aggregator of two gets some.
-    let mut ids: BTreeMap<i32, String> = BTreeMap::new();
-    for n in 0.. {
-        let id = format!("t{n}");
-        ids.entry(sluice_aggregator::partition_for(&id, 4))
-            .or_insert(id);
-        if ids.len() == 4 {
-            break;
-        }
-    }
+    let ids = rig::one_target_per_partition(4);
     let mut sims = Vec::new();
-    for id in ids.values() {
+    for id in &ids {
         let sim = rig::sim_with(sim_config(20, 150.0, 2_400)).await;
         rig.target(id, &sim.stream_url(), &aggregate_yaml(&sim.snapshot_url()));
         sims.push((id.clone(), sim));
@@ -902,17 +885,12 @@ async fn delete_all_records(kafka: &TestKafka, topic: &str, partitions: i32) {
     }
 }
 
-/// Whether the test runs on a real broker (the mock cluster has no `DeleteRecords`); skips
-/// (or fails under `SLUICE_TEST_STRICT`) otherwise.
+/// Whether the test runs on a real broker (the mock cluster has no `DeleteRecords`).
 fn real_broker_or_skip(test: &str) -> bool {
-    if sluice_testkit::is_real_broker_run() {
-        return true;
-    }
-    sluice_testkit::skip_or_fail(
+    rig::real_broker_or_skip(
         test,
         "needs a real broker for DeleteRecords (run scripts/test)",
-    );
-    false
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

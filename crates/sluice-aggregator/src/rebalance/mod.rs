@@ -3,6 +3,12 @@
 //! in `start_offsets`), a revocation snapshots, commits and lets them go (`release`), and a lost
 //! assignment drops them without writing anything.
 //!
+//! The group is cooperative (`membership`): an assignment lists only the partitions added and a
+//! revocation only those taken away, so the targets of the partitions that stay are neither
+//! released nor restored and keep being served throughout. (A lost assignment lists them all.)
+//! rust-rdkafka's default `rebalance` calls `incremental_assign` / `incremental_unassign` after
+//! `pre_rebalance`, as the protocol in use requires.
+//!
 //! Because these run on the loop's own thread, a revoked partition's targets are snapshotted
 //! and committed before another aggregator can take them, and an assigned partition's targets
 //! are restored before its first record is offered. Nothing here handles records or fetches

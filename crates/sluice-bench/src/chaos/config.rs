@@ -185,7 +185,9 @@ fn aggregator_yaml(s: &Settings, listen: &str) -> anyhow::Result<String> {
     }
     writeln!(
         a,
-        "  client_id: chaos-aggregator\n  group_id: {}",
+        // A stable static-membership id, as a StatefulSet pod has: each kill -9 and restart
+        // takes the partitions back at once instead of waiting for the dead run's session.
+        "  client_id: chaos-aggregator\n  group_id: {}\n  group_instance_id: chaos-aggregator-0",
         yaml_string(&s.names.group)
     )?;
     match s.session_timeout {

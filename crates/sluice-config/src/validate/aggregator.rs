@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{CLIENT_MANAGED, Checker, Managed, PRODUCER_MANAGED};
+use super::{CLIENT_MANAGED, Checker, Managed, PRODUCER_MANAGED, legal_kafka_name};
 use crate::aggregator::{
     AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, SnapshotConfig,
 };
@@ -13,6 +13,15 @@ use crate::raw::RawAggregator;
 /// Set by the aggregator's consumer: it stores an offset only once the delta is merged.
 const CONSUMER_MANAGED: Managed = &[
     ("group.id", "set kafka.group_id instead"),
+    (
+        "group.instance.id",
+        "set kafka.group_instance_id instead (or SLUICE__KAFKA__GROUP_INSTANCE_ID)",
+    ),
+    (
+        "partition.assignment.strategy",
+        "the aggregator uses cooperative-sticky, so a rebalance stops serving only the targets \
+         that move",
+    ),
     (
         "enable.auto.commit",
         "the aggregator commits offsets itself, after merging",
@@ -45,6 +54,11 @@ pub(crate) fn aggregator(
             raw.kafka.group_id.as_deref(),
             AggregatorKafka::DEFAULT_GROUP_ID,
         ),
+        group_instance_id: raw
+            .kafka
+            .group_instance_id
+            .as_deref()
+            .map(|id| group_instance_id(&mut c, id)),
         secret_properties: c.kafka_secret_properties(
             &raw.kafka.secret_properties,
             &raw.kafka.properties,
@@ -135,6 +149,21 @@ pub(crate) fn aggregator(
     };
     check_targets(&mut c, &config);
     Some(config)
+}
+
+/// `kafka.group_instance_id`: what Kafka accepts as a `group.instance.id` (a pod name does).
+fn group_instance_id(c: &mut Checker<'_>, id: &str) -> String {
+    if !legal_kafka_name(id) {
+        c.report(
+            "kafka.group_instance_id",
+            ProblemKind::Invalid,
+            format!(
+                "bad group instance id {id:?}: use 1 to 249 of a-z A-Z 0-9 . _ - \
+                 (a StatefulSet pod name, one per running aggregator)"
+            ),
+        );
+    }
+    id.to_owned()
 }
 
 /// The `worker` key: present, and naming a readable file (its own problems come from loading it).

@@ -264,6 +264,11 @@ impl Rig {
     /// Writes `aggregator.yaml` (on the rig's `worker.yaml`, which must exist) with fast test
     /// settings, plus `extra` top-level YAML; returns its path.
     pub fn aggregator_yaml(&self, port: u16, extra: &str) -> PathBuf {
+        self.aggregator_yaml_with(port, extra, self.session_timeout_ms())
+    }
+
+    /// [`Rig::aggregator_yaml`] with another `session.timeout.ms`.
+    pub fn aggregator_yaml_with(&self, port: u16, extra: &str, session_timeout_ms: u32) -> PathBuf {
         let path = self.dir.join(format!("aggregator-{port}.yaml"));
         let body = format!(
             "worker: worker.yaml\n\
@@ -273,8 +278,7 @@ impl Rig {
              snapshots:\n  interval: 2s\n  dir: snapshots\n\
              shutdown:\n  grace: 20s\n{extra}\n",
             kafka = self.kafka_yaml(&format!(
-                "    session.timeout.ms: \"{}\"\n    heartbeat.interval.ms: \"500\"\n",
-                self.session_timeout_ms()
+                "    session.timeout.ms: \"{session_timeout_ms}\"\n    heartbeat.interval.ms: \"500\"\n"
             )),
             group = self.group,
             state = self.state,
@@ -287,7 +291,8 @@ impl Rig {
     /// Starts `sluice aggregator` on this rig (writing its config with `extra`) and waits for
     /// `/healthz`; `ready` also waits for `/readyz`.
     pub async fn start_aggregator(&self, extra: &str, ready: bool) -> Worker {
-        self.start_aggregator_with_env(extra, ready, &[]).await
+        self.start_aggregator_with(extra, ready, self.session_timeout_ms(), &[])
+            .await
     }
 
     /// [`Rig::start_aggregator`] with `env` set for the process (e.g. `SLUICE__HTTP__…`
@@ -298,12 +303,25 @@ impl Rig {
         ready: bool,
         env: &[(&str, &str)],
     ) -> Worker {
+        self.start_aggregator_with(extra, ready, self.session_timeout_ms(), env)
+            .await
+    }
+
+    /// [`Rig::start_aggregator`] with another `session.timeout.ms` and extra environment
+    /// variables.
+    pub async fn start_aggregator_with(
+        &self,
+        extra: &str,
+        ready: bool,
+        session_timeout_ms: u32,
+        env: &[(&str, &str)],
+    ) -> Worker {
         if !self.dir.join("worker.yaml").exists() {
             // The aggregator reads the targets through the worker's file; the port is unused.
             self.worker_yaml(free_port().expect("a free loopback port"), "");
         }
         let port = free_port().expect("a free loopback port");
-        let config = self.aggregator_yaml(port, extra);
+        let config = self.aggregator_yaml_with(port, extra, session_timeout_ms);
         let log = self
             .dir
             .join(format!("aggregator-{}.log", unique_topic("l")));
@@ -586,6 +604,40 @@ impl Worker {
         self.child.kill().await.expect("kill worker");
         self.log()
     }
+}
+
+/// The `aggregate:` section for a simulator target whose base state is at `base_url`.
+pub fn aggregate_yaml(base_url: &str) -> String {
+    format!(
+        "aggregate:\n  base:\n    url: {base_url}\n    items: /items\n    key: /key\n    version: /version\n\
+         \x20 delta:\n    key: /key\n    version: /version\n  strategy: replace\n\
+         \x20 delete_events: [delete]\n  reset_events: [reset]\n"
+    )
+}
+
+/// One target id per partition of a `partitions`-partition topic (`t<n>`, partition order).
+pub fn one_target_per_partition(partitions: i32) -> Vec<String> {
+    let want = usize::try_from(partitions).expect("a positive partition count");
+    let mut ids: std::collections::BTreeMap<i32, String> = std::collections::BTreeMap::new();
+    for n in 0.. {
+        let id = format!("t{n}");
+        ids.entry(sluice_aggregator::partition_for(&id, partitions))
+            .or_insert(id);
+        if ids.len() == want {
+            break;
+        }
+    }
+    ids.into_values().collect()
+}
+
+/// Whether the test runs on a real broker; skips (or fails under `SLUICE_TEST_STRICT`) otherwise,
+/// saying `why` it needs one.
+pub fn real_broker_or_skip(test: &str, why: &str) -> bool {
+    if sluice_testkit::is_real_broker_run() {
+        return true;
+    }
+    sluice_testkit::skip_or_fail(test, why);
+    false
 }
 
 /// A simulator on a loopback port that stops after `events` deltas at `rate` per second.

@@ -1,0 +1,309 @@
+//! End to end, on a real broker: the aggregators' consumer group. A static member (its
+//! `group.instance.id` from `SLUICE__KAFKA__GROUP_INSTANCE_ID`) killed with SIGKILL and
+//! restarted with the same id serves again at once, long before its previous run's session
+//! (45 s here) would have timed out; a second aggregator joining moves only the partitions it
+//! takes (cooperative-sticky), so the targets that stay are served throughout and their
+//! `/stream` clients stay connected; a static member stopped gracefully leaves the group, so
+//! the other takes its targets without waiting for the session timeout.
+//!
+//! Every process is real (simulator, worker, aggregators) and every hop is TCP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod rig;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rig::{Rig, Worker, aggregate_yaml, one_target_per_partition};
+use serde_json::Value;
+use sluice_sim::{RunningSim, SimConfig};
+use sluice_testkit::TestKafka;
+use tokio::time::Instant;
+
+/// The session timeout of these tests: far above every bound they check, so a run that waits
+/// for a session to time out fails them.
+const SESSION_TIMEOUT_MS: u32 = 45_000;
+/// How soon a restarted static member must serve again (the issue's bound).
+const RESTART_BOUND: Duration = Duration::from_secs(10);
+/// How soon the remaining aggregator must serve the targets of one that left.
+const LEAVE_BOUND: Duration = Duration::from_secs(20);
+/// The environment override of `kafka.group_instance_id`.
+const INSTANCE_ENV: &str = "SLUICE__KAFKA__GROUP_INSTANCE_ID";
+
+fn sim_config(events: u64) -> SimConfig {
+    SimConfig {
+        entities: 20,
+        rate: 100.0,
+        max_events: Some(events),
+        heartbeat: Duration::from_millis(100),
+        ..SimConfig::default()
+    }
+}
+
+/// Whether the test runs on a real broker (static membership and cooperative rebalances are
+/// what a real group coordinator does).
+fn real_broker_or_skip(test: &str) -> bool {
+    rig::real_broker_or_skip(test, "needs a real broker's group coordinator")
+}
+
+/// A rig with one simulator target per partition, each streaming for about `events / 100` s.
+async fn rig_with_targets(name: &str, partitions: i32, events: u64) -> (Rig, Vec<RunningSim>) {
+    let kafka = TestKafka::start().expect("test kafka");
+    let rig = Rig::with_partitions(name, kafka, partitions).await;
+    let mut sims = Vec::new();
+    for id in one_target_per_partition(partitions) {
+        let sim = rig::sim_with(sim_config(events)).await;
+        rig.target(&id, &sim.stream_url(), &aggregate_yaml(&sim.snapshot_url()));
+        sims.push(sim);
+    }
+    (rig, sims)
+}
+
+async fn start_member(rig: &Rig, instance: &str, ready: bool) -> Worker {
+    rig.start_aggregator_with("", ready, SESSION_TIMEOUT_MS, &[(INSTANCE_ENV, instance)])
+        .await
+}
+
+/// The targets `aggregator` owns now.
+async fn owned(aggregator: &Worker) -> Vec<String> {
+    let Some((200, body)) = aggregator.get("/v1/targets").await else {
+        return Vec::new();
+    };
+    let list: Value = serde_json::from_str(&body).expect("json");
+    list["targets"]
+        .as_array()
+        .expect("targets array")
+        .iter()
+        .map(|t| t["target"].as_str().expect("target id").to_owned())
+        .collect()
+}
+
+/// Whether `aggregator` serves `target`'s state (200: complete, synced or not).
+async fn serves(aggregator: &Worker, target: &str) -> bool {
+    aggregator
+        .get(&format!("/v1/targets/{target}/state"))
+        .await
+        .is_some_and(|(code, _)| code == 200)
+}
+
+/// Polls until `aggregator` serves every one of `targets`; returns how long that took from
+/// `since`, failing the test once `bound` has passed.
+async fn served_within(
+    aggregator: &Worker,
+    targets: &[String],
+    since: Instant,
+    bound: Duration,
+) -> Duration {
+    loop {
+        let mut all = true;
+        for target in targets {
+            all &= serves(aggregator, target).await;
+        }
+        let elapsed = since.elapsed();
+        if all {
+            return elapsed;
+        }
+        assert!(
+            elapsed < bound,
+            "{targets:?} not served within {bound:?}; log:\n{}",
+            aggregator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_killed_and_restarted_with_its_id_serves_again_at_once() {
+    if !real_broker_or_skip("a_static_member_killed_and_restarted_with_its_id_serves_again_at_once")
+    {
+        return;
+    }
+    let (rig, _sims) = rig_with_targets("member-restart", 2, 6_000).await;
+    let targets = one_target_per_partition(2);
+    let worker = rig.start("").await;
+    let first = start_member(&rig, "aggregator-0", true).await;
+    first
+        .wait_for("a snapshot in kafka", async |a: &Worker| {
+            a.metric("sluice_aggregator_snapshots_written_total{sink=\"kafka\"}")
+                .await
+                >= 1.0
+        })
+        .await;
+    served_within(&first, &targets, Instant::now(), rig::LIMIT).await;
+
+    // SIGKILL: no revocation, no leave; the broker still counts the dead run as a member.
+    first.kill().await;
+    let restarted_at = Instant::now();
+    let second = start_member(&rig, "aggregator-0", false).await;
+    let took = served_within(&second, &targets, restarted_at, RESTART_BOUND).await;
+    eprintln!("restarted static member served again after {took:?}");
+    second.wait_ready().await;
+    assert!(
+        second.log().contains("target restored from its snapshot"),
+        "the restart took its partitions back from the snapshots:\n{}",
+        second.log()
+    );
+    drop(worker);
+}
+
+/// Polls `/state` of every target on `aggregator` until `stop`, counting per target the answers
+/// that were not 200 (the target unserved).
+fn watch_states(
+    aggregator: &Worker,
+    targets: &[String],
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<BTreeMap<String, u64>> {
+    let base = aggregator.base().to_owned();
+    let targets = targets.to_vec();
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut unserved: BTreeMap<String, u64> = BTreeMap::new();
+        while !stop.load(Ordering::Acquire) {
+            for target in &targets {
+                let code = http
+                    .get(format!("{base}/v1/targets/{target}/state"))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                if code != 200 {
+                    *unserved.entry(target.clone()).or_default() += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        unserved
+    })
+}
+
+/// An open `/stream` of `target` on `aggregator`: counts the bytes received, and says when the
+/// server ended it.
+struct Stream {
+    bytes: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn open_stream(aggregator: &Worker, target: &str) -> Stream {
+    let mut response = reqwest::Client::new()
+        .get(format!("{}/v1/targets/{target}/stream", aggregator.base()))
+        .send()
+        .await
+        .expect("stream answers");
+    assert_eq!(response.status().as_u16(), 200, "{target}: stream opens");
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counter = bytes.clone();
+    let task = tokio::spawn(async move {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+    });
+    Stream { bytes, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_aggregator_joining_keeps_serving_the_targets_that_stay() {
+    if !real_broker_or_skip("a_second_aggregator_joining_keeps_serving_the_targets_that_stay") {
+        return;
+    }
+    let (rig, _sims) = rig_with_targets("member-join", 4, 20_000).await;
+    let targets = one_target_per_partition(4);
+    let worker = rig.start("").await;
+    let first = start_member(&rig, "aggregator-0", true).await;
+    served_within(&first, &targets, Instant::now(), rig::LIMIT).await;
+    first.wait_ready().await;
+
+    let mut streams = BTreeMap::new();
+    for target in &targets {
+        streams.insert(target.clone(), open_stream(&first, target).await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_states(&first, &targets, stop.clone());
+
+    let second = start_member(&rig, "aggregator-1", false).await;
+    second
+        .wait_for("the group to split the targets", async |b: &Worker| {
+            !owned(b).await.is_empty() && b.get("/readyz").await.is_some_and(|(c, _)| c == 200)
+        })
+        .await;
+    let (stayed, moved) = (owned(&first).await, owned(&second).await);
+    stop.store(true, Ordering::Release);
+    let unserved = watcher.await.expect("watcher");
+    assert!(
+        !stayed.is_empty() && !moved.is_empty(),
+        "both own targets: {stayed:?} {moved:?}"
+    );
+    assert!(
+        stayed.iter().all(|t| !moved.contains(t)),
+        "one owner each: {stayed:?} {moved:?}"
+    );
+
+    for target in &stayed {
+        assert_eq!(
+            unserved.get(target).copied().unwrap_or(0),
+            0,
+            "{target} stayed on the first aggregator and was unserved during the rebalance \
+             ({unserved:?}); log:\n{}",
+            first.log()
+        );
+        let stream = &streams[target];
+        assert!(
+            !stream.task.is_finished(),
+            "{target} stayed, but its /stream client was disconnected by the rebalance"
+        );
+        // Still live: changes keep arriving on the same connection.
+        let before = stream.bytes.load(Ordering::Relaxed);
+        first
+            .wait_for(
+                &format!("{target}'s stream to carry changes"),
+                async |_: &Worker| stream.bytes.load(Ordering::Relaxed) > before,
+            )
+            .await;
+    }
+    for target in &moved {
+        // A target that moved: its stream on the first ends (404 for it there from now on).
+        first
+            .wait_for(
+                &format!("{target}'s stream to end on the first"),
+                async |_: &Worker| streams[target].task.is_finished(),
+            )
+            .await;
+    }
+    served_within(&second, &moved, Instant::now(), rig::LIMIT).await;
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_stopped_gracefully_leaves_so_the_other_serves_its_targets_at_once() {
+    if !real_broker_or_skip(
+        "a_static_member_stopped_gracefully_leaves_so_the_other_serves_its_targets_at_once",
+    ) {
+        return;
+    }
+    let (rig, _sims) = rig_with_targets("member-leave", 4, 20_000).await;
+    let targets = one_target_per_partition(4);
+    let worker = rig.start("").await;
+    let first = start_member(&rig, "aggregator-0", true).await;
+    let second = start_member(&rig, "aggregator-1", false).await;
+    second
+        .wait_for("the group to split the targets", async |b: &Worker| {
+            !owned(b).await.is_empty() && b.get("/readyz").await.is_some_and(|(c, _)| c == 200)
+        })
+        .await;
+    let moving = owned(&second).await;
+
+    // A scale-in: SIGTERM, as Kubernetes sends to the pod it removes.
+    let stopped_at = Instant::now();
+    let (exit, log) = second.terminate().await;
+    assert!(exit.success(), "{exit:?}\n{log}");
+    assert!(
+        log.contains("left the consumer group"),
+        "the static member left explicitly:\n{log}"
+    );
+    let took = served_within(&first, &moving, stopped_at, LEAVE_BOUND).await;
+    eprintln!("targets of the stopped static member served by the other after {took:?}");
+    served_within(&first, &targets, Instant::now(), rig::LIMIT).await;
+    drop(worker);
+}
