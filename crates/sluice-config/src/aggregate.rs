@@ -75,6 +75,8 @@ mod tests {
                 reset_events: Vec::new(),
                 max_buffered: MergeSpec::DEFAULT_MAX_BUFFERED,
                 dedupe_window: MergeSpec::DEFAULT_DEDUPE_WINDOW,
+                max_buffered_bytes: MergeSpec::DEFAULT_MAX_BUFFERED_BYTES,
+                max_entities: MergeSpec::DEFAULT_MAX_ENTITIES,
                 limits: Default::default(),
             },
         };

@@ -208,6 +208,8 @@ pub(crate) struct RawAggregate {
     #[serde(default)]
     pub reset_events: Vec<String>,
     pub max_buffered: Option<u64>,
+    pub max_buffered_bytes: Option<u64>,
+    pub max_entities: Option<u64>,
     pub dedupe_window: Option<u64>,
     pub limits: Option<RawEntityLimits>,
 }

@@ -41,6 +41,8 @@ fn shipped_example_config_loads_and_env_overrides_apply() {
             reset_events: vec!["reset".to_owned()],
             max_buffered: MergeSpec::DEFAULT_MAX_BUFFERED,
             dedupe_window: MergeSpec::DEFAULT_DEDUPE_WINDOW,
+            max_buffered_bytes: MergeSpec::DEFAULT_MAX_BUFFERED_BYTES,
+            max_entities: MergeSpec::DEFAULT_MAX_ENTITIES,
             limits: Default::default(),
         }
     );

@@ -202,7 +202,7 @@ fn aggregate_delete_and_reset_events_must_pass_the_event_type_filter() {
 }
 
 #[test]
-fn aggregate_max_buffered_must_be_at_least_one() {
+fn aggregate_buffer_and_entity_bounds_must_be_at_least_one() {
     assert_fixture("aggregate_zero_max_buffered");
 }
 

@@ -34,6 +34,8 @@ fn spec(strategy: Strategy) -> Arc<MergeSpec> {
         reset_events: vec!["reset".into()],
         max_buffered: MergeSpec::DEFAULT_MAX_BUFFERED,
         dedupe_window: MergeSpec::DEFAULT_DEDUPE_WINDOW,
+        max_buffered_bytes: MergeSpec::DEFAULT_MAX_BUFFERED_BYTES,
+        max_entities: MergeSpec::DEFAULT_MAX_ENTITIES,
         limits: Default::default(),
     })
 }

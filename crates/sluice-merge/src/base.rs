@@ -24,8 +24,12 @@ pub(crate) struct Base {
 }
 
 impl Base {
-    /// Reads `body` by `paths`.
-    pub(crate) fn parse(paths: &Paths, body: &[u8]) -> Result<Base, BaseError> {
+    /// Reads `body` by `paths`; more than `max_entities` items is an error.
+    pub(crate) fn parse(
+        paths: &Paths,
+        body: &[u8],
+        max_entities: usize,
+    ) -> Result<Base, BaseError> {
         let mut doc: Value =
             serde_json::from_slice(body).map_err(|e| BaseError::NotJson(e.to_string()))?;
         let version = match &paths.base_version {
@@ -40,6 +44,9 @@ impl Base {
             Some(Value::Array(items)) => items,
             _ => return Err(BaseError::Items(paths.base_items.as_str().to_owned())),
         };
+        if items.len() > max_entities {
+            return Err(BaseError::TooManyEntities { max: max_entities });
+        }
         let mut entities = HashMap::new();
         for (index, item) in items.into_iter().enumerate() {
             let key: Arc<str> = paths

@@ -36,10 +36,17 @@ pub enum BaseError {
         /// The repeated key.
         key: String,
     },
+    /// The document has more items than `aggregate.max_entities` allows.
+    #[error("base state has more than {max} items (aggregate.max_entities)")]
+    TooManyEntities {
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl BaseError {
-    /// The bounded label: `superseded`, `not_json`, `items`, `key`, `version`, `duplicate_key`.
+    /// The bounded label: `superseded`, `not_json`, `items`, `key`, `version`, `duplicate_key`,
+    /// `too_many_entities`.
     pub fn kind(&self) -> &'static str {
         match self {
             BaseError::Superseded { .. } => "superseded",
@@ -48,6 +55,7 @@ impl BaseError {
             BaseError::Key { .. } => "key",
             BaseError::Version(_) => "version",
             BaseError::DuplicateKey { .. } => "duplicate_key",
+            BaseError::TooManyEntities { .. } => "too_many_entities",
         }
     }
 
@@ -138,11 +146,17 @@ pub enum MalformedError {
         /// The limit.
         max: usize,
     },
+    /// The delta would add an entity to a state that holds `aggregate.max_entities` already.
+    #[error("delta would add an entity past the target's {max} (aggregate.max_entities)")]
+    TooManyEntities {
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl MalformedError {
     /// Every [`MalformedError::kind`].
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 12] = [
         "not_json",
         "missing_key",
         "bad_key",
@@ -154,11 +168,12 @@ impl MalformedError {
         "too_large",
         "too_costly",
         "too_deep",
+        "too_many_entities",
     ];
 
     /// The bounded label: `not_json`, `missing_key`, `bad_key`, `missing_version`,
     /// `bad_version`, `bad_value`, `patch_failed`, `not_a_patch`, `too_large`, `too_costly`,
-    /// `too_deep`.
+    /// `too_deep`, `too_many_entities`.
     pub fn kind(&self) -> &'static str {
         match self {
             MalformedError::NotJson(_) => "not_json",
@@ -172,6 +187,7 @@ impl MalformedError {
             MalformedError::TooLarge { .. } => "too_large",
             MalformedError::TooCostly { .. } => "too_costly",
             MalformedError::TooDeep { .. } => "too_deep",
+            MalformedError::TooManyEntities { .. } => "too_many_entities",
         }
     }
 }
@@ -207,6 +223,7 @@ mod tests {
                 depth: 2,
                 max: 1,
             },
+            MalformedError::TooManyEntities { max: 1 },
         ];
         let kinds: Vec<&str> = all.iter().map(MalformedError::kind).collect();
         assert_eq!(kinds, MalformedError::KINDS);

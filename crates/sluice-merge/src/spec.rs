@@ -33,6 +33,14 @@ pub struct MergeSpec {
     pub reset_events: Vec<String>,
     /// Most deltas held while waiting for a base state; past it the oldest are dropped.
     pub max_buffered: usize,
+    /// Most bytes the held deltas may take (their data and ids, plus a fixed cost per delta);
+    /// past it they are treated as past [`MergeSpec::max_buffered`]. One delta is always held,
+    /// however large (the parser's event limit bounds it).
+    pub max_buffered_bytes: usize,
+    /// Most entities the target's state may hold: a delta that would add one more is refused
+    /// (malformed, dead-lettered), a base state with more items is refused (the fetch fails
+    /// and is retried).
+    pub max_entities: usize,
     /// For unversioned targets: how many recent `sse.id`s are remembered to drop duplicates.
     pub dedupe_window: usize,
     /// The most a `json_patch` entity may become; a delta that would pass it is refused.
@@ -42,6 +50,10 @@ pub struct MergeSpec {
 impl MergeSpec {
     /// Default [`MergeSpec::max_buffered`].
     pub const DEFAULT_MAX_BUFFERED: usize = 100_000;
+    /// Default [`MergeSpec::max_buffered_bytes`]: 64 MiB.
+    pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
+    /// Default [`MergeSpec::max_entities`].
+    pub const DEFAULT_MAX_ENTITIES: usize = 1_000_000;
     /// Default [`MergeSpec::dedupe_window`].
     pub const DEFAULT_DEDUPE_WINDOW: usize = 10_000;
 }

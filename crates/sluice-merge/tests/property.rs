@@ -52,6 +52,8 @@ fn spec(strategy: Strategy, ranges: bool) -> MergeSpec {
         reset_events: Vec::new(),
         max_buffered: 1000,
         dedupe_window: 0,
+        max_buffered_bytes: MergeSpec::DEFAULT_MAX_BUFFERED_BYTES,
+        max_entities: MergeSpec::DEFAULT_MAX_ENTITIES,
         limits: Default::default(),
     }
 }

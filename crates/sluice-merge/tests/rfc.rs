@@ -26,6 +26,8 @@ fn spec(strategy: Strategy) -> MergeSpec {
         reset_events: Vec::new(),
         max_buffered: 10,
         dedupe_window: 10,
+        max_buffered_bytes: MergeSpec::DEFAULT_MAX_BUFFERED_BYTES,
+        max_entities: MergeSpec::DEFAULT_MAX_ENTITIES,
         limits: Default::default(),
     }
 }

@@ -27,6 +27,8 @@ fn spec() -> MergeSpec {
         reset_events: vec!["reset".into()],
         max_buffered: 100,
         dedupe_window: 100,
+        max_buffered_bytes: MergeSpec::DEFAULT_MAX_BUFFERED_BYTES,
+        max_entities: MergeSpec::DEFAULT_MAX_ENTITIES,
         limits: Default::default(),
     }
 }
@@ -464,6 +466,8 @@ fn versions_may_be_decimal_strings() {
 fn unversioned_duplicates_are_found_by_sse_id_within_the_window() {
     let spec = MergeSpec {
         dedupe_window: 2,
+        max_buffered_bytes: MergeSpec::DEFAULT_MAX_BUFFERED_BYTES,
+        max_entities: MergeSpec::DEFAULT_MAX_ENTITIES,
         ..unversioned()
     };
     let mut merger = loaded(spec, &json!({"items": []}).to_string());

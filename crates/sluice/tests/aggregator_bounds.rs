@@ -1,6 +1,7 @@
 //! The aggregator's memory has bounds whatever its targets do at once: base-state fetches in
 //! flight are capped (many targets needing a base state together, as at a start or after a lost
-//! partition, fetch a few at a time). Real HTTP for the base states; Kafka is the rig's (mock
+//! partition, fetch a few at a time), and a target's state holds at most its
+//! `aggregate.max_entities`. Real HTTP for the base states; Kafka is the rig's (mock
 //! cluster, or the real broker named by `SLUICE_TEST_KAFKA`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -110,6 +111,66 @@ async fn many_targets_needing_a_base_state_at_once_fetch_a_few_at_a_time() {
     assert!(
         max >= 2,
         "fetches do run side by side: at most {max} at once"
+    );
+    drop(aggregator);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_state_past_max_entities_is_refused_visibly_and_retried() {
+    let rig = Rig::with_kafka("agg-max-entities", TestKafka::start().expect("test kafka")).await;
+    let sim = rig::sim_with(SimConfig {
+        entities: 5,
+        rate: 10.0,
+        max_events: Some(10),
+        heartbeat: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await;
+    let aggregate = |max: usize| {
+        format!(
+            "aggregate:\n  base:\n    url: {}\n    items: /items\n    key: /key\n    version: /version\n\
+             \x20 delta:\n    key: /key\n    version: /version\n  strategy: replace\n  max_entities: {max}\n",
+            sim.snapshot_url()
+        )
+    };
+    rig.target("small", &sim.stream_url(), &aggregate(3));
+    rig.target("room", &sim.stream_url(), &aggregate(5));
+    let aggregator = rig.start_aggregator("", false).await;
+    aggregator
+        .wait_for("room synced", async |a: &Worker| {
+            a.get("/v1/targets/room/state")
+                .await
+                .is_some_and(|(code, body)| code == 200 && body.contains("\"synced\":true"))
+        })
+        .await;
+    aggregator
+        .wait_for(
+            "the small target's base refused twice",
+            async |a: &Worker| {
+                a.metric("sluice_aggregator_base_fetches_total{result=\"error\",target=\"small\"}")
+                    .await
+                    >= 2.0
+            },
+        )
+        .await;
+    let log = aggregator.log();
+    assert!(
+        log.contains("too_many_entities") && log.contains("aggregate.max_entities"),
+        "the refusal names its bound:\n{log}"
+    );
+    let synced = aggregator
+        .get("/v1/targets/small/state")
+        .await
+        .is_some_and(|(code, body)| code == 200 && body.contains("\"synced\":true"));
+    assert!(
+        !synced,
+        "a target over its bound never serves a partial state as synced"
+    );
+    assert_eq!(
+        aggregator
+            .metric("sluice_aggregator_synced{target=\"small\"}")
+            .await,
+        0.0
     );
     drop(aggregator);
 }

@@ -13,6 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::BaseConsumer;
 use sluice_merge::Merger;
@@ -49,6 +51,42 @@ pub fn restore(shared: &Shared, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartiti
 /// clean-up after its first snapshot) and highest generation.
 type Leftovers = HashMap<String, (Vec<String>, u64)>;
 
+/// Reads the state topic's records of the targets of `parts`. A read that fails for a reason
+/// that may pass (no leader just after a broker restart, a metadata timeout) is tried again
+/// until [`RESTORE_TIMEOUT`] has passed in all: falling back to fresh base states is correct but
+/// costs every target a base fetch, so it is the last resort (`None`, logged as an error).
+fn read_state_table<'a>(
+    shared: &'a Shared,
+    parts: &'a BTreeSet<TopicPartition>,
+) -> Option<StateTable<impl Fn(&str) -> bool + 'a>> {
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let mut table = StateTable::new(|id: &str| wanted(shared, parts, id));
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = sluice_publish::read_compacted_each(
+            shared.reader.clone(),
+            &shared.state_topic,
+            left.max(Duration::from_secs(1)),
+            |key, value| table.offer(key, value),
+        );
+        match read {
+            Ok(()) | Err(sluice_publish::CheckpointReadError::TopicMissing { .. }) => {
+                return Some(table);
+            }
+            Err(error) if error.is_retryable() && Instant::now() + pause < deadline => {
+                tracing::warn!(%error, kind = error.kind(), topic = %shared.state_topic, retry_in = ?pause, "cannot read the state topic yet: trying again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => {
+                tracing::error!(%error, kind = error.kind(), topic = %shared.state_topic, "cannot read the state topic: assigned targets start from fresh base states");
+                return None;
+            }
+        }
+    }
+}
+
 /// Restores every configured target of `parts` that has a usable snapshot; returns their ids,
 /// and the chunk keys of those read but not restored.
 fn restore_snapshots(
@@ -56,20 +94,9 @@ fn restore_snapshots(
     parts: &BTreeSet<TopicPartition>,
     starts: &HashMap<TopicPartition, i64>,
 ) -> (BTreeSet<String>, Leftovers) {
-    let mut table = StateTable::new(|id: &str| wanted(shared, parts, id));
-    let read = sluice_publish::read_compacted_each(
-        shared.reader.clone(),
-        &shared.state_topic,
-        RESTORE_TIMEOUT,
-        |key, value| table.offer(key, value),
-    );
-    match read {
-        Ok(()) | Err(sluice_publish::CheckpointReadError::TopicMissing { .. }) => {}
-        Err(error) => {
-            tracing::error!(%error, topic = %shared.state_topic, "cannot read the state topic: assigned targets start from fresh base states");
-            return (BTreeSet::new(), HashMap::new());
-        }
-    }
+    let Some(mut table) = read_state_table(shared, parts) else {
+        return (BTreeSet::new(), HashMap::new());
+    };
     let mut restored = BTreeSet::new();
     let mut leftovers = HashMap::new();
     let ids: Vec<String> = table.targets().map(str::to_owned).collect();

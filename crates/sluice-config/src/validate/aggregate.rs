@@ -116,19 +116,27 @@ pub(super) fn aggregate(
 
     let strategy = strategy(c, raw.strategy.as_deref());
     event_lists(c, raw, event_types);
-    let max_buffered = count(
+    let max_buffered = positive(
         c,
         "aggregate.max_buffered",
         raw.max_buffered,
         MergeSpec::DEFAULT_MAX_BUFFERED,
+        "deltas are held here while a base state is fetched",
     );
-    if max_buffered == 0 {
-        c.report(
-            "aggregate.max_buffered",
-            ProblemKind::Invalid,
-            "must be at least 1: deltas are held here while a base state is fetched".to_owned(),
-        );
-    }
+    let max_buffered_bytes = positive(
+        c,
+        "aggregate.max_buffered_bytes",
+        raw.max_buffered_bytes,
+        MergeSpec::DEFAULT_MAX_BUFFERED_BYTES,
+        "the most bytes of deltas held while a base state is fetched",
+    );
+    let max_entities = positive(
+        c,
+        "aggregate.max_entities",
+        raw.max_entities,
+        MergeSpec::DEFAULT_MAX_ENTITIES,
+        "the most entities the target's state may hold",
+    );
     let dedupe_window = count(
         c,
         "aggregate.dedupe_window",
@@ -157,6 +165,8 @@ pub(super) fn aggregate(
             ignore_events: raw.ignore_events.clone(),
             reset_events: raw.reset_events.clone(),
             max_buffered,
+            max_buffered_bytes,
+            max_entities,
             dedupe_window,
             limits,
         },
@@ -340,6 +350,25 @@ fn limits(c: &mut Checker<'_>, raw: Option<&RawEntityLimits>) -> EntityLimits {
         max_entity_bytes,
         max_depth,
     }
+}
+
+/// [`count`] that must be at least 1 (`meaning` says why, in the message).
+fn positive(
+    c: &mut Checker<'_>,
+    field: &str,
+    raw: Option<u64>,
+    default: usize,
+    meaning: &str,
+) -> usize {
+    let value = count(c, field, raw, default);
+    if value == 0 {
+        c.report(
+            field,
+            ProblemKind::Invalid,
+            format!("must be at least 1: {meaning}"),
+        );
+    }
+    value
 }
 
 fn count(c: &mut Checker<'_>, field: &str, raw: Option<u64>, default: usize) -> usize {

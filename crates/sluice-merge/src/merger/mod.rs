@@ -91,7 +91,7 @@ impl Merger {
             last_connection: None,
             ids: IdWindow::new(spec.dedupe_window),
             last_id: None,
-            buffer: Buffer::new(spec.max_buffered),
+            buffer: Buffer::new(spec.max_buffered, spec.max_buffered_bytes),
             discarded: 0,
             has_state: false,
             synced: false,
@@ -127,7 +127,7 @@ impl Merger {
             last_connection: snap.last_connection,
             ids,
             last_id,
-            buffer: Buffer::new(spec.max_buffered),
+            buffer: Buffer::new(spec.max_buffered, spec.max_buffered_bytes),
             discarded: 0,
             has_state: true,
             synced: true,
@@ -208,7 +208,7 @@ impl Merger {
                 return Outcome::Malformed(error);
             }
             let contiguous = self.spec.contiguous && self.paths.version.is_versioned();
-            if self.buffer.is_full() && !contiguous {
+            if self.buffer.is_full_for(input.id, input.data) && !contiguous {
                 // Dropping the oldest would lose it silently: without contiguous versions
                 // nothing tells whether the base being fetched holds it. A gap, then: what is
                 // held goes, and a base fetched after this delta replaces the pending one.
@@ -289,7 +289,7 @@ impl Merger {
                 current: self.epoch,
             });
         }
-        let base = Base::parse(&self.paths, body)?;
+        let base = Base::parse(&self.paths, body, self.spec.max_entities)?;
         self.entities = base.entities;
         self.version = base.version;
         self.base_version = base.version;
@@ -394,6 +394,11 @@ impl Merger {
         self.buffer.len()
     }
 
+    /// Bytes the held deltas take, as counted against [`MergeSpec::max_buffered_bytes`].
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffer.bytes()
+    }
+
     /// Deltas dropped from a full buffer (oldest first), total: only targets with contiguous
     /// versions drop them (the replay finds the gap they leave); the others discard the buffer
     /// for a fresh base state ([`ResnapshotReason::BufferFull`]).
@@ -490,7 +495,10 @@ impl Merger {
                         *slot = value;
                         Arc::clone(key)
                     }
-                    None => self.insert(&key, value),
+                    None => match self.insert(&key, value) {
+                        Ok(key) => key,
+                        Err(e) => return Step::Malformed(e),
+                    },
                 };
                 (key, kept)
             }
@@ -504,7 +512,10 @@ impl Merger {
                     json_patch::merge(&mut value, &patch);
                     let value = Entity::from(value);
                     let kept = values.then(|| value.clone());
-                    (self.insert(&key, value), kept)
+                    match self.insert(&key, value) {
+                        Ok(key) => (key, kept),
+                        Err(e) => return Step::Malformed(e),
+                    }
                 }
             },
             Content::JsonPatch(patch) => {
@@ -538,11 +549,17 @@ impl Merger {
         Step::Applied { key, value }
     }
 
-    /// Adds the entity `key` (absent before); the key as the state now holds it.
-    fn insert(&mut self, key: &str, value: Entity) -> Arc<str> {
+    /// Adds the entity `key` (absent before); the key as the state now holds it. Refused when
+    /// the state holds [`MergeSpec::max_entities`] already.
+    fn insert(&mut self, key: &str, value: Entity) -> Result<Arc<str>, MalformedError> {
+        if self.entities.len() >= self.spec.max_entities {
+            return Err(MalformedError::TooManyEntities {
+                max: self.spec.max_entities,
+            });
+        }
         let key: Arc<str> = Arc::from(key);
         self.entities.insert(Arc::clone(&key), value);
-        key
+        Ok(key)
     }
 }
 

@@ -19,6 +19,8 @@ pub fn unversioned_json_patch() -> MergeSpec {
         reset_events: vec!["reset".into()],
         max_buffered: 100,
         dedupe_window: 100,
+        max_buffered_bytes: MergeSpec::DEFAULT_MAX_BUFFERED_BYTES,
+        max_entities: MergeSpec::DEFAULT_MAX_ENTITIES,
         limits: Default::default(),
     }
 }
