@@ -169,25 +169,9 @@ impl EventSource {
                             return Ok(Some(SourceItem::Opened { last_event_id }));
                         }
                         Err(error) => {
-                            let decision = if self.reconnect {
-                                self.decide(Outcome::Failed(&error))
-                            } else {
-                                Decision::Stop
-                            };
-                            return match decision {
-                                Decision::Stop => {
-                                    self.state = State::Done;
-                                    Err(error.into())
-                                }
-                                Decision::Retry(retry_in) => {
-                                    self.state = State::Connect { delay: retry_in };
-                                    Ok(Some(SourceItem::Reconnecting {
-                                        reason: error.disconnect_reason(),
-                                        detail: error.to_string(),
-                                        retry_in,
-                                    }))
-                                }
-                            };
+                            let decision = self.decide(Outcome::Failed(&error));
+                            let (reason, detail) = (error.disconnect_reason(), error.to_string());
+                            return self.follow(decision, reason, detail, Err(error.into()));
                         }
                     }
                 }
@@ -200,8 +184,9 @@ impl EventSource {
                                     self.parser.end_of_stream();
                                     let error = EventSourceError::IdleTimeout(limit);
                                     let detail = error.to_string();
+                                    let decision = self.decide(Outcome::Ended);
                                     let reason = DisconnectReason::SilentDrop;
-                                    return self.ended(reason, detail, Err(error));
+                                    return self.follow(decision, reason, detail, Err(error));
                                 }
                             }
                         }
@@ -212,13 +197,15 @@ impl EventSource {
                         Ok(None) => {
                             self.parser.end_of_stream();
                             let detail = "server closed the stream".to_owned();
-                            return self.ended(DisconnectReason::Eof, detail, Ok(None));
+                            let decision = self.decide(Outcome::Ended);
+                            return self.follow(decision, DisconnectReason::Eof, detail, Ok(None));
                         }
                         Err(error) => {
                             self.parser.end_of_stream();
                             let detail = error.to_string();
+                            let decision = self.decide(Outcome::Ended);
                             let reason = DisconnectReason::Reset;
-                            return self.ended(reason, detail, Err(error.into()));
+                            return self.follow(decision, reason, detail, Err(error.into()));
                         }
                     }
                 }
@@ -226,19 +213,25 @@ impl EventSource {
         }
     }
 
-    /// The open stream ended: the next attempt as the policy decides, or (with reconnecting
-    /// off, or told to stop) `stopped`.
-    fn ended(
+    /// Whether and when to try again after `outcome`: the policy's decision, or stop with
+    /// reconnecting off.
+    fn decide(&mut self, outcome: Outcome<'_>) -> Decision {
+        if !self.reconnect {
+            return Decision::Stop;
+        }
+        self.policy
+            .decide(outcome, Instant::now(), &mut rand::rng())
+    }
+
+    /// Carries out `decision`: the next attempt (announced as [`SourceItem::Reconnecting`]), or
+    /// the end, which yields `stopped`.
+    fn follow(
         &mut self,
+        decision: Decision,
         reason: DisconnectReason,
         detail: String,
         stopped: Result<Option<SourceItem>, EventSourceError>,
     ) -> Result<Option<SourceItem>, EventSourceError> {
-        let decision = if self.reconnect {
-            self.decide(Outcome::Ended)
-        } else {
-            Decision::Stop
-        };
         match decision {
             Decision::Stop => {
                 self.state = State::Done;
@@ -253,10 +246,5 @@ impl EventSource {
                 }))
             }
         }
-    }
-
-    fn decide(&mut self, outcome: Outcome<'_>) -> Decision {
-        self.policy
-            .decide(outcome, Instant::now(), &mut rand::rng())
     }
 }

@@ -47,7 +47,8 @@ pub enum HardFailure {
 pub struct ReconnectOptions {
     /// Delays between attempts: full jitter, doubling, reset after a healthy period.
     pub backoff: ExponentialBackoff,
-    /// The reconnection time until the stream sends `retry:` (a browser uses about 3 s).
+    /// The reconnection time until the stream sends `retry:` (a browser uses about 3 s), at most
+    /// [`MAX_SERVER_DELAY`].
     pub reconnection_time: Duration,
     /// The shortest wait after a failed attempt, whatever `retry:` or `Retry-After` say.
     pub failed_attempt_floor: Duration,
