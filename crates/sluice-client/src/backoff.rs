@@ -103,6 +103,11 @@ impl ExponentialBackoff {
         }
     }
 
+    /// The cap of every delay.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
     /// Attempts counted since the last reset.
     pub fn attempt(&self) -> u32 {
         self.attempt

@@ -1,11 +1,17 @@
-//! The reconnect loop of a browser's `EventSource`, over [`Client`] and the parser.
+//! The reconnect loop of a browser's `EventSource`, over [`Client`], the parser and the shared
+//! [`ReconnectPolicy`].
+//!
+//! What it must NOT do: decide on its own when or whether to reconnect (the policy does, for the
+//! worker as well), or log (it yields what happened; the caller reports it).
 
 use std::time::Duration;
 
 use sluice_sse::{Item, Limits, ParseError, Parser};
+use tokio::time::Instant;
 
 use crate::connect::{Client, ConnectError, Connection, StreamError};
 use crate::reason::DisconnectReason;
+use crate::reconnect::{Decision, Outcome, ReconnectOptions, ReconnectPolicy};
 
 /// How an [`EventSource`] behaves between connections.
 #[derive(Debug, Clone)]
@@ -16,11 +22,10 @@ pub struct EventSourceOptions {
     /// reconnect (as a browser's read timeout does), or with `reconnect` off stop with
     /// [`EventSourceError::IdleTimeout`].
     pub idle_timeout: Option<Duration>,
-    /// Reconnection time until the server sends `retry:` (browsers use about 3 s).
-    pub initial_retry: Duration,
-    /// Upper bound of the delay when connection attempts fail one after another (never below
-    /// [`FAILED_ATTEMPT_FLOOR`] nor the reconnection time).
-    pub max_retry: Duration,
+    /// When to reconnect and after how long: the shared [`ReconnectPolicy`] rules (backoff with
+    /// full jitter, the reconnection time until the server sends `retry:`, the failed-attempt
+    /// floor, whether a hard failure stops).
+    pub policy: ReconnectOptions,
     /// `Last-Event-ID` for the first request (a resumed position), empty for none.
     pub last_event_id: String,
     /// Parser limits (line and event size).
@@ -28,12 +33,12 @@ pub struct EventSourceOptions {
 }
 
 impl Default for EventSourceOptions {
+    /// Reconnecting as a browser does, with [`ReconnectOptions::default`].
     fn default() -> Self {
         EventSourceOptions {
             reconnect: true,
             idle_timeout: None,
-            initial_retry: Duration::from_secs(3),
-            max_retry: Duration::from_secs(60),
+            policy: ReconnectOptions::default(),
             last_event_id: String::new(),
             limits: Limits::default(),
         }
@@ -90,12 +95,6 @@ impl EventSourceError {
     }
 }
 
-/// The shortest wait after a failed attempt (a connection that could not be made, or a stream
-/// that ended before it dispatched an event), whatever `retry:`, `Retry-After` or the initial
-/// reconnection time say: a server answering `retry: 0` and closing, or `--retry 0ms` against a
-/// refusing server, must not reconnect in a busy loop. Consecutive failures double it.
-pub const FAILED_ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
-
 enum State {
     Connect { delay: Duration },
     Streaming(Connection),
@@ -105,18 +104,18 @@ enum State {
 /// A reconnecting reader of one SSE endpoint, as the HTML `EventSource` behaves.
 ///
 /// Sends `Last-Event-ID` (the last id seen, which persists across events and reconnects) on every
-/// reconnect, honours `retry:`, stops on 204, retries overload and outage statuses (honouring
-/// `Retry-After`) with exponential backoff, and fails on other statuses and wrong content types.
+/// reconnect, and leaves when and whether to reconnect to its [`ReconnectPolicy`]: `retry:` and
+/// `Retry-After` honoured, stop on 204, overload and outage statuses retried with jittered
+/// exponential backoff, other statuses and wrong content types stopping it (with
+/// [`HardFailure::Stop`](crate::HardFailure::Stop)). An event over the parser limits always stops
+/// it: the parser stays failed.
 pub struct EventSource {
     client: Client,
-    options: EventSourceOptions,
+    reconnect: bool,
+    idle_timeout: Option<Duration>,
     parser: Parser,
     state: State,
-    retry: Duration,
-    /// Failed attempts in a row (reset by a dispatched event).
-    failures: u32,
-    /// Whether the current connection dispatched an event (so its end is not a failure).
-    dispatched: bool,
+    policy: ReconnectPolicy,
 }
 
 impl EventSource {
@@ -125,14 +124,13 @@ impl EventSource {
         let parser = Parser::new(options.limits).with_last_event_id(&options.last_event_id);
         EventSource {
             client,
-            retry: options.initial_retry,
-            options,
+            reconnect: options.reconnect,
+            idle_timeout: options.idle_timeout,
             parser,
             state: State::Connect {
                 delay: Duration::ZERO,
             },
-            failures: 0,
-            dispatched: false,
+            policy: ReconnectPolicy::new(options.policy),
         }
     }
 
@@ -143,7 +141,7 @@ impl EventSource {
 
     /// The reconnection time currently in force (changed by `retry:`).
     pub fn reconnection_time(&self) -> Duration {
-        self.retry
+        self.policy.reconnection_time()
     }
 
     /// The next item; `Ok(None)` once the stream ended and reconnecting is off.
@@ -151,11 +149,8 @@ impl EventSource {
         loop {
             if let Some(item) = self.parser.next_item()? {
                 match &item {
-                    Item::Retry(ms) => self.retry = crate::reconnection_time(*ms),
-                    Item::Event(_) => {
-                        self.dispatched = true;
-                        self.failures = 0;
-                    }
+                    Item::Retry(ms) => self.policy.retry_field(*ms),
+                    Item::Event(_) => self.policy.dispatched(),
                     Item::Comment(_) => {}
                 }
                 return Ok(Some(SourceItem::Item(item)));
@@ -169,42 +164,29 @@ impl EventSource {
                     let last_event_id = self.parser.last_event_id().to_owned();
                     match self.client.connect(&last_event_id).await {
                         Ok(connection) => {
-                            self.dispatched = false;
+                            self.policy.opened(Instant::now());
                             self.state = State::Streaming(connection);
                             return Ok(Some(SourceItem::Opened { last_event_id }));
                         }
                         Err(error) => {
-                            if !(self.options.reconnect && error.is_retryable()) {
-                                self.state = State::Done;
-                                return Err(error.into());
-                            }
-                            self.failures = self.failures.saturating_add(1);
-                            let backoff = self.backoff();
-                            let retry_in = error.retry_after().map_or(backoff, |d| d.max(backoff));
-                            self.state = State::Connect { delay: retry_in };
-                            return Ok(Some(SourceItem::Reconnecting {
-                                reason: error.disconnect_reason(),
-                                detail: error.to_string(),
-                                retry_in,
-                            }));
+                            let decision = self.decide(Outcome::Failed(&error));
+                            let (reason, detail) = (error.disconnect_reason(), error.to_string());
+                            return self.follow(decision, reason, detail, Err(error.into()));
                         }
                     }
                 }
                 State::Streaming(connection) => {
-                    let chunk = match self.options.idle_timeout {
+                    let chunk = match self.idle_timeout {
                         Some(limit) => {
                             match tokio::time::timeout(limit, connection.next_chunk()).await {
                                 Ok(chunk) => chunk,
                                 Err(_) => {
                                     self.parser.end_of_stream();
-                                    if !self.options.reconnect {
-                                        self.state = State::Done;
-                                        return Err(EventSourceError::IdleTimeout(limit));
-                                    }
-                                    return Ok(Some(self.schedule_reconnect(
-                                        DisconnectReason::SilentDrop,
-                                        EventSourceError::IdleTimeout(limit).to_string(),
-                                    )));
+                                    let error = EventSourceError::IdleTimeout(limit);
+                                    let detail = error.to_string();
+                                    let decision = self.decide(Outcome::Ended);
+                                    let reason = DisconnectReason::SilentDrop;
+                                    return self.follow(decision, reason, detail, Err(error));
                                 }
                             }
                         }
@@ -214,24 +196,16 @@ impl EventSource {
                         Ok(Some(bytes)) => self.parser.push(&bytes),
                         Ok(None) => {
                             self.parser.end_of_stream();
-                            if !self.options.reconnect {
-                                self.state = State::Done;
-                                return Ok(None);
-                            }
-                            return Ok(Some(self.schedule_reconnect(
-                                DisconnectReason::Eof,
-                                "server closed the stream".to_owned(),
-                            )));
+                            let detail = "server closed the stream".to_owned();
+                            let decision = self.decide(Outcome::Ended);
+                            return self.follow(decision, DisconnectReason::Eof, detail, Ok(None));
                         }
                         Err(error) => {
                             self.parser.end_of_stream();
-                            if !self.options.reconnect {
-                                self.state = State::Done;
-                                return Err(error.into());
-                            }
-                            return Ok(Some(
-                                self.schedule_reconnect(DisconnectReason::Reset, error.to_string()),
-                            ));
+                            let detail = error.to_string();
+                            let decision = self.decide(Outcome::Ended);
+                            let reason = DisconnectReason::Reset;
+                            return self.follow(decision, reason, detail, Err(error.into()));
                         }
                     }
                 }
@@ -239,73 +213,38 @@ impl EventSource {
         }
     }
 
-    /// The next attempt after a connection ended: the reconnection time when it dispatched an
-    /// event, else (a failed attempt) the backoff.
-    fn schedule_reconnect(&mut self, reason: DisconnectReason, detail: String) -> SourceItem {
-        let retry_in = if self.dispatched {
-            self.retry
-        } else {
-            self.failures = self.failures.saturating_add(1);
-            self.backoff()
-        };
-        self.state = State::Connect { delay: retry_in };
-        SourceItem::Reconnecting {
-            reason,
-            detail,
-            retry_in,
+    /// Whether and when to try again after `outcome`: the policy's decision, or stop with
+    /// reconnecting off.
+    fn decide(&mut self, outcome: Outcome<'_>) -> Decision {
+        if !self.reconnect {
+            return Decision::Stop;
         }
+        self.policy
+            .decide(outcome, Instant::now(), &mut rand::rng())
     }
 
-    /// The delay after the latest of `self.failures` consecutive failed attempts.
-    fn backoff(&self) -> Duration {
-        failed_attempt_delay(self.retry, self.failures, self.options.max_retry)
-    }
-}
-
-/// The delay after the `failures`-th consecutive failed attempt: exponential from the
-/// reconnection time `retry`, never below [`FAILED_ATTEMPT_FLOOR`], capped at `max_retry` (or at
-/// the floor or `retry`, where those are higher).
-fn failed_attempt_delay(retry: Duration, failures: u32, max_retry: Duration) -> Duration {
-    let base = retry.max(FAILED_ATTEMPT_FLOOR);
-    let exponent = failures.saturating_sub(1).min(16);
-    base.saturating_mul(1u32 << exponent)
-        .min(max_retry.max(base))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_attempts_wait_at_least_the_floor_even_with_a_zero_retry() {
-        let max = Duration::from_secs(60);
-        let delays: Vec<Duration> = (1..=8)
-            .map(|n| failed_attempt_delay(Duration::ZERO, n, max))
-            .collect();
-        let secs: Vec<u64> = delays.iter().map(Duration::as_secs).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(
-            failed_attempt_delay(Duration::ZERO, 1, Duration::ZERO),
-            FAILED_ATTEMPT_FLOOR
-        );
-    }
-
-    #[test]
-    fn a_longer_reconnection_time_is_the_base_and_may_pass_the_cap() {
-        let retry = Duration::from_secs(3);
-        assert_eq!(
-            failed_attempt_delay(retry, 1, Duration::from_secs(60)),
-            retry
-        );
-        assert_eq!(
-            failed_attempt_delay(retry, 3, Duration::from_secs(60)),
-            Duration::from_secs(12)
-        );
-        let long = Duration::from_secs(120);
-        assert_eq!(failed_attempt_delay(long, 5, Duration::from_secs(60)), long);
-        assert_eq!(
-            failed_attempt_delay(Duration::ZERO, u32::MAX, Duration::MAX),
-            FAILED_ATTEMPT_FLOOR * (1 << 16)
-        );
+    /// Carries out `decision`: the next attempt (announced as [`SourceItem::Reconnecting`]), or
+    /// the end, which yields `stopped`.
+    fn follow(
+        &mut self,
+        decision: Decision,
+        reason: DisconnectReason,
+        detail: String,
+        stopped: Result<Option<SourceItem>, EventSourceError>,
+    ) -> Result<Option<SourceItem>, EventSourceError> {
+        match decision {
+            Decision::Stop => {
+                self.state = State::Done;
+                stopped
+            }
+            Decision::Retry(retry_in) => {
+                self.state = State::Connect { delay: retry_in };
+                Ok(Some(SourceItem::Reconnecting {
+                    reason,
+                    detail,
+                    retry_in,
+                }))
+            }
+        }
     }
 }

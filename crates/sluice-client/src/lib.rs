@@ -3,7 +3,9 @@
 //! This crate opens a `text/event-stream` response (through an HTTP, HTTPS or SOCKS5 proxy when one is
 //! given), classifies every way that can fail into bounded error kinds, hands body bytes to the
 //! [`sluice_sse::Parser`], and offers [`EventSource`]: the reconnect loop a browser's `EventSource`
-//! runs (`Last-Event-ID` on every reconnect, `retry:` honoured, stop on 204).
+//! runs (`Last-Event-ID` on every reconnect, `retry:` honoured, stop on 204), over
+//! [`ReconnectPolicy`]: the one set of reconnect rules, which the worker's connection state machine
+//! uses as well.
 //!
 //! It must not know about Kafka, checkpoints or configuration files, and it must never put a secret
 //! (proxy password, header value, URL query) into an error message or a log line: URLs shown to
@@ -17,6 +19,7 @@ mod fetch;
 mod first;
 pub mod oauth;
 mod reason;
+pub mod reconnect;
 pub mod redact;
 mod redirect;
 mod request;
@@ -28,5 +31,6 @@ pub use error::{ConnectError, StreamError};
 pub use eventsource::{EventSource, EventSourceError, EventSourceOptions, SourceItem};
 pub use fetch::FetchError;
 pub use reason::DisconnectReason;
+pub use reconnect::{Decision, HardFailure, Outcome, ReconnectOptions, ReconnectPolicy};
 pub use request::RequestBody;
 pub use server_delay::{MAX_SERVER_DELAY, reconnection_time};

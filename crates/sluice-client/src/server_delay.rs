@@ -4,7 +4,7 @@
 //! overflow deadline arithmetic (a panic) nor park a target for years.
 //!
 //! Pure: the clock an HTTP date is compared with is the caller's. What it must NOT do: decide
-//! backoff (see [`crate::backoff`]) or floors for failed attempts (see [`crate::EventSource`]).
+//! backoff (see [`crate::backoff`]) or when to reconnect (see [`crate::reconnect`]).
 
 use std::time::{Duration, SystemTime};
 

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use sluice_client::{Client, ClientOptions, MAX_SERVER_DELAY};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sluice_testkit::read_head;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// Answers one request with a 503 carrying `retry_after`, and returns the client's view of it.
@@ -18,13 +19,11 @@ async fn retry_after_of(retry_after: &str) -> Option<Duration> {
     );
     let server = tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = socket.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the client closed before sending its request");
-            head.extend_from_slice(&buf[..n]);
-        }
+        let head = read_head(&mut socket).await;
+        assert!(
+            head.ends_with(b"\r\n\r\n"),
+            "the client closed before its request"
+        );
         socket.write_all(answer.as_bytes()).await.unwrap();
         let _ = socket.shutdown().await;
     });

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_compression::tokio::write::{BrotliEncoder, GzipEncoder, ZstdEncoder};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -104,13 +104,9 @@ impl CompressedSse {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let mut head = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
+            let head = crate::read_head(&mut socket).await;
+            if !head.ends_with(b"\r\n\r\n") {
+                return;
             }
             let header = String::from_utf8_lossy(&head).lines().find_map(|line| {
                 let (name, value) = line.split_once(':')?;

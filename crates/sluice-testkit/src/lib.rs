@@ -9,6 +9,7 @@
 //!   Debian programs on free loopback ports and kill them on drop.
 //! - [`compressed::CompressedSse`] is an SSE endpoint on loopback that answers one request with a
 //!   gzip, br or zstd body, each write compressed and flushed on its own, as the test releases it.
+//! - [`read_head`] reads an HTTP request head off a raw socket, for servers of hand-written bytes.
 //! - [`free_port`] is a loopback port free right now; [`prometheus`] parses the `/metrics` text
 //!   tests scrape ([`prometheus::parse_samples`], [`metric_value`]).
 //! - [`skip::skip_or_fail`] prints a loud `SKIPPED:` line, or fails the test when
@@ -37,6 +38,7 @@
 
 pub mod broker;
 pub mod compressed;
+pub mod head;
 pub mod kafka;
 pub mod prometheus;
 pub mod proxies;
@@ -47,6 +49,7 @@ mod mock;
 mod port;
 
 pub use broker::{KafkaBroker, SaslListener};
+pub use head::read_head;
 pub use kafka::{Outage, TestKafka, TestKafkaError, is_real_broker_run, unique_topic};
 pub use port::free_port;
 pub use prometheus::metric_value;

@@ -99,7 +99,8 @@ async fn mtls_server(dir: &Path, ca: &ClientCa) -> (String, PathBuf, Arc<Mutex<V
             if let Some(certs) = tls.get_ref().1.peer_certificates() {
                 seen.lock().unwrap().push(certs[0].to_vec());
             }
-            let head = String::from_utf8_lossy(&support::read_head(&mut tls).await).to_lowercase();
+            let head =
+                String::from_utf8_lossy(&sluice_testkit::read_head(&mut tls).await).to_lowercase();
             let after: u64 = head
                 .lines()
                 .find_map(|l| l.strip_prefix("last-event-id:"))

@@ -87,7 +87,7 @@ async fn answer_one<S: AsyncRead + AsyncWrite + Unpin>(
     answer: Vec<u8>,
     heads: Arc<Mutex<Vec<String>>>,
 ) {
-    let head = support::read_head(&mut stream).await;
+    let head = sluice_testkit::read_head(&mut stream).await;
     if !head.ends_with(b"\r\n\r\n") {
         return;
     }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_sim::SimConfig;
-use support::{assert_contiguous, fast, ids, lines, read_head, sim, stderr, tail};
+use sluice_testkit::read_head;
+use support::{assert_contiguous, fast, ids, lines, sim, stderr, tail};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -223,7 +224,8 @@ async fn a_silent_stall_reconnects_at_the_idle_timeout_without_gaps() {
 
 /// A server that answers `retry: 0` and closes before any event, then `503` with
 /// `Retry-After: 0`, all to a client started with `--retry 0ms`: each is a failed attempt, and
-/// failed attempts wait at least a second, doubling, instead of reconnecting in a busy loop.
+/// failed attempts wait at least a second (the jitter's ceiling doubling above it) instead of
+/// reconnecting in a busy loop.
 #[tokio::test]
 async fn a_zero_retry_never_reconnects_in_a_busy_loop() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -243,8 +245,43 @@ async fn a_zero_retry_never_reconnects_in_a_busy_loop() {
     // The waits are lower bounds (a sleep never ends early), so this cannot flake on a slow
     // machine; a busy loop reconnects within milliseconds.
     let gaps: Vec<Duration> = accepted.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps[0] >= Duration::from_millis(990), "{gaps:?}");
-    assert!(gaps[1] >= Duration::from_millis(1990), "{gaps:?}");
+    assert!(
+        gaps.iter().all(|gap| *gap >= Duration::from_millis(990)),
+        "{gaps:?}"
+    );
+}
+
+/// With `--reset-after 0s` every opened stream starts the backoff over, so an upstream that closes
+/// after each event is reconnected to within the first ceiling (500 ms) every time; with the
+/// default (60 s) the nine reconnects below would wait about 90 s in all (the ceiling doubling).
+#[tokio::test]
+async fn reset_after_zero_starts_the_backoff_over_at_every_opened_stream() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    let mut responses = Vec::new();
+    for id in 1..=9 {
+        responses.push(format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nid: {id}\ndata: x\n\n").into_bytes());
+    }
+    responses.push(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n".to_vec());
+    let server = tokio::spawn(serve_counting(listener, responses));
+    let output = tail(&[&url, "--retry", "0ms", "--reset-after", "0s"]).await;
+    assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
+    assert_eq!(ids(&lines(&output)), (1..=9).collect::<Vec<u64>>());
+    let accepted = server.await.unwrap();
+    let total = accepted[accepted.len() - 1] - accepted[0];
+    // Nine waits of at most 500 ms each, with room for a slow machine.
+    assert!(total < Duration::from_secs(9), "{total:?}");
+}
+
+#[tokio::test]
+async fn a_zero_max_retry_is_a_usage_error_naming_the_flag() {
+    let output = tail(&["http://127.0.0.1:9/stream", "--max-retry", "0s"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--max-retry"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// An empty `Location` resolves to the URL it came from: followed, it loops until the redirect

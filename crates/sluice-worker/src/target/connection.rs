@@ -3,8 +3,9 @@
 //!
 //! [`Phase`] is the state, and the status row's [`State`] is derived from it in one place
 //! ([`Phase::state`]), so the two cannot drift. [`Machine`] reacts to what the phase yields
-//! ([`Step`]): it owns backoff, `retry:`, Retry-After, the idle watchdog and rotation timing,
-//! all on tokio's clock, so they are tested under a paused one.
+//! ([`Step`]): it tells the shared [`ReconnectPolicy`] how each connection ended and sleeps
+//! as it decides (backoff, `retry:`, Retry-After, hard failures on a long backoff), and owns the
+//! idle watchdog and rotation timing, all on tokio's clock, so they are tested under a paused one.
 //!
 //! What it must NOT do: touch Kafka (events go to the [`Pipe`]), or know how a request is made
 //! (the [`Upstream`] does).
@@ -14,8 +15,10 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
-use sluice_client::{ConnectError, DisconnectReason, ExponentialBackoff, StreamError};
+use sluice_client::{
+    ConnectError, Decision, DisconnectReason, ExponentialBackoff, HardFailure, Outcome,
+    ReconnectOptions, ReconnectPolicy, StreamError,
+};
 use sluice_config::TargetConfig;
 use sluice_sse::Event;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
@@ -139,15 +142,12 @@ pub(crate) struct Machine<U> {
     status: Arc<TargetStatus>,
     /// The `Last-Event-ID` in force: the checkpoint at start, then the last id received.
     pub(crate) last_event_id: String,
-    backoff: ExponentialBackoff,
-    /// `retry:` from the stream, the reconnection time floor.
-    retry: Duration,
+    /// When and whether to reconnect: the rules `sluice tail` follows too.
+    policy: ReconnectPolicy,
     generation: u64,
     /// The `Last-Event-ID` the current connection opened with, until its first record is sent
     /// (it travels as the `sluice.resume` header on that record).
     resume: Option<Box<str>>,
-    /// When the last connection opened (for healthy-period reset of the backoff).
-    last_open: Option<Instant>,
     /// Events whose id cannot be sent as `Last-Event-ID` (logged at powers of two).
     unsendable_ids: u64,
 }
@@ -181,11 +181,15 @@ impl<U: Upstream> Machine<U> {
             config,
             status,
             last_event_id,
-            backoff,
-            retry: Duration::ZERO,
+            policy: ReconnectPolicy::new(ReconnectOptions {
+                backoff,
+                reconnection_time: Duration::ZERO,
+                failed_attempt_floor: Duration::ZERO,
+                // An operator may fix the upstream or the secret: never give up.
+                on_hard_failure: HardFailure::RetrySlowly,
+            }),
             generation: 0,
             resume: None,
-            last_open: None,
             unsendable_ids: 0,
         }
     }
@@ -215,14 +219,10 @@ impl<U: Upstream> Machine<U> {
             }
             Err(error) => {
                 // A missing secret or similar: an operator must act; keep retrying slowly.
-                let hard = error.needs_operator();
-                self.reconnect_later(
-                    phase,
-                    setup_reason(&error),
-                    error.to_string(),
-                    Duration::ZERO,
-                    hard,
-                );
+                let outcome = Outcome::NotMade {
+                    hard: error.needs_operator(),
+                };
+                self.reconnect_later(phase, setup_reason(&error), error.to_string(), outcome);
             }
         }
     }
@@ -239,29 +239,13 @@ impl<U: Upstream> Machine<U> {
         if matches!(error, ConnectError::Transport { .. }) {
             self.upstream.report(false);
         }
-        match error {
-            ConnectError::NoContent => {
+        let reason = error.disconnect_reason();
+        if !self.reconnect_later(phase, reason, error.to_string(), Outcome::Failed(&error)) {
+            if matches!(error, ConnectError::NoContent) {
                 self.status.reconnect(DisconnectReason::HttpStatus);
-                self.stop(
-                    phase,
-                    "server answered 204 no content: the endpoint asks clients not to reconnect"
-                        .to_owned(),
-                );
             }
-            ConnectError::Options(detail) => {
-                self.stop(phase, format!("invalid client options: {detail}"));
-            }
-            error => {
-                let hard = !error.is_retryable();
-                let at_least = error.retry_after().unwrap_or_default();
-                self.reconnect_later(
-                    phase,
-                    error.disconnect_reason(),
-                    error.to_string(),
-                    at_least,
-                    hard,
-                );
-            }
+            // 204 or unusable client options: the error says which.
+            self.stop(phase, error.to_string());
         }
     }
 
@@ -277,12 +261,12 @@ impl<U: Upstream> Machine<U> {
             Ok(None) => {
                 let reason = self.end_reason(s, DisconnectReason::Eof);
                 let detail = "server closed the stream".to_owned();
-                self.reconnect_later(phase, reason, detail, Duration::ZERO, false);
+                self.reconnect_later(phase, reason, detail, Outcome::Ended);
                 return;
             }
             Err(error) => {
                 let reason = self.end_reason(s, DisconnectReason::Reset);
-                self.reconnect_later(phase, reason, error.to_string(), Duration::ZERO, false);
+                self.reconnect_later(phase, reason, error.to_string(), Outcome::Ended);
                 return;
             }
         };
@@ -295,24 +279,19 @@ impl<U: Upstream> Machine<U> {
         let flow = s.reader.read(&bytes, |read| match read {
             Read::Event(event) => self.accept(event, pipe, now, wall),
             Read::Replayed => self.status.duplicates.inc(),
-            Read::Retry(ms) => self.retry = sluice_client::reconnection_time(ms),
+            Read::Retry(ms) => self.policy.retry_field(ms),
         });
         match flow {
             Flow::Open { events } => {
                 if events {
+                    self.policy.dispatched();
                     self.status.touch_event(now);
                     self.status.set_last_event_id(&self.last_event_id);
                 }
             }
             Flow::Rejected(error) => {
                 let detail = format!("stream rejected: {error}");
-                self.reconnect_later(
-                    phase,
-                    DisconnectReason::Protocol,
-                    detail,
-                    Duration::ZERO,
-                    true,
-                );
+                self.reconnect_later(phase, DisconnectReason::Protocol, detail, Outcome::Rejected);
             }
         }
     }
@@ -330,13 +309,7 @@ impl<U: Upstream> Machine<U> {
             "no bytes for {}s (idle timeout): the connection is dead",
             self.config.idle_timeout.as_secs_f64()
         );
-        self.reconnect_later(
-            phase,
-            DisconnectReason::SilentDrop,
-            detail,
-            Duration::ZERO,
-            false,
-        );
+        self.reconnect_later(phase, DisconnectReason::SilentDrop, detail, Outcome::Ended);
     }
 
     fn on_rotate_due(&mut self, phase: &mut Phase<U::Body>) {
@@ -378,30 +351,21 @@ impl<U: Upstream> Machine<U> {
         }
     }
 
-    /// Ends the connection (if any) and schedules the next attempt.
+    /// Ends the connection (if any) and schedules the next attempt as the policy decides;
+    /// `false` (and nothing done) when it says stop.
     fn reconnect_later(
         &mut self,
         phase: &mut Phase<U::Body>,
         reason: DisconnectReason,
         detail: String,
-        at_least: Duration,
-        hard_error: bool,
-    ) {
-        if let Some(opened) = self.last_open.take() {
-            self.backoff.connection_ended(opened.elapsed());
-        }
-        let floor = at_least.max(self.retry);
-        let delay = {
-            let mut rng = rand::rng();
-            let jittered = self.backoff.next_delay(&mut rng, floor);
-            if hard_error {
-                // Errors a retry is unlikely to fix soon get their own, long backoff: half to
-                // all of the cap.
-                let max = self.config.backoff.max;
-                jittered.max(rng.random_range(max / 2..=max))
-            } else {
-                jittered
-            }
+        outcome: Outcome<'_>,
+    ) -> bool {
+        let delay = match self
+            .policy
+            .decide(outcome, Instant::now(), &mut rand::rng())
+        {
+            Decision::Retry(delay) => delay,
+            Decision::Stop => return false,
         };
         self.status.reconnect(reason);
         self.status
@@ -416,6 +380,7 @@ impl<U: Upstream> Machine<U> {
             "reconnecting"
         );
         *phase = Phase::Backoff(Box::pin(sleep(delay)));
+        true
     }
 
     /// Stops the target for good (shutdown aside): an error no retry can fix.
@@ -436,7 +401,7 @@ impl<U: Upstream> Machine<U> {
         self.status
             .set_http_version(Some(version_name(body.version())));
         self.status.set_error(None);
-        self.last_open = Some(now);
+        self.policy.opened(now);
         self.upstream.report(true);
         let rotate = self.config.max_connection_age.map(|age| {
             let margin = (age / 5).min(Duration::from_secs(10));

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::Args;
 use sluice_client::{
     Client, ClientOptions, ConnectError, EventSource, EventSourceError, EventSourceOptions,
-    RequestBody, SourceItem,
+    ReconnectOptions, RequestBody, SourceItem,
 };
 use sluice_sse::{Item, Limits};
 use tokio_util::sync::CancellationToken;
@@ -90,12 +90,16 @@ pub struct TailArgs {
     /// `30s`: reconnect, or stop with `--no-reconnect`.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     idle_timeout: Option<Duration>,
-    /// Reconnection time until the server sends `retry:` (a failed attempt waits at least 1s).
+    /// Reconnection time until the server sends `retry:`: the least wait before a reconnect (a
+    /// failed attempt waits at least 1s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3s", value_name = "DURATION")]
     retry: Duration,
-    /// Upper bound for the backoff between failed connection attempts.
+    /// Upper bound of the backoff (jittered, doubling from 500ms while reconnects continue).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", value_name = "DURATION")]
     max_retry: Duration,
+    /// A stream open this long starts the backoff over; `0s` restarts it at every opened stream.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", value_name = "DURATION")]
+    reset_after: Duration,
     /// Redirects followed before giving up.
     #[arg(long, default_value_t = 5, value_name = "N")]
     max_redirects: usize,
@@ -229,13 +233,14 @@ fn build(args: &TailArgs) -> anyhow::Result<EventSource> {
     if let Some(max) = args.max_event_bytes {
         limits.max_event_bytes = max;
     }
+    let policy = ReconnectOptions::interactive(args.retry, args.max_retry, args.reset_after)
+        .context("invalid --max-retry")?;
     Ok(EventSource::new(
         client,
         EventSourceOptions {
             reconnect: !args.no_reconnect,
             idle_timeout: args.idle_timeout,
-            initial_retry: args.retry,
-            max_retry: args.max_retry,
+            policy,
             last_event_id: args.last_event_id.clone().unwrap_or_default(),
             limits,
         },

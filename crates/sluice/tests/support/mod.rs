@@ -70,21 +70,6 @@ pub fn assert_contiguous(ids: &[u64]) {
     }
 }
 
-/// Reads an HTTP request head (through its blank line) from `stream`, or what arrived before the
-/// peer closed or failed.
-pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
-    use tokio::io::AsyncReadExt as _;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    head
-}
-
 /// A simulator on a loopback port.
 pub async fn sim(config: SimConfig) -> RunningSim {
     let listener = TcpListener::bind("127.0.0.1:0")
