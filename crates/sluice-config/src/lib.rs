@@ -14,6 +14,7 @@
 
 mod aggregate;
 mod aggregator;
+mod fleet;
 mod load;
 mod problem;
 mod proxy;
@@ -30,6 +31,7 @@ pub use aggregate::AggregateConfig;
 pub use aggregator::{
     AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, Loaded, SnapshotConfig,
 };
+pub use fleet::{Fleet, FleetGroup};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use problem::{ConfigErrors, ConfigProblem, ProblemKind};
 pub use proxy::ProxyConfig;

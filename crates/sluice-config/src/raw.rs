@@ -22,6 +22,24 @@ pub(crate) struct RawWorker {
     pub proxy_pools: BTreeMap<String, Vec<RawProxy>>,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    pub fleet: Option<RawFleet>,
+}
+
+/// `fleet`: `none`, or the group's settings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawFleet {
+    Mode(String),
+    Group(RawFleetGroup),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFleetGroup {
+    pub group_id: Option<String>,
+    pub partitions: Option<u64>,
+    pub instance_id: Option<String>,
+    pub session_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

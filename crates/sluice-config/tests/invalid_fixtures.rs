@@ -202,6 +202,52 @@ fn aggregate_delete_and_reset_events_must_pass_the_event_type_filter() {
 }
 
 #[test]
+fn fleet_settings_are_checked_field_by_field() {
+    assert_fixture("fleet_rules");
+}
+
+#[test]
+fn an_unknown_fleet_mode_names_the_choices() {
+    let dir = std::env::temp_dir().join(format!("sluice-config-fleet-mode-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("targets")).expect("temp dir is writable");
+    std::fs::write(
+        dir.join("worker.yaml"),
+        "kafka:\n  brokers: [b:9092]\nfleet: everyone\n",
+    )
+    .expect("writable");
+    let errors = sluice_config::load(&dir.join("worker.yaml")).expect_err("bad fleet mode");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(errors.problems.len(), 1, "{errors}");
+    assert_eq!(errors.problems[0].field, "fleet");
+    assert!(
+        errors.problems[0]
+            .message
+            .contains("use none, or a map with group_id"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn fleet_none_and_no_fleet_mean_the_same() {
+    for fleet in ["", "fleet: none\n"] {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-config-fleet-none-{}-{}",
+            std::process::id(),
+            fleet.len()
+        ));
+        std::fs::create_dir_all(dir.join("targets")).expect("temp dir is writable");
+        std::fs::write(
+            dir.join("worker.yaml"),
+            format!("kafka:\n  brokers: [b:9092]\n{fleet}"),
+        )
+        .expect("writable");
+        let config = sluice_config::load(&dir.join("worker.yaml"));
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(config.expect("valid").fleet, sluice_config::Fleet::None);
+    }
+}
+
+#[test]
 fn aggregate_buffer_and_entity_bounds_must_be_at_least_one() {
     assert_fixture("aggregate_zero_max_buffered");
 }
@@ -365,6 +411,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "client_cert_rules",
         "duplicate_target_id",
         "empty_brokers",
+        "fleet_rules",
         "inline_proxy_password",
         "kafka_secret_property_rules",
         "missing_ca_file",

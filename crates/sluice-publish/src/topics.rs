@@ -123,23 +123,66 @@ pub async fn create_topic_with(
     compacted: bool,
     configs: &[(&str, &str)],
 ) -> Result<Created, CreateTopicError> {
-    let result = try_create_topic(kafka, topic, compacted, configs).await;
+    create_topic_partitioned(kafka, topic, 1, compacted, configs).await
+}
+
+/// Creates `topic` with `partitions` partitions (compacted or not, with more configs) and the
+/// broker's default replication factor; an existing topic is left as it is.
+pub async fn create_topic_partitioned(
+    kafka: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    compacted: bool,
+    configs: &[(&str, &str)],
+) -> Result<Created, CreateTopicError> {
+    let result = try_create_topic(kafka, topic, partitions, compacted, configs).await;
     match &result {
-        Ok(Created::Created) => tracing::warn!(
+        Ok(Created::Created) if partitions == 1 => tracing::warn!(
             topic,
             compacted,
             "created missing topic with 1 partition and the broker's default replication factor; \
              create topics yourself to choose partitions and replication"
         ),
+        Ok(Created::Created) => tracing::info!(topic, partitions, compacted, "created topic"),
         Ok(Created::AlreadyExists) => {}
         Err(error) => tracing::error!(topic, kind = error.kind(), %error, "topic not created"),
     }
     result
 }
 
+/// The partition count of `topic`, from the broker's metadata.
+pub async fn partition_count(
+    kafka: &ClientConfig,
+    topic: &str,
+) -> Result<i32, crate::PartitionsError> {
+    let kafka = kafka.clone();
+    let topic = topic.to_owned();
+    let read = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let metadata_error = |source| crate::PartitionsError::Metadata {
+            topic: topic.clone(),
+            source,
+        };
+        let consumer: BaseConsumer = kafka.create().map_err(metadata_error)?;
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .map_err(metadata_error)?;
+        crate::partitions::count_in(&metadata, &topic)
+    })
+    .await;
+    read.unwrap_or_else(|e| {
+        Err(crate::PartitionsError::Metadata {
+            topic: String::new(),
+            source: rdkafka::error::KafkaError::Canceled,
+        })
+        .inspect_err(|_| tracing::error!(error = %e, "partition count reader task failed"))
+    })
+}
+
 async fn try_create_topic(
     kafka: &ClientConfig,
     topic: &str,
+    partitions: i32,
     compacted: bool,
     configs: &[(&str, &str)],
 ) -> Result<Created, CreateTopicError> {
@@ -148,7 +191,7 @@ async fn try_create_topic(
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(5)))
         .request_timeout(Some(Duration::from_secs(5)));
-    let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(BROKER_DEFAULT));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(BROKER_DEFAULT));
     if compacted {
         new = new.set("cleanup.policy", "compact");
     }

@@ -10,6 +10,7 @@
 //! pauses instead), or show a secret anywhere (logs, metrics, `/status`, errors).
 
 mod control;
+mod fleet;
 mod http;
 mod lanes;
 mod metrics;
@@ -112,6 +113,22 @@ pub enum WorkerError {
         /// The target needing the most.
         target: String,
     },
+    /// The checkpoint topic's partition count is not the fleet's: targets would map to other
+    /// partitions than the other workers think they do.
+    #[error(
+        "checkpoint topic {topic} has {found} partitions but fleet.partitions is {configured};          the count is fixed for the topic's life: set fleet.partitions to {found}, or use a new          checkpoint topic"
+    )]
+    FleetPartitions {
+        /// The topic's name.
+        topic: String,
+        /// Its partition count.
+        found: i32,
+        /// `fleet.partitions`.
+        configured: i32,
+    },
+    /// The fleet's consumer group could not be joined (bad properties).
+    #[error("cannot join the fleet's consumer group: {0}")]
+    FleetJoin(#[source] rdkafka::error::KafkaError),
     /// A secret Kafka property (`kafka.secret_properties`) could not be read.
     #[error("cannot build the kafka client settings: {0}")]
     KafkaSecret(#[from] SecretPropertyError),
@@ -343,8 +360,20 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         })
     };
     let needs = startup::record_needs(&targets);
+    let group = match &config.fleet {
+        sluice_config::Fleet::Group(group) => Some(group.clone()),
+        sluice_config::Fleet::None => None,
+    };
     let loaded = tokio::select! {
-        loaded = startup::load_checkpoints(kafka, &config.topics.checkpoints, ops, &shutdown) => loaded?,
+        loaded = async {
+            match &group {
+                // A fleet reads checkpoints at each assignment, for the targets it gets.
+                Some(group) => Ok(fleet::prepare_topic(kafka, &config.topics.checkpoints, group, ops, &shutdown)
+                    .await?
+                    .then(HashMap::new)),
+                None => startup::load_checkpoints(kafka, &config.topics.checkpoints, ops, &shutdown).await,
+            }
+        } => loaded?,
         (code, reason) = producer_fatal(&publisher) => {
             tracing::error!(?code, reason, "the kafka producer failed fatally before any target started");
             ops.set_not_ready_reason(format!("the kafka producer failed fatally: {reason}"));
@@ -354,11 +383,6 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
     let Some(checkpoints) = loaded else {
         return Ok(()); // shut down while waiting for Kafka
     };
-    tracing::info!(
-        checkpoints = checkpoints.len(),
-        targets = targets.len(),
-        "checkpoints read; starting targets"
-    );
     let shared = Arc::new(Shared {
         transports: Transports::default(),
         tokens: Default::default(),
@@ -375,23 +399,28 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         config.topics.checkpoints.clone(),
     ));
     let mut supervisor = Supervisor::new(shared, sink, registry, origin);
-    let spread = MAX_START_SPREAD.min(Duration::from_millis(targets.len() as u64));
-    {
-        let mut rng = rand::rng();
-        let launches = targets.into_iter().map(|target| {
-            let resume = checkpoints.get(target.id.as_str()).cloned();
-            let delay = if spread.is_zero() {
-                Duration::ZERO
-            } else {
-                rng.random_range(Duration::ZERO..spread)
-            };
-            (target, resume, delay)
-        });
-        if let Err(error) = supervisor.start_all(launches) {
-            // Validation refuses duplicate target ids; this is a programming error.
-            tracing::error!(%error, "a target is configured twice; it runs once");
+    let mut fleet = match group {
+        Some(group) => {
+            let membership = fleet::Membership::join(
+                kafka,
+                &group,
+                &config.topics.checkpoints,
+                config.shutdown.grace,
+            )
+            .map_err(WorkerError::FleetJoin)?;
+            tracing::info!(group = %group.group_id, partitions = group.partitions, instance = group.instance_id.as_deref().unwrap_or(""), targets = targets.len(), "joined the fleet: running the targets of the partitions it assigns here");
+            Some((membership, fleet::Ownership::new(group, targets)))
         }
-    }
+        None => {
+            tracing::info!(
+                checkpoints = checkpoints.len(),
+                targets = targets.len(),
+                "checkpoints read; starting targets"
+            );
+            start_configured(&mut supervisor, targets, &checkpoints);
+            None
+        }
+    };
     ops.ready.store(true, Ordering::Relaxed);
 
     // The topics' configs are checked beside the running targets, not before them: a broker
@@ -421,8 +450,30 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
             Some(command) = inbox.next() => {
                 control::serve(command, &mut supervisor, config.shutdown.grace).await;
             }
+            Some(event) = next_fleet_event(&mut fleet) => {
+                if let Some((_, ownership)) = &mut fleet {
+                    let ctx = fleet::Ctx { kafka, topic: &config.topics.checkpoints, ops, shutdown: &shutdown, grace: config.shutdown.grace };
+                    match ownership.serve(event, &mut supervisor, &ctx).await {
+                        Ok(true) => {}
+                        Ok(false) => break Ended::Shutdown,
+                        Err(error) => break Ended::Refused(error),
+                    }
+                }
+            }
         }
     };
+    if let Some((membership, ownership)) = &mut fleet {
+        leave_fleet(
+            membership,
+            ownership,
+            &mut supervisor,
+            config,
+            kafka,
+            ops,
+            &shutdown,
+        )
+        .await;
+    }
     match &ended {
         Ended::Shutdown => {}
         Ended::ProducerFatal((code, reason)) => {
@@ -458,6 +509,70 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
             Err(error)
         }
     }
+}
+
+/// Starts every configured target (`fleet: none`), spread over a short jittered start.
+fn start_configured(
+    supervisor: &mut Supervisor,
+    targets: Vec<Arc<sluice_config::TargetConfig>>,
+    checkpoints: &HashMap<String, String>,
+) {
+    let spread = MAX_START_SPREAD.min(Duration::from_millis(targets.len() as u64));
+    let mut rng = rand::rng();
+    let launches = targets.into_iter().map(|target| {
+        let resume = checkpoints.get(target.id.as_str()).cloned();
+        let delay = if spread.is_zero() {
+            Duration::ZERO
+        } else {
+            rng.random_range(Duration::ZERO..spread)
+        };
+        (target, resume, delay)
+    });
+    if let Err(error) = supervisor.start_all(launches) {
+        // Validation refuses duplicate target ids; this is a programming error.
+        tracing::error!(%error, "a target is configured twice; it runs once");
+    }
+}
+
+/// The next event of the fleet's group (pending for ever with `fleet: none`).
+async fn next_fleet_event(
+    fleet: &mut Option<(fleet::Membership, fleet::Ownership)>,
+) -> Option<fleet::FleetEvent> {
+    match fleet {
+        Some((membership, _)) => membership.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Leaves the fleet's group, serving the revocation that hands this worker's targets to the
+/// others (stopped, drained and checkpointed first), within the shutdown grace.
+async fn leave_fleet(
+    membership: &mut fleet::Membership,
+    ownership: &mut fleet::Ownership,
+    supervisor: &mut Supervisor,
+    config: &WorkerConfig,
+    kafka: &ClientConfig,
+    ops: &http::Ops,
+    shutdown: &CancellationToken,
+) {
+    membership.leave();
+    let ctx = fleet::Ctx {
+        kafka,
+        topic: &config.topics.checkpoints,
+        ops,
+        shutdown,
+        grace: config.shutdown.grace,
+    };
+    let deadline = Instant::now() + config.shutdown.grace;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, membership.next()).await {
+        if let fleet::FleetEvent::Assigned(_) = event {
+            continue; // leaving: nothing new starts
+        }
+        if let Err(error) = ownership.serve(event, supervisor, &ctx).await {
+            tracing::warn!(%error, "serving the fleet while leaving");
+        }
+    }
+    tracing::debug!(owned = ?ownership.owned(), "fleet membership ended");
 }
 
 /// Why the worker's run ended.

@@ -77,6 +77,7 @@ pub(crate) fn worker(
     }
 
     let shutdown = c.shutdown(&raw.shutdown);
+    let fleet = super::fleet::fleet(&mut c, raw.fleet.as_ref());
 
     WorkerConfig {
         file: file.to_owned(),
@@ -87,6 +88,7 @@ pub(crate) fn worker(
         defaults,
         proxy_pools,
         shutdown,
+        fleet,
         targets: Vec::new(),
     }
 }

@@ -1,0 +1,43 @@
+//! `fleet`: whether a worker runs every target its files list (`none`, the default) or shares
+//! them with the other workers of a consumer group on the checkpoint topic.
+//!
+//! What it must NOT do: hold anything but validated settings; the membership itself is the
+//! worker's.
+
+use std::time::Duration;
+
+/// How a worker shares its targets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Fleet {
+    /// Every enabled target of the worker's files runs here.
+    #[default]
+    None,
+    /// The workers of one group share the targets: each runs those whose checkpoint partition
+    /// it is assigned.
+    Group(FleetGroup),
+}
+
+/// `fleet: {group_id, …}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetGroup {
+    /// The consumer group the fleet's workers join on the checkpoint topic.
+    pub group_id: String,
+    /// The checkpoint topic's partition count: the most workers that can own targets at once.
+    /// Fixed for the topic's life (a worker refuses a topic with another count).
+    pub partitions: i32,
+    /// `group.instance.id` (static membership): a restart with the same id takes its partitions
+    /// back without a rebalance. One per worker (a StatefulSet pod name).
+    pub instance_id: Option<String>,
+    /// `session.timeout.ms`: how long a silent worker keeps its targets before the group gives
+    /// them to the others.
+    pub session_timeout: Duration,
+}
+
+impl FleetGroup {
+    /// Default [`FleetGroup::partitions`].
+    pub const DEFAULT_PARTITIONS: i32 = 12;
+    /// The most [`FleetGroup::partitions`] accepted.
+    pub const MAX_PARTITIONS: i32 = 10_000;
+    /// Default [`FleetGroup::session_timeout`].
+    pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+}

@@ -1,0 +1,211 @@
+//! Fleet ownership (`fleet: {group_id, …}`): the workers of one group share the targets their
+//! files list. A target belongs to the checkpoint partition its id maps to (the shared
+//! partitioner), so the partitions the group assigns a worker name the targets it runs; on an
+//! assignment their resume points are read from the checkpoint topic (to its end, which holds
+//! the previous owner's final checkpoints: a revocation returns only once those are stored), and
+//! on a revocation they are stopped, drained and checkpointed before the group moves them.
+//!
+//! What it must NOT do: run a target whose partition it was not assigned, or answer a
+//! revocation before the targets of its partitions have stopped.
+
+mod membership;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use sluice_config::{FleetGroup, TargetConfig, TargetId};
+use sluice_publish::partition_for;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use membership::{FleetEvent, Membership};
+
+use crate::supervisor::Supervisor;
+use crate::{WorkerError, http, startup};
+
+/// The targets this worker may run, and which of them its partitions own.
+pub(crate) struct Ownership {
+    group: FleetGroup,
+    /// Every enabled target of the worker's files.
+    targets: BTreeMap<TargetId, Arc<TargetConfig>>,
+    /// The checkpoint partitions this worker owns.
+    owned: BTreeSet<i32>,
+}
+
+impl Ownership {
+    /// Nothing owned yet, over every enabled target.
+    pub(crate) fn new(group: FleetGroup, targets: Vec<Arc<TargetConfig>>) -> Ownership {
+        Ownership {
+            group,
+            targets: targets.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            owned: BTreeSet::new(),
+        }
+    }
+
+    /// The checkpoint partition `id` belongs to.
+    fn partition_of(&self, id: &TargetId) -> i32 {
+        partition_for(id.as_str(), self.group.partitions)
+    }
+
+    /// The partitions owned now.
+    pub(crate) fn owned(&self) -> &BTreeSet<i32> {
+        &self.owned
+    }
+
+    /// Carries out one event of the group. `Ok(false)` when shutdown came while reading
+    /// checkpoints.
+    pub(crate) async fn serve(
+        &mut self,
+        event: FleetEvent,
+        supervisor: &mut Supervisor,
+        ctx: &Ctx<'_>,
+    ) -> Result<bool, WorkerError> {
+        match event {
+            FleetEvent::Assigned(partitions) => self.assigned(partitions, supervisor, ctx).await,
+            FleetEvent::Revoked {
+                partitions,
+                lost,
+                done,
+            } => {
+                self.revoked(&partitions, lost, supervisor, ctx.grace).await;
+                let _ = done.send(());
+                Ok(true)
+            }
+        }
+    }
+
+    async fn assigned(
+        &mut self,
+        partitions: BTreeSet<i32>,
+        supervisor: &mut Supervisor,
+        ctx: &Ctx<'_>,
+    ) -> Result<bool, WorkerError> {
+        self.owned.extend(partitions.iter().copied());
+        let moving: Vec<Arc<TargetConfig>> = self
+            .targets
+            .values()
+            .filter(|t| partitions.contains(&self.partition_of(&t.id)))
+            .cloned()
+            .collect();
+        if moving.is_empty() {
+            return Ok(true);
+        }
+        // Read now, not at start: the previous owner's final checkpoints were stored before
+        // the group gave these partitions here.
+        let Some(checkpoints) =
+            startup::load_checkpoints(ctx.kafka, ctx.topic, ctx.ops, ctx.shutdown).await?
+        else {
+            return Ok(false);
+        };
+        let running: BTreeSet<TargetId> = supervisor.ids().into_iter().collect();
+        let launches: Vec<_> = moving
+            .into_iter()
+            .filter(|t| !running.contains(&t.id))
+            .map(|t| {
+                let resume = checkpoints.get(t.id.as_str()).cloned();
+                (t, resume, Duration::ZERO)
+            })
+            .collect();
+        tracing::info!(
+            ?partitions,
+            targets = launches.len(),
+            "starting the targets of assigned fleet partitions"
+        );
+        if let Err(error) = supervisor.start_all(launches) {
+            tracing::error!(%error, "a target of an assigned partition runs already");
+        }
+        Ok(true)
+    }
+
+    async fn revoked(
+        &mut self,
+        partitions: &BTreeSet<i32>,
+        lost: bool,
+        supervisor: &mut Supervisor,
+        grace: Duration,
+    ) {
+        for partition in partitions {
+            self.owned.remove(partition);
+        }
+        let leaving: Vec<TargetId> = supervisor
+            .ids()
+            .into_iter()
+            .filter(|id| partitions.contains(&self.partition_of(id)))
+            .collect();
+        if lost {
+            tracing::warn!(
+                ?partitions,
+                targets = leaving.len(),
+                "fleet partitions lost (the group session timed out): stopping their targets; the new owner may have started them already (duplicates, never loss)"
+            );
+        }
+        let failed = supervisor.stop_many(&leaving, grace).await;
+        tracing::info!(
+            ?partitions,
+            targets = leaving.len(),
+            failed,
+            "targets of revoked fleet partitions stopped and checkpointed"
+        );
+    }
+}
+
+/// What serving an event needs of the worker.
+pub(crate) struct Ctx<'a> {
+    pub(crate) kafka: &'a ClientConfig,
+    pub(crate) topic: &'a str,
+    pub(crate) ops: &'a http::Ops,
+    pub(crate) shutdown: &'a CancellationToken,
+    pub(crate) grace: Duration,
+}
+
+/// Makes sure the checkpoint topic exists with the fleet's partition count (created so,
+/// compacted, when missing), and refuses one with another count: the partitioner would map
+/// targets to other partitions than the other workers think.
+pub(crate) async fn prepare_topic(
+    kafka: &ClientConfig,
+    topic: &str,
+    group: &FleetGroup,
+    ops: &http::Ops,
+    shutdown: &CancellationToken,
+) -> Result<bool, WorkerError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let count = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            count = sluice_publish::topics::partition_count(kafka, topic) => count,
+        };
+        match count {
+            Ok(found) if found == group.partitions => return Ok(true),
+            Ok(found) => {
+                return Err(WorkerError::FleetPartitions {
+                    topic: topic.to_owned(),
+                    found,
+                    configured: group.partitions,
+                });
+            }
+            Err(sluice_publish::PartitionsError::TopicMissing { .. }) => {
+                let created = sluice_publish::topics::create_topic_partitioned(
+                    kafka,
+                    topic,
+                    group.partitions,
+                    true,
+                    &[],
+                )
+                .await;
+                if let Err(error) = created {
+                    tracing::warn!(%error, topic, "cannot create the fleet's checkpoint topic yet");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, kind = error.kind(), topic, "cannot read the checkpoint topic's partition count yet");
+                ops.set_not_ready_reason(format!("cannot read the checkpoint topic yet: {error}"));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

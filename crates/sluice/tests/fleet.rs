@@ -1,0 +1,166 @@
+//! Fleet ownership through Kafka's group protocol, end to end: workers of one `fleet.group_id`
+//! share the targets of their files (each runs those of the checkpoint partitions the group
+//! assigns it, none runs twice), a worker killed with -9 has its targets taken by the others
+//! from their checkpoints with nothing lost, and a worker that stops hands its targets over
+//! first. Real HTTP upstreams (the simulator, which replays after `Last-Event-ID`); Kafka is
+//! the rig's (the real broker under scripts/test).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod rig;
+
+use std::collections::BTreeSet;
+
+use rig::{Rig, Worker, assert_complete_in_order, ids_of, one_target_per_partition};
+use sluice_testkit::{TestKafka, unique_topic};
+
+const PARTITIONS: i32 = 4;
+const EVENTS: u64 = 300;
+
+/// The targets `worker` runs now, by its `/status`.
+async fn running(worker: &Worker) -> BTreeSet<String> {
+    let Some((200, body)) = worker.get("/status").await else {
+        return BTreeSet::new();
+    };
+    let status: serde_json::Value = serde_json::from_str(&body).expect("status is json");
+    status["targets"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| r["target"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A rig with one simulator target per fleet partition, and the worker settings of a fleet
+/// of its own: the fleet section and the environment giving it a checkpoint topic of its own
+/// (the rig's has one partition; the fleet's is created with `PARTITIONS`).
+struct Fleet {
+    rig: Rig,
+    ids: Vec<String>,
+    _sims: Vec<sluice_sim::RunningSim>,
+    extra: String,
+    checkpoints: String,
+}
+
+impl Fleet {
+    async fn new(name: &str) -> Fleet {
+        let rig = Rig::with_kafka(name, TestKafka::start().expect("test kafka")).await;
+        let ids = one_target_per_partition(PARTITIONS);
+        let mut sims = Vec::new();
+        for id in &ids {
+            let sim = rig::sim(EVENTS, 60.0).await;
+            // `last_event_id=0`: the first connection replays from the first event.
+            rig.target(id, &format!("{}?last_event_id=0", sim.stream_url()), "");
+            sims.push(sim);
+        }
+        let group = unique_topic(&format!("{name}.group"));
+        Fleet {
+            rig,
+            ids,
+            _sims: sims,
+            extra: format!(
+                "fleet:\n  group_id: {group}\n  partitions: {PARTITIONS}\n  session_timeout: 3s\n"
+            ),
+            checkpoints: unique_topic(&format!("{name}.checkpoints")),
+        }
+    }
+
+    async fn start(&self) -> Worker {
+        let env = [("SLUICE__TOPICS__CHECKPOINTS", self.checkpoints.as_str())];
+        self.rig.start_with_env(&self.extra, &env).await
+    }
+
+    fn all(&self) -> BTreeSet<String> {
+        self.ids.iter().cloned().collect()
+    }
+
+    /// Waits until every id of every target is in Kafka, first seen in order.
+    async fn assert_nothing_lost(&self) {
+        let expected: Vec<(&str, u64)> = self.ids.iter().map(|id| (id.as_str(), EVENTS)).collect();
+        let records = self.rig.wait_all_ids(&expected).await;
+        for id in &self.ids {
+            assert_complete_in_order(id, &ids_of(&records, id), EVENTS);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_shares_its_targets_and_survives_a_kill_9_without_loss() {
+    let fleet = Fleet::new("fleet-kill").await;
+    let first = fleet.start().await;
+    let second = fleet.start().await;
+    let all = fleet.all();
+
+    // Every target runs on exactly one of the two, and each runs some.
+    first
+        .wait_for(
+            "the targets split between the two workers",
+            async |w: &Worker| {
+                let a = running(w).await;
+                let b = running(&second).await;
+                let union: BTreeSet<String> = a.union(&b).cloned().collect();
+                union == all && a.is_disjoint(&b) && !a.is_empty() && !b.is_empty()
+            },
+        )
+        .await;
+    let on_first = running(&first).await;
+
+    // The first dies without a chance to checkpoint: the second takes its targets after the
+    // session timeout, from their last checkpoints.
+    let first_log = first.kill().await;
+    second
+        .wait_for("the survivor to run every target", async |w: &Worker| {
+            running(w).await == all
+        })
+        .await;
+    let log = second.log();
+    assert!(
+        log.contains("starting the targets of assigned fleet partitions"),
+        "the survivor took the partitions:\n{log}"
+    );
+
+    // Nothing is lost: every id of every target reaches Kafka.
+    fleet.assert_nothing_lost().await;
+    assert!(
+        on_first.iter().all(|id| first_log.contains(id.as_str())),
+        "the killed worker ran its share: {on_first:?}"
+    );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stops_hands_its_targets_over_checkpointed() {
+    let fleet = Fleet::new("fleet-leave").await;
+    let first = fleet.start().await;
+    let all = fleet.all();
+    first
+        .wait_for("a lone worker to run every target", async |w: &Worker| {
+            running(w).await == all
+        })
+        .await;
+    let second = fleet.start().await;
+    second
+        .wait_for("the second worker to take a share", async |w: &Worker| {
+            let b = running(w).await;
+            !b.is_empty() && b.is_disjoint(&running(&first).await)
+        })
+        .await;
+
+    // SIGTERM: the first leaves the group after stopping its targets, so the second takes
+    // them at once (no session timeout), resuming after their final checkpoints.
+    let (exit, first_log) = first.terminate().await;
+    assert!(exit.success(), "{exit:?}\n{first_log}");
+    assert!(
+        first_log.contains("left the fleet"),
+        "an explicit leave:\n{first_log}"
+    );
+    second
+        .wait_for("the second to run every target", async |w: &Worker| {
+            running(w).await == all
+        })
+        .await;
+    fleet.assert_nothing_lost().await;
+    drop(second);
+}
