@@ -3,6 +3,7 @@
 
 mod aggregate;
 mod aggregator;
+mod pagination;
 mod request;
 mod target;
 mod worker;
