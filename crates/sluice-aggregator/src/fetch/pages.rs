@@ -88,7 +88,7 @@ pub(super) async fn fetch_pages(
                 page: number,
             });
         }
-        let remaining = base.pagination.max_bytes - bytes;
+        let remaining = base.pagination.max_bytes.saturating_sub(bytes);
         let page = client
             .fetch_page(&url, base.timeout, remaining)
             .await
