@@ -260,16 +260,39 @@ impl Client {
         common: &HeaderMap,
         outgoing: Outgoing<'_>,
     ) -> Result<reqwest::Response, AuthorizedError> {
+        self.send_to(&self.url, common, outgoing).await
+    }
+
+    /// [`Client::send`] to `url`. The one rule of where credentials go: this client's own
+    /// headers and token only to the origin of its endpoint, here as across redirects
+    /// ([`crate::redirect::send`] drops them from the first hop elsewhere on).
+    pub(crate) async fn send_to(
+        &self,
+        url: &Url,
+        common: &HeaderMap,
+        outgoing: Outgoing<'_>,
+    ) -> Result<reqwest::Response, AuthorizedError> {
+        let own_origin = url.origin() == self.url.origin();
+        let none = HeaderMap::new();
         oauth::send_with_token(
             &self.http,
-            &self.url,
-            &self.headers,
+            url,
+            if own_origin { &self.headers } else { &none },
             common,
             outgoing,
             self.max_redirects,
-            self.tokens.as_deref(),
+            if own_origin {
+                self.tokens.as_deref()
+            } else {
+                None
+            },
         )
         .await
+    }
+
+    /// The endpoint (not for showing: see [`Client::shown_url`]).
+    pub(crate) fn url(&self) -> &Url {
+        &self.url
     }
 
     /// A failed [`redirect::send`] as a [`ConnectError`], secrets removed.

@@ -11,6 +11,7 @@ use http::header::{CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, Method};
 use url::Url;
 
+use crate::link::{LinkError, resolve_link};
 use crate::redact::redact_url;
 use crate::request::{RequestBody, after_redirect};
 
@@ -148,7 +149,8 @@ pub(crate) async fn send(
     }
 }
 
-/// Where a redirect with `status` and `headers` from `current` points.
+/// Where a redirect with `status` and `headers` from `current` points (the link rule of
+/// [`resolve_link`]; the fragment of `current` is kept, as RFC 9110 says).
 fn next_url(current: &Url, status: u16, headers: &HeaderMap) -> Result<Url, RedirectError> {
     let bad = |why| RedirectError::BadLocation { status, why };
     let location = headers
@@ -156,22 +158,13 @@ fn next_url(current: &Url, status: u16, headers: &HeaderMap) -> Result<Url, Redi
         .ok_or_else(|| bad("no location header"))?;
     let location = location
         .to_str()
-        .map_err(|_| bad("the location is not visible ascii"))?
-        .trim();
-    if location.is_empty() {
-        return Err(bad("the location is empty"));
-    }
-    let mut next = current
-        .join(location)
-        .map_err(|_| bad("the location is not a url"))?;
+        .map_err(|_| bad("the location is not visible ascii"))?;
+    let mut next = resolve_link(current, location).map_err(|error| match error {
+        LinkError::Unusable(why) => bad(why),
+        LinkError::Downgrade { to } => RedirectError::Downgrade { to },
+    })?;
     next.set_fragment(current.fragment());
-    match (current.scheme(), next.scheme()) {
-        ("https", "http") => Err(RedirectError::Downgrade {
-            to: redact_url(&next),
-        }),
-        (_, "http" | "https") => Ok(next),
-        _ => Err(bad("the location is not an http or https url")),
-    }
+    Ok(next)
 }
 
 #[cfg(test)]

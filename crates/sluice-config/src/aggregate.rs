@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderName};
 use sluice_merge::MergeSpec;
 use url::Url;
 
+use crate::pagination::Pagination;
 use crate::target::{HeaderError, HeaderSource, resolve_header_list};
 
 /// How the aggregator rebuilds one target's state. Base-state fetches also send the target's
@@ -18,8 +19,12 @@ pub struct AggregateConfig {
     pub base_url: Url,
     /// Extra request headers of base-state fetches (`aggregate.base.headers`).
     pub base_headers: Vec<(HeaderName, HeaderSource)>,
-    /// Limit on one base-state fetch, response body included; never zero.
+    /// Limit on one base-state fetch (on each page of a paginated one), response body
+    /// included; never zero.
     pub base_timeout: Duration,
+    /// How the base state is fetched in pages (`aggregate.base.pagination`); `None`: it is one
+    /// document.
+    pub pagination: Option<Pagination>,
     /// Where items, keys and versions are, and how a delta changes an entity.
     pub spec: MergeSpec,
 }
@@ -61,6 +66,7 @@ mod tests {
                 ),
             ],
             base_timeout: AggregateConfig::DEFAULT_BASE_TIMEOUT,
+            pagination: None,
             spec: MergeSpec {
                 base_items: "/items".to_owned(),
                 base_key: "/key".to_owned(),

@@ -16,6 +16,7 @@ mod aggregate;
 mod aggregator;
 mod fleet;
 mod load;
+mod pagination;
 mod problem;
 mod proxy;
 mod raw;
@@ -33,6 +34,7 @@ pub use aggregator::{
 };
 pub use fleet::{Fleet, FleetGroup};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
+pub use pagination::{PageMode, PageSize, Pagination};
 pub use problem::{ConfigErrors, ConfigProblem, ProblemKind};
 pub use proxy::ProxyConfig;
 pub use secret::{Secret, SecretError, SecretRef};

@@ -251,6 +251,22 @@ pub(crate) struct RawBase {
     pub key: Option<String>,
     pub version: Option<String>,
     pub timeout: Option<String>,
+    pub pagination: Option<RawPagination>,
+}
+
+/// `aggregate.base.pagination`: how the pages of a paginated base state are found.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPagination {
+    pub mode: Option<String>,
+    pub next: Option<String>,
+    pub cursor: Option<String>,
+    pub param: Option<String>,
+    pub size_param: Option<String>,
+    pub size: Option<u64>,
+    pub first_page: Option<u64>,
+    pub max_pages: Option<u64>,
+    pub max_bytes: Option<u64>,
 }
 
 /// `aggregate.delta`: where key, value and version are in each event's data.

@@ -4,6 +4,7 @@
 mod aggregate;
 mod aggregator;
 mod fleet;
+mod pagination;
 mod request;
 mod target;
 mod worker;

@@ -384,6 +384,10 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "aggregate_half_range",
         "aggregate_missing_base_version",
         "aggregate_missing_required",
+        "aggregate_pagination_fields_of_another_mode",
+        "aggregate_pagination_missing_fields",
+        "aggregate_pagination_unknown_mode",
+        "aggregate_pagination_zero_limits",
         "aggregate_pointer_record_key",
         "aggregate_unknown_key",
         "aggregate_unknown_strategy",
@@ -488,4 +492,24 @@ fn a_client_certificate_needs_its_key_as_a_secret_and_a_readable_pem_file() {
 #[test]
 fn an_oauth2_grant_needs_a_token_url_a_client_and_a_secret_and_no_bearer_beside_it() {
     assert_fixture("oauth2_rules");
+}
+
+#[test]
+fn aggregate_pagination_mode_must_be_one_of_the_modes() {
+    assert_fixture("aggregate_pagination_unknown_mode");
+}
+
+#[test]
+fn aggregate_pagination_modes_need_their_pointer_and_parameters() {
+    assert_fixture("aggregate_pagination_missing_fields");
+}
+
+#[test]
+fn aggregate_pagination_limits_and_page_size_must_be_at_least_one() {
+    assert_fixture("aggregate_pagination_zero_limits");
+}
+
+#[test]
+fn aggregate_pagination_fields_of_another_mode_are_refused() {
+    assert_fixture("aggregate_pagination_fields_of_another_mode");
 }

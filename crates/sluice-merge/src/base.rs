@@ -1,10 +1,12 @@
 //! Reading a base-state document: the items become the entities (keyed by the base key, each the
-//! whole item), and the document's version becomes the state's.
+//! whole item), and the document's version becomes the state's. A paginated base state is read
+//! page by page into one: the version is the first page's (later pages' versions are not read),
+//! a key twice on one page is an error, and a key on two pages keeps its later copy (it moved
+//! while the pages were fetched; the later page was served later).
 
 use std::sync::Arc;
 
-use hashbrown::HashMap;
-use hashbrown::hash_map::Entry;
+use hashbrown::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -30,16 +32,60 @@ impl Base {
         body: &[u8],
         max_entities: usize,
     ) -> Result<Base, BaseError> {
+        let mut base = Base {
+            entities: HashMap::new(),
+            version: None,
+        };
+        base.add_page(paths, body, true, max_entities)?;
+        Ok(base)
+    }
+
+    /// Reads the pages of one paginated base state, in the order they were fetched; an error
+    /// names the page (1 is the first). At least one page is needed; more than `max_entities`
+    /// entities in all is an error.
+    pub(crate) fn parse_pages<P: AsRef<[u8]>>(
+        paths: &Paths,
+        pages: &[P],
+        max_entities: usize,
+    ) -> Result<Base, BaseError> {
+        let [first, rest @ ..] = pages else {
+            return Err(BaseError::NoPages);
+        };
+        if rest.is_empty() {
+            return Base::parse(paths, first.as_ref(), max_entities);
+        }
+        let mut base = Base {
+            entities: HashMap::new(),
+            version: None,
+        };
+        for (index, page) in pages.iter().enumerate() {
+            base.add_page(paths, page.as_ref(), index == 0, max_entities)
+                .map_err(|source| BaseError::Page {
+                    page: index + 1,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(base)
+    }
+
+    /// Adds one page's items (and, from the first page, the version); the entities may not
+    /// pass `max_entities`.
+    fn add_page(
+        &mut self,
+        paths: &Paths,
+        body: &[u8],
+        first: bool,
+        max_entities: usize,
+    ) -> Result<(), BaseError> {
         let mut doc: Value =
             serde_json::from_slice(body).map_err(|e| BaseError::NotJson(e.to_string()))?;
-        let version = match &paths.base_version {
-            None => None,
-            Some(at) => Some(
+        if first && let Some(at) = &paths.base_version {
+            self.version = Some(
                 at.get(&doc)
                     .and_then(parse_version)
                     .ok_or_else(|| BaseError::Version(at.as_str().to_owned()))?,
-            ),
-        };
+            );
+        }
         let items = match paths.base_items.take(&mut doc) {
             Some(Value::Array(items)) => items,
             _ => return Err(BaseError::Items(paths.base_items.as_str().to_owned())),
@@ -47,7 +93,7 @@ impl Base {
         if items.len() > max_entities {
             return Err(BaseError::TooManyEntities { max: max_entities });
         }
-        let mut entities = HashMap::new();
+        let mut on_this_page: HashSet<Arc<str>> = HashSet::with_capacity(items.len());
         for (index, item) in items.into_iter().enumerate() {
             let key: Arc<str> = paths
                 .base_key
@@ -58,17 +104,17 @@ impl Base {
                     pointer: paths.base_key.as_str().to_owned(),
                 })?
                 .into();
-            match entities.entry(key) {
-                Entry::Occupied(taken) => {
-                    return Err(BaseError::DuplicateKey {
-                        key: taken.key().to_string(),
-                    });
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(Entity::from(item));
-                }
+            if !on_this_page.insert(key.clone()) {
+                return Err(BaseError::DuplicateKey {
+                    key: key.to_string(),
+                });
+            }
+            // On an earlier page too: the entity moved while paging, and this copy is newer.
+            self.entities.insert(key, Entity::from(item));
+            if self.entities.len() > max_entities {
+                return Err(BaseError::TooManyEntities { max: max_entities });
             }
         }
-        Ok(Base { entities, version })
+        Ok(())
     }
 }

@@ -42,11 +42,22 @@ pub enum BaseError {
         /// The limit.
         max: usize,
     },
+    /// A paginated base state arrived without a page (a caller's bug: a fetch has a first page).
+    #[error("base state has no page")]
+    NoPages,
+    /// One page of a paginated base state was refused.
+    #[error("page {page} of the base state: {source}")]
+    Page {
+        /// Which page, 1 for the first.
+        page: usize,
+        /// Why it was refused.
+        source: Box<BaseError>,
+    },
 }
 
 impl BaseError {
     /// The bounded label: `superseded`, `not_json`, `items`, `key`, `version`, `duplicate_key`,
-    /// `too_many_entities`.
+    /// `too_many_entities`, `no_pages` (a page's error has the label of what was wrong with it).
     pub fn kind(&self) -> &'static str {
         match self {
             BaseError::Superseded { .. } => "superseded",
@@ -56,6 +67,8 @@ impl BaseError {
             BaseError::Version(_) => "version",
             BaseError::DuplicateKey { .. } => "duplicate_key",
             BaseError::TooManyEntities { .. } => "too_many_entities",
+            BaseError::NoPages => "no_pages",
+            BaseError::Page { source, .. } => source.kind(),
         }
     }
 

@@ -39,6 +39,8 @@ pub(crate) struct Feed {
     head: watch::Sender<u64>,
     /// `GET /v1/snapshot` requests served.
     snapshot_requests: AtomicU64,
+    /// `GET /v1/snapshot/pages` requests served.
+    page_requests: AtomicU64,
 }
 
 impl Feed {
@@ -51,6 +53,7 @@ impl Feed {
             book: Mutex::new(Book::new(config.entities)),
             head: watch::Sender::new(0),
             snapshot_requests: AtomicU64::new(0),
+            page_requests: AtomicU64::new(0),
         }
     }
 
@@ -58,6 +61,17 @@ impl Feed {
     pub fn serve_snapshot(&self) -> Snapshot {
         self.snapshot_requests.fetch_add(1, Ordering::Relaxed);
         self.snapshot()
+    }
+
+    /// The state a `GET /v1/snapshot/pages` request cuts its page from, counted.
+    pub fn serve_page(&self) -> Snapshot {
+        self.page_requests.fetch_add(1, Ordering::Relaxed);
+        self.snapshot()
+    }
+
+    /// How many `GET /v1/snapshot/pages` requests were served.
+    pub fn page_requests(&self) -> u64 {
+        self.page_requests.load(Ordering::Relaxed)
     }
 
     /// How many `GET /v1/snapshot` requests were served.

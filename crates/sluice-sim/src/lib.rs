@@ -1,6 +1,7 @@
 //! `sluice-sim`: a realistic, deterministic market-feed upstream for people, tests and benchmarks.
 //!
-//! It serves a REST base state (`GET /v1/snapshot`), an SSE delta stream (`GET /v1/stream`) with
+//! It serves a REST base state (`GET /v1/snapshot`, and a page at a time as
+//! `GET /v1/snapshot/pages`: [`RunningSim::pages_url`]), an SSE delta stream (`GET /v1/stream`) with
 //! ids, replay after `Last-Event-ID` from a bounded history, heartbeat comments, and faults on
 //! demand (per connection by query parameter, or one-shot via `POST /admin/faults`; see
 //! [`faults`]). It can always answer the true current state ([`RunningSim::snapshot`]), so a
@@ -53,6 +54,7 @@ mod error;
 pub mod faults;
 mod feed;
 pub mod model;
+mod pages;
 mod render;
 mod server;
 mod stream;

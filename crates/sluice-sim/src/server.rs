@@ -23,6 +23,7 @@ use tower::ServiceExt as _;
 use crate::faults::{FaultQueue, QueuedFaults, RawParams, Scalar};
 use crate::feed::Feed;
 use crate::model::Snapshot;
+use crate::pages::{self, PageQuery};
 use crate::stream::{CHUNKS_IN_FLIGHT, ConnControl, StreamTask};
 use crate::{SimConfig, SimError};
 
@@ -167,6 +168,18 @@ impl RunningSim {
         format!("{}/v1/snapshot", self.base_url())
     }
 
+    /// The paginated REST base state in `style` (`body`, `header`, `cursor`, `page` or
+    /// `offset`), the first page: `base_url()` + `/v1/snapshot/pages?style=…` (add the page size
+    /// parameter: `page_size`, or `limit` for `offset`).
+    pub fn pages_url(&self, style: &str) -> String {
+        format!("{}/v1/snapshot/pages?style={style}", self.base_url())
+    }
+
+    /// How many `GET /v1/snapshot/pages` requests were served.
+    pub fn page_requests(&self) -> u64 {
+        self.feed.page_requests()
+    }
+
     /// The sequence number of the last delta produced (0: none yet).
     pub fn head(&self) -> u64 {
         self.feed.head()
@@ -297,6 +310,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/snapshot", get(snapshot))
+        .route("/v1/snapshot/pages", get(snapshot_page))
         .route("/v1/stream", get(stream))
         .route(
             "/admin/faults",
@@ -311,6 +325,23 @@ async fn healthz() -> &'static str {
 
 async fn snapshot(State(app): State<AppState>) -> Json<Snapshot> {
     Json(app.feed.serve_snapshot())
+}
+
+async fn snapshot_page(State(app): State<AppState>, uri: Uri) -> Response {
+    let query: PageQuery = match serde_urlencoded::from_str(uri.query().unwrap_or("")) {
+        Ok(query) => query,
+        Err(error) => return bad_request(&[format!("query: {error}")]),
+    };
+    match pages::page(&app.feed.serve_page(), &query) {
+        Ok(answer) => {
+            let mut response = Json(answer.body).into_response();
+            if let Some(link) = answer.link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                response.headers_mut().insert(header::LINK, link);
+            }
+            response
+        }
+        Err(problem) => bad_request(&[problem]),
+    }
 }
 
 fn bad_request(problems: &[String]) -> Response {

@@ -1,5 +1,6 @@
 //! Base-state fetches: for each target whose merger asks for one, a REST fetch spawned on the
-//! runtime (`client` builds its HTTP client), its result applied on the consumer thread under
+//! runtime (`client` builds its HTTP client, `pages` fetches the document or all the pages of a
+//! paginated one), its result applied on the consumer thread under
 //! the target's lock (`Merger::load_base` with the request's epoch, so a superseded fetch is
 //! refused), and a failed one retried later (`retry`).
 //!
@@ -16,6 +17,7 @@
 
 mod client;
 mod error;
+mod pages;
 mod retry;
 
 use std::sync::{Arc, mpsc};
@@ -31,7 +33,7 @@ use retry::RetrySchedule;
 use crate::shared::Shared;
 use crate::store::{Cell, RingEntry, StreamItem};
 
-/// Largest base-state document accepted.
+/// Largest base-state document accepted (a paginated one has its own `max_bytes`).
 const MAX_BASE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Base fetches in flight at once, from the request until its document is applied; the others
@@ -42,7 +44,8 @@ pub const MAX_CONCURRENT_FETCHES: usize = 16;
 struct Fetched {
     target: String,
     epoch: u64,
-    result: Result<Bytes, BaseFetchError>,
+    /// The document, or the pages of a paginated one in order.
+    result: Result<Vec<Bytes>, BaseFetchError>,
     /// Its place among the fetches in flight, given back once the document is applied.
     _permit: OwnedSemaphorePermit,
 }
@@ -114,10 +117,7 @@ impl Fetcher {
             // holds it (an unversioned target must not apply it again).
             cell.lock().merger.fetch_started(epoch);
             let result = match client::base_client(&def, &pools, &tokens) {
-                Ok(client) => client
-                    .fetch_document(def.aggregate.base_timeout, MAX_BASE_BYTES)
-                    .await
-                    .map_err(BaseFetchError::from),
+                Ok(client) => pages::fetch_base(&client, &def, MAX_BASE_BYTES).await,
                 Err(error) => Err(error.into()),
             };
             let _ = tx.send(Fetched {
@@ -133,13 +133,13 @@ impl Fetcher {
         let Some(cell) = self.shared.store.get(&fetched.target) else {
             return;
         };
-        let body = match fetched.result {
-            Ok(body) => body,
+        let pages = match fetched.result {
+            Ok(pages) => pages,
             Err(error) => return self.failed(&fetched.target, fetched.epoch, &error),
         };
         let mut inner = cell.lock();
         inner.fetching = None;
-        match inner.merger.load_base(fetched.epoch, &body) {
+        match inner.merger.load_base_pages(fetched.epoch, &pages) {
             Ok(applied) => {
                 self.shared
                     .metrics
@@ -153,7 +153,7 @@ impl Fetcher {
                 inner.changed_at = SystemTime::now();
                 let seq = inner.merger.change_seq();
                 inner.remember(RingEntry::Full(seq));
-                tracing::info!(target_id = %fetched.target, entities = applied.entities, version = ?applied.version, applied = counts.applied, stale = counts.stale, "base state loaded");
+                tracing::info!(target_id = %fetched.target, pages = pages.len(), entities = applied.entities, version = ?applied.version, applied = counts.applied, stale = counts.stale, "base state loaded");
                 drop(inner);
                 cell.publish(StreamItem::Full(seq));
                 if applied.resnapshot.is_some() {

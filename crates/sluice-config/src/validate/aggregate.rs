@@ -73,6 +73,10 @@ pub(super) fn aggregate(
         AggregateConfig::DEFAULT_BASE_TIMEOUT,
     );
     c.positive("aggregate.base.timeout", base_timeout);
+    let pagination = base
+        .pagination
+        .as_ref()
+        .and_then(|raw| super::pagination::pagination(c, raw));
 
     let no_delta = RawDelta::default();
     let delta = raw.delta.as_ref().unwrap_or_else(|| {
@@ -152,6 +156,7 @@ pub(super) fn aggregate(
         base_url: base_url?,
         base_headers,
         base_timeout,
+        pagination,
         spec: MergeSpec {
             base_items: base_items?,
             base_key: base_key?,
@@ -371,7 +376,7 @@ fn positive(
     value
 }
 
-fn count(c: &mut Checker<'_>, field: &str, raw: Option<u64>, default: usize) -> usize {
+pub(super) fn count(c: &mut Checker<'_>, field: &str, raw: Option<u64>, default: usize) -> usize {
     let Some(raw) = raw else {
         return default;
     };

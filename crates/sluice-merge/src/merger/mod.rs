@@ -283,13 +283,25 @@ impl Merger {
     /// during the replay leaves the merger awaiting another base (requested; the deltas from
     /// that one on stay held). On error nothing changes.
     pub fn load_base(&mut self, epoch: u64, body: &[u8]) -> Result<BaseApplied, BaseError> {
+        self.load_base_pages(epoch, &[body])
+    }
+
+    /// [`Merger::load_base`] for a base state fetched in pages (in the order they were
+    /// fetched): their items form one base state with the first page's version, the deltas
+    /// after which are replayed over it (an entity on two pages keeps the later copy; a key
+    /// twice on one page is an error, as in one document). On error nothing changes.
+    pub fn load_base_pages<P: AsRef<[u8]>>(
+        &mut self,
+        epoch: u64,
+        pages: &[P],
+    ) -> Result<BaseApplied, BaseError> {
         if epoch != self.epoch || self.synced {
             return Err(BaseError::Superseded {
                 epoch,
                 current: self.epoch,
             });
         }
-        let base = Base::parse(&self.paths, body, self.spec.max_entities)?;
+        let base = Base::parse_pages(&self.paths, pages, self.spec.max_entities)?;
         self.entities = base.entities;
         self.version = base.version;
         self.base_version = base.version;

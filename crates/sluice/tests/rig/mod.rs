@@ -18,8 +18,11 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+mod converge;
 mod publish;
 
+#[allow(unused_imports)]
+pub use converge::{assert_converges, state_of, truth};
 #[allow(unused_imports)]
 pub use publish::produce_delta;
 
