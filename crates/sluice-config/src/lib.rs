@@ -15,6 +15,7 @@
 mod aggregate;
 mod aggregator;
 mod load;
+mod metrics;
 mod problem;
 mod proxy;
 mod raw;
@@ -31,6 +32,7 @@ pub use aggregator::{
     AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, Loaded, SnapshotConfig,
 };
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
+pub use metrics::{FamilyInfo, MetricsConfig, PerTarget, PerTargetError};
 pub use problem::{ConfigErrors, ConfigProblem, ProblemKind};
 pub use proxy::ProxyConfig;
 pub use secret::{Secret, SecretError, SecretRef};

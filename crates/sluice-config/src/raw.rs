@@ -22,6 +22,15 @@ pub(crate) struct RawWorker {
     pub proxy_pools: BTreeMap<String, Vec<RawProxy>>,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `metrics:` of either file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub per_target: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +269,8 @@ pub(crate) struct RawAggregator {
     pub snapshots: RawSnapshots,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// The aggregator's `http`: the worker's `listen` plus the connection cap.

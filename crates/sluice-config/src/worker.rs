@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sluice_sse::Limits;
 
+use crate::metrics::MetricsConfig;
 use crate::proxy::ProxyConfig;
 use crate::secret::SecretRef;
 use crate::target::TargetConfig;
@@ -30,6 +31,8 @@ pub struct WorkerConfig {
     pub proxy_pools: BTreeMap<String, Vec<ProxyConfig>>,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// What `/metrics` exposes per target.
+    pub metrics: MetricsConfig,
     /// Every target, sorted by id, disabled ones included (see [`TargetConfig::enabled`]).
     pub targets: Vec<TargetConfig>,
 }

@@ -77,6 +77,7 @@ pub(crate) fn worker(
     }
 
     let shutdown = c.shutdown(&raw.shutdown);
+    let metrics = c.metrics(&raw.metrics);
 
     WorkerConfig {
         file: file.to_owned(),
@@ -87,6 +88,7 @@ pub(crate) fn worker(
         defaults,
         proxy_pools,
         shutdown,
+        metrics,
         targets: Vec::new(),
     }
 }
