@@ -34,7 +34,9 @@ use sluice_publish::{KafkaSettings, SecretPropertyError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use metrics::DeltaOutcome;
+pub use metrics::{
+    CounterPair, DeltaCounters, DeltaOutcome, Metrics, Scrape, TargetCounter, TargetGauges, catalog,
+};
 pub use partition_check::PartitionCountChanged;
 pub use sluice_publish::partition_for;
 pub use snapshot::SnapshotRecord;
@@ -207,7 +209,7 @@ pub async fn run(
     let shared = Arc::new(Shared::new(
         defs,
         config.worker.proxy_pools.clone(),
-        metrics::Metrics::new()?,
+        metrics::Metrics::new(config.metrics.per_target)?,
         config.topics.state.clone(),
         chunk_bytes,
         config.snapshots.dir.clone(),

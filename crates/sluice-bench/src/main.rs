@@ -28,6 +28,7 @@ mod latency;
 mod pipeline;
 mod procfs;
 mod report;
+mod scrape;
 mod simproc;
 
 use std::path::PathBuf;
@@ -69,6 +70,9 @@ enum Command {
     },
     /// The simulator in its own process: prints its stream URL, serves until stdin closes.
     Sim(simproc::SimArgs),
+    /// One `/metrics` scrape of a worker and an aggregator at fleet size in each
+    /// `metrics.per_target` mode: series, bytes, render time.
+    Scrape(scrape::ScrapeArgs),
 }
 
 /// How a baseline publishes.
@@ -305,6 +309,7 @@ fn main() -> anyhow::Result<()> {
                 Command::Aggregate(args) => aggregate::run(args).await,
                 Command::Sim(args) => simproc::run(args).await,
                 Command::Chaos(args) => chaos::run(args).await,
+                Command::Scrape(args) => scrape::run(args),
                 Command::Baseline(args) => {
                     baseline::run(baseline::Baseline {
                         mode: args.mode,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::aggregate::AggregateConfig;
+use crate::metrics::MetricsConfig;
 use crate::secret::SecretRef;
 use crate::target::TargetConfig;
 use crate::worker::{ShutdownConfig, WorkerConfig};
@@ -29,6 +30,8 @@ pub struct AggregatorConfig {
     pub snapshots: SnapshotConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// What `/metrics` exposes per target.
+    pub metrics: MetricsConfig,
 }
 
 impl AggregatorConfig {

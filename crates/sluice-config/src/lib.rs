@@ -16,6 +16,7 @@ mod aggregate;
 mod aggregator;
 mod fleet;
 mod load;
+mod metrics;
 mod pagination;
 mod problem;
 mod proxy;
@@ -34,6 +35,7 @@ pub use aggregator::{
 };
 pub use fleet::{Fleet, FleetGroup};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
+pub use metrics::{FamilyInfo, MetricsConfig, PerTarget, PerTargetError};
 pub use pagination::{PageMode, PageSize, Pagination};
 pub use problem::{ConfigErrors, ConfigProblem, ProblemKind};
 pub use proxy::ProxyConfig;

@@ -23,6 +23,8 @@ pub(crate) struct RawWorker {
     #[serde(default)]
     pub shutdown: RawShutdown,
     pub fleet: Option<RawFleet>,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// `fleet`: `none`, or the group's settings.
@@ -40,6 +42,13 @@ pub(crate) struct RawFleetGroup {
     pub partitions: Option<u64>,
     pub instance_id: Option<String>,
     pub session_timeout: Option<String>,
+}
+
+/// `metrics:` of either file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub per_target: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +305,8 @@ pub(crate) struct RawAggregator {
     pub snapshots: RawSnapshots,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// The aggregator's `http`: the worker's `listen` plus the connection cap.

@@ -22,11 +22,12 @@ use http::{HeaderName, HeaderValue};
 use sluice_sse::Limits;
 use url::Url;
 
+use crate::metrics::{MetricsConfig, PerTarget};
 use crate::problem::{ConfigProblem, ProblemKind};
 use crate::proxy::ProxyConfig;
 use crate::raw::{
-    RawBackoff, RawBody, RawDefaults, RawKey, RawLimits, RawOAuth2, RawProxy, RawShutdown,
-    RawTarget, RawTls, RawValueRef, RawWorker,
+    RawBackoff, RawBody, RawDefaults, RawKey, RawLimits, RawMetrics, RawOAuth2, RawProxy,
+    RawShutdown, RawTarget, RawTls, RawValueRef, RawWorker,
 };
 use crate::secret::{SecretError, SecretRef};
 use crate::target::{
@@ -346,6 +347,23 @@ impl<'a> Checker<'a> {
                 ShutdownConfig::DEFAULT_GRACE,
             ),
         }
+    }
+
+    /// `metrics:`: `per_target` is `all`, `essential` (the default) or `none`.
+    fn metrics(&mut self, raw: &RawMetrics) -> MetricsConfig {
+        let per_target = match raw.per_target.as_deref().map(str::parse::<PerTarget>) {
+            None => PerTarget::default(),
+            Some(Ok(mode)) => mode,
+            Some(Err(error)) => {
+                self.report(
+                    "metrics.per_target",
+                    ProblemKind::Invalid,
+                    error.to_string(),
+                );
+                PerTarget::default()
+            }
+        };
+        MetricsConfig { per_target }
     }
 
     /// A JSON Pointer (RFC 6901), reported when malformed and returned as written.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sluice_sse::Limits;
 
 use crate::fleet::Fleet;
+use crate::metrics::MetricsConfig;
 use crate::proxy::ProxyConfig;
 use crate::secret::SecretRef;
 use crate::target::TargetConfig;
@@ -33,6 +34,8 @@ pub struct WorkerConfig {
     pub shutdown: ShutdownConfig,
     /// Whether targets are shared with a fleet of workers.
     pub fleet: Fleet,
+    /// What `/metrics` exposes per target.
+    pub metrics: MetricsConfig,
     /// Every target, sorted by id, disabled ones included (see [`TargetConfig::enabled`]).
     pub targets: Vec<TargetConfig>,
 }

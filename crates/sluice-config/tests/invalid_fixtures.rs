@@ -394,6 +394,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "aggregate_version_and_range",
         "aggregate_zero_max_buffered",
         "aggregator_bad_group_instance_id",
+        "aggregator_bad_metrics_per_target",
         "aggregator_dead_letter_is_state",
         "aggregator_empty_group_id",
         "aggregator_managed_property",
@@ -409,6 +410,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "bad_compression",
         "bad_duration",
         "bad_json_pointer",
+        "bad_metrics_per_target",
         "bad_request_body",
         "bad_target_id",
         "bad_url",
@@ -472,6 +474,12 @@ fn a_missing_targets_directory_is_reported_on_targets_dir() {
             .message
             .starts_with("cannot read targets directory ")
     );
+}
+
+#[test]
+fn metrics_per_target_takes_all_essential_or_none_in_both_files() {
+    assert_fixture("bad_metrics_per_target");
+    assert_fixture("aggregator_bad_metrics_per_target");
 }
 
 #[test]

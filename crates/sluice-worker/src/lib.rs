@@ -21,6 +21,7 @@ mod status;
 mod stop;
 mod supervisor;
 mod target;
+mod totals;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -40,7 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use control::{Control, ControlReceiver};
-pub use metrics::{Metrics, MetricsError};
+pub use metrics::{Kind, Metrics, MetricsError, catalog};
 pub use registry::Registry;
 pub use status::{Delivery, State, StatusRow, TargetStatus};
 pub use supervisor::{ControlError, Stopped};
@@ -264,7 +265,7 @@ pub async fn run_controlled(
     // resident, at its full size (measured: docs/BENCHMARKS.md, the density steps table).
     targets.shrink_to_fit();
     let registry = Arc::new(Registry::default());
-    let metrics = Metrics::new(registry.clone())?;
+    let metrics = Metrics::new(registry.clone(), config.metrics.per_target)?;
     let in_flight_publisher = publisher.clone();
     let ops = Arc::new(http::Ops {
         targets: registry.clone(),

@@ -350,6 +350,11 @@ impl TargetStatus {
         }
     }
 
+    /// Reconnects by reason, in [`DisconnectReason::ALL`] order, zeros included.
+    pub fn reconnect_counts(&self) -> [u64; DisconnectReason::ALL.len()] {
+        std::array::from_fn(|i| self.reconnects[i].get())
+    }
+
     /// Reconnects by reason (non-zero ones only).
     pub fn reconnects_by_reason(&self) -> impl Iterator<Item = (DisconnectReason, u64)> + '_ {
         DisconnectReason::ALL

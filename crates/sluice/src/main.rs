@@ -83,6 +83,8 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Inspect the aggregator's dead letters, and send one back through the normal path.
     DeadLetters(cmd::dead_letters::DeadLettersArgs),
+    /// List the metric families a worker and an aggregator expose in a `metrics.per_target` mode.
+    Metrics(cmd::metrics::MetricsArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Validate(_) => "validate",
         Command::Demo(_) => "demo",
         Command::DeadLetters(_) => "dead-letters",
+        Command::Metrics(_) => "metrics",
     };
     // The root span of the run: there is always at least one span to export.
     let span = tracing::info_span!(telemetry::ROOT_SPAN, command);
@@ -108,6 +111,9 @@ fn main() -> ExitCode {
 fn run(command: Command, span: tracing::Span) -> ExitCode {
     if let Command::Validate(args) = command {
         return span.in_scope(|| cmd::validate::run(args));
+    }
+    if let Command::Metrics(args) = &command {
+        return span.in_scope(|| cmd::metrics::run(args));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -129,6 +135,7 @@ fn run(command: Command, span: tracing::Span) -> ExitCode {
                 Command::Aggregator(args) => cmd::aggregator::run(args, shutdown).await,
                 Command::Demo(args) => cmd::demo::run(args, shutdown).await,
                 Command::DeadLetters(args) => cmd::dead_letters::run(args).await,
+                Command::Metrics(args) => cmd::metrics::run(&args),
                 Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {

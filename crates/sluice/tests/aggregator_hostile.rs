@@ -50,7 +50,9 @@ async fn hostile_json_patch_deltas_are_dead_lettered_and_the_aggregator_keeps_se
              \x20 delta:\n    key: /key\n    value: /ops\n  strategy: json_patch\n"
         ),
     );
-    let aggregator = rig.start_aggregator("", true).await;
+    let aggregator = rig
+        .start_aggregator("metrics:\n  per_target: all", true)
+        .await;
     aggregator
         .wait_for("the base state", async |a: &Worker| {
             entity(a).await == Some(json!({"key": "a", "list": []}))

@@ -142,7 +142,9 @@ async fn a_snapshot_larger_than_a_record_is_chunked_and_restored_after_a_kill() 
     let (base_url, base_hits) = big_base(&sim).await;
     rig.target("big", &sim.stream_url(), &big_target_yaml(&base_url));
     let worker = rig.start("").await;
-    let first = rig.start_aggregator("", true).await;
+    let first = rig
+        .start_aggregator("metrics:\n  per_target: all", true)
+        .await;
     sim.wait_for_head(EVENTS).await;
     let version = sim.snapshot().version as f64;
     first
@@ -232,7 +234,9 @@ async fn a_snapshot_larger_than_a_record_is_chunked_and_restored_after_a_kill() 
         "every chunk is in the topic"
     );
 
-    let second = rig.start_aggregator("", true).await;
+    let second = rig
+        .start_aggregator("metrics:\n  per_target: all", true)
+        .await;
     assert!(
         second.log().contains("target restored from its snapshot"),
         "restored:\n{}",

@@ -47,6 +47,20 @@ fn every_problem_is_reported_with_file_and_field_and_a_failing_status() {
 }
 
 #[test]
+fn a_bad_metrics_mode_is_refused_naming_file_and_field() {
+    let output =
+        validate("crates/sluice-config/tests/fixtures/invalid/bad_metrics_per_target/worker.yaml");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "bad_metrics_per_target/worker.yaml: metrics.per_target: bad metrics mode \"Essential\": use all, essential or none"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_missing_config_file_is_named() {
     let output = validate("config/does-not-exist.yaml");
     assert_eq!(output.status.code(), Some(1));

@@ -36,7 +36,7 @@ async fn a_record_kafka_refuses_stops_its_target_visibly_and_the_checkpoint_stay
         ),
         "",
     );
-    let worker = rig.start("").await;
+    let worker = rig.start("metrics:\n  per_target: all").await;
     // The start check passes; then the topic's limit drops below the oversized event (an
     // operator's change, or a broker that could not be checked), well before it comes.
     worker

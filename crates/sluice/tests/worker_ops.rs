@@ -1,5 +1,5 @@
 //! `sluice worker` operations surface, end to end through the real binary: `/metrics` (every
-//! per-target family, process totals, and `promtool check metrics` clean), `/status` as JSON and
+//! per-target family with `metrics.per_target: all`, process totals, and `promtool check metrics` clean), `/status` as JSON and
 //! HTML, `/healthz`, `/readyz`, `--log-format json` on stderr, and a graceful exit on SIGTERM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -88,7 +88,7 @@ async fn metrics_cover_every_target_series_and_pass_promtool() {
     let rig = Rig::new("ops-metrics").await;
     let upstream = sim(EVENTS, RATE).await;
     rig.target(TARGET, &stream_url(&upstream.stream_url()), "");
-    let worker = rig.start("").await;
+    let worker = rig.start("metrics:\n  per_target: all").await;
 
     // Delivered events, several reconnects, latency observations and last-byte/last-event ages:
     // every per-target family has its series by then.

@@ -96,7 +96,7 @@ async fn kafka_down_for_30s_pauses_reading_loses_nothing_and_bounds_memory() {
         &format!("{}?last_event_id=0", sim.stream_url()),
         "",
     );
-    let worker = rig.start("").await;
+    let worker = rig.start("metrics:\n  per_target: all").await;
     rig.records_until(|records| records.len() >= 500).await;
     let pid = worker.pid();
     let rss_before = rss_bytes(pid);
@@ -286,7 +286,12 @@ async fn stopping_while_kafka_is_down_and_the_producer_is_full_fails_cleanly_and
         "",
     );
     let worker = rig
-        .start_tuned("", "    queue.buffering.max.messages: \"50\"\n", "3s", &[])
+        .start_tuned(
+            "metrics:\n  per_target: all",
+            "    queue.buffering.max.messages: \"50\"\n",
+            "3s",
+            &[],
+        )
         .await;
     // Every quiet event acknowledged (its checkpoint is paced, so the last one is not written
     // yet), then the broker dies and the busy target fills the queue.

@@ -93,8 +93,7 @@ impl Fetcher {
                 self.shared
                     .metrics
                     .resnapshots
-                    .with_label_values(&[cell.def.id(), request.reason.as_str()])
-                    .inc();
+                    .inc(cell.def.id(), request.reason.as_str());
                 self.spawn(&cell, request.epoch);
             }
         }
@@ -141,11 +140,7 @@ impl Fetcher {
         inner.fetching = None;
         match inner.merger.load_base_pages(fetched.epoch, &pages) {
             Ok(applied) => {
-                self.shared
-                    .metrics
-                    .base_fetches
-                    .with_label_values(&[&fetched.target, "ok"])
-                    .inc();
+                self.shared.metrics.base_fetches.inc(&fetched.target, "ok");
                 self.retries.succeeded(&fetched.target);
                 let counts = applied.replayed;
                 cell.counters.replayed(&counts);
@@ -169,11 +164,7 @@ impl Fetcher {
     }
 
     fn failed(&mut self, target: &str, epoch: u64, error: &BaseFetchError) {
-        self.shared
-            .metrics
-            .base_fetches
-            .with_label_values(&[target, "error"])
-            .inc();
+        self.shared.metrics.base_fetches.inc(target, "error");
         let delay = self
             .retries
             .failed(target, epoch, Instant::now(), &mut rand::rng());

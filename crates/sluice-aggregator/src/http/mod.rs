@@ -22,6 +22,7 @@ use serde_json::json;
 
 pub use cap::CappedListener;
 
+use crate::metrics::TargetGauges;
 use crate::shared::{Shared, not_ready};
 use crate::store::{Cell, StateView};
 
@@ -79,32 +80,27 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let text = tokio::task::spawn_blocking(move || {
-        let m = &shared.metrics;
+        let mut scrape = shared.metrics.scrape();
         let now = SystemTime::now();
         for cell in shared.store.all() {
-            let id = cell.def.id();
             let inner = cell.lock();
-            let age = now
-                .duration_since(inner.changed_at)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            m.state_age.with_label_values(&[id]).set(age);
-            m.entities
-                .with_label_values(&[id])
-                .set(i64::try_from(inner.merger.len()).unwrap_or(i64::MAX));
-            m.synced
-                .with_label_values(&[id])
-                .set(i64::from(inner.merger.is_synced()));
-            m.buffered
-                .with_label_values(&[id])
-                .set(i64::try_from(inner.merger.buffered()).unwrap_or(i64::MAX));
-            if let Some(version) = inner.merger.version() {
-                m.version
-                    .with_label_values(&[id])
-                    .set(i64::try_from(version).unwrap_or(i64::MAX));
-            }
+            let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            scrape.target(&TargetGauges {
+                id: cell.def.id(),
+                state_age: now
+                    .duration_since(inner.changed_at)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+                entities: to_i64(inner.merger.len()),
+                synced: inner.merger.is_synced(),
+                buffered: to_i64(inner.merger.buffered()),
+                version: inner
+                    .merger
+                    .version()
+                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            });
         }
-        m.render()
+        scrape.render()
     })
     .await
     .unwrap_or_default();

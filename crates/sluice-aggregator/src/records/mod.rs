@@ -215,11 +215,7 @@ impl Handler {
     }
 
     fn malformed<R: Record>(&self, message: &R, target: &str, event: &str, error: &MalformedError) {
-        self.shared
-            .metrics
-            .malformed
-            .with_label_values(&[target, error.kind()])
-            .inc();
+        self.shared.metrics.malformed.inc(target, error.kind());
         let logged = self.count_logged(&self.malformed_logged, target);
         if logged <= 100 || logged.is_power_of_two() {
             tracing::warn!(target_id = %target, topic = message.topic(), partition = message.partition(), offset = message.offset(), event, kind = error.kind(), %error, malformed_so_far = logged, "malformed delta skipped");

@@ -129,6 +129,7 @@ pub(crate) fn aggregator(
     };
     let snapshots = SnapshotConfig { interval, dir };
     let shutdown = c.shutdown(&raw.shutdown);
+    let metrics = c.metrics(&raw.metrics);
 
     let worker = match crate::load_worker(&worker_file?, crate::load::read_file) {
         Ok(worker) => worker,
@@ -146,6 +147,7 @@ pub(crate) fn aggregator(
         http,
         snapshots,
         shutdown,
+        metrics,
     };
     check_targets(&mut c, &config);
     Some(config)

@@ -78,6 +78,7 @@ pub(crate) fn worker(
 
     let shutdown = c.shutdown(&raw.shutdown);
     let fleet = super::fleet::fleet(&mut c, raw.fleet.as_ref());
+    let metrics = c.metrics(&raw.metrics);
 
     WorkerConfig {
         file: file.to_owned(),
@@ -89,6 +90,7 @@ pub(crate) fn worker(
         proxy_pools,
         shutdown,
         fleet,
+        metrics,
         targets: Vec::new(),
     }
 }

@@ -5,6 +5,7 @@ pub mod aggregator;
 pub mod builtin_config;
 pub mod dead_letters;
 pub mod demo;
+pub mod metrics;
 pub mod sim;
 pub mod tail;
 pub mod validate;

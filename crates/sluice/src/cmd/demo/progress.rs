@@ -134,17 +134,17 @@ impl Progress {
         Progress {
             events_in: worker
                 .as_deref()
-                .map(|m| sum_series(m, "sluice_events_received_total", None)),
+                .map(|m| sum_series(m, "sluice_all_events_received_total", None)),
             delivered: worker
                 .as_deref()
-                .map(|m| sum_series(m, "sluice_events_delivered_total", None)),
+                .map(|m| sum_series(m, "sluice_all_events_delivered_total", None)),
             reconnects: worker
                 .as_deref()
-                .map(|m| sum_series(m, "sluice_reconnects_total", None)),
+                .map(|m| sum_series(m, "sluice_all_reconnects_total", None)),
             merged: aggregator.as_deref().map(|m| {
                 sum_series(
                     m,
-                    "sluice_aggregator_deltas_total",
+                    "sluice_aggregator_all_deltas_total",
                     Some("outcome=\"applied\""),
                 )
             }),

@@ -1,272 +1,301 @@
-//! Prometheus metrics of the worker.
+//! The worker's per-target metric families: which exist, which `metrics.per_target` mode shows
+//! them, and how they are written straight from the status rows at scrape time.
 //!
-//! Per-target values live in each target's [`TargetStatus`] as plain atomics and are written in
-//! the text format at scrape time, straight from the atomics. A registry child per series would cost about a
-//! kilobyte each (every child keeps its own copy of the descriptor), thirty series per target,
-//! which at 10,000 targets is more than the connections themselves.
-//!
-//! Label values are bounded: target ids (validated, from config), the fixed reconnect reasons and
-//! states. No URL, header, proxy or error text ever becomes a label.
+//! What it must NOT do: leave a row out of the process-wide sums when its family is hidden (the
+//! totals are exposed in every mode), or read a row's value twice in one scrape (a family's lines
+//! and its total must agree).
 
 use std::sync::Arc;
 
-use prometheus::proto::MetricType;
-use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+use sluice_client::DisconnectReason;
+use sluice_config::PerTarget;
 
-use crate::registry::Registry as Targets;
-use crate::status::{LATENCY_BUCKETS, State, TargetStatus};
+use super::text::{Kind, histogram, push_f64_line, push_u64, sample, sample_i64, series};
+use crate::status::{State, TargetStatus};
+use crate::totals::Sums;
 
-/// Every metric family of the worker.
-#[derive(Clone)]
-pub struct Metrics {
-    registry: Registry,
-    producer_in_flight: IntGauge,
-    target_count: IntGauge,
-    targets: Arc<Targets>,
+/// One per-target family.
+pub(crate) struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    /// The label besides `target`, if any.
+    pub label: Option<&'static str>,
+    /// Shown in `essential` mode (every family is shown in `all`, none in `none`).
+    pub essential: bool,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
-/// Why the registry could not be built (a programming error: duplicate or invalid names).
-#[derive(Debug, thiserror::Error)]
-#[error("building metrics registry failed: {0}")]
-pub struct MetricsError(#[from] prometheus::Error);
-
-impl Metrics {
-    /// The registry: per-target families for the targets in `targets` at each scrape, process
-    /// totals, the producer gauge.
-    pub fn new(targets: Arc<Targets>) -> Result<Metrics, MetricsError> {
-        let registry = Registry::new();
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
-        let producer_in_flight = IntGauge::new(
-            "sluice_producer_in_flight",
-            "Records in the producer not yet acknowledged, process-wide.",
-        )?;
-        registry.register(Box::new(producer_in_flight.clone()))?;
-        let count = IntGauge::new("sluice_targets", "Enabled targets held by this worker.")?;
-        registry.register(Box::new(count.clone()))?;
-        Ok(Metrics {
-            registry,
-            producer_in_flight,
-            target_count: count,
-            targets,
-        })
-    }
-
-    /// Renders the text format.
-    pub fn render(&self, producer_in_flight: i64) -> String {
-        self.producer_in_flight.set(producer_in_flight);
-        let targets = self.targets.snapshot();
-        self.target_count
-            .set(i64::try_from(targets.len()).unwrap_or(i64::MAX));
-        let mut buffer = Vec::new();
-        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
-            tracing::error!(%error, "encoding metrics failed");
+impl Family {
+    /// Whether `mode` shows this family.
+    pub fn shown(&self, mode: PerTarget) -> bool {
+        match mode {
+            PerTarget::All => true,
+            PerTarget::Essential => self.essential,
+            PerTarget::None => false,
         }
-        let mut out = String::from_utf8_lossy(&buffer).into_owned();
-        // Dozens of series per target: reserve once instead of growing the exposition through
-        // many reallocations (its size at 10,000 targets: docs/BENCHMARKS.md, "Density, 10,000
-        // connections").
-        out.reserve(targets.len() * 2048);
-        write_targets(&mut out, &targets);
-        out
     }
 }
 
-/// (name, help, type, extra label) of each per-target family, in output order.
-const FAMILIES: [(&str, &str, MetricType, Option<&str>); 17] = [
-    (
+const fn family(
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    label: Option<&'static str>,
+    essential: bool,
+) -> Family {
+    Family {
+        name,
+        help,
+        kind,
+        label,
+        essential,
+    }
+}
+
+/// Every per-target family, in output order (the writer below matches on the position).
+pub(crate) const FAMILIES: [Family; 17] = [
+    family(
         "sluice_target_state",
         "1 for the target's current connection state, 0 for the others.",
-        MetricType::GAUGE,
+        Kind::Gauge,
         Some("state"),
+        true,
     ),
-    (
+    family(
         "sluice_events_received_total",
         "SSE events received and handed to Kafka (after the event-type filter).",
-        MetricType::COUNTER,
+        Kind::Counter,
         None,
+        true,
     ),
-    (
+    family(
         "sluice_bytes_received_total",
         "Response body bytes received.",
-        MetricType::COUNTER,
+        Kind::Counter,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_events_delivered_total",
         "Events Kafka acknowledged.",
-        MetricType::COUNTER,
+        Kind::Counter,
         None,
+        true,
     ),
-    (
+    family(
         "sluice_events_filtered_total",
         "Events dropped by the target's event-type filter.",
-        MetricType::COUNTER,
+        Kind::Counter,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_events_duplicate_total",
         "Replayed events dropped after a make-before-break switch.",
-        MetricType::COUNTER,
+        Kind::Counter,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_reconnects_total",
         "Reconnects by reason.",
-        MetricType::COUNTER,
+        Kind::Counter,
         Some("reason"),
+        true,
     ),
-    (
+    family(
         "sluice_delivery_errors_total",
         "Kafka delivery failures (each is retried, never dropped).",
-        MetricType::COUNTER,
+        Kind::Counter,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_key_errors_total",
         "Events whose record key could not be read from the payload (published keyed by target id).",
-        MetricType::COUNTER,
+        Kind::Counter,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_checkpoints_written_total",
         "Checkpoints Kafka acknowledged (counted when the target next wakes: its next chunk or delivery).",
-        MetricType::COUNTER,
+        Kind::Counter,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_upstream_paused",
         "1 while reading upstream is paused because Kafka is not keeping up.",
-        MetricType::GAUGE,
+        Kind::Gauge,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_producer_queue_depth",
         "Events of the target sent to Kafka and not yet acknowledged.",
-        MetricType::GAUGE,
+        Kind::Gauge,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_seconds_since_last_byte",
         "Seconds since the last byte from upstream (absent before the first).",
-        MetricType::GAUGE,
+        Kind::Gauge,
         None,
+        true,
     ),
-    (
+    family(
         "sluice_seconds_since_last_event",
         "Seconds since the last event from upstream (absent before the first).",
-        MetricType::GAUGE,
+        Kind::Gauge,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_delivery_latency_seconds",
         "From receipt of an event to Kafka's acknowledgement.",
-        MetricType::HISTOGRAM,
+        Kind::Histogram,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_connection_generation",
         "Successful connections of the target so far (the sluice.connection header).",
-        MetricType::GAUGE,
+        Kind::Gauge,
         None,
+        false,
     ),
-    (
+    family(
         "sluice_checkpoint_lag_events",
         "Events Kafka acknowledged that the last written checkpoint does not cover yet.",
-        MetricType::GAUGE,
+        Kind::Gauge,
         None,
+        false,
     ),
 ];
 
-/// Writes every per-target family in the Prometheus text format, straight from the status rows.
+/// Writes the per-target families `mode` shows, straight from the status rows, and adds every
+/// row's values to `sums` whatever the mode.
 ///
-/// Target ids are `[a-z0-9._-]` (validated) and the other label values are fixed words, so no
-/// label value needs escaping. Lines are appended piece by piece rather than through `write!`:
-/// a scrape at 10,000 targets writes 320,000 of them, and the formatting machinery was most of
-/// its cost. Only the few float values (seconds, latency sums) still go through `write!`.
-fn write_targets(out: &mut String, targets: &[Arc<TargetStatus>]) {
-    use std::fmt::Write as _;
-    let bounds: Vec<String> = LATENCY_BUCKETS.iter().map(f64::to_string).collect();
-    for (index, (name, help, kind, _)) in FAMILIES.iter().enumerate() {
-        let kind = match kind {
-            MetricType::COUNTER => "counter",
-            MetricType::HISTOGRAM => "histogram",
-            _ => "gauge",
-        };
+/// Lines are appended piece by piece rather than through `write!`: a scrape at 10,000 targets in
+/// `all` mode writes 320,000 of them, and the formatting machinery was most of its cost. Only the
+/// few float values (seconds, latency sums) still go through `write!`.
+pub(crate) fn write_targets(
+    out: &mut String,
+    targets: &[Arc<TargetStatus>],
+    mode: PerTarget,
+    sums: &mut Sums,
+    bounds: &[String],
+) {
+    for (index, family) in FAMILIES.iter().enumerate() {
+        let show = family.shown(mode);
+        let name = family.name;
         let mark = out.len();
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        if show {
+            super::text::header(out, name, family.help, family.kind);
+        }
         let samples = out.len();
         for status in targets {
             let t = status.id.as_str();
+            let counter = |total: &mut u64, value: u64, out: &mut String| {
+                *total = total.saturating_add(value);
+                if show {
+                    sample(out, name, t, value);
+                }
+            };
             match index {
                 0 => {
                     let current = status.state();
-                    for state in State::ALL {
-                        series(out, name, "", &[("state", state.as_str()), ("target", t)]);
-                        out.push(if state == current { '1' } else { '0' });
-                        out.push('\n');
+                    if let Some(i) = State::ALL.iter().position(|s| *s == current) {
+                        sums.states[i] += 1;
+                    }
+                    if show {
+                        for state in State::ALL {
+                            series(out, name, "", &[("state", state.as_str()), ("target", t)]);
+                            out.push(if state == current { '1' } else { '0' });
+                            out.push('\n');
+                        }
                     }
                 }
-                1 => sample(out, name, t, status.events.get()),
-                2 => sample(out, name, t, status.bytes.get()),
-                3 => sample(out, name, t, status.acked.get()),
-                4 => sample(out, name, t, status.filtered.get()),
-                5 => sample(out, name, t, status.duplicates.get()),
+                1 => counter(&mut sums.events, status.events.get(), out),
+                2 => counter(&mut sums.bytes, status.bytes.get(), out),
+                3 => counter(&mut sums.delivered, status.acked.get(), out),
+                4 => counter(&mut sums.filtered, status.filtered.get(), out),
+                5 => counter(&mut sums.duplicates, status.duplicates.get(), out),
                 6 => {
-                    for (reason, n) in status.reconnects_by_reason() {
-                        series(out, name, "", &[("reason", reason.as_str()), ("target", t)]);
-                        push_u64(out, n);
-                        out.push('\n');
+                    let counts = status.reconnect_counts();
+                    sums.add_reconnects(counts);
+                    if show {
+                        for (reason, n) in DisconnectReason::ALL.iter().zip(counts) {
+                            if n > 0 {
+                                series(
+                                    out,
+                                    name,
+                                    "",
+                                    &[("reason", reason.as_str()), ("target", t)],
+                                );
+                                push_u64(out, n);
+                                out.push('\n');
+                            }
+                        }
                     }
                 }
-                7 => sample(out, name, t, status.delivery_errors.get()),
-                8 => sample(out, name, t, status.key_errors.get()),
-                9 => sample(out, name, t, status.checkpoints.get()),
-                10 => sample_i64(out, name, t, status.paused.get()),
-                11 => sample_i64(out, name, t, status.queue_depth.get()),
+                7 => counter(&mut sums.delivery_errors, status.delivery_errors.get(), out),
+                8 => counter(&mut sums.key_errors, status.key_errors.get(), out),
+                9 => counter(&mut sums.checkpoints, status.checkpoints.get(), out),
+                10 => {
+                    let paused = status.paused.get();
+                    if paused > 0 {
+                        sums.paused += 1;
+                    }
+                    if show {
+                        sample_i64(out, name, t, paused);
+                    }
+                }
+                11 => {
+                    if show {
+                        sample_i64(out, name, t, status.queue_depth.get());
+                    }
+                }
                 12 => {
-                    if let Some(s) = status.seconds_since_last_byte() {
+                    if show && let Some(s) = status.seconds_since_last_byte() {
                         series(out, name, "", &[("target", t)]);
-                        let _ = writeln!(out, "{s}");
+                        push_f64_line(out, s);
                     }
                 }
                 13 => {
-                    if let Some(s) = status.seconds_since_last_event() {
+                    if show && let Some(s) = status.seconds_since_last_event() {
                         series(out, name, "", &[("target", t)]);
-                        let _ = writeln!(out, "{s}");
+                        push_f64_line(out, s);
                     }
                 }
                 14 => {
-                    let (cumulative, count, sum) = status.latency.snapshot();
-                    for (bound, n) in bounds.iter().zip(cumulative) {
-                        series(out, name, "_bucket", &[("target", t), ("le", bound)]);
-                        push_u64(out, n);
-                        out.push('\n');
+                    let snapshot = status.latency.snapshot();
+                    sums.add_latency(snapshot);
+                    if show {
+                        let (cumulative, count, sum) = snapshot;
+                        histogram(
+                            out,
+                            name,
+                            &[("target", t)],
+                            bounds,
+                            (&cumulative, count, sum),
+                        );
                     }
-                    series(out, name, "_bucket", &[("target", t), ("le", "+Inf")]);
-                    push_u64(out, count);
-                    out.push('\n');
-                    series(out, name, "_sum", &[("target", t)]);
-                    let _ = writeln!(out, "{sum}");
-                    series(out, name, "_count", &[("target", t)]);
-                    push_u64(out, count);
-                    out.push('\n');
                 }
-                15 => sample(
-                    out,
-                    name,
-                    t,
+                15 => counter(
+                    &mut sums.connections,
                     status.generation.load(std::sync::atomic::Ordering::Relaxed),
+                    out,
                 ),
-                _ => sample_i64(out, name, t, status.checkpoint_lag.get()),
+                _ => {
+                    let lag = status.checkpoint_lag.get();
+                    sums.checkpoint_lag = sums.checkpoint_lag.saturating_add(lag);
+                    if show {
+                        sample_i64(out, name, t, lag);
+                    }
+                }
             }
         }
         if out.len() == samples {
@@ -276,59 +305,19 @@ fn write_targets(out: &mut String, targets: &[Arc<TargetStatus>]) {
     }
 }
 
-/// `{name}{suffix}{k="v",...} ` (the value follows).
-fn series(out: &mut String, name: &str, suffix: &str, labels: &[(&str, &str)]) {
-    out.push_str(name);
-    out.push_str(suffix);
-    out.push('{');
-    for (i, (key, value)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(key);
-        out.push_str("=\"");
-        out.push_str(value);
-        out.push('"');
-    }
-    out.push_str("} ");
-}
-
-/// One `{name}{target="t"} n` line.
-fn sample(out: &mut String, name: &str, target: &str, value: u64) {
-    series(out, name, "", &[("target", target)]);
-    push_u64(out, value);
-    out.push('\n');
-}
-
-/// One `{name}{target="t"} n` line of a signed value.
-fn sample_i64(out: &mut String, name: &str, target: &str, value: i64) {
-    series(out, name, "", &[("target", target)]);
-    out.push_str(itoa::Buffer::new().format(value));
-    out.push('\n');
-}
-
-/// `n` in decimal.
-fn push_u64(out: &mut String, n: u64) {
-    out.push_str(itoa::Buffer::new().format(n));
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use sluice_client::DisconnectReason;
+    use crate::status::LATENCY_BUCKETS;
     use tokio::time::Instant;
 
     /// The straightforward `write!` rendering the fast one must match byte for byte.
     fn write_targets_fmt(out: &mut String, targets: &[Arc<TargetStatus>]) {
         use std::fmt::Write as _;
-        for (index, (name, help, kind, _)) in FAMILIES.iter().enumerate() {
-            let kind = match kind {
-                MetricType::COUNTER => "counter",
-                MetricType::HISTOGRAM => "histogram",
-                _ => "gauge",
-            };
+        for (index, family) in FAMILIES.iter().enumerate() {
+            let (name, help, kind) = (family.name, family.help, family.kind.as_str());
             let mark = out.len();
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             let samples = out.len();
@@ -440,8 +429,15 @@ mod tests {
         }
         busy.set_state(State::Streaming);
         targets[2].set_state(State::Backoff);
+        let bounds: Vec<String> = LATENCY_BUCKETS.iter().map(f64::to_string).collect();
         let mut fast = String::new();
-        write_targets(&mut fast, &targets);
+        write_targets(
+            &mut fast,
+            &targets,
+            PerTarget::All,
+            &mut Sums::default(),
+            &bounds,
+        );
         let mut formatted = String::new();
         write_targets_fmt(&mut formatted, &targets);
         assert_eq!(fast, formatted);
