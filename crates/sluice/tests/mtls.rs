@@ -1,8 +1,9 @@
 //! Client certificates (mTLS) over real TLS on loopback: a server that requires a certificate
 //! from a private client CA and records the one each connection presented. The worker presents
 //! `tls.client_cert` / `tls.client_key` and, after the files are replaced (a rotation), the new
-//! certificate from its next connection on, losing no event; `sluice tail --cert --key` too, and
-//! without a certificate the handshake is refused. Kafka is the rig's (the mock cluster, or the
+//! certificate from its next connection on, losing no event; it presents it to an HTTPS proxy
+//! that requires one too; `sluice tail --cert --key` does, and without a certificate the
+//! handshake is refused. Kafka is the rig's (the mock cluster, or the
 //! real broker under `scripts/test`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -53,14 +54,13 @@ impl ClientCa {
     }
 }
 
-/// An HTTPS server for `localhost` that requires a client certificate of `ca` and answers each
-/// connection with two events after its `Last-Event-ID`, then closes. Returns its URL, the PEM
-/// file that trusts it, and the client certificates (DER) the connections presented.
-async fn mtls_server(dir: &Path, ca: &ClientCa) -> (String, PathBuf, Arc<Mutex<Vec<Vec<u8>>>>) {
+/// A TLS acceptor for `localhost` that requires a client certificate of `ca`, and the PEM file
+/// that trusts its own certificate.
+fn mtls_acceptor(dir: &Path, name: &str, ca: &ClientCa) -> (TlsAcceptor, PathBuf) {
     let key = KeyPair::generate().unwrap();
     let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     let cert = params.self_signed(&key).unwrap();
-    let pem = dir.join("server.pem");
+    let pem = dir.join(format!("{name}.pem"));
     std::fs::write(&pem, cert.pem()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -80,7 +80,14 @@ async fn mtls_server(dir: &Path, ca: &ClientCa) -> (String, PathBuf, Arc<Mutex<V
             rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         )
         .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    (TlsAcceptor::from(Arc::new(config)), pem)
+}
+
+/// An HTTPS server for `localhost` that requires a client certificate of `ca` and answers each
+/// connection with two events after its `Last-Event-ID`, then closes. Returns its URL, the PEM
+/// file that trusts it, and the client certificates (DER) the connections presented.
+async fn mtls_server(dir: &Path, ca: &ClientCa) -> (String, PathBuf, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let (acceptor, pem) = mtls_acceptor(dir, "server", ca);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "https://localhost:{}/stream",
@@ -119,6 +126,22 @@ async fn mtls_server(dir: &Path, ca: &ClientCa) -> (String, PathBuf, Arc<Mutex<V
     (url, pem, presented)
 }
 
+/// Writes the client certificate and key into `dir`; returns their paths and the target's
+/// `tls:` section trusting `ca_pem` and presenting them.
+fn client_files(dir: &Path, ca_pem: &Path, pem: &str, key: &str) -> (PathBuf, PathBuf, String) {
+    let cert = dir.join("client.pem");
+    let key_file = dir.join("client.key");
+    std::fs::write(&cert, pem).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let tls = format!(
+        "tls:\n  ca_file: {}\n  client_cert: {}\n  client_key: {{file: {}}}\n",
+        ca_pem.display(),
+        cert.display(),
+        key_file.display()
+    );
+    (cert, key_file, tls)
+}
+
 /// Replaces `path` with `text` in one rename, as a certificate rotation does.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("new");
@@ -132,20 +155,8 @@ async fn the_worker_presents_its_client_certificate_and_a_rotated_one_from_the_n
     let ca = ClientCa::new();
     let (url, server_pem, presented) = mtls_server(&rig.dir, &ca).await;
     let (first_der, first_pem, first_key) = ca.client("client-1");
-    let cert = rig.dir.join("client.pem");
-    let key = rig.dir.join("client.key");
-    std::fs::write(&cert, &first_pem).unwrap();
-    std::fs::write(&key, &first_key).unwrap();
-    rig.target(
-        "mtls",
-        &url,
-        &format!(
-            "tls:\n  ca_file: {}\n  client_cert: {}\n  client_key: {{file: {}}}\n",
-            server_pem.display(),
-            cert.display(),
-            key.display()
-        ),
-    );
+    let (cert, key, tls) = client_files(&rig.dir, &server_pem, &first_pem, &first_key);
+    rig.target("mtls", &url, &tls);
     let worker = rig.start("").await;
     rig.wait_all_ids(&[("mtls", 6)]).await;
     assert!(
@@ -236,4 +247,78 @@ fn tempfile_dir(name: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// An HTTPS forward proxy on loopback that requires a client certificate of `ca`: it forwards
+/// each plain-HTTP request (absolute-form, as a client sends it to a proxy) to its origin and
+/// copies the answer back. Returns its port, the PEM that trusts it, and the certificates
+/// (DER) its connections presented.
+async fn mtls_proxy(dir: &Path, ca: &ClientCa) -> (u16, PathBuf, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let (acceptor, pem) = mtls_acceptor(dir, "proxy", ca);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let presented: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let seen = presented.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return; // no (valid) client certificate: refused in the handshake
+                };
+                if let Some(certs) = tls.get_ref().1.peer_certificates() {
+                    seen.lock().unwrap().push(certs[0].to_vec());
+                }
+                let head = sluice_testkit::read_head(&mut tls).await;
+                let text = String::from_utf8_lossy(&head).to_string();
+                // `GET http://127.0.0.1:PORT/path HTTP/1.1`: the origin is in the target.
+                let Some(origin) = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|u| u.strip_prefix("http://"))
+                    .and_then(|rest| rest.split('/').next())
+                    .map(str::to_owned)
+                else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&origin).await else {
+                    return;
+                };
+                if upstream.write_all(&head).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    (port, pem, presented)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_presents_its_client_certificate_to_an_https_proxy() {
+    let rig = Rig::new("mtls-proxy").await;
+    let ca = ClientCa::new();
+    let (port, proxy_pem, presented) = mtls_proxy(&rig.dir, &ca).await;
+    let sim = rig::sim(20, 200.0).await;
+    let (der, pem, key) = ca.client("client-proxy");
+    let (_, _, tls) = client_files(&rig.dir, &proxy_pem, &pem, &key);
+    rig.target(
+        "viaproxy",
+        &format!("{}?last_event_id=0", sim.stream_url()),
+        &format!("proxy:\n  url: https://localhost:{port}\n{tls}"),
+    );
+    let worker = rig.start("").await;
+    let records = rig.wait_all_ids(&[("viaproxy", 20)]).await;
+    assert_complete_in_order("viaproxy", &ids_of(&records, "viaproxy"), 20);
+    let seen = presented.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the stream went through the proxy");
+    assert!(
+        seen.iter().all(|d| *d == der),
+        "every proxy connection presented the client certificate"
+    );
+    drop(worker);
 }
