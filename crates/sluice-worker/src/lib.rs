@@ -10,8 +10,10 @@
 //! pauses instead), or show a secret anywhere (logs, metrics, `/status`, errors).
 
 mod control;
+mod error;
 mod fleet;
 mod http;
+mod kafka_config;
 mod lanes;
 mod metrics;
 mod pool;
@@ -24,7 +26,6 @@ mod target;
 mod totals;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -33,20 +34,21 @@ use rand::Rng;
 use rdkafka::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use sluice_config::WorkerConfig;
-use sluice_publish::{
-    CheckpointReadError, KafkaSettings, Publisher, SecretPropertyError, read_checkpoints,
-};
+use sluice_publish::{Publisher, read_checkpoints};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use control::{Control, ControlReceiver};
+pub use error::WorkerError;
+pub use kafka_config::kafka_client_config;
 pub use metrics::{Kind, Metrics, MetricsError, catalog};
 pub use registry::Registry;
 pub use status::{Delivery, State, StatusRow, TargetStatus};
 pub use supervisor::{ControlError, Stopped};
 pub use target::{CHECKPOINT_INTERVAL, WINDOW};
 
+use crate::kafka_config::{kafka_reader_config, max_record_of};
 use crate::pool::{HostLimits, ProxyPool, Transports};
 use crate::supervisor::Supervisor;
 use crate::target::KafkaSink;
@@ -65,159 +67,6 @@ pub(crate) struct Shared {
     pub(crate) tokens: sluice_client::oauth::TokenSources,
     /// Which connection (lane) of its host each target streams on.
     pub(crate) lanes: lanes::Lanes,
-}
-
-/// Why the worker could not start or did not stop cleanly.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The operations HTTP server could not listen.
-    #[error("cannot listen on {addr} for /metrics and /status: {source}")]
-    Listen {
-        /// The configured address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The metrics registry could not be built.
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    /// The Kafka producer could not be created (bad properties).
-    #[error("cannot create the kafka producer: {0}")]
-    Producer(#[source] sluice_publish::PublishError),
-    /// The checkpoint topic exists but is not compacted: retention would delete checkpoints.
-    #[error(
-        "checkpoint topic {topic} has cleanup.policy={policy}; it must be compact (kafka-configs \
-         --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact), \
-         or retention deletes the checkpoints of quiet targets"
-    )]
-    CheckpointsNotCompacted {
-        /// The topic's name.
-        topic: String,
-        /// Its cleanup policy.
-        policy: String,
-    },
-    /// An events topic takes smaller records than an event its targets' parsers accept would
-    /// make: such an event would be refused by Kafka and stop its target.
-    #[error(
-        "events topic {topic} takes records up to {topic_max} bytes (max.message.bytes), but \
-         target {target}'s limits accept events whose records take up to {needed} bytes; raise \
-         the topic's limit (kafka-configs --alter --entity-type topics --entity-name {topic} \
-         --add-config max.message.bytes={needed}) or lower the target's limits.max_event_bytes"
-    )]
-    EventsTopicTooSmall {
-        /// The topic's name.
-        topic: String,
-        /// Its `max.message.bytes`.
-        topic_max: u64,
-        /// The largest record the target's events can make.
-        needed: usize,
-        /// The target needing the most.
-        target: String,
-    },
-    /// The checkpoint topic's partition count is not the fleet's: targets would map to other
-    /// partitions than the other workers think they do.
-    #[error(
-        "checkpoint topic {topic} has {found} partitions but fleet.partitions is {configured};          the count is fixed for the topic's life: set fleet.partitions to {found}, or use a new          checkpoint topic"
-    )]
-    FleetPartitions {
-        /// The topic's name.
-        topic: String,
-        /// Its partition count.
-        found: i32,
-        /// `fleet.partitions`.
-        configured: i32,
-    },
-    /// The fleet's consumer group could not be joined (bad properties).
-    #[error("cannot join the fleet's consumer group: {0}")]
-    FleetJoin(#[source] rdkafka::error::KafkaError),
-    /// A secret Kafka property (`kafka.secret_properties`) could not be read.
-    #[error("cannot build the kafka client settings: {0}")]
-    KafkaSecret(#[from] SecretPropertyError),
-    /// The checkpoint topic could not be read, and retrying cannot help.
-    #[error("cannot read checkpoints: {0}")]
-    Checkpoints(#[source] CheckpointReadError),
-    /// Target tasks ended abnormally while stopping: their final checkpoints are not written
-    /// (a restart resumes from the last ones, reading their events again).
-    #[error(
-        "{targets} target tasks failed while stopping; their final checkpoints are not written"
-    )]
-    TargetsFailed {
-        /// How many.
-        targets: usize,
-    },
-    /// The producer failed fatally (librdkafka's fatal error: an idempotent producer whose
-    /// producer id was refused, or that lost its guarantees): it can deliver nothing more.
-    #[error("kafka producer failed fatally ({code:?}): {reason}")]
-    ProducerFatal {
-        /// librdkafka's code.
-        code: RDKafkaErrorCode,
-        /// Its description.
-        reason: String,
-    },
-    /// The producer's final flush did not finish within the grace period.
-    #[error("shutdown grace period of {grace:?} passed before the producer's final flush: {error}")]
-    FlushIncomplete {
-        /// The configured grace.
-        grace: Duration,
-        /// The producer's error.
-        error: sluice_publish::PublishError,
-    },
-    /// Shutdown did not finish within the grace period: some events read may be unacknowledged
-    /// (they are not checkpointed, so a restart reads them again).
-    #[error("shutdown grace period of {grace:?} passed with {targets} targets still draining")]
-    GraceExceeded {
-        /// The configured grace.
-        grace: Duration,
-        /// Targets that had not finished.
-        targets: usize,
-    },
-}
-
-/// The librdkafka settings of the worker's producer.
-///
-/// Sluice's defaults (overridable in `kafka.properties`): messages never time out in the
-/// producer (`message.timeout.ms=0`: a delivery is retried until Kafka takes it, never dropped)
-/// and the producer queue is bounded to 64 MiB, so a Kafka outage pauses reading instead of
-/// growing memory. Secret properties are read now.
-pub fn kafka_client_config(config: &WorkerConfig) -> Result<ClientConfig, SecretPropertyError> {
-    let max_record = max_record_bytes(config).to_string();
-    kafka_settings(config).full(&[
-        ("message.max.bytes", max_record.as_str()),
-        ("message.timeout.ms", "0"),
-        ("queue.buffering.max.kbytes", "65536"),
-    ])
-}
-
-/// The largest record an enabled target's events can make ([`sluice_publish::max_record_bytes`]
-/// of its parser limits), within librdkafka's ceiling for `message.max.bytes`.
-fn max_record_bytes(config: &WorkerConfig) -> usize {
-    max_record_of(
-        config
-            .targets
-            .iter()
-            .filter(|t| t.enabled)
-            .map(|t| t.limits),
-    )
-}
-
-fn max_record_of(limits: impl Iterator<Item = sluice_sse::Limits>) -> usize {
-    /// librdkafka refuses a larger `message.max.bytes`.
-    const LIBRDKAFKA_MAX: usize = 1_000_000_000;
-    limits
-        .map(sluice_publish::max_record_bytes)
-        .max()
-        .unwrap_or(1_000_000)
-        .min(LIBRDKAFKA_MAX)
-}
-
-/// The settings of the checkpoint reader and admin client: connection and security properties
-/// only (producer tuning would only draw librdkafka configuration warnings).
-fn kafka_reader_config(config: &WorkerConfig) -> Result<ClientConfig, SecretPropertyError> {
-    kafka_settings(config).connection()
-}
-
-fn kafka_settings(config: &WorkerConfig) -> KafkaSettings<'_> {
-    KafkaSettings::from(&config.kafka)
 }
 
 /// Runs the worker until `shutdown` is cancelled, then drains within the grace period.
@@ -641,26 +490,5 @@ fn raise_open_files_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open files limit"),
         Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_producer_takes_the_largest_record_a_target_can_make() {
-        let small = sluice_sse::Limits {
-            max_line_bytes: 1000,
-            max_event_bytes: 10_000,
-        };
-        let large = sluice_sse::Limits::default();
-        assert_eq!(
-            max_record_of([small, large].into_iter()),
-            sluice_publish::max_record_bytes(large)
-        );
-        // 4 MiB events (the default) need far more than librdkafka's default of about 1 MB.
-        assert!(sluice_publish::max_record_bytes(large) > 2 * 4 * 1024 * 1024);
-        assert_eq!(max_record_of(std::iter::empty()), 1_000_000);
     }
 }

@@ -7,6 +7,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use sluice_publish::CheckpointReadError;
 
 /// Reads the checkpoint topic, creating it (compacted) when missing and retrying while Kafka is
 /// unreachable or answers for the topic with an error (only "unknown topic" means no checkpoint
