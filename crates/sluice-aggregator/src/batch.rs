@@ -9,7 +9,9 @@
 //! fetching it, and discards records of an outdated fetch (a revoked partition) in this queue as
 //! it does in its own, so a partition is forwarded anew at each assignment, before fetching starts.
 //!
-//! This is the crate's only `unsafe`: every pointer comes from librdkafka and is released here.
+//! It also reads a partition's cached high watermark (`cached_high_watermark`), which rust-rdkafka
+//! does not expose. This is the crate's only `unsafe`: every pointer comes from librdkafka and is
+//! released here.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, c_char, c_void};
@@ -80,6 +82,27 @@ impl BatchQueue {
         };
         batch.len = usize::try_from(n).unwrap_or(0).min(batch.slots.len());
         batch.len
+    }
+
+    /// The high watermark of `topic` / `partition` as the consumer last heard it (librdkafka
+    /// updates it from every fetch response; no request is made): every record below it was in
+    /// Kafka by then. `None` when not known yet.
+    pub fn cached_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let topic = CString::new(topic).ok()?;
+        let (mut low, mut high) = (-1_i64, -1_i64);
+        // SAFETY: the client is live; the call only reads librdkafka's cached offsets into the
+        // two locals.
+        let error = unsafe {
+            rd::rd_kafka_get_watermark_offsets(
+                self.client.as_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        // An unknown offset is RD_KAFKA_OFFSET_INVALID (negative).
+        (error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
     }
 }
 

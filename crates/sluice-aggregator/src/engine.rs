@@ -88,7 +88,10 @@ impl Engine {
             self.consume_round(&mut batch);
             // Delivery reports of dead letters (snapshot rounds poll for their own).
             self.shared.producer.poll(Duration::ZERO);
-            self.fetcher.step();
+            let queue = self.queue.as_deref();
+            self.fetcher.step(&|topic, partition| {
+                queue.and_then(|queue| queue.cached_high_watermark(topic, partition))
+            });
             let now = Instant::now();
             if now >= next_snapshot {
                 snapshot_round(&self.shared, &self.consumer, None, CommitMode::Async);

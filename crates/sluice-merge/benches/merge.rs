@@ -86,6 +86,7 @@ fn offer_all(merger: &mut Merger, deltas: &[Vec<u8>]) -> usize {
             data,
             connection: Some(1),
             resume: None,
+            offset: None,
         };
         if let Outcome::Applied(change) = merger.offer(black_box(&input)) {
             applied += 1;

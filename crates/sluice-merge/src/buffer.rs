@@ -19,6 +19,8 @@ pub(crate) struct Held {
     pub(crate) caused: Option<ResnapshotReason>,
     /// Its place in the order deltas were held (set by [`Buffer::push`]).
     pub(crate) seq: u64,
+    /// Its record's offset in its partition, when the caller gave it.
+    pub(crate) offset: Option<i64>,
 }
 
 impl Held {
@@ -130,6 +132,7 @@ mod tests {
 
     fn held(data: &str) -> Held {
         Held {
+            offset: None,
             id: None,
             delete: false,
             data: data.as_bytes().into(),

@@ -21,6 +21,10 @@ pub struct Input<'a> {
     /// The `sluice.resume` header, present only on the first record of a connection generation:
     /// the `Last-Event-ID` the worker sent when opening it; `""` = it did not resume.
     pub resume: Option<&'a str>,
+    /// The record's offset in its partition (all of a target's records are in one partition),
+    /// so records that were already in Kafka when a base fetch started are known to be in that
+    /// base ([`crate::Merger::fetch_started_at`]). `None`: not known.
+    pub offset: Option<i64>,
 }
 
 impl<'a> Input<'a> {
@@ -32,6 +36,7 @@ impl<'a> Input<'a> {
             data,
             connection: None,
             resume: None,
+            offset: None,
         }
     }
 }
@@ -43,7 +48,8 @@ pub enum Outcome {
     Applied(Change),
     /// Waiting for a base state: kept in the bounded buffer.
     Buffered,
-    /// The version is at or below the base state's version: dropped.
+    /// The version is at or below the base state's version, or (a target without versions)
+    /// the base state holds it already (see [`crate::Merger::fetch_started_at`]): dropped.
     Stale,
     /// Already applied (the version is not newer than the state's, or an unversioned target saw
     /// the `sse.id` in its dedupe window): dropped.

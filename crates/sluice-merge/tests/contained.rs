@@ -106,3 +106,83 @@ fn without_a_start_or_for_a_superseded_epoch_every_held_delta_applies() {
     assert!(matches!(append(&mut merger, "3", 3), Outcome::Applied(_)));
     assert_eq!(list(&merger), json!([2, 3]));
 }
+
+/// [`append`] of the record at `offset` of the target's partition.
+fn append_at(merger: &mut Merger, offset: i64, n: i64) -> Outcome {
+    let data = json!({"id": "a", "ops": [{"op": "add", "path": "/l/-", "value": n}]}).to_string();
+    let id = n.to_string();
+    merger.offer(&Input {
+        id: Some(&id),
+        offset: Some(offset),
+        ..Input::new("message", data.as_bytes())
+    })
+}
+
+#[test]
+fn records_in_kafka_when_the_fetch_started_but_not_yet_consumed_are_in_the_base() {
+    let mut merger = synced();
+    assert!(matches!(append_at(&mut merger, 0, 1), Outcome::Applied(_)));
+    let reset = Input {
+        offset: Some(1),
+        ..Input::new("reset", b"{}")
+    };
+    assert_eq!(
+        merger.offer(&reset),
+        Outcome::Resnapshot(ResnapshotReason::ResetEvent)
+    );
+    let request = merger.fetch_request().unwrap();
+    assert_eq!(append_at(&mut merger, 2, 2), Outcome::Buffered);
+    // The aggregator lags: records 3 to 5 are in Kafka (the high watermark is 6) but not
+    // consumed when the fetch starts; the upstream's base holds every one of them.
+    merger.fetch_started_at(request.epoch, Some(6));
+    assert_eq!(append_at(&mut merger, 3, 3), Outcome::Buffered);
+    let done = merger
+        .load_base(request.epoch, base(&[1, 2, 3, 4, 5]).as_bytes())
+        .unwrap();
+    assert_eq!((done.replayed.stale, done.replayed.applied), (2, 0));
+    assert_eq!(list(&merger), json!([1, 2, 3, 4, 5]));
+    // Consumed after the base loaded, still below the watermark: in the base, not applied.
+    assert_eq!(append_at(&mut merger, 4, 4), Outcome::Stale);
+    assert_eq!(append_at(&mut merger, 5, 5), Outcome::Stale);
+    assert_eq!(list(&merger), json!([1, 2, 3, 4, 5]));
+    // The first record past the watermark reached Kafka after the fetch started: it applies,
+    // and so does everything after it.
+    assert!(matches!(append_at(&mut merger, 6, 6), Outcome::Applied(_)));
+    assert!(matches!(append_at(&mut merger, 7, 7), Outcome::Applied(_)));
+    assert_eq!(list(&merger), json!([1, 2, 3, 4, 5, 6, 7]));
+    // A redelivery of one the base held is a duplicate, as if it had been applied.
+    assert_eq!(append_at(&mut merger, 8, 5), Outcome::Duplicate);
+    assert_eq!(list(&merger), json!([1, 2, 3, 4, 5, 6, 7]));
+}
+
+#[test]
+fn an_unknown_watermark_or_a_new_request_counts_nothing_as_in_the_base() {
+    let mut merger = Merger::new(Arc::new(spec()));
+    let first = merger.fetch_request().unwrap();
+    merger.fetch_started_at(first.epoch, Some(100));
+    // Continuity breaks before that base lands: the next fetch knows no watermark.
+    let reset = Input {
+        offset: Some(1),
+        ..Input::new("reset", b"{}")
+    };
+    merger.offer(&reset);
+    let second = merger.fetch_request().unwrap();
+    merger.fetch_started_at(second.epoch, None);
+    assert_eq!(append_at(&mut merger, 2, 2), Outcome::Buffered);
+    merger
+        .load_base(second.epoch, base(&[]).as_bytes())
+        .unwrap();
+    assert_eq!(list(&merger), json!([2]));
+    assert!(matches!(append_at(&mut merger, 3, 3), Outcome::Applied(_)));
+    // A record without an offset is never taken as in the base.
+    let third = {
+        merger.offer(&reset);
+        merger.fetch_request().unwrap()
+    };
+    merger.fetch_started_at(third.epoch, Some(10));
+    merger
+        .load_base(third.epoch, base(&[2, 3]).as_bytes())
+        .unwrap();
+    assert!(matches!(append(&mut merger, "9", 9), Outcome::Applied(_)));
+    assert_eq!(list(&merger), json!([2, 3, 9]));
+}

@@ -51,35 +51,15 @@ async fn rig(name: &str) -> Rig {
 /// Writes the target's deltas `versions` (entity `k{v % 500}`, `pad` bytes of padding each) as
 /// the worker would, and waits until Kafka acknowledged every one.
 async fn produce(rig: &Rig, versions: RangeInclusive<u64>, pad: usize) {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = rig
-        .kafka
-        .producer_config()
-        .set("linger.ms", "20")
-        .create()
-        .unwrap();
     let padding = "x".repeat(pad);
-    let mut acks = Vec::new();
-    for v in versions {
-        let id = v.to_string();
+    let records = versions.map(|v| {
         let data = format!(
             r#"{{"key":"k{}","version":{v},"pad":"{padding}"}}"#,
             v % 500
         );
-        let headers = rig::delta_headers(TARGET, &id);
-        let record = FutureRecord::to(&rig.events)
-            .partition(0)
-            .key(TARGET)
-            .payload(&data)
-            .headers(headers);
-        acks.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-    }
-    for ack in acks {
-        ack.await
-            .unwrap()
-            .map_err(|(e, _)| e)
-            .expect("delta written");
-    }
+        (rig::delta_headers(TARGET, &v.to_string()), data)
+    });
+    rig::produce_all(&rig.kafka, &rig.events, 0, TARGET, records).await;
 }
 
 async fn wait_applied(aggregator: &Worker, n: u64) {

@@ -8,8 +8,13 @@
 //! document is applied, so memory for documents in flight has a bound however many targets need
 //! a base state at the same moment (a start, a lost partition, retention running ahead).
 //!
-//! Each attempt tells the merger when it starts (`Merger::fetch_started`, after its place is
-//! given and before the request is sent): the deltas offered before it are in the base.
+//! Each attempt tells the merger when it starts (`Merger::fetch_started_at`, after its place is
+//! given and before the request is sent): the deltas offered before it are in the base, and so
+//! are the records below the partition's high watermark as the consumer knew it when the
+//! attempt was queued (those not consumed yet included: consumer lag). The watermark is read
+//! on the consumer thread, from librdkafka's cache (no request), before the attempt waits for
+//! its place: a record that reached Kafka during that wait and was consumed only after the base
+//! loaded may still apply twice to an unversioned target.
 //!
 //! It must not block the consumer thread on the network, and never loads a document for an
 //! epoch the merger no longer waits for. It does not decide when a fetch is needed (the merger
@@ -76,17 +81,18 @@ impl Fetcher {
     }
 
     /// One step of the loop: starts the fetches queued targets ask for, applies the ones that
-    /// finished (which may queue more), then starts the retries that are due.
-    pub fn step(&mut self) {
-        self.start_queued();
+    /// finished (which may queue more), then starts the retries that are due. `watermark`
+    /// tells a partition's high watermark as the consumer last heard it (`None`: not known).
+    pub fn step(&mut self, watermark: &dyn Fn(&str, i32) -> Option<i64>) {
+        self.start_queued(watermark);
         while let Ok(fetched) = self.rx.try_recv() {
             self.arrived(fetched);
         }
-        self.start_queued();
-        self.start_due_retries();
+        self.start_queued(watermark);
+        self.start_due_retries(watermark);
     }
 
-    fn start_queued(&mut self) {
+    fn start_queued(&mut self, watermark: &dyn Fn(&str, i32) -> Option<i64>) {
         for cell in self.shared.take_fetch_queue() {
             let request = cell.lock().merger.fetch_request();
             if let Some(request) = request {
@@ -94,13 +100,17 @@ impl Fetcher {
                     .metrics
                     .resnapshots
                     .inc(cell.def.id(), request.reason.as_str());
-                self.spawn(&cell, request.epoch);
+                self.spawn(&cell, request.epoch, watermark);
             }
         }
     }
 
-    fn spawn(&self, cell: &Arc<Cell>, epoch: u64) {
-        cell.lock().fetching = Some(epoch);
+    fn spawn(&self, cell: &Arc<Cell>, epoch: u64, watermark: &dyn Fn(&str, i32) -> Option<i64>) {
+        let high_watermark = {
+            let mut inner = cell.lock();
+            inner.fetching = Some(epoch);
+            watermark(&cell.def.target.topic, inner.partition)
+        };
         let cell = cell.clone();
         let def = cell.def.clone();
         let pools = self.shared.pools.clone();
@@ -112,9 +122,10 @@ impl Fetcher {
             let Ok(permit) = permits.acquire_owned().await else {
                 return; // closed: the fetcher is gone
             };
-            // Every delta offered until now was in Kafka before the upstream is asked: the base
-            // holds it (an unversioned target must not apply it again).
-            cell.lock().merger.fetch_started(epoch);
+            // Every delta offered until now, and every record below the watermark, was in Kafka
+            // before the upstream is asked: the base holds it (an unversioned target must not
+            // apply it again).
+            cell.lock().merger.fetch_started_at(epoch, high_watermark);
             let result = match client::base_client(&def, &pools, &tokens) {
                 Ok(client) => pages::fetch_base(&client, &def, MAX_BASE_BYTES).await,
                 Err(error) => Err(error.into()),
@@ -171,7 +182,7 @@ impl Fetcher {
         tracing::warn!(target_id = %target, kind = error.kind(), %error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(0), "base state fetch failed");
     }
 
-    fn start_due_retries(&mut self) {
+    fn start_due_retries(&mut self, watermark: &dyn Fn(&str, i32) -> Option<i64>) {
         for (target, epoch) in self.retries.take_due(Instant::now()) {
             let Some(cell) = self.shared.store.get(&target) else {
                 continue;
@@ -181,7 +192,7 @@ impl Fetcher {
                 !inner.merger.is_synced() && inner.merger.epoch() == epoch
             };
             if current {
-                self.spawn(&cell, epoch);
+                self.spawn(&cell, epoch, watermark);
             }
         }
     }

@@ -130,6 +130,7 @@ impl Handler {
             data: message.payload(),
             connection: headers.connection,
             resume: headers.resume,
+            offset: Some(offset),
         };
         // Checked under the cell's lock: a `/stream` client counts itself before it locks the
         // cell to read its starting state, so it either sees this change in that state or is

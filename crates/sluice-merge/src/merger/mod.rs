@@ -2,6 +2,7 @@
 //! loads it, replays what it held, then applies deltas one by one until a gap, a lost
 //! connection generation, a reset event or an unknown entity asks for a fresh base state.
 
+mod contained;
 mod read;
 
 use std::sync::Arc;
@@ -62,6 +63,11 @@ pub struct Merger {
     /// ([`Merger::fetch_started`]), so the base holds them: an unversioned target skips them
     /// when the base lands instead of applying them again.
     contained_below: Option<u64>,
+    /// Deltas whose records sit below this offset of their partition were in Kafka when the
+    /// pending (or last loaded) base fetch started ([`Merger::fetch_started_at`]): the base
+    /// holds them, held or consumed later (consumer lag). Cleared at the first record at or past
+    /// it, and by a new request.
+    in_kafka_below: Option<i64>,
 }
 
 /// What one delta did to the state.
@@ -98,6 +104,7 @@ impl Merger {
             epoch: 1,
             request: Some(ResnapshotReason::Initial),
             contained_below: None,
+            in_kafka_below: None,
             spec,
         }
     }
@@ -134,6 +141,7 @@ impl Merger {
             epoch: 0,
             request: None,
             contained_below: None,
+            in_kafka_below: None,
             spec,
         }
     }
@@ -221,6 +229,9 @@ impl Merger {
             self.buffer.push(held(input, delete, None));
             return Outcome::Buffered;
         }
+        if self.consumed_late(input) {
+            return Outcome::Stale;
+        }
         match self.step(input.id, delete, input.data, None, values) {
             Step::Applied { key, value } => {
                 self.change_seq += 1;
@@ -247,19 +258,6 @@ impl Merger {
             epoch: self.epoch,
             reason,
         })
-    }
-
-    /// The base fetch of `epoch` is starting now (its request is about to be sent; call it again
-    /// for each retry): every delta offered until now came through Kafka before the upstream
-    /// was asked, so an upstream whose base state reflects the events it has sent holds them.
-    /// An unversioned target then does not apply them again when this base lands (a
-    /// `json_patch` `add` to an array would add twice); the deltas offered after this may or
-    /// may not be in the base, and apply. Without this call every held delta applies. A
-    /// superseded epoch is ignored.
-    pub fn fetch_started(&mut self, epoch: u64) {
-        if epoch == self.epoch && !self.synced {
-            self.contained_below = Some(self.buffer.next_seq());
-        }
     }
 
     /// The deltas after this state are lost (`reason` says how, e.g. their records are no
@@ -315,8 +313,7 @@ impl Merger {
         let contained_below = self.contained_below.take();
         let versioned = self.paths.version.is_versioned();
         while let Some(mut delta) = self.buffer.pop() {
-            if !versioned && contained_below.is_some_and(|below| delta.seq < below) {
-                self.contained(delta.id.as_deref());
+            if !versioned && self.in_base(contained_below, &delta) {
                 replayed.stale += 1;
                 continue;
             }
@@ -441,15 +438,7 @@ impl Merger {
         self.request = Some(reason);
         self.synced = false;
         self.contained_below = None;
-    }
-
-    /// A held delta of an unversioned target that the base state holds: not applied, its id
-    /// remembered as if it had been (a redelivery of it is a duplicate).
-    fn contained(&mut self, id: Option<&str>) {
-        if let Some(id) = id {
-            self.last_id = Some(Arc::from(id));
-            self.ids.remember(id);
-        }
+        self.in_kafka_below = None;
     }
 
     /// Applies one delta under the synced rules. `caused`: the re-snapshot this delta caused
@@ -583,6 +572,7 @@ fn held(input: &Input<'_>, delete: bool, caused: Option<ResnapshotReason>) -> He
         data: input.data.into(),
         caused,
         seq: 0,
+        offset: input.offset,
     }
 }
 

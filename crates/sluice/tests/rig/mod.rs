@@ -24,7 +24,7 @@ mod publish;
 #[allow(unused_imports)]
 pub use converge::{assert_converges, state_of, truth};
 #[allow(unused_imports)]
-pub use publish::produce_delta;
+pub use publish::{produce_all, produce_delta, produce_event};
 
 /// Upper bound for anything a test waits for; reaching it fails the test (not a timing assertion).
 pub const LIMIT: Duration = Duration::from_secs(90);
@@ -46,6 +46,8 @@ pub struct Rig {
     /// configured as a user would: `kafka.properties` plus the password in
     /// `kafka.secret_properties` (a file). The rig's own clients stay on PLAINTEXT.
     pub sasl: Option<SaslListener>,
+    /// Extra `kafka.properties` lines (four spaces in) for the aggregators started from now on.
+    pub aggregator_properties: std::sync::Mutex<String>,
 }
 
 /// A record of the events topic, as the tests look at it.
@@ -123,6 +125,7 @@ impl Rig {
             dead_letter,
             group: unique_topic(&format!("{name}.aggregators")),
             sasl: None,
+            aggregator_properties: std::sync::Mutex::default(),
         }
     }
 
@@ -281,7 +284,10 @@ impl Rig {
              snapshots:\n  interval: 2s\n  dir: snapshots\n\
              shutdown:\n  grace: 20s\n{extra}\n",
             kafka = self.kafka_yaml(&format!(
-                "    session.timeout.ms: \"{session_timeout_ms}\"\n    heartbeat.interval.ms: \"500\"\n"
+                "    session.timeout.ms: \"{session_timeout_ms}\"\n    heartbeat.interval.ms: \"500\"\n{}",
+                self.aggregator_properties
+                    .lock()
+                    .expect("aggregator properties")
             )),
             group = self.group,
             state = self.state,
