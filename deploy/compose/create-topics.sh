@@ -29,8 +29,9 @@ ensure_topic() {
 # the largest an event within the default parser limits makes (4 MiB events: 11,550,720 bytes);
 # the worker refuses to start on a topic that could refuse an accepted event.
 ensure_topic sluice.events 6 cleanup.policy=delete retention.ms=604800000 max.message.bytes=11550720
-# target -> last acknowledged event id: compacted, read whole at every worker start.
-ensure_topic sluice.checkpoints 1 cleanup.policy=compact
+# target -> last acknowledged event id: compacted; its partitions are the fleet's unit of
+# ownership (fleet.partitions in config/worker.yaml: 12), each read whole when assigned.
+ensure_topic sluice.checkpoints 12 cleanup.policy=compact
 # target -> latest merged snapshot: compacted, read at every aggregator start.
 ensure_topic sluice.state 6 cleanup.policy=compact
 # Malformed deltas, for a person to look at: two weeks.
