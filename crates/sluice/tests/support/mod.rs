@@ -85,6 +85,9 @@ pub fn fast() -> SimConfig {
     SimConfig {
         rate: 2000.0,
         heartbeat: Duration::from_millis(200),
+        // 500 s of replay at this rate: a reconnect slowed by a loaded CI machine must still
+        // resume (at the default 10,000 a 5 s stall exhausted the history and the upstream reset).
+        history: 1_000_000,
         ..SimConfig::default()
     }
 }
