@@ -12,12 +12,15 @@
 //!   proxies, the one placement function of every process.
 //! - [`Publisher`] is a thin async wrapper over an idempotent rdkafka producer (`acks=all`), and
 //!   [`read_checkpoints`] replays the checkpoint topic up to its high watermarks.
+//! - `checkpoint_record` (pure): the checkpoint record's versioned format and owner [`Stamp`].
 //!
 //! What it must NOT do: HTTP, parsing SSE, reading config files, or deciding when to reconnect.
 //! It takes events and validated config values from other crates and only talks to Kafka.
 
 mod checkpoint;
+pub mod checkpoint_record;
 pub mod client;
+mod compacted;
 mod partition;
 mod partitions;
 mod publisher;
@@ -25,13 +28,15 @@ mod record;
 pub mod topics;
 
 pub use checkpoint::CheckpointTracker;
+pub use checkpoint_record::{CHECKPOINT_FORMAT, Resume, Stamp};
 pub use client::{KafkaSettings, SecretPropertyError};
+pub use compacted::{
+    CheckpointReadError, Checkpoints, read_checkpoints, read_compacted_blocking,
+    read_compacted_each, read_compacted_records,
+};
 pub use partition::{partition_for, pool_home};
 pub use partitions::PartitionsError;
-pub use publisher::{
-    CheckpointReadError, Delivered, Pending, PublishError, Publisher, TrySendError,
-    read_checkpoints, read_compacted_blocking, read_compacted_each,
-};
+pub use publisher::{Delivered, Pending, PublishError, Publisher, TrySendError};
 pub use record::{
     KeyError, Record, RecordMeta, build_record, for_each_header, headers, max_record_bytes,
     record_key,

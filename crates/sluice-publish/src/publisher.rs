@@ -1,27 +1,23 @@
-//! The Kafka side: an idempotent producer for event and checkpoint records, and the replay of
-//! the checkpoint topic at start.
+//! The Kafka side: an idempotent producer for event and checkpoint records (the reading of
+//! compacted topics is in `compacted`).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sluice_config::TargetId;
-use tokio::time::Instant;
 
 use sluice_sse::Event;
 
+use crate::checkpoint_record::Stamp;
 use crate::partitions::{PartitionCounts, PartitionsError, count_in};
 use crate::{Record, RecordMeta, for_each_header, headers, partition_for};
 
 /// How long a send may wait for room in the producer queue before it fails (backpressure).
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The consumer group id the checkpoint reader identifies with; it never commits offsets.
-const READER_GROUP: &str = "sluice-checkpoint-reader";
 
 /// Where Kafka stored a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,115 +116,6 @@ impl std::future::Future for Pending {
                 Ok(Err((error, _))) => Err(PublishError::Delivery(error)),
                 Err(_) => Err(PublishError::Delivery(KafkaError::Canceled)),
             })
-    }
-}
-
-/// The partitions of `topic` in `metadata`, each with a leader. Only the broker's "unknown
-/// topic" (or no entry at all) is [`CheckpointReadError::TopicMissing`]: any other error on the
-/// topic or one of its partitions (authorization denied, no leader while a broker restarts) is
-/// [`CheckpointReadError::Unavailable`], which callers retry instead of starting without the
-/// checkpoints the topic holds.
-fn topic_partitions(
-    metadata: &rdkafka::metadata::Metadata,
-    topic: &str,
-) -> Result<Vec<i32>, CheckpointReadError> {
-    let missing = || CheckpointReadError::TopicMissing {
-        topic: topic.to_owned(),
-    };
-    let unavailable = |code: RDKafkaErrorCode| CheckpointReadError::Unavailable {
-        topic: topic.to_owned(),
-        code,
-    };
-    let Some(entry) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return Err(missing());
-    };
-    match entry.error().map(RDKafkaErrorCode::from) {
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => return Err(missing()),
-        Some(code) => return Err(unavailable(code)),
-        None => {}
-    }
-    let mut partitions = Vec::with_capacity(entry.partitions().len());
-    for partition in entry.partitions() {
-        if let Some(code) = partition.error().map(RDKafkaErrorCode::from) {
-            return Err(unavailable(code));
-        }
-        if partition.leader() < 0 {
-            return Err(unavailable(RDKafkaErrorCode::LeaderNotAvailable));
-        }
-        partitions.push(partition.id());
-    }
-    if partitions.is_empty() {
-        // A topic has at least one partition; an empty list is a metadata answer to retry.
-        return Err(unavailable(RDKafkaErrorCode::LeaderNotAvailable));
-    }
-    Ok(partitions)
-}
-
-/// Why the checkpoint topic could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointReadError {
-    /// The consumer could not be created from its config.
-    #[error("creating kafka consumer failed: {0}")]
-    Create(#[source] KafkaError),
-    /// Metadata or watermarks could not be fetched.
-    #[error("fetching topic metadata failed: {0}")]
-    Metadata(#[source] KafkaError),
-    /// The checkpoint topic does not exist.
-    #[error("topic {topic} does not exist")]
-    TopicMissing {
-        /// The topic's name.
-        topic: String,
-    },
-    /// The broker answered for the topic with an error (authorization denied, no leader …):
-    /// it may hold checkpoints, so it is read again later, never treated as missing.
-    #[error("topic {topic} is not readable: {code}")]
-    Unavailable {
-        /// The topic's name.
-        topic: String,
-        /// The broker's error for the topic or one of its partitions.
-        code: RDKafkaErrorCode,
-    },
-    /// Reading a record failed.
-    #[error("consuming compacted topic failed: {0}")]
-    Consume(#[source] KafkaError),
-    /// Not every partition reached its high watermark in time.
-    #[error("topic {topic} not read to its end within {timeout:?}")]
-    Timeout {
-        /// The topic's name.
-        topic: String,
-        /// The time allowed.
-        timeout: Duration,
-    },
-    /// The blocking reader task died.
-    #[error("compacted topic reader task failed: {0}")]
-    Task(String),
-}
-
-impl CheckpointReadError {
-    /// A bounded label for this error.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CheckpointReadError::Create(_) => "create",
-            CheckpointReadError::Metadata(_) => "metadata",
-            CheckpointReadError::TopicMissing { .. } => "topic_missing",
-            CheckpointReadError::Unavailable { .. } => "unavailable",
-            CheckpointReadError::Consume(_) => "consume",
-            CheckpointReadError::Timeout { .. } => "timeout",
-            CheckpointReadError::Task(_) => "task",
-        }
-    }
-
-    /// Whether reading again may succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            CheckpointReadError::Create(_)
-            | CheckpointReadError::TopicMissing { .. }
-            | CheckpointReadError::Task(_) => false,
-            CheckpointReadError::Metadata(_)
-            | CheckpointReadError::Unavailable { .. }
-            | CheckpointReadError::Consume(_)
-            | CheckpointReadError::Timeout { .. } => true,
-        }
     }
 }
 
@@ -371,6 +258,7 @@ impl Publisher {
         topic: &str,
         target: &TargetId,
         event_id: &str,
+        stamp: &Stamp,
     ) -> Result<Pending, TrySendError> {
         let partition = self
             .partition(topic, target.as_str())
@@ -378,7 +266,8 @@ impl Publisher {
         let message = FutureRecord::to(topic)
             .partition(partition)
             .key(target.as_str())
-            .payload(event_id);
+            .payload(event_id)
+            .headers(stamp.headers());
         self.try_enqueue(message)
     }
 
@@ -408,18 +297,21 @@ impl Publisher {
     }
 
     /// Writes the checkpoint of `target` to the compacted `topic`: key = target id, value =
-    /// event id. Call it only with an id from [`crate::CheckpointTracker::checkpoint`].
+    /// event id, headers = `stamp` (see `checkpoint_record`). Call it only with an id from
+    /// [`crate::CheckpointTracker::checkpoint`].
     pub async fn write_checkpoint(
         &self,
         topic: &str,
         target: &TargetId,
         event_id: &str,
+        stamp: &Stamp,
     ) -> Result<Delivered, PublishError> {
         let partition = self.partition(topic, target.as_str())?;
         let message = FutureRecord::to(topic)
             .partition(partition)
             .key(target.as_str())
-            .payload(event_id);
+            .payload(event_id)
+            .headers(stamp.headers());
         self.send(message).await
     }
 
@@ -447,140 +339,4 @@ impl Publisher {
             offset: delivery.offset,
         })
     }
-}
-
-/// Reads the compacted checkpoint `topic` from the beginning up to the high watermark each
-/// partition had when the read started, and returns the latest event id per target id.
-///
-/// `config` names `bootstrap.servers` and any security settings; the reader assigns partitions
-/// itself and commits nothing. A record without a value (a tombstone) removes its target; a
-/// record whose key or value is not UTF-8 is skipped with a warning. Fails with
-/// [`CheckpointReadError::Timeout`] when the end is not reached within `timeout`.
-pub async fn read_checkpoints(
-    config: &ClientConfig,
-    topic: &str,
-    timeout: Duration,
-) -> Result<HashMap<String, String>, CheckpointReadError> {
-    let config = config.clone();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_checkpoints_blocking(config, &topic, timeout))
-        .await
-        .map_err(|e| CheckpointReadError::Task(e.to_string()))?
-}
-
-fn read_checkpoints_blocking(
-    config: ClientConfig,
-    topic: &str,
-    timeout: Duration,
-) -> Result<HashMap<String, String>, CheckpointReadError> {
-    let table = read_compacted_blocking(config, topic, timeout)?;
-    let mut checkpoints = HashMap::with_capacity(table.len());
-    for (key, value) in table {
-        match String::from_utf8(value) {
-            Ok(value) => {
-                checkpoints.insert(key, value);
-            }
-            Err(_) => tracing::warn!(topic, key, "skipping checkpoint whose value is not utf-8"),
-        }
-    }
-    Ok(checkpoints)
-}
-
-/// Reads a compacted topic from the beginning up to the high watermarks it had when the read
-/// started: the latest value of every key (a key whose latest record is a tombstone is absent).
-/// Blocking; a missing topic is [`CheckpointReadError::TopicMissing`].
-pub fn read_compacted_blocking(
-    config: ClientConfig,
-    topic: &str,
-    timeout: Duration,
-) -> Result<HashMap<String, Vec<u8>>, CheckpointReadError> {
-    let mut table = HashMap::new();
-    read_compacted_each(config, topic, timeout, |key, value| match value {
-        Some(value) => {
-            table.insert(key.to_owned(), value.to_vec());
-        }
-        None => {
-            table.remove(key);
-        }
-    })?;
-    Ok(table)
-}
-
-/// [`read_compacted_blocking`] handing every record to `each` in each partition's order (key,
-/// value; `None` for a tombstone) instead of keeping the latest values: the caller keeps what
-/// it wants, so a reader that needs a few keys never copies the others' values.
-pub fn read_compacted_each(
-    mut config: ClientConfig,
-    topic: &str,
-    timeout: Duration,
-    mut each: impl FnMut(&str, Option<&[u8]>),
-) -> Result<(), CheckpointReadError> {
-    let deadline = Instant::now() + timeout;
-    let remaining = || deadline.saturating_duration_since(Instant::now());
-    let timed_out = || CheckpointReadError::Timeout {
-        topic: topic.to_owned(),
-        timeout,
-    };
-    let consumer: BaseConsumer = config
-        .set("group.id", READER_GROUP)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(CheckpointReadError::Create)?;
-
-    let metadata = consumer
-        .fetch_metadata(Some(topic), remaining())
-        .map_err(CheckpointReadError::Metadata)?;
-    let partitions = topic_partitions(&metadata, topic)?;
-
-    // The end of each non-empty partition: the high watermark when the read started.
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, remaining())
-            .map_err(CheckpointReadError::Metadata)?;
-        if high > low {
-            ends.insert(partition, high);
-            assignment
-                .add_partition_offset(topic, partition, Offset::Beginning)
-                .map_err(CheckpointReadError::Consume)?;
-        }
-    }
-    if ends.is_empty() {
-        return Ok(());
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(CheckpointReadError::Consume)?;
-
-    while !ends.is_empty() {
-        let left = remaining();
-        if left.is_zero() {
-            return Err(timed_out());
-        }
-        let Some(message) = consumer.poll(left) else {
-            continue;
-        };
-        let message = message.map_err(CheckpointReadError::Consume)?;
-        let key = message.key().map(std::str::from_utf8);
-        match key {
-            Some(Ok(key)) => each(key, message.payload()),
-            _ => tracing::warn!(
-                topic,
-                partition = message.partition(),
-                offset = message.offset(),
-                "skipping compacted record without a utf-8 key"
-            ),
-        }
-        let partition = message.partition();
-        if ends
-            .get(&partition)
-            .is_some_and(|end| message.offset() + 1 >= *end)
-        {
-            ends.remove(&partition);
-        }
-    }
-    Ok(())
 }

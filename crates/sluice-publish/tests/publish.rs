@@ -10,7 +10,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use sluice_config::{RecordKey, TargetId};
 use sluice_publish::{
-    CheckpointTracker, Publisher, RecordMeta, build_record, headers, read_checkpoints,
+    CheckpointTracker, Publisher, RecordMeta, Resume, Stamp, build_record, headers,
+    read_checkpoints,
 };
 use sluice_sse::{Event, Text};
 use sluice_testkit::{TestKafka, unique_topic};
@@ -158,27 +159,65 @@ async fn sending_an_event_directly_writes_the_record_build_record_builds() {
     assert!(sent[1].header(headers::CE_ID).is_some());
 }
 
+/// The latest event id per target, the highest owner epoch any of its records carried (a
+/// zombie's late record has a lower one than the last owner's), unstamped format-0 records read
+/// as epoch 0, and where each partition's read ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_checkpoints_returns_the_latest_event_id_per_target() {
+async fn read_checkpoints_returns_the_latest_event_id_and_highest_epoch_per_target() {
     let kafka = TestKafka::start().unwrap();
     let topic = unique_topic("sluice-checkpoints");
     kafka.create_topic(&topic, 2, true).await.unwrap();
     let publisher = Publisher::new(&kafka.producer_config()).unwrap();
     let a: TargetId = "target-a".parse().unwrap();
     let b: TargetId = "target-b".parse().unwrap();
-    for (target, id) in [(&a, "1"), (&b, "10"), (&a, "2"), (&b, "11"), (&a, "3")] {
+    let c: TargetId = "target-c".parse().unwrap();
+    let stamp = |epoch| Stamp {
+        epoch,
+        owner: std::sync::Arc::from("test#1"),
+    };
+    for (target, id, epoch) in [
+        (&a, "1", 1),
+        (&b, "10", 1),
+        (&a, "2", 3),
+        (&b, "11", 2),
+        (&a, "3", 2),
+    ] {
         publisher
-            .write_checkpoint(&topic, target, id)
+            .write_checkpoint(&topic, target, id, &stamp(epoch))
             .await
             .unwrap();
     }
+    // A checkpoint as a worker before owner stamps wrote it: the bare event id.
+    let plain: rdkafka::producer::FutureProducer = kafka.producer_config().create().unwrap();
+    let partition = sluice_publish::partition_for(c.as_str(), 2);
+    plain
+        .send(
+            rdkafka::producer::FutureRecord::to(&topic)
+                .partition(partition)
+                .key(c.as_str())
+                .payload("77"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
 
     let checkpoints = read_checkpoints(&kafka.producer_config(), &topic, STEP_LIMIT)
         .await
         .unwrap();
-    assert_eq!(checkpoints.len(), 2);
-    assert_eq!(checkpoints.get("target-a").map(String::as_str), Some("3"));
-    assert_eq!(checkpoints.get("target-b").map(String::as_str), Some("11"));
+    let resume = |id: &str| checkpoints.resume.get(id).cloned();
+    let at = |event_id: &str, epoch| {
+        Some(Resume {
+            event_id: event_id.to_owned(),
+            epoch,
+        })
+    };
+    assert_eq!(checkpoints.resume.len(), 3);
+    assert_eq!(resume("target-a"), at("3", 3), "last id, highest epoch");
+    assert_eq!(resume("target-b"), at("11", 2));
+    assert_eq!(resume("target-c"), at("77", 0), "a format-0 record");
+    let total: i64 = checkpoints.ends.values().sum();
+    assert_eq!(checkpoints.ends.len(), 2);
+    assert_eq!(total, 6, "the read ended at every partition's end");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +228,8 @@ async fn read_checkpoints_of_an_empty_topic_is_empty() {
     let checkpoints = read_checkpoints(&kafka.producer_config(), &topic, STEP_LIMIT)
         .await
         .unwrap();
-    assert!(checkpoints.is_empty());
+    assert!(checkpoints.resume.is_empty());
+    assert_eq!(checkpoints.ends.get(&0), Some(&0));
 }
 
 /// Sluice, not the producer's `partitioner`, places records: every event and checkpoint record
@@ -257,7 +297,7 @@ async fn records_of_a_target_land_in_its_partition_for_partition() {
             assert_eq!(publisher.partition(&topic, target.as_str()).unwrap(), home);
         }
         let pending = publisher
-            .try_write_checkpoint(&checkpoints, target, "ev-7")
+            .try_write_checkpoint(&checkpoints, target, "ev-7", &test_stamp())
             .unwrap();
         let delivered = tokio::time::timeout(STEP_LIMIT, pending)
             .await
@@ -284,7 +324,7 @@ async fn a_missing_topic_is_a_typed_retryable_error() {
     .unwrap();
     let target: TargetId = "feed-z".parse().unwrap();
     let error = publisher
-        .try_write_checkpoint(&topic, &target, "1")
+        .try_write_checkpoint(&topic, &target, "1", &test_stamp())
         .unwrap_err();
     let sluice_publish::TrySendError::Failed(error) = error else {
         panic!("expected a failure, got {error:?}");
@@ -292,4 +332,11 @@ async fn a_missing_topic_is_a_typed_retryable_error() {
     assert_eq!(error.kind(), "partitions");
     assert!(error.is_retryable());
     assert!(error.to_string().contains(&topic), "{error}");
+}
+
+fn test_stamp() -> Stamp {
+    Stamp {
+        epoch: 1,
+        owner: std::sync::Arc::from("test#1"),
+    }
 }

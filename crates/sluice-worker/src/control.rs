@@ -105,7 +105,9 @@ pub(crate) async fn serve(command: Command, supervisor: &mut Supervisor, grace: 
         } => {
             let config = Arc::new(*config);
             let id = config.id.clone();
-            let result = supervisor.start(config, resume_from, Duration::ZERO);
+            // An epoch above every run of the target here (none was read for this start).
+            let resume = resume_from.map(|event_id| sluice_publish::Resume { event_id, epoch: 0 });
+            let result = supervisor.start(config, resume, Duration::ZERO);
             match &result {
                 Ok(()) => tracing::info!(target_id = %id, "target started"),
                 Err(error) => tracing::warn!(target_id = %id, %error, "target not started"),

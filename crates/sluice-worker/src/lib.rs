@@ -16,6 +16,7 @@ mod http;
 mod kafka_config;
 mod lanes;
 mod metrics;
+mod nudge;
 mod pool;
 mod registry;
 mod startup;
@@ -24,6 +25,7 @@ mod stop;
 mod supervisor;
 mod target;
 mod totals;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -220,7 +222,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                 // A fleet reads checkpoints at each assignment, for the targets it gets.
                 Some(group) => Ok(fleet::prepare_topic(kafka, &config.topics.checkpoints, group, ops, &shutdown)
                     .await?
-                    .then(HashMap::new)),
+                    .then(sluice_publish::Checkpoints::default)),
                 None => startup::load_checkpoints(kafka, &config.topics.checkpoints, ops, &shutdown).await,
             }
         } => loaded?,
@@ -244,10 +246,28 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
             .collect(),
         hosts: HostLimits::new(config.defaults.per_host_connections),
     });
+    let owner = owner_name(config);
     let sink = Arc::new(KafkaSink::new(
         publisher.clone(),
         config.topics.checkpoints.clone(),
+        owner.clone(),
     ));
+    // Follows the checkpoint topic from where it was read (or from now, for a fleet, before
+    // any target starts): other processes' records for our targets.
+    let mut watch = match watch::Watch::start(
+        kafka,
+        &config.topics.checkpoints,
+        &checkpoints.ends,
+        owner.clone(),
+    )
+    .await
+    {
+        Ok(watch) => Some(watch),
+        Err(error) => {
+            tracing::warn!(%error, "cannot follow the checkpoint topic: a zombie's late checkpoint may then move a resume point back (duplicates, never loss)");
+            None
+        }
+    };
     let mut supervisor = Supervisor::new(shared, sink, registry, origin);
     let mut fleet = match group {
         Some(group) => {
@@ -263,11 +283,11 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         }
         None => {
             tracing::info!(
-                checkpoints = checkpoints.len(),
+                checkpoints = checkpoints.resume.len(),
                 targets = targets.len(),
                 "checkpoints read; starting targets"
             );
-            start_configured(&mut supervisor, targets, &checkpoints);
+            start_configured(&mut supervisor, targets, &checkpoints.resume);
             None
         }
     };
@@ -296,6 +316,9 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                     Ok(()) => tracing::info!("topic configs checked"),
                     Err(error) => break Ended::Refused(error),
                 }
+            }
+            Some(landed) = next_landed(&mut watch) => {
+                watch::serve(landed, &owner, &mut supervisor, config.shutdown.grace).await;
             }
             Some(command) = inbox.next() => {
                 control::serve(command, &mut supervisor, config.shutdown.grace).await;
@@ -365,7 +388,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
 fn start_configured(
     supervisor: &mut Supervisor,
     targets: Vec<Arc<sluice_config::TargetConfig>>,
-    checkpoints: &HashMap<String, String>,
+    checkpoints: &HashMap<String, sluice_publish::Resume>,
 ) {
     let spread = MAX_START_SPREAD.min(Duration::from_millis(targets.len() as u64));
     let mut rng = rand::rng();
@@ -382,6 +405,26 @@ fn start_configured(
         // Validation refuses duplicate target ids; this is a programming error.
         tracing::error!(%error, "a target is configured twice; it runs once");
     }
+}
+
+/// The next record of another process on the checkpoint topic (pending for ever without one).
+async fn next_landed(watch: &mut Option<watch::Watch>) -> Option<watch::Landed> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// This worker process as its checkpoint records name it: its fleet instance id (or host
+/// name) and its process id, so two processes never share a name.
+fn owner_name(config: &WorkerConfig) -> Arc<str> {
+    let name = match &config.fleet {
+        sluice_config::Fleet::Group(group) => group.instance_id.clone(),
+        sluice_config::Fleet::None => None,
+    }
+    .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+    .unwrap_or_else(|| "worker".to_owned());
+    Arc::from(format!("{name}#{}", std::process::id()))
 }
 
 /// The next event of the fleet's group (pending for ever with `fleet: none`).

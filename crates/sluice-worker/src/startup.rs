@@ -17,7 +17,7 @@ pub(crate) async fn load_checkpoints(
     topic: &str,
     ops: &http::Ops,
     shutdown: &CancellationToken,
-) -> Result<Option<HashMap<String, String>>, WorkerError> {
+) -> Result<Option<sluice_publish::Checkpoints>, WorkerError> {
     let mut delay = Duration::from_millis(200);
     loop {
         let read = tokio::select! {
@@ -36,7 +36,7 @@ pub(crate) async fn load_checkpoints(
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = sluice_publish::topics::create_topic(kafka, topic, true) => {}
                 }
-                return Ok(Some(HashMap::new()));
+                return Ok(Some(sluice_publish::Checkpoints::default()));
             }
             Err(error) if error.is_retryable() => {
                 tracing::warn!(%error, kind = error.kind(), retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(0), "checkpoint topic not readable yet: no target starts without its checkpoint");

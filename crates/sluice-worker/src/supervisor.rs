@@ -9,7 +9,7 @@
 //! What it must NOT do: read checkpoints or decide which targets a worker owns (its caller
 //! does), or return from a stop before the target's final checkpoint is stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,10 @@ use sluice_config::{TargetConfig, TargetId};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use sluice_publish::Resume;
+
 use crate::Shared;
+use crate::nudge::Nudge;
 use crate::registry::Registry;
 use crate::status::TargetStatus;
 use crate::stop::StopSignal;
@@ -29,6 +32,9 @@ struct Handle {
     stop: Arc<StopSignal>,
     join: JoinHandle<()>,
     status: Arc<TargetStatus>,
+    /// The owner epoch of this run.
+    epoch: u64,
+    rewrite: Arc<Nudge>,
 }
 
 /// Why a start or a stop was refused, or a stop did not finish cleanly.
@@ -83,6 +89,9 @@ pub(crate) struct Supervisor {
     registry: Arc<Registry>,
     origin: Instant,
     running: BTreeMap<TargetId, Handle>,
+    /// The epoch of each target's latest run here, so a restart in this process goes above it
+    /// even when its resume point came from elsewhere.
+    epochs: HashMap<TargetId, u64>,
 }
 
 impl Supervisor {
@@ -98,6 +107,7 @@ impl Supervisor {
             registry,
             origin,
             running: BTreeMap::new(),
+            epochs: HashMap::new(),
         }
     }
 
@@ -106,34 +116,60 @@ impl Supervisor {
         self.running.keys().cloned().collect()
     }
 
-    /// Starts `config`'s target, resuming after `resume_from`, after `start_delay`.
+    /// The owner epoch of a running target.
+    pub(crate) fn epoch_of(&self, id: &TargetId) -> Option<u64> {
+        self.running.get(id).map(|h| h.epoch)
+    }
+
+    /// Asks a running target to write its checkpoint again (after any write in flight).
+    pub(crate) fn rewrite(&self, id: &TargetId) {
+        if let Some(handle) = self.running.get(id) {
+            handle.rewrite.nudge();
+        }
+    }
+
+    /// Starts `config`'s target, resuming after `resume` (with an epoch above its), after
+    /// `start_delay`.
     pub(crate) fn start(
         &mut self,
         config: Arc<TargetConfig>,
-        resume_from: Option<String>,
+        resume: Option<Resume>,
         start_delay: Duration,
     ) -> Result<(), ControlError> {
+        let resume_from = resume.as_ref().map(|r| r.event_id.clone());
         let status = self.prepare(&config, resume_from.as_deref())?;
         self.registry.add([status.clone()]);
-        self.spawn(config, status, resume_from, start_delay);
+        let epoch = self.next_epoch(&config.id, resume.as_ref());
+        self.spawn(config, status, resume_from, start_delay, epoch);
         Ok(())
+    }
+
+    /// Above every epoch read for the target and every run of it here.
+    fn next_epoch(&mut self, id: &TargetId, resume: Option<&Resume>) -> u64 {
+        let read = resume.map_or(0, |r| r.epoch);
+        let ran = self.epochs.get(id).copied().unwrap_or(0);
+        let epoch = read.max(ran).saturating_add(1);
+        self.epochs.insert(id.clone(), epoch);
+        epoch
     }
 
     /// Starts many targets at once: the registry is rebuilt once, not once per target.
     pub(crate) fn start_all(
         &mut self,
-        targets: impl IntoIterator<Item = (Arc<TargetConfig>, Option<String>, Duration)>,
+        targets: impl IntoIterator<Item = (Arc<TargetConfig>, Option<Resume>, Duration)>,
     ) -> Result<(), ControlError> {
         let mut rows = Vec::new();
         let mut launches = Vec::new();
-        for (config, resume_from, delay) in targets {
+        for (config, resume, delay) in targets {
+            let resume_from = resume.as_ref().map(|r| r.event_id.clone());
             let status = self.prepare(&config, resume_from.as_deref())?;
             rows.push(status.clone());
-            launches.push((config, status, resume_from, delay));
+            launches.push((config, status, resume_from, delay, resume));
         }
         self.registry.add(rows);
-        for (config, status, resume_from, delay) in launches {
-            self.spawn(config, status, resume_from, delay);
+        for (config, status, resume_from, delay, resume) in launches {
+            let epoch = self.next_epoch(&config.id, resume.as_ref());
+            self.spawn(config, status, resume_from, delay, epoch);
         }
         Ok(())
     }
@@ -165,8 +201,10 @@ impl Supervisor {
         status: Arc<TargetStatus>,
         resume_from: Option<String>,
         start_delay: Duration,
+        epoch: u64,
     ) {
         let stop = Arc::new(StopSignal::new());
+        let rewrite = Arc::new(Nudge::default());
         let launch = Launch {
             upstream: HttpUpstream::new(self.shared.clone(), config.clone()),
             kafka: self.kafka.clone(),
@@ -175,10 +213,20 @@ impl Supervisor {
             resume_from,
             start_delay,
             stop: stop.clone(),
+            epoch,
+            rewrite: rewrite.clone(),
         };
         let join = tokio::spawn(target::run(launch));
-        self.running
-            .insert(config.id.clone(), Handle { stop, join, status });
+        self.running.insert(
+            config.id.clone(),
+            Handle {
+                stop,
+                join,
+                status,
+                epoch,
+                rewrite,
+            },
+        );
     }
 
     /// Stops one target: it stops reading, drains, and its final checkpoint is stored before

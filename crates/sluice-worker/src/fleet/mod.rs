@@ -103,7 +103,7 @@ impl Ownership {
             .into_iter()
             .filter(|t| !running.contains(&t.id))
             .map(|t| {
-                let resume = checkpoints.get(t.id.as_str()).cloned();
+                let resume = checkpoints.resume.get(t.id.as_str()).cloned();
                 (t, resume, Duration::ZERO)
             })
             .collect();

@@ -42,6 +42,10 @@ pub(crate) struct Checkpoints<A> {
     pending_prefix: u64,
     /// When the last write started (`None`: none yet this run, so the first is due at once).
     last_at: Option<Instant>,
+    /// The owner epoch this run stamps its writes with.
+    epoch: u64,
+    /// An older owner's record landed after this run's: write the checkpoint again.
+    rewrite: bool,
     /// A write the full producer did not take is tried again at this time.
     deferred_until: Option<Instant>,
 }
@@ -51,15 +55,24 @@ where
     A: std::future::Future<Output = Result<Delivered, PublishError>> + Unpin,
 {
     /// Nothing written yet this run; `resume` is what Kafka holds from before.
-    pub(crate) fn new(resume: &str) -> Checkpoints<A> {
+    pub(crate) fn new(resume: &str, epoch: u64) -> Checkpoints<A> {
         Checkpoints {
             write: None,
             written: resume.into(),
             written_prefix: 0,
             pending_prefix: 0,
             last_at: None,
+            epoch,
+            rewrite: false,
             deferred_until: None,
         }
+    }
+
+    /// Asks for the checkpoint to be written again (after any write in flight), moved or not:
+    /// a record of an older owner landed after this run's, and the last record of the target
+    /// must be this run's.
+    pub(crate) fn rewrite(&mut self) {
+        self.rewrite = true;
     }
 
     /// The id Kafka stored last.
@@ -82,7 +95,21 @@ where
         now: Instant,
         force: bool,
     ) {
-        if self.write.is_some() || tracker.acked_prefix() == self.written_prefix {
+        if self.write.is_some() {
+            return;
+        }
+        if self.rewrite {
+            let now = Instant::now();
+            let id = tracker.checkpoint().unwrap_or(&self.written).to_owned();
+            if id.is_empty() {
+                // Nothing to resume from: the other record's point stands (it is valid).
+                self.rewrite = false;
+            } else if self.deferred_until.is_none_or(|until| now >= until) {
+                self.rewrite = !self.start_write(kafka, target, tracker, id, now);
+            }
+            return;
+        }
+        if tracker.acked_prefix() == self.written_prefix {
             return;
         }
         let now = if force { Instant::now() } else { now };
@@ -96,17 +123,30 @@ where
             return;
         }
         let id = id.to_owned();
-        match kafka.write_checkpoint(target, &id) {
+        self.start_write(kafka, target, tracker, id, now);
+    }
+
+    fn start_write<K: Kafka<Ack = A>>(
+        &mut self,
+        kafka: &K,
+        target: &TargetId,
+        tracker: &CheckpointTracker,
+        id: String,
+        now: Instant,
+    ) -> bool {
+        match kafka.write_checkpoint(target, &id, self.epoch) {
             Ok(pending) => {
                 self.pending_prefix = tracker.acked_prefix();
                 self.last_at = Some(now);
                 self.deferred_until = None;
                 self.write = Some((id, pending));
+                true
             }
             Err(error) => {
                 tracing::debug!(target_id = %target, %error, "checkpoint write deferred");
                 // Try again soon, not at once (the producer is full).
                 self.deferred_until = Some(now + DEFERRED_RETRY);
+                false
             }
         }
     }

@@ -13,7 +13,9 @@ use sluice_config::TargetId;
 use tokio::sync::Notify;
 
 use super::in_flight::BoxFuture;
-use sluice_publish::{Delivered, Pending, PublishError, Publisher, RecordMeta, TrySendError};
+use sluice_publish::{
+    Delivered, Pending, PublishError, Publisher, RecordMeta, Stamp, TrySendError,
+};
 use sluice_sse::Event;
 
 /// Where a target's records and checkpoints go.
@@ -30,11 +32,13 @@ pub(crate) trait Kafka: Send + Sync + 'static {
         meta: &RecordMeta<'_>,
     ) -> Result<Self::Ack, TrySendError>;
 
-    /// Hands a checkpoint record (`target` → `event_id`) to the producer.
+    /// Hands a checkpoint record (`target` → `event_id`, stamped with the run's owner
+    /// `epoch`) to the producer.
     fn write_checkpoint(
         &self,
         target: &TargetId,
         event_id: &str,
+        epoch: u64,
     ) -> Result<Self::Ack, TrySendError>;
 
     /// A record's answer came, so the producer queue may have room: wakes one target waiting
@@ -50,14 +54,21 @@ pub(crate) trait Kafka: Send + Sync + 'static {
 pub(crate) struct KafkaSink {
     publisher: Publisher,
     checkpoint_topic: String,
+    /// This worker process, as its checkpoint records name it.
+    owner: Arc<str>,
     room: Room,
 }
 
 impl KafkaSink {
-    pub(crate) fn new(publisher: Publisher, checkpoint_topic: String) -> KafkaSink {
+    pub(crate) fn new(
+        publisher: Publisher,
+        checkpoint_topic: String,
+        owner: Arc<str>,
+    ) -> KafkaSink {
         KafkaSink {
             publisher,
             checkpoint_topic,
+            owner,
             room: Room::default(),
         }
     }
@@ -110,9 +121,18 @@ impl Kafka for KafkaSink {
         self.publisher.try_send_event(topic, key, event, meta)
     }
 
-    fn write_checkpoint(&self, target: &TargetId, event_id: &str) -> Result<Pending, TrySendError> {
+    fn write_checkpoint(
+        &self,
+        target: &TargetId,
+        event_id: &str,
+        epoch: u64,
+    ) -> Result<Pending, TrySendError> {
+        let stamp = Stamp {
+            epoch,
+            owner: self.owner.clone(),
+        };
         self.publisher
-            .try_write_checkpoint(&self.checkpoint_topic, target, event_id)
+            .try_write_checkpoint(&self.checkpoint_topic, target, event_id, &stamp)
     }
 
     fn answered(&self) {

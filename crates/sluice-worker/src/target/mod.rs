@@ -43,6 +43,7 @@ pub use pipe::WINDOW;
 pub(crate) use kafka::{Kafka, KafkaSink};
 pub(crate) use upstream::{HttpUpstream, Upstream};
 
+use crate::nudge::Nudge;
 use crate::status::TargetStatus;
 use crate::stop::StopSignal;
 use connection::{Machine, Phase};
@@ -60,6 +61,10 @@ pub(crate) struct Launch<U, K> {
     pub(crate) start_delay: Duration,
     /// This target's stop: it stops reading, drains, writes its final checkpoint and ends.
     pub(crate) stop: Arc<StopSignal>,
+    /// The owner epoch its checkpoint records carry (above every epoch read for the target).
+    pub(crate) epoch: u64,
+    /// Asks it to write its checkpoint again (an older owner's record landed after its own).
+    pub(crate) rewrite: Arc<Nudge>,
 }
 
 /// Runs one target until its stop signal, then drains and writes its final checkpoint. A
@@ -76,9 +81,11 @@ pub(crate) fn run<U: Upstream, K: Kafka>(launch: Launch<U, K>) -> impl Future<Ou
         resume_from,
         start_delay,
         stop,
+        epoch,
+        rewrite,
     } = launch;
     let mut machine = Machine::new(upstream, config.clone(), status.clone(), resume_from);
-    let mut pipe = Pipe::new(kafka, config, status, &machine.last_event_id);
+    let mut pipe = Pipe::new(kafka, config, status, &machine.last_event_id, epoch);
     let mut phase: Phase<U::Body> = Phase::Starting(Box::pin(sleep(start_delay)));
     pipe.status.set_state(phase.state());
     // The state lives in the block's captures, used in place (an `async fn` would copy its
@@ -118,6 +125,10 @@ pub(crate) fn run<U: Upstream, K: Kafka>(launch: Launch<U, K>) -> impl Future<Ou
                 }
                 () = poll_fn(|cx| poll_wait(room, cx)), if room_wait => {
                     pipe.on_room();
+                }
+                () = poll_fn(|cx| rewrite.poll_nudged(cx)) => {
+                    tracing::info!(target_id = %pipe.config.id, epoch, "an older owner's checkpoint landed after this run's: writing it again");
+                    pipe.checkpoints.rewrite();
                 }
                 step = poll_fn(|cx| phase.poll_step(can_read, cx)), if !stopping => {
                     machine.handle(step, &mut phase, &mut pipe);

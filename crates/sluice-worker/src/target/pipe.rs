@@ -103,6 +103,7 @@ impl<K: Kafka> Pipe<K> {
         config: Arc<TargetConfig>,
         status: Arc<TargetStatus>,
         resume: &str,
+        epoch: u64,
     ) -> Pipe<K> {
         Pipe {
             kafka,
@@ -115,7 +116,7 @@ impl<K: Kafka> Pipe<K> {
             hold_until: None,
             room_wait: None,
             paused: false,
-            checkpoints: Checkpoints::new(resume),
+            checkpoints: Checkpoints::new(resume, epoch),
             now: Instant::now(),
             failed: false,
         }

@@ -388,6 +388,10 @@ impl Rig {
         sluice_publish::read_checkpoints(&config, &self.checkpoints, Duration::from_secs(30))
             .await
             .expect("read checkpoints")
+            .resume
+            .into_iter()
+            .map(|(target, resume)| (target, resume.event_id))
+            .collect()
     }
 }
 

@@ -66,6 +66,42 @@ async fn a_busy_target_checkpoints_every_second_so_a_crash_replays_little() {
     drop(body);
 }
 
+/// A zombie's late checkpoint landed after this run's: the target writes its own again at
+/// once, unmoved, stamped with its run's epoch, so the last record of the target is this run's.
+#[tokio::test(start_paused = true)]
+async fn a_nudge_writes_the_unmoved_checkpoint_again_with_the_runs_epoch() {
+    let mut t = Target::start(config(), FakeKafka::acking(), Some("5"));
+    let body = t.attempt().await.open();
+    body.send("id: 6\ndata: a\n\n");
+    t.kafka.until_events(1).await;
+    let mut changed = t.kafka.changed.subscribe();
+    changed
+        .wait_for(|_| t.kafka.checkpoints().len() == 1)
+        .await
+        .unwrap();
+    // Quiet now: no paced write would come for as long as nothing moves.
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(t.kafka.checkpoints().len(), 1);
+    t.rewrite.nudge();
+    changed
+        .wait_for(|_| t.kafka.checkpoints().len() == 2)
+        .await
+        .unwrap();
+    let stamped: Vec<(String, u64)> = t
+        .kafka
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| match s {
+            Sent::Checkpoint { id, epoch, .. } => Some((id.clone(), *epoch)),
+            Sent::Event { .. } => None,
+        })
+        .collect();
+    assert_eq!(stamped, [("6".to_owned(), 7), ("6".to_owned(), 7)]);
+    drop(body);
+}
+
 #[tokio::test(start_paused = true)]
 async fn failed_deliveries_are_sent_again_in_order() {
     let kafka = FakeKafka::acking();

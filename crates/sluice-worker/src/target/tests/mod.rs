@@ -125,7 +125,7 @@ fn transport(detail: &str) -> ConnectError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
     Event { id: String, data: String },
-    Checkpoint { id: String, at: Instant },
+    Checkpoint { id: String, at: Instant, epoch: u64 },
 }
 
 type Reply = oneshot::Sender<Result<Delivered, PublishError>>;
@@ -205,7 +205,7 @@ impl FakeKafka {
             .unwrap()
             .iter()
             .filter_map(|s| match s {
-                Sent::Checkpoint { id, at } => Some((id.clone(), *at)),
+                Sent::Checkpoint { id, at, .. } => Some((id.clone(), *at)),
                 Sent::Event { .. } => None,
             })
             .collect()
@@ -280,10 +280,12 @@ impl Kafka for FakeKafka {
         &self,
         _target: &TargetId,
         event_id: &str,
+        epoch: u64,
     ) -> Result<FakeAck, TrySendError> {
         Ok(self.record(Sent::Checkpoint {
             id: event_id.to_owned(),
             at: Instant::now(),
+            epoch,
         }))
     }
 
@@ -333,6 +335,7 @@ struct Target {
     kafka: Arc<FakeKafka>,
     status: Arc<TargetStatus>,
     stop: Arc<StopSignal>,
+    rewrite: Arc<crate::nudge::Nudge>,
     task: JoinHandle<()>,
 }
 
@@ -347,6 +350,7 @@ impl Target {
             Instant::now(),
         ));
         let stop = Arc::new(StopSignal::new());
+        let rewrite = Arc::new(crate::nudge::Nudge::default());
         let task = tokio::spawn(run(Launch {
             upstream: FakeUpstream { attempts: tx },
             kafka: kafka.clone(),
@@ -355,12 +359,15 @@ impl Target {
             resume_from: resume_from.map(str::to_owned),
             start_delay: Duration::ZERO,
             stop: stop.clone(),
+            epoch: 7,
+            rewrite: rewrite.clone(),
         }));
         Target {
             attempts,
             kafka,
             status,
             stop,
+            rewrite,
             task,
         }
     }
