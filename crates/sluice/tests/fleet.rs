@@ -17,6 +17,8 @@ use sluice_testkit::{TestKafka, unique_topic};
 
 const PARTITIONS: i32 = 4;
 const EVENTS: u64 = 300;
+/// Events per target of the pause test: the feeds still run when the paused worker wakes up.
+const LONG_EVENTS: u64 = 1_200;
 
 /// The targets `worker` runs now, by its `/status`.
 async fn running(worker: &Worker) -> BTreeSet<String> {
@@ -40,6 +42,7 @@ async fn running(worker: &Worker) -> BTreeSet<String> {
 struct Fleet {
     rig: Rig,
     ids: Vec<String>,
+    events: u64,
     _sims: Vec<sluice_sim::RunningSim>,
     extra: String,
     checkpoints: String,
@@ -47,11 +50,16 @@ struct Fleet {
 
 impl Fleet {
     async fn new(name: &str) -> Fleet {
+        Fleet::with_events(name, EVENTS).await
+    }
+
+    /// Targets of `events` events each, at 60 a second.
+    async fn with_events(name: &str, events: u64) -> Fleet {
         let rig = Rig::with_kafka(name, TestKafka::start().expect("test kafka")).await;
         let ids = one_target_per_partition(PARTITIONS);
         let mut sims = Vec::new();
         for id in &ids {
-            let sim = rig::sim(EVENTS, 60.0).await;
+            let sim = rig::sim(events, 60.0).await;
             // `last_event_id=0`: the first connection replays from the first event.
             rig.target(id, &format!("{}?last_event_id=0", sim.stream_url()), "");
             sims.push(sim);
@@ -60,6 +68,7 @@ impl Fleet {
         Fleet {
             rig,
             ids,
+            events,
             _sims: sims,
             extra: format!(
                 "fleet:\n  group_id: {group}\n  partitions: {PARTITIONS}\n  session_timeout: 3s\n"
@@ -79,10 +88,14 @@ impl Fleet {
 
     /// Waits until every id of every target is in Kafka, first seen in order.
     async fn assert_nothing_lost(&self) {
-        let expected: Vec<(&str, u64)> = self.ids.iter().map(|id| (id.as_str(), EVENTS)).collect();
+        let expected: Vec<(&str, u64)> = self
+            .ids
+            .iter()
+            .map(|id| (id.as_str(), self.events))
+            .collect();
         let records = self.rig.wait_all_ids(&expected).await;
         for id in &self.ids {
-            assert_complete_in_order(id, &ids_of(&records, id), EVENTS);
+            assert_complete_in_order(id, &ids_of(&records, id), self.events);
         }
     }
 }
@@ -176,4 +189,92 @@ async fn a_worker_that_stops_hands_its_targets_over_checkpointed() {
         .await;
     fleet.assert_nothing_lost().await;
     drop(second);
+}
+
+/// A worker frozen (SIGSTOP) past the session timeout is a zombie when it wakes (SIGCONT): the
+/// group gave its targets to the other worker meanwhile. It stops them once it learns the
+/// session was lost, its late checkpoints (lower owner epochs) are written over by the new
+/// owner, so every target's last checkpoint record (what compaction keeps) is its current
+/// runner's, of the highest epoch, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_wakes_as_a_zombie_stops_its_targets_and_cannot_move_a_resume_point_back() {
+    if !rig::real_broker_or_skip(
+        "a_frozen_worker_wakes_as_a_zombie_stops_its_targets_and_cannot_move_a_resume_point_back",
+        "librdkafka's mock cluster does not finish cooperative rebalances (revoked partitions stay unassigned); run scripts/test",
+    ) {
+        return;
+    }
+    let fleet = Fleet::with_events("fleet-zombie", LONG_EVENTS).await;
+    let zombie = fleet.start().await;
+    let owner = fleet.start().await;
+    let all = fleet.all();
+    owner
+        .wait_for("the targets split between the two", async |w: &Worker| {
+            let a = running(&zombie).await;
+            let b = running(w).await;
+            a.union(&b).count() == all.len() && a.is_disjoint(&b) && !a.is_empty() && !b.is_empty()
+        })
+        .await;
+
+    zombie.freeze(true);
+    owner
+        .wait_for("the owner to take every target", async |w: &Worker| {
+            running(w).await == all
+        })
+        .await;
+    zombie.freeze(false);
+    zombie
+        .wait_for(
+            "the woken zombie to stop its targets",
+            async |w: &Worker| running(w).await.is_empty(),
+        )
+        .await;
+    assert!(
+        zombie.log().contains("fleet partitions lost"),
+        "{}",
+        zombie.log()
+    );
+
+    fleet.assert_nothing_lost().await;
+    // It rejoins the group and may take a share back (with a new epoch); whoever runs a target
+    // now, its record is the target's last and carries the highest epoch of all its records.
+    let mut config = fleet.rig.kafka.producer_config();
+    config.set("client.id", "sluice-test-checkpoints");
+    let deadline = tokio::time::Instant::now() + rig::LIMIT;
+    loop {
+        let last = rig::last_checkpoint_records(&fleet.rig.kafka, &fleet.checkpoints).await;
+        let highest = sluice_publish::read_checkpoints(&config, &fleet.checkpoints, rig::LIMIT)
+            .await
+            .expect("read checkpoints")
+            .resume;
+        let (on_zombie, on_owner) = (running(&zombie).await, running(&owner).await);
+        let settled = all.iter().all(|id| {
+            let runner = if on_zombie.contains(id) {
+                zombie.pid()
+            } else if on_owner.contains(id) {
+                owner.pid()
+            } else {
+                return false;
+            };
+            last.get(id)
+                .zip(highest.get(id))
+                .is_some_and(|(record, read)| {
+                    record.2 == read.epoch
+                        && record
+                            .3
+                            .as_deref()
+                            .is_some_and(|o| o.ends_with(&format!("#{runner}")))
+                })
+        });
+        if settled {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a target's last checkpoint is not its runner's, or not of its highest epoch: {last:?} {highest:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(zombie);
+    drop(owner);
 }

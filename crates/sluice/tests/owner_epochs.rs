@@ -12,11 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::message::Headers;
 use rig::{LIMIT, Rig, Worker, assert_complete_in_order, ids_of};
 use sluice_config::TargetId;
-use sluice_publish::checkpoint_record::{self, StoredCheckpoint};
 use sluice_publish::{Publisher, Stamp};
 use tokio::time::Instant;
 
@@ -24,33 +21,7 @@ const EVENTS: u64 = 50;
 
 /// The last checkpoint record of every target: event id, format, epoch, owner.
 async fn last_records(rig: &Rig) -> HashMap<String, (String, u32, u64, Option<String>)> {
-    let config = rig.kafka.producer_config();
-    let topic = rig.checkpoints.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut last = HashMap::new();
-        sluice_publish::read_compacted_records(config, &topic, LIMIT, |key, message| {
-            let Some(value) = message.payload() else {
-                last.remove(key);
-                return;
-            };
-            let headers = message.headers().into_iter().flat_map(|h| h.iter());
-            let StoredCheckpoint {
-                event_id,
-                format,
-                epoch,
-                owner,
-            } = checkpoint_record::decode(value, headers.map(|h| (h.key, h.value)))
-                .expect("a checkpoint record");
-            last.insert(
-                key.to_owned(),
-                (event_id.to_owned(), format, epoch, owner.map(str::to_owned)),
-            );
-        })
-        .expect("read the checkpoint topic");
-        last
-    })
-    .await
-    .expect("reader task")
+    rig::last_checkpoint_records(&rig.kafka, &rig.checkpoints).await
 }
 
 /// Polls the checkpoint topic until the last record of `target` satisfies `check`.

@@ -395,6 +395,43 @@ impl Rig {
     }
 }
 
+/// The last record of every key of a checkpoint topic: event id, format, owner epoch, owner.
+pub async fn last_checkpoint_records(
+    kafka: &TestKafka,
+    topic: &str,
+) -> HashMap<String, (String, u32, u64, Option<String>)> {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let config = kafka.producer_config();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut last = HashMap::new();
+        sluice_publish::read_compacted_records(config, &topic, LIMIT, |key, message| {
+            let Some(value) = message.payload() else {
+                last.remove(key);
+                return;
+            };
+            let headers = message.headers().into_iter().flat_map(|h| h.iter());
+            let stored =
+                sluice_publish::checkpoint_record::decode(value, headers.map(|h| (h.key, h.value)))
+                    .expect("a checkpoint record");
+            last.insert(
+                key.to_owned(),
+                (
+                    stored.event_id.to_owned(),
+                    stored.format,
+                    stored.epoch,
+                    stored.owner.map(str::to_owned),
+                ),
+            );
+        })
+        .expect("read the checkpoint topic");
+        last
+    })
+    .await
+    .expect("reader task")
+}
+
 /// The `sse.id`s of `target`'s records, in Kafka order.
 pub fn ids_of(records: &[Rec], target: &str) -> Vec<u64> {
     records
@@ -610,6 +647,18 @@ impl Worker {
             .expect("the process exits on its own")
             .expect("wait for the process");
         (exit, self.log())
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): the process freezes as a paused VM or a long GC
+    /// pause would, and wakes up later.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.pid();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
     }
 
     /// SIGKILL: no chance to flush or checkpoint.
