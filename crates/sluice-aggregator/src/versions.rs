@@ -161,3 +161,43 @@ impl Pins {
             .map(|(_, view)| Arc::clone(view))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(change_seq: u64) -> StateView {
+        StateView {
+            target: Arc::from("t"),
+            version: Some(change_seq),
+            change_seq,
+            synced: true,
+            changed_at: SystemTime::UNIX_EPOCH,
+            partition: 0,
+            next_offset: 0,
+            entities: Entities::default(),
+        }
+    }
+
+    #[test]
+    fn the_same_state_keeps_its_pin_and_the_oldest_goes_past_the_bound() {
+        let pins = Pins::default();
+        let first = view(1);
+        let id = pins.pin(&first);
+        assert_eq!(
+            pins.pin(&first.clone()),
+            id,
+            "the same version, the same pin"
+        );
+        let ids: Vec<u64> = (2..=PINNED_VERSIONS as u64)
+            .map(|seq| pins.pin(&view(seq)))
+            .collect();
+        assert!(!ids.contains(&id));
+        assert_eq!(pins.get(id).map(|v| v.change_seq), Some(1), "16 kept");
+        let newest = pins.pin(&view(100));
+        assert!(pins.get(id).is_none(), "the 17th made the oldest go");
+        assert_eq!(pins.get(ids[0]).map(|v| v.change_seq), Some(2));
+        assert_eq!(pins.get(newest).map(|v| v.change_seq), Some(100));
+        assert!(pins.get(newest + 1).is_none());
+    }
+}
