@@ -21,6 +21,7 @@ mod records;
 mod shared;
 mod snapshot;
 mod store;
+mod versions;
 
 use std::collections::HashMap;
 use std::sync::Arc;

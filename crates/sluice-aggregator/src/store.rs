@@ -1,18 +1,20 @@
 //! The targets this aggregator owns right now, each behind its own lock: the merger, where it
-//! is in its partition, and the recent changes that `/stream` clients resume from.
+//! is in its partition, and the recent changes that `/stream` clients resume from. Readers take
+//! an immutable version of the state ([`crate::versions::StateView`]) under the lock, in O(1),
+//! and do everything else after releasing it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
-use serde::ser::{SerializeMap, Serializer};
 use sluice_config::{AggregateConfig, TargetConfig};
-use sluice_merge::{Change, Entity, Merger};
+use sluice_merge::{Change, Merger};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::DeltaCounters;
+use crate::versions::{Pins, StateView};
 
 /// Changes kept per target for `Last-Event-ID` resumption of `/stream`.
 pub const RING: usize = 10_000;
@@ -135,6 +137,11 @@ pub struct Cell {
     /// Live [`Listener`]s: read per applied delta with one load (the channel's own count takes
     /// a lock).
     listeners: AtomicUsize,
+    /// Random, per cell: a page cursor names the cell it was issued by, so a cursor of a cell
+    /// since replaced (or of an earlier process) is refused instead of misread.
+    pub incarnation: u64,
+    /// Versions page cursors are reading (readers only: the consumer thread never takes it).
+    pub pins: Pins,
 }
 
 /// A `/stream` client's receiver of a cell's changes, counted in the cell while it lives.
@@ -162,7 +169,19 @@ impl Cell {
             retired: AtomicBool::new(false),
             counters,
             listeners: AtomicUsize::new(0),
+            incarnation: rand::random(),
+            pins: Pins::default(),
         }
+    }
+
+    /// The current state as an immutable version (the lock is held for an O(1) copy of the
+    /// map's root and a few numbers); `None` before the target's first complete state.
+    pub fn capture(&self) -> Option<StateView> {
+        let inner = self.lock();
+        inner
+            .merger
+            .has_state()
+            .then(|| StateView::capture(self.def.id(), &inner))
     }
 
     /// Locks the state (a poisoned lock is still usable: mergers never panic mid-update).
@@ -260,76 +279,5 @@ impl Store {
             cell.retire();
         }
         removed
-    }
-}
-
-/// A target's whole state copied out of its cell to be serialised after the lock is released:
-/// the entities as shared pointers (one pointer copy per entity under the lock, no value
-/// copied, nothing serialised), so a `/state` reader or a `/stream` client's full state never
-/// holds the lock the consumer thread merges under while it is written.
-pub struct StateView {
-    target: String,
-    version: Option<u64>,
-    change_seq: u64,
-    synced: bool,
-    changed_at: SystemTime,
-    entities: Vec<(Arc<str>, Entity)>,
-}
-
-impl StateView {
-    /// Copies the state of `inner` (the caller holds its lock for this call only).
-    pub fn capture(target: &str, inner: &Inner) -> StateView {
-        StateView {
-            target: target.to_owned(),
-            version: inner.merger.version(),
-            change_seq: inner.merger.change_seq(),
-            synced: inner.merger.is_synced(),
-            changed_at: inner.changed_at,
-            entities: inner
-                .merger
-                .shared_entities()
-                .map(|(key, value)| (Arc::clone(key), value.clone()))
-                .collect(),
-        }
-    }
-
-    /// The change sequence the state is at.
-    pub fn change_seq(&self) -> u64 {
-        self.change_seq
-    }
-
-    /// The state as JSON: `{"target", "version", "change_seq", "synced", "as_of", "entities":
-    /// {key: entity, ...}}`, entities sorted by key. CPU-bound in the state's size: run it off
-    /// the async workers (`spawn_blocking`).
-    pub fn into_json(mut self) -> Vec<u8> {
-        self.entities.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        struct Entities<'a>(&'a [(Arc<str>, Entity)]);
-        impl serde::Serialize for Entities<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut map = serializer.serialize_map(Some(self.0.len()))?;
-                for (key, value) in self.0 {
-                    map.serialize_entry(&**key, value)?;
-                }
-                map.end()
-            }
-        }
-        #[derive(serde::Serialize)]
-        struct View<'a> {
-            target: &'a str,
-            version: Option<u64>,
-            change_seq: u64,
-            synced: bool,
-            as_of: String,
-            entities: Entities<'a>,
-        }
-        let view = View {
-            target: &self.target,
-            version: self.version,
-            change_seq: self.change_seq,
-            synced: self.synced,
-            as_of: humantime::format_rfc3339_millis(self.changed_at).to_string(),
-            entities: Entities(&self.entities),
-        };
-        serde_json::to_vec(&view).unwrap_or_default()
     }
 }

@@ -2,7 +2,9 @@
 //! entities, with small realistic deltas (`{"key":"E0042","price":101.25,"qty":7,"version":N}`)
 //! pre-rendered as the bytes Kafka would hand over, once per strategy (`replace`,
 //! `merge_patch`). Each iteration offers a batch of contiguous versions to a freshly restored
-//! merger (the restore is not timed); every offer's outcome is consumed.
+//! merger (the restore is not timed); every offer's outcome is consumed. `replace, a version
+//! per 100 deltas` also takes an immutable version of the entities (as a reader does) every 100
+//! deltas and holds it until the next, so the merge pays for the nodes it must copy.
 //!
 //! `cargo bench -j2 -p sluice-merge --bench merge -- --warm-up-time 1 --measurement-time 3`
 
@@ -78,8 +80,17 @@ fn deltas() -> Vec<Vec<u8>> {
 }
 
 fn offer_all(merger: &mut Merger, deltas: &[Vec<u8>]) -> usize {
+    offer_all_with_versions(merger, deltas, usize::MAX)
+}
+
+/// [`offer_all`], taking a version of the entities every `every` deltas (held until the next).
+fn offer_all_with_versions(merger: &mut Merger, deltas: &[Vec<u8>], every: usize) -> usize {
     let mut applied = 0;
-    for data in deltas {
+    let mut held = None;
+    for (i, data) in deltas.iter().enumerate() {
+        if i % every == every - 1 {
+            held = Some(black_box(merger.entities_version()));
+        }
         let input = Input {
             id: None,
             event: "message",
@@ -93,6 +104,7 @@ fn offer_all(merger: &mut Merger, deltas: &[Vec<u8>]) -> usize {
             black_box(change);
         }
     }
+    drop(held);
     applied
 }
 
@@ -121,6 +133,14 @@ fn merge(c: &mut Criterion) {
             )
         });
     }
+    let spec = spec(Strategy::Replace);
+    group.bench_function("replace, a version per 100 deltas", |b| {
+        b.iter_batched_ref(
+            || Merger::restore(Arc::clone(&spec), snapshot.clone()),
+            |merger| offer_all_with_versions(merger, &deltas, 100),
+            BatchSize::PerIteration,
+        )
+    });
     group.finish();
 }
 

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
+use imbl::OrdMap;
 
 use serde_json::Value;
 
@@ -20,7 +21,7 @@ use crate::version::parse_version;
 #[derive(Debug)]
 pub(crate) struct Base {
     /// The entities by key.
-    pub(crate) entities: HashMap<Arc<str>, Entity>,
+    pub(crate) entities: OrdMap<Arc<str>, Entity>,
     /// The base state's version (`None`: the target has no base version pointer).
     pub(crate) version: Option<u64>,
 }
@@ -33,7 +34,7 @@ impl Base {
         max_entities: usize,
     ) -> Result<Base, BaseError> {
         let mut base = Base {
-            entities: HashMap::new(),
+            entities: OrdMap::new(),
             version: None,
         };
         base.add_page(paths, body, true, max_entities)?;
@@ -55,7 +56,7 @@ impl Base {
             return Base::parse(paths, first.as_ref(), max_entities);
         }
         let mut base = Base {
-            entities: HashMap::new(),
+            entities: OrdMap::new(),
             version: None,
         };
         for (index, page) in pages.iter().enumerate() {

@@ -12,6 +12,7 @@
 mod base;
 mod buffer;
 mod dedupe;
+mod entities;
 mod entity;
 mod error;
 mod extract;
@@ -25,6 +26,7 @@ mod snapshot;
 mod spec;
 mod version;
 
+pub use entities::Entities;
 pub use entity::Entity;
 pub use error::{BaseError, MalformedError};
 pub use merger::Merger;

@@ -1460,3 +1460,25 @@ fn lost_deltas_ask_for_a_fresh_base_and_drop_what_was_held() {
     assert_eq!(xs(&merger), owned(&[("a", 7)]));
     assert!(merger.is_synced());
 }
+
+#[test]
+fn a_version_of_the_entities_stays_as_it_was_while_merging_goes_on() {
+    let mut merger = loaded(spec(), &base(1, &[("a", 1), ("b", 2)]));
+    let before = merger.entities_version();
+    applied(merger.offer(&message(&delta("a", 2, 10))));
+    applied(merger.offer(&message(&delta("c", 3, 30))));
+    let delete = json!({"id": "b", "v": 4}).to_string();
+    applied(merger.offer(&Input::new("delete", delete.as_bytes())));
+    let x = |e: &sluice_merge::Entities| -> Vec<(String, i64)> {
+        e.iter()
+            .map(|(k, v)| (k.to_string(), v.to_value()["x"].as_i64().unwrap()))
+            .collect()
+    };
+    assert_eq!(x(&before), owned(&[("a", 1), ("b", 2)]));
+    assert_eq!(
+        x(&merger.entities_version()),
+        owned(&[("a", 10), ("c", 30)])
+    );
+    assert!(before.same(&before.clone()));
+    assert!(!before.same(&merger.entities_version()));
+}

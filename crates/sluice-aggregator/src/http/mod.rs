@@ -1,20 +1,24 @@
-//! The aggregator's HTTP API: the merged state (whole target, one entity), an SSE stream of
-//! merged changes (`stream`), the target list, `/metrics`, `/healthz`, `/readyz` and a small
-//! HTML page; `cap` bounds the connections served at once.
+//! The aggregator's HTTP API: the merged state (whole target, a page of entities, one entity),
+//! an SSE stream of merged changes (`stream`), the target list, `/metrics`, `/healthz`,
+//! `/readyz` and a small HTML page; `read` holds what state reads share (waits, version headers,
+//! `ETag`), `entities` the paged reads, `cap` bounds the connections served at once.
 //!
-//! Handlers read a target under its lock only to copy pointers out of it: serialising (a whole
-//! state can be large) happens after the lock is released, off the async workers, so no reader,
-//! however slow or numerous, holds up the consumer thread merging under that lock.
+//! Handlers read a target under its lock only to take an immutable version of it (O(1)):
+//! serialising (a whole state can be large) happens after the lock is released, off the async
+//! workers, so no reader, however slow or numerous, holds up the consumer thread merging under
+//! that lock.
 
 mod cap;
+mod entities;
+mod read;
 mod stream;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use html_escape::{encode_double_quoted_attribute, encode_text};
@@ -24,7 +28,7 @@ pub use cap::CappedListener;
 
 use crate::metrics::TargetGauges;
 use crate::shared::{Shared, not_ready};
-use crate::store::{Cell, StateView};
+use crate::store::Cell;
 
 /// The API's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -35,6 +39,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/targets", get(targets))
         .route("/v1/targets/{target}/state", get(state))
+        .route("/v1/targets/{target}/entities", get(entities::list))
         .route("/v1/targets/{target}/entities/{key}", get(entity))
         .route("/v1/targets/{target}/stream", get(stream::stream))
         .with_state(shared)
@@ -144,41 +149,51 @@ async fn targets(State(shared): State<Arc<Shared>>) -> Response {
     )
 }
 
-async fn state(State(shared): State<Arc<Shared>>, Path(target): Path<String>) -> Response {
-    let Some(cell) = shared.store.get(&target) else {
-        return not_owned(&target);
+async fn state(
+    State(shared): State<Arc<Shared>>,
+    Path(target): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let view = match versioned_read(&shared, &target, raw.as_deref()).await {
+        Ok((_, view)) => view,
+        Err(response) => return *response,
     };
-    let view = {
-        let inner = cell.lock();
-        if !inner.merger.has_state() {
-            return syncing(&target);
-        }
-        StateView::capture(&target, &inner)
-    };
-    match tokio::task::spawn_blocking(move || view.into_json()).await {
-        Ok(body) => json_response(StatusCode::OK, body),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("target {target:?}: the state could not be written"),
-        ),
+    if let Some(response) = read::not_modified(&headers, &view) {
+        return response;
     }
+    let tagged = view.clone();
+    match tokio::task::spawn_blocking(move || view.into_json()).await {
+        Ok(body) => read::with_version(json_response(StatusCode::OK, body), &tagged),
+        Err(_) => read::unwritable(&target),
+    }
+}
+
+/// The current version of `target` for a read taking only the wait parameters.
+async fn versioned_read(
+    shared: &Shared,
+    target: &str,
+    raw: Option<&str>,
+) -> Result<(Arc<Cell>, crate::versions::StateView), Box<Response>> {
+    let params = read::params(raw, &read::WAIT_PARAMS)?;
+    let wait = read::Wait::from_params(&params)?;
+    read::current(shared, target, wait).await
 }
 
 async fn entity(
     State(shared): State<Arc<Shared>>,
     Path((target, key)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
-    let Some(cell) = shared.store.get(&target) else {
-        return not_owned(&target);
+    let view = match versioned_read(&shared, &target, raw.as_deref()).await {
+        Ok((_, view)) => view,
+        Err(response) => return *response,
     };
-    let value = {
-        let inner = cell.lock();
-        if !inner.merger.has_state() {
-            return syncing(&target);
-        }
-        inner.merger.get(&key).cloned()
-    };
-    match value {
+    if let Some(response) = read::not_modified(&headers, &view) {
+        return response;
+    }
+    let response = match view.entities.get(&key) {
         Some(value) => json_response(
             StatusCode::OK,
             serde_json::to_vec(&value).unwrap_or_default(),
@@ -187,7 +202,8 @@ async fn entity(
             StatusCode::NOT_FOUND,
             format!("target {target:?} has no entity {key:?}"),
         ),
-    }
+    };
+    read::with_version(response, &view)
 }
 
 async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {

@@ -22,7 +22,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::not_owned;
 use crate::shared::Shared;
-use crate::store::{Cell, Inner, Listener, RingEntry, StateView, StreamItem};
+use crate::store::{Cell, Inner, Listener, RingEntry, StreamItem};
+use crate::versions::StateView;
 
 /// The comment a lagging client is sent before it is disconnected.
 const LAGGED: &str = "disconnected: this client fell more than 1024 changes behind; reconnect \

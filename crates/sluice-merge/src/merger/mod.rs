@@ -7,13 +7,14 @@ mod read;
 
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use imbl::OrdMap;
 
 use serde_json::{Map, Value};
 
 use crate::base::Base;
 use crate::buffer::{Buffer, Held};
 use crate::dedupe::IdWindow;
+use crate::entities::Entities;
 use crate::entity::Entity;
 use crate::error::{BaseError, MalformedError};
 use crate::limits;
@@ -34,9 +35,11 @@ use read::{Content, Delta};
 pub struct Merger {
     spec: Arc<MergeSpec>,
     paths: Paths,
-    /// By key; unordered (lookups are the hot path), sorted where order is shown. The key is
-    /// shared with the changes that name it (no copy per delta).
-    entities: HashMap<Arc<str>, Entity>,
+    /// By key, in key order, persistent: a version of it ([`Merger::entities_version`]) is a
+    /// clone of its root, and an edit afterwards copies only the nodes on its path that the
+    /// version still shares. The key is shared with the changes that name it (no copy per
+    /// delta).
+    entities: OrdMap<Arc<str>, Entity>,
     /// The state's version.
     version: Option<u64>,
     /// The version of the last base state loaded (deltas at or below it are stale).
@@ -90,7 +93,7 @@ impl Merger {
         let paths = Paths::new(&spec);
         Merger {
             paths,
-            entities: HashMap::new(),
+            entities: OrdMap::new(),
             version: None,
             base_version: None,
             change_seq: 0,
@@ -380,22 +383,16 @@ impl Merger {
         self.entities.get(key)
     }
 
-    /// Every entity with the key as the state holds it, unordered. Cloning these copies
-    /// pointers, not values: a reader takes them under the lock the merger is behind and
-    /// sorts and serialises after releasing it.
-    pub fn shared_entities(&self) -> impl Iterator<Item = (&Arc<str>, &Entity)> {
-        self.entities.iter()
+    /// The entities as they are now, as an immutable version: O(1) (a pointer copy), and
+    /// unchanged by whatever the merger does afterwards. A reader takes it under the lock the
+    /// merger is behind and reads, pages and serialises it after releasing the lock.
+    pub fn entities_version(&self) -> Entities {
+        Entities::new(self.entities.clone())
     }
 
     /// Every entity, sorted by key.
     pub fn entities(&self) -> impl Iterator<Item = (&str, &Entity)> {
-        let mut sorted: Vec<(&str, &Entity)> = self
-            .entities
-            .iter()
-            .map(|(key, value)| (&**key, value))
-            .collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        sorted.into_iter()
+        self.entities.iter().map(|(key, value)| (&**key, value))
     }
 
     /// Deltas held for the next base state.
@@ -484,7 +481,7 @@ impl Merger {
             }
         }
         let (key, value) = match content {
-            Content::Delete => match self.entities.remove_entry(&*key) {
+            Content::Delete => match self.entities.remove_with_key(&*key) {
                 Some((key, _)) => (key, None),
                 None => (Arc::from(key), None),
             },
