@@ -318,7 +318,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                 }
             }
             Some(landed) = next_landed(&mut watch) => {
-                watch::serve(landed, &owner, &mut supervisor, config.shutdown.grace).await;
+                watch::serve(landed, &owner, &mut supervisor, &ops.metrics, config.shutdown.grace).await;
             }
             Some(command) = inbox.next() => {
                 control::serve(command, &mut supervisor, config.shutdown.grace).await;

@@ -25,6 +25,7 @@ use sluice_config::TargetId;
 use sluice_publish::checkpoint_record;
 use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
 use crate::supervisor::Supervisor;
 
 /// One poll of the consumer: how soon a stop is seen.
@@ -172,7 +173,13 @@ fn follow(
 }
 
 /// Acts on a record another process wrote for a target this worker may run.
-pub(crate) async fn serve(landed: Landed, own: &str, supervisor: &mut Supervisor, grace: Duration) {
+pub(crate) async fn serve(
+    landed: Landed,
+    own: &str,
+    supervisor: &mut Supervisor,
+    metrics: &Metrics,
+    grace: Duration,
+) {
     let Ok(id) = landed.target.parse::<TargetId>() else {
         return; // no target id: no target of ours
     };
@@ -189,6 +196,7 @@ pub(crate) async fn serve(landed: Landed, own: &str, supervisor: &mut Supervisor
             "an older owner's checkpoint landed after this run's: rewriting it"
         );
         supervisor.rewrite(&id);
+        metrics.checkpoint_rewrites.inc();
         return;
     }
     tracing::warn!(
@@ -198,6 +206,7 @@ pub(crate) async fn serve(landed: Landed, own: &str, supervisor: &mut Supervisor
         owner = landed.owner.as_deref().unwrap_or("unstamped"),
         "a newer owner runs this target: stopping it here"
     );
+    metrics.targets_superseded.inc();
     let failed = supervisor.stop_many(&[id], grace).await;
     if failed > 0 {
         tracing::warn!(

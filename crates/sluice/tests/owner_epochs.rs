@@ -104,6 +104,7 @@ async fn a_zombies_late_checkpoint_is_written_over_so_the_resume_point_never_mov
         "the resume point did not move back"
     );
     assert_eq!(last.3.as_deref(), Some(owner.as_str()));
+    assert_eq!(worker.metric("sluice_checkpoint_rewrites_total").await, 1.0);
 
     // A restart resumes from the owner's point, not the zombie's older one.
     let (exit, log) = worker.terminate().await;
@@ -129,6 +130,7 @@ async fn a_record_of_a_newer_owner_stops_the_target_here() {
                 .is_some_and(|rows| rows.iter().all(|r| r["target"] != "prices"))
         })
         .await;
+    assert_eq!(worker.metric("sluice_targets_superseded_total").await, 1.0);
     assert!(
         worker.log().contains("a newer owner runs this target"),
         "{}",

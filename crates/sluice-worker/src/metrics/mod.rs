@@ -20,7 +20,7 @@ mod text;
 use std::sync::Arc;
 
 use prometheus::proto::MetricType;
-use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
 use sluice_config::{FamilyInfo, PerTarget};
 
 use crate::registry::Registry as Targets;
@@ -34,6 +34,10 @@ pub struct Metrics {
     registry: Registry,
     producer_in_flight: IntGauge,
     target_count: IntGauge,
+    /// Checkpoints written again over an older owner's late record.
+    pub(crate) checkpoint_rewrites: IntCounter,
+    /// Targets stopped here because a newer owner's checkpoint landed.
+    pub(crate) targets_superseded: IntCounter,
     targets: Arc<Targets>,
     per_target: PerTarget,
     bounds: Arc<[String]>,
@@ -75,10 +79,22 @@ impl Metrics {
         registry.register(Box::new(producer_in_flight.clone()))?;
         let count = IntGauge::new("sluice_targets", "Enabled targets held by this worker.")?;
         registry.register(Box::new(count.clone()))?;
+        let checkpoint_rewrites = IntCounter::new(
+            "sluice_checkpoint_rewrites_total",
+            "Checkpoints written again because an older owner's record (a zombie's) landed after the running owner's.",
+        )?;
+        registry.register(Box::new(checkpoint_rewrites.clone()))?;
+        let targets_superseded = IntCounter::new(
+            "sluice_targets_superseded_total",
+            "Targets stopped here because a checkpoint of a newer owner (higher epoch) landed.",
+        )?;
+        registry.register(Box::new(targets_superseded.clone()))?;
         Ok(Metrics {
             registry,
             producer_in_flight,
             target_count: count,
+            checkpoint_rewrites,
+            targets_superseded,
             targets,
             per_target,
             bounds: LATENCY_BUCKETS.iter().map(f64::to_string).collect(),
