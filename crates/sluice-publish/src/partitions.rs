@@ -46,6 +46,13 @@ pub enum PartitionsError {
         /// The broker's error for the topic.
         code: RDKafkaErrorCode,
     },
+    /// Another sender is reading the topic's partition count right now: send again shortly
+    /// (waiting for it would block a runtime thread for as long as the broker takes).
+    #[error("the partition count of topic {topic} is being read")]
+    Reading {
+        /// The topic's name.
+        topic: String,
+    },
     /// The metadata request itself failed (no broker reachable, timeout).
     #[error("reading the metadata of topic {topic} failed: {source}")]
     Metadata {
@@ -64,6 +71,7 @@ impl PartitionsError {
             PartitionsError::TopicMissing { .. } => "topic_missing",
             PartitionsError::NoPartitions { .. } => "no_partitions",
             PartitionsError::Unavailable { .. } => "unavailable",
+            PartitionsError::Reading { .. } => "reading",
             PartitionsError::Metadata { .. } => "metadata",
         }
     }
@@ -74,7 +82,10 @@ impl PartitionsError {
 pub(crate) struct PartitionCounts {
     known: RwLock<HashMap<Box<str>, i32>>,
     failed: Mutex<HashMap<Box<str>, (Instant, PartitionsError)>>,
-    /// Held while the broker is asked: one read per topic, not one per waiting sender.
+    /// Held while the broker is asked: one read at a time, not one per sender. Never waited
+    /// for: a sender that finds it held gets [`PartitionsError::Reading`] at once, so no runtime
+    /// thread blocks behind a read of an unreachable broker (which stalled every target and
+    /// the worker's own loop).
     reading: Mutex<()>,
 }
 
@@ -89,7 +100,15 @@ impl PartitionCounts {
         if let Some(count) = self.kept(topic) {
             return Ok(count);
         }
-        let _reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        let _reading = match self.reading.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(PartitionsError::Reading {
+                    topic: topic.to_owned(),
+                });
+            }
+        };
         // Another sender may have read it while this one waited.
         if let Some(count) = self.kept(topic) {
             return Ok(count);
@@ -170,6 +189,8 @@ pub(crate) fn count_in(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use std::cell::Cell;
 
@@ -185,6 +206,29 @@ mod tests {
             assert_eq!(got.ok(), Some(6));
         }
         assert_eq!(reads.get(), 1);
+    }
+
+    #[test]
+    fn a_sender_that_finds_a_read_under_way_does_not_wait_for_it() {
+        let counts = std::sync::Arc::new(PartitionCounts::default());
+        let (started, wait) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let reader = {
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                counts.get("events", |_, _| {
+                    started.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok(6)
+                })
+            })
+        };
+        wait.recv().unwrap();
+        let other = counts.get("events", |_, _| panic!("a second read"));
+        assert_eq!(other.err().map(|e| e.kind()), Some("reading"));
+        release.send(()).unwrap();
+        assert_eq!(reader.join().unwrap().ok(), Some(6));
+        assert_eq!(counts.get("events", |_, _| Ok(1)).ok(), Some(6));
     }
 
     #[tokio::test(start_paused = true)]

@@ -306,6 +306,8 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
     };
     tokio::pin!(compaction);
     let mut compaction_checked = false;
+    let mut lease_tick = tokio::time::interval(Duration::from_millis(250));
+    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ended::Shutdown,
@@ -322,6 +324,16 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
             }
             Some(command) = inbox.next() => {
                 control::serve(command, &mut supervisor, config.shutdown.grace).await;
+            }
+            _ = lease_tick.tick(), if fleet.is_some() => {
+                if let Some((membership, ownership)) = &mut fleet {
+                    let ctx = fleet::Ctx { kafka, topic: &config.topics.checkpoints, ops, shutdown: &shutdown, grace: config.shutdown.grace };
+                    match ownership.check_lease(membership.heard(), &mut supervisor, &ctx).await {
+                        Ok(true) => {}
+                        Ok(false) => break Ended::Shutdown,
+                        Err(error) => break Ended::Refused(error),
+                    }
+                }
             }
             Some(event) = next_fleet_event(&mut fleet) => {
                 if let Some((_, ownership)) = &mut fleet {

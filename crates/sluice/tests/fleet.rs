@@ -13,7 +13,7 @@ mod rig;
 use std::collections::BTreeSet;
 
 use rig::{Rig, Worker, assert_complete_in_order, ids_of, one_target_per_partition};
-use sluice_testkit::{TestKafka, unique_topic};
+use sluice_testkit::{Outage, TestKafka, unique_topic};
 
 const PARTITIONS: i32 = 4;
 const EVENTS: u64 = 300;
@@ -55,7 +55,12 @@ impl Fleet {
 
     /// Targets of `events` events each, at 60 a second.
     async fn with_events(name: &str, events: u64) -> Fleet {
-        let rig = Rig::with_kafka(name, TestKafka::start().expect("test kafka")).await;
+        Fleet::on(name, TestKafka::start().expect("test kafka"), events).await
+    }
+
+    /// [`Fleet::with_events`] on the given Kafka.
+    async fn on(name: &str, kafka: TestKafka, events: u64) -> Fleet {
+        let rig = Rig::with_kafka(name, kafka).await;
         let ids = one_target_per_partition(PARTITIONS);
         let mut sims = Vec::new();
         for id in &ids {
@@ -277,4 +282,67 @@ async fn a_frozen_worker_wakes_as_a_zombie_stops_its_targets_and_cannot_move_a_r
     }
     drop(zombie);
     drop(owner);
+}
+
+/// The local lease: a worker that has not heard from its group coordinator for most of the
+/// session (here the broker hangs, SIGSTOP) stops its targets itself, before its client declares
+/// the session lost (the moment the group may give them away), and starts them again from their
+/// checkpoints once the coordinator answers again; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_hear_its_coordinator_stops_its_targets_within_its_lease() {
+    if !rig::real_broker_or_skip(
+        "a_worker_that_cannot_hear_its_coordinator_stops_its_targets_within_its_lease",
+        "the lease needs a private Apache Kafka to freeze; run scripts/test",
+    ) {
+        return;
+    }
+    let kafka = TestKafka::private().expect("a private broker");
+    let fleet = Fleet::on("fleet-lease", kafka, LONG_EVENTS).await;
+    let env = [("SLUICE__TOPICS__CHECKPOINTS", fleet.checkpoints.as_str())];
+    let worker = fleet.rig.start_tuned(&fleet.extra, "", "2s", &env).await;
+    let all = fleet.all();
+    worker
+        .wait_for("the worker to run every target", async |w: &Worker| {
+            running(w).await == all
+        })
+        .await;
+
+    fleet
+        .rig
+        .kafka
+        .broker_down(Outage::Pause)
+        .await
+        .expect("broker down");
+    worker
+        .wait_for("the lease to expire", async |w: &Worker| {
+            w.log().contains("fleet lease expired")
+        })
+        .await;
+    let log = worker.log();
+    let expired = log.find("fleet lease expired").expect("expired");
+    for lost in ["Consumer group session timed out", "fleet partitions lost"] {
+        assert!(
+            log.find(lost).is_none_or(|at| at > expired),
+            "the lease expired before the client gave the session up:\n{log}"
+        );
+    }
+    worker
+        .wait_for("its targets to stop", async |w: &Worker| {
+            running(w).await.is_empty()
+        })
+        .await;
+
+    fleet
+        .rig
+        .kafka
+        .broker_up(Outage::Pause)
+        .await
+        .expect("broker up");
+    worker
+        .wait_for("its targets to run again", async |w: &Worker| {
+            running(w).await == all
+        })
+        .await;
+    fleet.assert_nothing_lost().await;
+    drop(worker);
 }

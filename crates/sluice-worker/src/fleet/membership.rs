@@ -22,10 +22,13 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use sluice_config::FleetGroup;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+use super::lease::Heard;
 
 /// One poll of the consumer: how soon a stop request is seen.
 const POLL: Duration = Duration::from_millis(100);
@@ -54,9 +57,25 @@ struct FleetCtx {
     events: mpsc::UnboundedSender<FleetEvent>,
     /// How long a revocation waits for the targets to stop.
     revoke_timeout: Duration,
+    /// When the group coordinator last answered (the lease reads it).
+    heard: Arc<Heard>,
 }
 
-impl ClientContext for FleetCtx {}
+impl ClientContext for FleetCtx {
+    /// librdkafka's statistics, every `statistics.interval.ms`: how long the connection to the
+    /// group coordinator has received nothing (heartbeat answers come every heartbeat).
+    fn stats(&self, statistics: Statistics) {
+        let idle = statistics
+            .brokers
+            .values()
+            .filter(|b| b.name.starts_with("GroupCoordinator") && b.state == "UP")
+            .filter_map(|b| u64::try_from(b.rxidle).ok())
+            .min();
+        if let Some(micros) = idle {
+            self.heard.heard(Duration::from_micros(micros));
+        }
+    }
+}
 
 impl ConsumerContext for FleetCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -98,6 +117,7 @@ impl ConsumerContext for FleetCtx {
                 tracing::warn!(%error, "cannot pause the assigned checkpoint partitions");
             }
             let partitions = partitions(tpl);
+            self.heard.heard(Duration::ZERO);
             tracing::info!(?partitions, "fleet partitions assigned");
             let _ = self.events.send(FleetEvent::Assigned(partitions));
         }
@@ -111,6 +131,7 @@ fn partitions(tpl: &TopicPartitionList) -> BTreeSet<i32> {
 /// A worker's membership: the consumer's thread and the events it sends.
 pub(crate) struct Membership {
     events: mpsc::UnboundedReceiver<FleetEvent>,
+    heard: Arc<Heard>,
     leave: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -125,11 +146,24 @@ fn group_config(kafka: &ClientConfig, fleet: &FleetGroup) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", session.to_string())
-        .set("heartbeat.interval.ms", (session / 4).max(100).to_string());
+        .set(
+            "heartbeat.interval.ms",
+            heartbeat_interval(fleet).as_millis().to_string(),
+        )
+        // The lease's view of the coordinator (see `lease.rs`).
+        .set(
+            "statistics.interval.ms",
+            (session / 6).clamp(100, 1000).to_string(),
+        );
     if let Some(id) = &fleet.instance_id {
         config.set("group.instance.id", id);
     }
     config
+}
+
+/// The group heartbeat's interval: a quarter of the session.
+pub(crate) fn heartbeat_interval(fleet: &FleetGroup) -> Duration {
+    (fleet.session_timeout / 4).max(Duration::from_millis(100))
 }
 
 impl Membership {
@@ -142,10 +176,12 @@ impl Membership {
         revoke_timeout: Duration,
     ) -> Result<Membership, KafkaError> {
         let (tx, events) = mpsc::unbounded_channel();
+        let heard = Arc::new(Heard::new());
         let consumer: BaseConsumer<FleetCtx> =
             group_config(kafka, fleet).create_with_context(FleetCtx {
                 events: tx,
                 revoke_timeout,
+                heard: heard.clone(),
             })?;
         consumer.subscribe(&[topic])?;
         let leave = Arc::new(AtomicBool::new(false));
@@ -159,9 +195,15 @@ impl Membership {
         };
         Ok(Membership {
             events,
+            heard,
             leave,
             thread: Some(thread),
         })
+    }
+
+    /// When the group coordinator last answered.
+    pub(crate) fn heard(&self) -> &Heard {
+        &self.heard
     }
 
     /// The next event (`None` once the consumer's thread ended).

@@ -8,6 +8,7 @@
 //! What it must NOT do: run a target whose partition it was not assigned, or answer a
 //! revocation before the targets of its partitions have stopped.
 
+mod lease;
 mod membership;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ use sluice_config::{FleetGroup, TargetConfig, TargetId};
 use sluice_publish::partition_for;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use lease::Heard;
 pub(crate) use membership::{FleetEvent, Membership};
 
 use crate::supervisor::Supervisor;
@@ -31,15 +33,25 @@ pub(crate) struct Ownership {
     targets: BTreeMap<TargetId, Arc<TargetConfig>>,
     /// The checkpoint partitions this worker owns.
     owned: BTreeSet<i32>,
+    /// Stops the owned partitions' targets when the coordinator has been silent too long.
+    lease: lease::Lease,
+    /// The origin of the lease's clock.
+    origin: tokio::time::Instant,
 }
 
 impl Ownership {
     /// Nothing owned yet, over every enabled target.
     pub(crate) fn new(group: FleetGroup, targets: Vec<Arc<TargetConfig>>) -> Ownership {
+        let lease = lease::Lease::new(
+            group.session_timeout,
+            membership::heartbeat_interval(&group),
+        );
         Ownership {
             group,
             targets: targets.into_iter().map(|t| (t.id.clone(), t)).collect(),
             owned: BTreeSet::new(),
+            lease,
+            origin: tokio::time::Instant::now(),
         }
     }
 
@@ -62,7 +74,17 @@ impl Ownership {
         ctx: &Ctx<'_>,
     ) -> Result<bool, WorkerError> {
         match event {
-            FleetEvent::Assigned(partitions) => self.assigned(partitions, supervisor, ctx).await,
+            FleetEvent::Assigned(partitions) => {
+                // The coordinator answered: the lease holds again, and partitions whose
+                // targets an expired lease stopped are still this worker's.
+                let partitions = if self.lease.is_expired() {
+                    partitions.union(&self.owned).copied().collect()
+                } else {
+                    partitions
+                };
+                self.lease.granted();
+                self.assigned(partitions, supervisor, ctx).await
+            }
             FleetEvent::Revoked {
                 partitions,
                 lost,
@@ -71,6 +93,49 @@ impl Ownership {
                 self.revoked(&partitions, lost, supervisor, ctx.grace).await;
                 let _ = done.send(());
                 Ok(true)
+            }
+        }
+    }
+
+    /// One check of the lease (see `lease.rs`): stops the owned partitions' targets when the
+    /// coordinator has been silent too long, starts them again once it answers again.
+    /// `Ok(false)` when shutdown came while reading checkpoints.
+    pub(crate) async fn check_lease(
+        &mut self,
+        heard: &Heard,
+        supervisor: &mut Supervisor,
+        ctx: &Ctx<'_>,
+    ) -> Result<bool, WorkerError> {
+        let silent = heard.silent_for();
+        let step = self
+            .lease
+            .step(self.origin.elapsed(), silent, !self.owned.is_empty());
+        match step {
+            lease::Step::Keep => Ok(true),
+            lease::Step::Expire => {
+                let leaving: Vec<TargetId> = supervisor
+                    .ids()
+                    .into_iter()
+                    .filter(|id| self.owned.contains(&self.partition_of(id)))
+                    .collect();
+                tracing::warn!(
+                    silent_ms = silent.map_or(0, |s| u64::try_from(s.as_millis()).unwrap_or(u64::MAX)),
+                    lease_ms = u64::try_from(self.lease.length().as_millis()).unwrap_or(u64::MAX),
+                    partitions = ?self.owned,
+                    targets = leaving.len(),
+                    "fleet lease expired: the group coordinator has not answered for most of the session; stopping the owned partitions' targets before the group can give them away"
+                );
+                let failed = supervisor.stop_many(&leaving, ctx.grace).await;
+                tracing::info!(failed, "targets of the expired lease stopped");
+                Ok(true)
+            }
+            lease::Step::Renew => {
+                tracing::info!(
+                    partitions = ?self.owned,
+                    "fleet lease renewed: the group coordinator answers again and no revocation came; starting the owned partitions' targets again"
+                );
+                let owned = self.owned.clone();
+                self.assigned(owned, supervisor, ctx).await
             }
         }
     }
