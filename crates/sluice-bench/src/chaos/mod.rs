@@ -1,21 +1,27 @@
 //! `sluice-bench chaos`: the worker and the aggregator as real child processes on a real Kafka,
 //! one simulator per target behind password-protected proxies, a seeded schedule of upstream
 //! faults (5xx and 429 bursts, stalls, resets, proxy-TTL closes, clean closes) and of kill -9s
-//! (a worker every 3-7 s, the aggregator every 8-15 s, each restarted at once). Then the faults
-//! stop, everything catches up (bounded), and the run checks: every simulator id in Kafka for
-//! every target, records per distinct event, the longest time a target went unserved by the
-//! aggregator, the aggregator's state equal to each simulator's snapshot, and no secret in any
-//! log, metric, status page or Kafka record. It prints its seed first and one summary line
-//! last, and fails (exit 1) when a check fails.
+//! (each worker every 3-7 s, the aggregator every 8-15 s, each restarted at once). With
+//! `--workers N` > 1 the workers are a fleet: every worker file has a `fleet:` section (one
+//! group, `--fleet-partitions` partitions, its own static `instance_id`, a 3 s session) and lists
+//! every target, the checkpoint topic has that many partitions, and the schedule adds pauses
+//! (SIGSTOP, SIGCONT 0.5-6 s later, so about half outlast the session and the group moves the
+//! frozen worker's targets) and rolling restarts (SIGTERM each worker in turn, restart it once it
+//! has exited, wait for its `/readyz`, then the next). Then the faults stop, everything catches
+//! up (bounded), and the run checks: every simulator id in Kafka for every target, records per
+//! distinct event, the longest time a target went unserved by the aggregator, the longest gap
+//! between new events of a target in Kafka (by their records' create time), the aggregator's
+//! state equal to each simulator's snapshot, and no secret in any log, metric, status page or
+//! Kafka record. It prints its seed first and one summary line last, and fails (exit 1) when a
+//! check fails.
 //!
-//! Files: `schedule` (the seeded plan), `upstream` (simulators, proxies), `config` (the YAML),
-//! `member` (a restartable process), `pages` (HTTP pages searched for secrets), `probe`
-//! (availability), `tally` (Kafka), `state` (the comparison), `secrets`, `summary` (the
-//! verdict). The workers are a list (`--workers`), so the fleet work can run several; today
-//! only 1 is accepted, since every worker reads every target.
+//! Files: `schedule` (the seeded plan), `phase` (carrying it out), `upstream` (simulators,
+//! proxies), `config` (the YAML), `member` (a restartable process), `pages` (HTTP pages
+//! searched for secrets), `probe` (availability), `tally` (Kafka), `state` (the comparison),
+//! `secrets`, `summary` (the verdict).
 //!
-//! Like the rest of the harness it is not a test of its own: the short run in
-//! `tests/chaos.rs` is. It talks to loopback addresses only.
+//! Like the rest of the harness it is not a test of its own: the short runs in
+//! `tests/chaos.rs` are. It talks to loopback addresses only.
 
 mod config;
 mod member;
