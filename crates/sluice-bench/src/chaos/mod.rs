@@ -431,12 +431,13 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
     );
     if args.workers > 1 {
         println!(
-            "fleet: {} workers, {} partitions, session {:?}; pauses {} ({} > session), SIGTERMs {}, rolling restarts {} (skipped {})",
+            "fleet: {} workers, {} partitions, session {:?}; pauses {} ({} > session; {} kill -9s skipped: paused), SIGTERMs {}, rolling restarts {} (skipped {})",
             args.workers,
             args.fleet_partitions,
             args.fleet_session_timeout,
             summary.pauses.0,
             summary.pauses.1,
+            done.paused_kills,
             workers.iter().map(|w| w.terminations).sum::<u32>(),
             done.rolling_restarts,
             done.rolling_skipped,

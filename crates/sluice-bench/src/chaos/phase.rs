@@ -1,6 +1,7 @@
 //! The chaos phase of a run: carries out the schedule's actions at their times (faults on the
 //! simulators, kill -9s, pauses with their SIGCONT owed, rolling restarts), watching every
-//! process between them. A rolling restart runs beside the other acts: one worker at a time is
+//! process between them. A kill -9 drawn for a paused worker is skipped (and counted), so a
+//! long pause really ends in a SIGCONT after the group has moved its targets. A rolling restart runs beside the other acts: one worker at a time is
 //! sent SIGTERM, restarted once it has exited and given until it answers `/readyz` (at most
 //! [`READY_WAIT`]) before the next. It must not judge the run; it only counts what it did.
 
@@ -22,8 +23,13 @@ const ROLLING_TICK: Duration = Duration::from_millis(100);
 /// What the phase did, beyond the members' own counts.
 #[derive(Debug, Clone, Default)]
 pub struct Done {
-    /// Pauses carried out that outlasted the fleet's session timeout.
+    /// Pauses started that were drawn longer than the fleet's session timeout (a rolling
+    /// restart reaching a paused worker ends its pause early: SIGCONT before SIGTERM).
     pub long_pauses: u32,
+    /// kill -9s drawn for a worker while it was paused, and skipped: the pause is that
+    /// worker's fault then (a kill would turn it into a restart that takes its partitions back,
+    /// and the SIGCONT after a lost session, what pauses are for, would never happen).
+    pub paused_kills: u32,
     /// Rolling restarts that reached the last worker.
     pub rolling_restarts: u32,
     /// Rolling restarts drawn while one was still in progress (not started).
@@ -115,10 +121,12 @@ pub async fn run(
                     let Some(member) = workers.get_mut(worker) else {
                         continue;
                     };
-                    // A frozen process would not answer (its pages are searched at the end).
-                    if !member.is_paused() {
-                        pages.worker(&member.base).await;
+                    // A frozen worker is not killed (see `Done::paused_kills`).
+                    if member.is_paused() {
+                        done.paused_kills += 1;
+                        continue;
                     }
+                    pages.worker(&member.base).await;
                     member.kill_and_restart().await?;
                 }
                 Act::KillAggregator => {
@@ -185,7 +193,8 @@ async fn advance(
             let Some(member) = workers.get(worker) else {
                 return Ok(None);
             };
-            let ready = ready(http, &member.base).await;
+            // A frozen worker would only time the request out.
+            let ready = !member.is_paused() && ready(http, &member.base).await;
             if !ready && since.elapsed() < READY_WAIT {
                 return Ok(Some(Rolling::Starting { worker, since }));
             }
