@@ -1,25 +1,32 @@
 //! `sluice-bench chaos`: the worker and the aggregator as real child processes on a real Kafka,
 //! one simulator per target behind password-protected proxies, a seeded schedule of upstream
 //! faults (5xx and 429 bursts, stalls, resets, proxy-TTL closes, clean closes) and of kill -9s
-//! (a worker every 3-7 s, the aggregator every 8-15 s, each restarted at once). Then the faults
-//! stop, everything catches up (bounded), and the run checks: every simulator id in Kafka for
-//! every target, records per distinct event, the longest time a target went unserved by the
-//! aggregator, the aggregator's state equal to each simulator's snapshot, and no secret in any
-//! log, metric, status page or Kafka record. It prints its seed first and one summary line
-//! last, and fails (exit 1) when a check fails.
+//! (each worker every 3-7 s, the aggregator every 8-15 s, each restarted at once). With
+//! `--workers N` > 1 the workers are a fleet: every worker file has a `fleet:` section (one
+//! group, `--fleet-partitions` partitions, its own static `instance_id`, a 3 s session) and lists
+//! every target, the checkpoint topic has that many partitions, and the schedule adds pauses
+//! (SIGSTOP, SIGCONT 0.5-6 s later, so about half outlast the session and the group moves the
+//! frozen worker's targets) and rolling restarts (SIGTERM each worker in turn, restart it once it
+//! has exited, wait for its `/readyz`, then the next). Then the faults stop, everything catches
+//! up (bounded), and the run checks: every simulator id in Kafka for every target, records per
+//! distinct event, the longest time a target went unserved by the aggregator, the longest gap
+//! between new events of a target in Kafka (by their records' create time), the aggregator's
+//! state equal to each simulator's snapshot, and no secret in any log, metric, status page or
+//! Kafka record. It prints its seed first and one summary line last, and fails (exit 1) when a
+//! check fails.
 //!
-//! Files: `schedule` (the seeded plan), `upstream` (simulators, proxies), `config` (the YAML),
-//! `member` (a restartable process), `pages` (HTTP pages searched for secrets), `probe`
-//! (availability), `tally` (Kafka), `state` (the comparison), `secrets`, `summary` (the
-//! verdict). The workers are a list (`--workers`), so the fleet work can run several; today
-//! only 1 is accepted, since every worker reads every target.
+//! Files: `schedule` (the seeded plan), `phase` (carrying it out), `upstream` (simulators,
+//! proxies), `config` (the YAML), `member` (a restartable process), `pages` (HTTP pages
+//! searched for secrets), `probe` (availability), `tally` (Kafka), `state` (the comparison),
+//! `secrets`, `summary` (the verdict).
 //!
-//! Like the rest of the harness it is not a test of its own: the short run in
-//! `tests/chaos.rs` is. It talks to loopback addresses only.
+//! Like the rest of the harness it is not a test of its own: the short runs in
+//! `tests/chaos.rs` are. It talks to loopback addresses only.
 
 mod config;
 mod member;
 mod pages;
+mod phase;
 mod probe;
 mod rng;
 mod schedule;
@@ -39,7 +46,7 @@ use crate::kafka::Kafka;
 use crate::parse_duration;
 use member::Member;
 use pages::Pages;
-use schedule::{Act, Intervals};
+use schedule::Intervals;
 use secrets::{Findings, Secrets};
 use state::Comparison;
 use summary::{Limits, Summary};
@@ -61,9 +68,18 @@ pub struct ChaosArgs {
     /// Targets (one simulator each; even ones through tinyproxy, odd ones through microsocks).
     #[arg(long, default_value_t = 4)]
     pub targets: usize,
-    /// Worker processes (only 1 today: every worker reads every target).
+    /// Worker processes. With more than 1 they are a fleet (`fleet:` in every worker file, one
+    /// group, every worker listing every target) and the schedule adds pauses (SIGSTOP and
+    /// SIGCONT) and rolling restarts.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// With several workers: `fleet.partitions`, the checkpoint topic's partition count.
+    #[arg(long, default_value_t = 12)]
+    pub fleet_partitions: i32,
+    /// With several workers: `fleet.session_timeout` (a pause longer than it loses the
+    /// worker's targets to the others).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub fleet_session_timeout: Duration,
     /// Deltas per second per target.
     #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
@@ -104,11 +120,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         "chaos: replay with: {} --seed {seed}",
         without_seed(&crate::command_line())
     );
-    if args.workers != 1 {
-        bail!(
-            "--workers {}: only 1 is supported today (every worker reads every target)",
-            args.workers
-        );
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    if args.workers > 1 && !(1..=10_000).contains(&args.fleet_partitions) {
+        bail!("--fleet-partitions must be in 1..=10000");
     }
     if args.targets == 0 || !(args.rate.is_finite() && args.rate > 0.0) {
         bail!("--targets must be at least 1 and --rate a positive number");
@@ -149,7 +165,16 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
     kafka
         .create_topic(&names.events, args.partitions, false)
         .await?;
-    kafka.create_topic(&names.checkpoints, 1, true).await?;
+    // A fleet's checkpoint topic has `fleet.partitions` partitions (a worker refuses another
+    // count); a single worker's has one.
+    let fleet = (args.workers > 1).then_some(config::FleetSettings {
+        partitions: args.fleet_partitions,
+        session_timeout: args.fleet_session_timeout,
+    });
+    let checkpoint_partitions = fleet.map_or(1, |f| f.partitions);
+    kafka
+        .create_topic(&names.checkpoints, checkpoint_partitions, true)
+        .await?;
     kafka.create_topic(&names.state, 1, true).await?;
     kafka.create_topic(&names.dead_letter, 1, false).await?;
     let bootstrap = kafka.bootstrap().to_owned();
@@ -167,6 +192,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
         names: names.clone(),
         session_timeout: args.session_timeout,
         snapshot_interval: args.snapshot_interval,
+        fleet,
     };
     let files = config::write(dir, &world, &secrets, &settings, args.workers)?;
     crate::impls::validate(bin, &files.aggregator).await?;
@@ -225,30 +251,22 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
         Intervals::default(),
     );
     let t0 = Instant::now();
-    for action in plan {
-        tokio::time::sleep_until(t0 + action.at).await;
-        for member in workers.iter_mut().chain(std::iter::once(&mut aggregator)) {
-            member.watch();
-        }
-        if collector.failed() {
-            break;
-        }
-        match action.act {
-            Act::Fault { target, fault } => world.inject(target, &fault)?,
-            Act::KillWorker { worker } => {
-                let Some(member) = workers.get_mut(worker) else {
-                    continue;
-                };
-                pages.worker(&member.base).await;
-                member.kill_and_restart().await?;
-            }
-            Act::KillAggregator => {
-                pages.aggregator(&aggregator.base, &[]).await;
-                aggregator.kill_and_restart().await?;
-            }
-        }
-    }
-    tokio::time::sleep_until(t0 + length).await;
+    let t0_wall_ms = wall_ms();
+    let done = phase::run(
+        phase::Cast {
+            workers: &mut workers,
+            aggregator: &mut aggregator,
+            world: &mut world,
+            pages: &mut pages,
+            collector: &collector,
+            http: &http,
+        },
+        plan,
+        t0,
+        length,
+        args.fleet_session_timeout,
+    )
+    .await?;
 
     // Catch up: no more faults or kills; the feeds end; wait (bounded) for Kafka and the state.
     world.clear_faults();
@@ -292,8 +310,12 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
     let tally = collector.finish().await?;
     let mut findings = pages.findings;
     findings.merge(tally.findings.clone());
-    for topic in [&names.checkpoints, &names.state, &names.dead_letter] {
-        tally::read_all(&bootstrap, topic, 1, &secrets, &mut findings).await?;
+    for (topic, partitions) in [
+        (&names.checkpoints, checkpoint_partitions),
+        (&names.state, 1),
+        (&names.dead_letter, 1),
+    ] {
+        tally::read_all(&bootstrap, topic, partitions, &secrets, &mut findings).await?;
     }
     let secret_dir = dir.join("secrets");
     findings.scan_dir(&secrets, dir, &|path| path.starts_with(&secret_dir));
@@ -311,6 +333,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
         seed,
         seconds: args.seconds,
         targets: args.targets,
+        workers: args.workers,
         events_per_target: events,
         longest_unserved: availability.worst(),
         states_equal: comparisons
@@ -327,11 +350,15 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
             .chain(std::iter::once(&aggregator))
             .map(|m| m.unexpected_exits.len())
             .sum(),
+        pauses: (workers.iter().map(|w| w.pauses).sum(), done.long_pauses),
+        rolling_restarts: done.rolling_restarts,
         ..Summary::default()
     };
     let (mut records, mut distinct) = (0u64, 0u64);
     println!();
-    println!("target  via    records  distinct  lost  records/event  longest unserved  state");
+    println!(
+        "target  via    records  distinct  lost  records/event  longest unserved  longest gap (at, ended by id)  state"
+    );
     for (id, comparison) in ids.iter().zip(&comparisons) {
         let t = tally.targets.get(id).cloned().unwrap_or_default();
         let missing = t.missing(events);
@@ -339,9 +366,15 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
         distinct += t.ids.len() as u64;
         summary.lost += missing.len() as u64;
         summary.worst_records_per_event = summary.worst_records_per_event.max(t.per_event());
+        let gap = t.longest_gap();
+        if let Some(gap) = gap {
+            if gap.length > summary.longest_gap.0 {
+                summary.longest_gap = (gap.length, id.clone());
+            }
+        }
         let via = world.upstreams.iter().find(|u| &u.id == id).map(|u| u.via);
         println!(
-            "{id:<7} {:<6} {:>8} {:>9} {:>5} {:>14.2} {:>16.1}s  {}",
+            "{id:<7} {:<6} {:>8} {:>9} {:>5} {:>14.2} {:>16.1}s  {:>29}  {}",
             match via {
                 Some(upstream::Via::HttpProxy) => "http",
                 _ => "socks5",
@@ -356,6 +389,15 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
                 .copied()
                 .unwrap_or_default()
                 .as_secs_f64(),
+            match gap {
+                Some(gap) => format!(
+                    "{:.1}s (+{:.1}s, {})",
+                    gap.length.as_secs_f64(),
+                    (gap.from_ms - t0_wall_ms) as f64 / 1000.0,
+                    gap.ended_by
+                ),
+                None => "-".to_owned(),
+            },
             match comparison {
                 Comparison::Equal => "equal".to_owned(),
                 Comparison::NoState(why) => format!("no state: {why}"),
@@ -387,10 +429,30 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
         availability.polls,
         availability.answered,
     );
+    if args.workers > 1 {
+        println!(
+            "fleet: {} workers, {} partitions, session {:?}; pauses {} ({} > session; {} kill -9s skipped: paused), SIGTERMs {}, rolling restarts {} (skipped {})",
+            args.workers,
+            args.fleet_partitions,
+            args.fleet_session_timeout,
+            summary.pauses.0,
+            summary.pauses.1,
+            done.paused_kills,
+            workers.iter().map(|w| w.terminations).sum::<u32>(),
+            done.rolling_restarts,
+            done.rolling_skipped,
+        );
+    }
     for member in workers.iter().chain(std::iter::once(&aggregator)) {
         for exit in &member.unexpected_exits {
             println!("unexpected exit: {exit}");
         }
+        for stop in &member.unclean_stops {
+            println!("unclean stop: {stop}");
+        }
+    }
+    for line in &done.not_ready {
+        println!("rolling restart: {line}");
     }
     for line in findings.lines() {
         println!("secret found: {line}");
@@ -417,6 +479,14 @@ async fn compare_all(
         out.push(state::compare(http, aggregator, &upstream.id, &truth).await);
     }
     Ok(out)
+}
+
+/// Now, in ms since the epoch (the clock Kafka's record timestamps use).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }
 
 fn clock_seed() -> u64 {

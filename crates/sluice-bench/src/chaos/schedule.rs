@@ -1,5 +1,7 @@
-//! The chaos schedule: every fault and every kill of a run, drawn from the seed before the run
-//! starts (so a seed replays it), as a list of actions sorted by time. Pure: it must not touch
+//! The chaos schedule: every fault, kill, pause and rolling restart of a run, drawn from the
+//! seed before the run starts (so a seed replays it), as a list of actions sorted by time.
+//! Pauses and rolling restarts are drawn only for a fleet (several workers), from streams of
+//! their own, so a single-worker seed replays the plan it always had. Pure: it must not touch
 //! processes, sockets or the clock.
 
 use std::time::Duration;
@@ -106,6 +108,12 @@ pub enum Act {
     KillWorker { worker: usize },
     /// kill -9 the aggregator, restart it at once.
     KillAggregator,
+    /// SIGSTOP worker number `worker`, SIGCONT it `for` later (some pauses are longer than the
+    /// fleet's session timeout, so the group moves its targets while it is frozen).
+    PauseWorker { worker: usize, r#for: Duration },
+    /// SIGTERM each worker in turn: wait for its exit, restart it, wait until it is ready,
+    /// then the next.
+    RollingRestart,
 }
 
 /// An act and when it happens (from the start of the chaos phase).
@@ -126,6 +134,12 @@ pub struct Intervals {
     pub aggregator_kill: (Duration, Duration),
     /// Between two faults (on any target).
     pub fault: (Duration, Duration),
+    /// Between two pauses of one worker (fleet only).
+    pub pause: (Duration, Duration),
+    /// How long a pause lasts.
+    pub pause_length: (Duration, Duration),
+    /// Between two rolling restarts (fleet only).
+    pub rolling_restart: (Duration, Duration),
 }
 
 impl Default for Intervals {
@@ -134,6 +148,10 @@ impl Default for Intervals {
             worker_kill: (Duration::from_secs(3), Duration::from_secs(7)),
             aggregator_kill: (Duration::from_secs(8), Duration::from_secs(15)),
             fault: (Duration::from_millis(500), Duration::from_millis(2_500)),
+            pause: (Duration::from_secs(6), Duration::from_secs(14)),
+            // The chaos fleet's session timeout is 3 s: about half the pauses outlast it.
+            pause_length: (Duration::from_millis(500), Duration::from_secs(6)),
+            rolling_restart: (Duration::from_secs(10), Duration::from_secs(40)),
         }
     }
 }
@@ -171,6 +189,16 @@ pub fn plan(
             target: rng.index(targets),
             fault: Fault::draw(rng),
         });
+    }
+    if workers > 1 {
+        for worker in 0..workers {
+            let (low, high) = i.pause_length;
+            times(200 + worker as u64, i.pause, &mut |rng| Act::PauseWorker {
+                worker,
+                r#for: rng.millis(millis(low), millis(high)),
+            });
+        }
+        times(3, i.rolling_restart, &mut |_| Act::RollingRestart);
     }
     actions.sort_by_key(|a| a.at);
     actions
@@ -251,6 +279,73 @@ mod tests {
         let a = plan(1, Duration::from_secs(60), 2, 3, Intervals::default());
         for worker in 0..3 {
             assert!(a.iter().any(|x| x.act == Act::KillWorker { worker }));
+        }
+    }
+
+    #[test]
+    fn a_single_worker_gets_no_pauses_or_rolling_restarts_and_keeps_its_plan() {
+        let length = Duration::from_secs(600);
+        let single = plan(42, length, 4, 1, Intervals::default());
+        assert!(
+            !single
+                .iter()
+                .any(|x| matches!(x.act, Act::PauseWorker { .. } | Act::RollingRestart))
+        );
+        // The fleet's extra acts come from streams of their own: removing them gives back
+        // the plan of the same seed's worker 0, aggregator and faults.
+        let fleet = plan(42, length, 4, 3, Intervals::default());
+        let common: Vec<Action> = fleet
+            .iter()
+            .filter(|x| match x.act {
+                Act::KillWorker { worker } => worker == 0,
+                Act::PauseWorker { .. } | Act::RollingRestart => false,
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        assert_eq!(common, single);
+    }
+
+    #[test]
+    fn a_fleet_pauses_every_worker_some_beyond_the_session_and_restarts_in_rolls() {
+        let length = Duration::from_secs(600);
+        let session = Duration::from_secs(3);
+        let a = plan(7, length, 4, 3, Intervals::default());
+        assert_eq!(a, plan(7, length, 4, 3, Intervals::default()));
+        assert!(a.windows(2).all(|w| w[0].at <= w[1].at));
+        for worker in 0..3 {
+            let pauses: Vec<Duration> = a
+                .iter()
+                .filter_map(|x| match x.act {
+                    Act::PauseWorker { worker: w, r#for } if w == worker => Some(r#for),
+                    _ => None,
+                })
+                .collect();
+            assert!(pauses.len() > 600 / 14, "worker {worker}: {}", pauses.len());
+            assert!(
+                pauses
+                    .iter()
+                    .all(|p| *p >= Duration::from_millis(500) && *p < Duration::from_secs(6))
+            );
+            assert!(pauses.iter().any(|p| *p > session), "worker {worker}");
+            assert!(pauses.iter().any(|p| *p < session), "worker {worker}");
+        }
+        assert!(
+            !a.iter()
+                .any(|x| matches!(x.act, Act::PauseWorker { worker: 3, .. }))
+        );
+        let rolls: Vec<Duration> = a
+            .iter()
+            .filter(|x| x.act == Act::RollingRestart)
+            .map(|x| x.at)
+            .collect();
+        assert!(rolls.len() >= 600 / 40, "{}", rolls.len());
+        let mut previous = Duration::ZERO;
+        for at in rolls {
+            assert!(
+                at - previous >= Duration::from_secs(10) && at - previous < Duration::from_secs(40)
+            );
+            previous = at;
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct Summary {
     pub seconds: u64,
     /// Targets.
     pub targets: usize,
+    /// Worker processes (more than 1: a fleet).
+    pub workers: usize,
     /// Simulator events per target.
     pub events_per_target: u64,
     /// Simulator ids with no record in Kafka, over all targets.
@@ -25,6 +27,8 @@ pub struct Summary {
     pub worst_records_per_event: f64,
     /// The longest stretch a target went unserved by the aggregator.
     pub longest_unserved: Duration,
+    /// The longest time between two new events of one target in Kafka, and that target.
+    pub longest_gap: (Duration, String),
     /// Targets whose aggregated state equals the truth.
     pub states_equal: usize,
     /// Occurrences of a secret anywhere searched.
@@ -39,6 +43,10 @@ pub struct Summary {
     pub faults: u64,
     /// Processes that exited without being killed.
     pub unexpected_exits: usize,
+    /// SIGSTOPs of workers, and how many of them outlasted the fleet's session timeout.
+    pub pauses: (u32, u32),
+    /// Rolling restarts carried out to the last worker.
+    pub rolling_restarts: u32,
 }
 
 /// Thresholds for the two numbers that are reported but only checked when asked.
@@ -96,18 +104,27 @@ impl Summary {
             format!("FAIL ({})", failures.join("; "))
         };
         format!(
-            "chaos summary: seed={} seconds={} targets={} events/target={} lost={} \
-             records/event={:.2} (worst target {:.2}) longest_unserved={:.1}s state_equal={} ({}/{}) \
-             secrets_found={} (searched {}) worker_kills={} aggregator_kills={} faults={} \
+            "chaos summary: seed={} seconds={} targets={} workers={} events/target={} lost={} \
+             records/event={:.2} (worst target {:.2}) longest_unserved={:.1}s \
+             longest_gap={:.1}s ({}) state_equal={} ({}/{}) \
+             secrets_found={} (searched {}) worker_kills={} aggregator_kills={} \
+             pauses={} ({} > session) rolling_restarts={} faults={} \
              unexpected_exits={} => {verdict}",
             self.seed,
             self.seconds,
             self.targets,
+            self.workers,
             self.events_per_target,
             self.lost,
             self.records_per_event,
             self.worst_records_per_event,
             self.longest_unserved.as_secs_f64(),
+            self.longest_gap.0.as_secs_f64(),
+            if self.longest_gap.1.is_empty() {
+                "-"
+            } else {
+                &self.longest_gap.1
+            },
             if self.states_equal == self.targets {
                 "yes"
             } else {
@@ -119,6 +136,9 @@ impl Summary {
             self.searched,
             self.worker_kills,
             self.aggregator_kills,
+            self.pauses.0,
+            self.pauses.1,
+            self.rolling_restarts,
             self.faults,
             self.unexpected_exits,
         )
@@ -179,6 +199,20 @@ mod tests {
         );
         let line = s.line(limits);
         assert!(line.starts_with("chaos summary: seed=3 "), "{line}");
-        assert!(line.contains("lost=0 records/event=2.00 (worst target 2.50) longest_unserved=40.0s state_equal=yes (4/4) secrets_found=0"), "{line}");
+        assert!(line.contains("lost=0 records/event=2.00 (worst target 2.50) longest_unserved=40.0s longest_gap=0.0s (-) state_equal=yes (4/4) secrets_found=0"), "{line}");
+        let fleet = Summary {
+            workers: 3,
+            longest_gap: (Duration::from_millis(3_240), "c01".to_owned()),
+            pauses: (9, 4),
+            rolling_restarts: 2,
+            ..clean()
+        };
+        let line = fleet.line(limits);
+        assert!(line.contains(" targets=4 workers=3 "), "{line}");
+        assert!(line.contains(" longest_gap=3.2s (c01) "), "{line}");
+        assert!(
+            line.contains(" pauses=9 (4 > session) rolling_restarts=2 "),
+            "{line}"
+        );
     }
 }

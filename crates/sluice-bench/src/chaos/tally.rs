@@ -1,6 +1,8 @@
 //! What reached Kafka: a consumer thread reads the events topic from the beginning for the
-//! whole run and counts, per target, the records of each simulator id; every record (key,
-//! headers, value) is searched for secrets on the way. `read_all` reads any other topic to its
+//! whole run and counts, per target, the records of each simulator id and the timestamp of
+//! each id's first record (the producer's create time: when the worker handed it to Kafka),
+//! from which the longest gap per target is measured; every record (key, headers, value) is
+//! searched for secrets on the way. `read_all` reads any other topic to its
 //! end once. It only reads; it must not produce or commit.
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,12 +27,41 @@ pub struct TargetTally {
     pub records: u64,
     /// Records without a numeric `sse.id` (the simulator's ids are all numbers).
     pub odd: u64,
+    /// Per `sse.id`, the earliest timestamp (ms since the epoch) of its records.
+    pub first_at: HashMap<u64, i64>,
+}
+
+/// The longest stretch in which no new event of a target reached Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// Its length.
+    pub length: Duration,
+    /// When it started (the last new event before it), ms since the epoch.
+    pub from_ms: i64,
+    /// The id whose first record ended it.
+    pub ended_by: u64,
 }
 
 impl TargetTally {
     /// Ids in `1..=last` with no record.
     pub fn missing(&self, last: u64) -> Vec<u64> {
         (1..=last).filter(|id| !self.ids.contains_key(id)).collect()
+    }
+
+    /// The longest time between two consecutive new events (ids in the order their first
+    /// record was written), `None` with fewer than two ids with a timestamp. Duplicates do not
+    /// end a gap: a replay of old ids is not progress.
+    pub fn longest_gap(&self) -> Option<Gap> {
+        let mut firsts: Vec<(i64, u64)> = self.first_at.iter().map(|(id, at)| (*at, *id)).collect();
+        firsts.sort_unstable();
+        firsts
+            .windows(2)
+            .map(|w| Gap {
+                length: Duration::from_millis(u64::try_from(w[1].0 - w[0].0).unwrap_or(0)),
+                from_ms: w[0].0,
+                ended_by: w[1].1,
+            })
+            .max_by_key(|g| g.length)
     }
 
     /// Records per distinct id (0 when none).
@@ -92,7 +123,13 @@ impl Collector {
                     let entry = tally.targets.entry(target).or_default();
                     entry.records += 1;
                     match header(&message, "sse.id").and_then(|id| id.parse::<u64>().ok()) {
-                        Some(id) => *entry.ids.entry(id).or_default() += 1,
+                        Some(id) => {
+                            *entry.ids.entry(id).or_default() += 1;
+                            if let Some(at) = message.timestamp().to_millis() {
+                                let first = entry.first_at.entry(id).or_insert(at);
+                                *first = (*first).min(at);
+                            }
+                        }
                         None => entry.odd += 1,
                     }
                 }
@@ -232,6 +269,8 @@ fn scan_record(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -244,5 +283,20 @@ mod tests {
         assert_eq!(t.missing(5), vec![3, 5]);
         assert!((t.per_event() - 2.0).abs() < 1e-9);
         assert_eq!(TargetTally::default().per_event(), 0.0);
+    }
+
+    #[test]
+    fn the_longest_gap_is_between_new_events_and_ignores_replays() {
+        let mut t = TargetTally::default();
+        assert_eq!(t.longest_gap(), None);
+        // ids 1..=3 at 0, 20, 40 ms; 4 at 3040 (a handover); 5 at 3060. A replay of 2 at 3000
+        // is a later record of an old id: its first time stays 20.
+        for (id, at) in [(1, 0), (2, 20), (3, 40), (4, 3_040), (2, 3_000), (5, 3_060)] {
+            let first = t.first_at.entry(id).or_insert(at);
+            *first = (*first).min(at);
+        }
+        let gap = t.longest_gap().unwrap();
+        assert_eq!(gap.length, Duration::from_millis(3_000));
+        assert_eq!((gap.from_ms, gap.ended_by), (40, 4));
     }
 }
