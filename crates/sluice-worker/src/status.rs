@@ -251,6 +251,8 @@ pub struct TargetStatus {
     reconnects: [Counter; DisconnectReason::ALL.len()],
     /// Successful connections so far (the `sluice.connection` of the current one).
     pub generation: AtomicU64,
+    /// The owner epoch of this run (its checkpoint records carry it).
+    pub owner_epoch: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -296,6 +298,8 @@ pub struct StatusRow {
     pub last_acked_id: String,
     /// Last checkpoint written to Kafka.
     pub checkpoint: String,
+    /// The owner epoch of this run of the target (its checkpoint records carry it).
+    pub owner_epoch: u64,
     /// Kafka delivery state.
     pub delivery: Delivery,
     /// Kafka topic.
@@ -337,6 +341,7 @@ impl TargetStatus {
             latency: Latency::default(),
             reconnects: Default::default(),
             generation: AtomicU64::new(0),
+            owner_epoch: AtomicU64::new(0),
             text: Mutex::new(Text::default()),
         }
     }
@@ -492,6 +497,7 @@ impl TargetStatus {
             last_event_id: text.last_event_id,
             last_acked_id: text.last_acked_id,
             checkpoint: text.checkpoint,
+            owner_epoch: self.owner_epoch.load(Ordering::Relaxed),
             delivery: self.delivery(),
             topic: self.topic.to_string(),
             seconds_since_last_byte: self.seconds_since_last_byte(),

@@ -203,6 +203,9 @@ impl Supervisor {
         start_delay: Duration,
         epoch: u64,
     ) {
+        status
+            .owner_epoch
+            .store(epoch, std::sync::atomic::Ordering::Relaxed);
         let stop = Arc::new(StopSignal::new());
         let rewrite = Arc::new(Nudge::default());
         let launch = Launch {

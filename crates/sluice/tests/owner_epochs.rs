@@ -86,6 +86,11 @@ async fn a_zombies_late_checkpoint_is_written_over_so_the_resume_point_never_mov
     let (_, format, epoch, owner) = last_records(&rig).await["prices"].clone();
     assert_eq!(format, sluice_publish::CHECKPOINT_FORMAT);
     assert_eq!(epoch, 1, "the first run of a target has epoch 1");
+    assert_eq!(
+        worker.row("prices").await["owner_epoch"],
+        1,
+        "shown by /status"
+    );
     let owner = owner.expect("stamped with its writer");
     assert!(
         owner.ends_with(&format!("#{}", worker.pid())),
@@ -115,6 +120,11 @@ async fn a_zombies_late_checkpoint_is_written_over_so_the_resume_point_never_mov
             w.row("prices").await["checkpoint"] == EVENTS.to_string().as_str()
         })
         .await;
+    assert_eq!(
+        restarted.row("prices").await["owner_epoch"],
+        2,
+        "the restart runs above every epoch read"
+    );
     drop(restarted);
 }
 
