@@ -153,20 +153,34 @@ pub async fn read_checkpoints(
     topic: &str,
     timeout: Duration,
 ) -> Result<Checkpoints, CheckpointReadError> {
+    read_checkpoints_of(config, topic, None, timeout).await
+}
+
+/// [`read_checkpoints`] of only the partitions `only` (all when `None`): a fleet worker reads
+/// the partitions the group assigned it, not the whole topic.
+pub async fn read_checkpoints_of(
+    config: &ClientConfig,
+    topic: &str,
+    only: Option<Vec<i32>>,
+    timeout: Duration,
+) -> Result<Checkpoints, CheckpointReadError> {
     let config = config.clone();
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_checkpoints_blocking(config, &topic, timeout))
-        .await
-        .map_err(|e| CheckpointReadError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        read_checkpoints_blocking(config, &topic, only.as_deref(), timeout)
+    })
+    .await
+    .map_err(|e| CheckpointReadError::Task(e.to_string()))?
 }
 
 fn read_checkpoints_blocking(
     config: ClientConfig,
     topic: &str,
+    only: Option<&[i32]>,
     timeout: Duration,
 ) -> Result<Checkpoints, CheckpointReadError> {
     let mut resume: HashMap<String, Resume> = HashMap::new();
-    let ends = read_compacted_records(config, topic, timeout, |key, message| {
+    let ends = read_compacted_records_of(config, topic, only, timeout, |key, message| {
         let Some(value) = message.payload() else {
             resume.remove(key);
             return;
@@ -236,8 +250,20 @@ pub fn read_compacted_each(
 /// [`read_compacted_each`] with the whole record (headers, offset), returning the offset every
 /// partition's read ended at (its high watermark when the read started; empty ones included).
 pub fn read_compacted_records(
+    config: ClientConfig,
+    topic: &str,
+    timeout: Duration,
+    each: impl FnMut(&str, &BorrowedMessage<'_>),
+) -> Result<HashMap<i32, i64>, CheckpointReadError> {
+    read_compacted_records_of(config, topic, None, timeout, each)
+}
+
+/// [`read_compacted_records`] of only the partitions `only` (all when `None`; a partition the
+/// topic does not have is left out).
+pub fn read_compacted_records_of(
     mut config: ClientConfig,
     topic: &str,
+    only: Option<&[i32]>,
     timeout: Duration,
     mut each: impl FnMut(&str, &BorrowedMessage<'_>),
 ) -> Result<HashMap<i32, i64>, CheckpointReadError> {
@@ -258,7 +284,10 @@ pub fn read_compacted_records(
     let metadata = consumer
         .fetch_metadata(Some(topic), remaining())
         .map_err(CheckpointReadError::Metadata)?;
-    let partitions = topic_partitions(&metadata, topic)?;
+    let mut partitions = topic_partitions(&metadata, topic)?;
+    if let Some(only) = only {
+        partitions.retain(|p| only.contains(p));
+    }
 
     // The end of each non-empty partition: the high watermark when the read started.
     let mut ends: HashMap<i32, i64> = HashMap::new();

@@ -31,8 +31,9 @@ pub use checkpoint::CheckpointTracker;
 pub use checkpoint_record::{CHECKPOINT_FORMAT, Resume, Stamp};
 pub use client::{KafkaSettings, SecretPropertyError};
 pub use compacted::{
-    CheckpointReadError, Checkpoints, read_checkpoints, read_compacted_blocking,
-    read_compacted_each, read_compacted_records,
+    CheckpointReadError, Checkpoints, read_checkpoints, read_checkpoints_of,
+    read_compacted_blocking, read_compacted_each, read_compacted_records,
+    read_compacted_records_of,
 };
 pub use partition::{partition_for, pool_home};
 pub use partitions::PartitionsError;

@@ -11,7 +11,7 @@ use rdkafka::message::Headers;
 use sluice_config::{RecordKey, TargetId};
 use sluice_publish::{
     CheckpointTracker, Publisher, RecordMeta, Resume, Stamp, build_record, headers,
-    read_checkpoints,
+    read_checkpoints, read_checkpoints_of,
 };
 use sluice_sse::{Event, Text};
 use sluice_testkit::{TestKafka, unique_topic};
@@ -218,6 +218,26 @@ async fn read_checkpoints_returns_the_latest_event_id_and_highest_epoch_per_targ
     let total: i64 = checkpoints.ends.values().sum();
     assert_eq!(checkpoints.ends.len(), 2);
     assert_eq!(total, 6, "the read ended at every partition's end");
+
+    // A fleet worker reads only the partitions it was assigned.
+    let home = sluice_publish::partition_for("target-a", 2);
+    let only = read_checkpoints_of(
+        &kafka.producer_config(),
+        &topic,
+        Some(vec![home]),
+        STEP_LIMIT,
+    )
+    .await
+    .unwrap();
+    let mut expected: Vec<&str> = ["target-a", "target-b", "target-c"]
+        .into_iter()
+        .filter(|t| sluice_publish::partition_for(t, 2) == home)
+        .collect();
+    let mut got: Vec<&str> = only.resume.keys().map(String::as_str).collect();
+    expected.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, expected);
+    assert_eq!(only.ends.keys().copied().collect::<Vec<_>>(), [home]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

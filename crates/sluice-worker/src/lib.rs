@@ -36,7 +36,7 @@ use rand::Rng;
 use rdkafka::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use sluice_config::WorkerConfig;
-use sluice_publish::{Publisher, read_checkpoints};
+use sluice_publish::Publisher;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -223,7 +223,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                 Some(group) => Ok(fleet::prepare_topic(kafka, &config.topics.checkpoints, group, ops, &shutdown)
                     .await?
                     .then(sluice_publish::Checkpoints::default)),
-                None => startup::load_checkpoints(kafka, &config.topics.checkpoints, ops, &shutdown).await,
+                None => startup::load_checkpoints(kafka, &config.topics.checkpoints, None, ops, &shutdown).await,
             }
         } => loaded?,
         (code, reason) = producer_fatal(&publisher) => {

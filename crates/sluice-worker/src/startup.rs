@@ -15,14 +15,16 @@ use sluice_publish::CheckpointReadError;
 pub(crate) async fn load_checkpoints(
     kafka: &ClientConfig,
     topic: &str,
+    only: Option<&std::collections::BTreeSet<i32>>,
     ops: &http::Ops,
     shutdown: &CancellationToken,
 ) -> Result<Option<sluice_publish::Checkpoints>, WorkerError> {
     let mut delay = Duration::from_millis(200);
+    let only: Option<Vec<i32>> = only.map(|p| p.iter().copied().collect());
     loop {
         let read = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
-            read = read_checkpoints(kafka, topic, CHECKPOINT_READ_TIMEOUT) => read,
+            read = sluice_publish::read_checkpoints_of(kafka, topic, only.clone(), CHECKPOINT_READ_TIMEOUT) => read,
         };
         match read {
             Ok(checkpoints) => return Ok(Some(checkpoints)),

@@ -158,8 +158,14 @@ impl Ownership {
         }
         // Read now, not at start: the previous owner's final checkpoints were stored before
         // the group gave these partitions here.
-        let Some(checkpoints) =
-            startup::load_checkpoints(ctx.kafka, ctx.topic, ctx.ops, ctx.shutdown).await?
+        let Some(checkpoints) = startup::load_checkpoints(
+            ctx.kafka,
+            ctx.topic,
+            Some(&partitions),
+            ctx.ops,
+            ctx.shutdown,
+        )
+        .await?
         else {
             return Ok(false);
         };
