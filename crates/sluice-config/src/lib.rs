@@ -14,6 +14,7 @@
 
 mod aggregate;
 mod aggregator;
+mod delivery;
 mod fleet;
 mod load;
 mod metrics;
@@ -33,6 +34,7 @@ pub use aggregate::AggregateConfig;
 pub use aggregator::{
     AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, Loaded, SnapshotConfig,
 };
+pub use delivery::{DeliveryConfig, DeliveryFormat, DeliveryTargets, Destination};
 pub use fleet::{Fleet, FleetGroup};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use metrics::{FamilyInfo, MetricsConfig, PerTarget, PerTargetError};
