@@ -2,15 +2,15 @@
 //! datasets, how often, in which format, where, and how many are kept.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// One `deliveries:` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
     /// Which targets it delivers.
     pub targets: DeliveryTargets,
-    /// Time between deliveries of each target; never zero.
-    pub every: Duration,
+    /// When deliveries happen.
+    pub schedule: DeliverySchedule,
     /// The file format.
     pub format: DeliveryFormat,
     /// Where the files go.
@@ -70,4 +70,96 @@ pub enum Destination {
     /// A directory (resolved against the aggregator file's directory): each target's deliveries
     /// in `<dir>/<target>/`.
     Dir(PathBuf),
+}
+
+/// When an entry's deliveries happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliverySchedule {
+    /// `every`: this long apart (never zero), the first one this long after the start.
+    Every(Duration),
+    /// `cron`: at the times of a cron expression, in UTC.
+    Cron(CronSchedule),
+}
+
+/// A parsed cron expression (5 fields, or 6 with seconds first), evaluated in UTC.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    expression: String,
+    /// Boxed: a parsed pattern is a few hundred bytes, the other schedule 16.
+    cron: Box<croner::Cron>,
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expression == other.expression
+    }
+}
+
+impl Eq for CronSchedule {}
+
+impl CronSchedule {
+    /// Parses `expression`; the error says what is wrong with it.
+    pub fn parse(expression: &str) -> Result<CronSchedule, String> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(expression)
+            .map_err(|e| e.to_string())?;
+        let schedule = CronSchedule {
+            expression: expression.to_owned(),
+            cron: Box::new(cron),
+        };
+        // An expression that never matches (e.g. February 30th) is no schedule.
+        if schedule.next_after(SystemTime::now()).is_none() {
+            return Err("it never matches".to_owned());
+        }
+        Ok(schedule)
+    }
+
+    /// The expression as written.
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The first time after `now` the expression matches (UTC), if any.
+    pub fn next_after(&self, now: SystemTime) -> Option<SystemTime> {
+        let now: chrono::DateTime<chrono::Utc> = now.into();
+        let next = self.cron.find_next_occurrence(&now, false).ok()?;
+        Some(next.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn cron_times_are_utc_with_optional_seconds_and_strictly_after_now() {
+        // 2026-12-03T14:07:30Z.
+        let now = at(1_796_306_850);
+        let hourly = CronSchedule::parse("0 * * * *").unwrap();
+        assert_eq!(hourly.next_after(now), Some(at(1_796_306_850 - 450 + 3600)));
+        let on_the_hour = at(1_796_306_400);
+        assert_eq!(
+            hourly.next_after(on_the_hour),
+            Some(at(1_796_306_400 + 3600)),
+            "a time that matches is not its own next"
+        );
+        let every_5s = CronSchedule::parse("*/5 * * * * *").unwrap();
+        assert_eq!(every_5s.next_after(now), Some(at(1_796_306_855)));
+        assert_eq!(every_5s.expression(), "*/5 * * * * *");
+    }
+
+    #[test]
+    fn bad_cron_expressions_are_refused() {
+        assert!(CronSchedule::parse("61 * * * *").is_err());
+        assert!(CronSchedule::parse("every hour").is_err());
+        assert!(CronSchedule::parse("0 0 30 2 *").is_err(), "never matches");
+    }
 }

@@ -34,7 +34,9 @@ pub use aggregate::AggregateConfig;
 pub use aggregator::{
     AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, Loaded, SnapshotConfig,
 };
-pub use delivery::{DeliveryConfig, DeliveryFormat, DeliveryTargets, Destination};
+pub use delivery::{
+    CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets, Destination,
+};
 pub use fleet::{Fleet, FleetGroup};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use metrics::{FamilyInfo, MetricsConfig, PerTarget, PerTargetError};

@@ -354,6 +354,7 @@ pub(crate) struct RawSnapshots {
 pub(crate) struct RawDelivery {
     pub targets: Option<RawDeliveryTargets>,
     pub every: Option<String>,
+    pub cron: Option<String>,
     pub format: Option<String>,
     pub destination: Option<RawDestination>,
     pub keep: Option<u32>,

@@ -3,6 +3,7 @@
 //! and row count matching its file, no temporary file left, retention keeping the newest
 //! `keep`, a target that never syncs skipped and counted, and a directory that cannot be
 //! written failing (counted after its retries) while merging and the other deliveries go on.
+//! The CSV entry runs on a cron schedule (every second, seconds first), the others on intervals.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -192,7 +193,7 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
         "metrics:\n  per_target: all\n\
          deliveries:\n\
          \x20 - targets: all\n    every: 700ms\n    destination: {{ dir: out-jsonl }}\n    keep: {JSONL_KEEP}\n\
-         \x20 - targets: [{TARGET}]\n    every: 900ms\n    format: csv\n    destination: {{ dir: out-csv }}\n    keep: {CSV_KEEP}\n\
+         \x20 - targets: [{TARGET}]\n    cron: \"* * * * * *\"\n    format: csv\n    destination: {{ dir: out-csv }}\n    keep: {CSV_KEEP}\n\
          \x20 - targets: [{TARGET}]\n    every: 1s\n    destination: {{ dir: blocked }}\n    keep: 1\n"
     );
     let aggregator = rig.start_aggregator(&extra, false).await;

@@ -31,7 +31,9 @@ pub fn stem(at: SystemTime, version: Option<u64>, change_seq: u64) -> String {
 
 /// Writes `bytes` to `dir/name` atomically (see the module doc); returns the path.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per write: two aggregators (a rebalance's old and new owner, on one shared
+    // directory, possibly with the same pid on two hosts) never write into one temporary file.
+    let tmp = dir.join(format!(".{name}.tmp-{:016x}", rand::random::<u64>()));
     let written = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;

@@ -19,7 +19,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sluice_config::{DeliveryConfig, Destination};
+use futures::future::Either;
+use sluice_config::{CronSchedule, DeliveryConfig, DeliverySchedule, Destination};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -41,20 +42,69 @@ pub async fn run(shared: Arc<Shared>, entries: Vec<DeliveryConfig>, shutdown: Ca
     while tasks.join_next().await.is_some() {}
 }
 
-/// One entry's loop: a round every `every`, the first one `every` after the start.
+/// One entry's loop: a round at each time of its schedule (`every`: the first one `every`
+/// after the start; a round that overruns delays the next rather than bunching them).
 async fn schedule(shared: Arc<Shared>, entry: DeliveryConfig, shutdown: CancellationToken) {
     let Destination::Dir(dir) = &entry.destination;
-    tracing::info!(dir = %dir.display(), every = ?entry.every, format = entry.format.as_str(), keep = entry.keep, "deliveries scheduled");
-    let start = tokio::time::Instant::now() + entry.every;
-    let mut tick = tokio::time::interval_at(start, entry.every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = Next::new(&entry.schedule);
+    tracing::info!(dir = %dir.display(), schedule = %describe(&entry.schedule), format = entry.format.as_str(), keep = entry.keep, "deliveries scheduled");
     loop {
+        let Some(wait) = next.wait() else {
+            tracing::warn!(schedule = %describe(&entry.schedule), "the delivery schedule has no next time: deliveries stop");
+            return;
+        };
         tokio::select! {
             // Stopping wins over a due round.
             biased;
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => round(&shared, &entry, dir, &shutdown).await,
+            () = wait => round(&shared, &entry, dir, &shutdown).await,
         }
+    }
+}
+
+/// The schedule as logged.
+fn describe(schedule: &DeliverySchedule) -> String {
+    match schedule {
+        DeliverySchedule::Every(every) => format!("every {}", humantime::format_duration(*every)),
+        DeliverySchedule::Cron(cron) => format!("cron {} (UTC)", cron.expression()),
+    }
+}
+
+/// Waits for the next time of a schedule.
+enum Next<'a> {
+    /// An interval, on tokio's clock.
+    Every(tokio::time::Interval),
+    /// Cron times, on the wall clock (UTC).
+    Cron(&'a CronSchedule),
+}
+
+impl<'a> Next<'a> {
+    fn new(schedule: &'a DeliverySchedule) -> Next<'a> {
+        match schedule {
+            DeliverySchedule::Every(every) => {
+                let start = tokio::time::Instant::now() + *every;
+                let mut tick = tokio::time::interval_at(start, *every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                Next::Every(tick)
+            }
+            DeliverySchedule::Cron(cron) => Next::Cron(cron),
+        }
+    }
+
+    /// A future that completes at the next time; `None` when there is none.
+    fn wait(&mut self) -> Option<impl std::future::Future<Output = ()> + '_> {
+        let sleep = match self {
+            Next::Every(tick) => Either::Left(async move {
+                tick.tick().await;
+            }),
+            Next::Cron(cron) => {
+                let now = SystemTime::now();
+                let due = cron.next_after(now)?;
+                let pause = due.duration_since(now).unwrap_or_default();
+                Either::Right(tokio::time::sleep(pause))
+            }
+        };
+        Some(sleep)
     }
 }
 
@@ -64,7 +114,8 @@ async fn round(shared: &Shared, entry: &DeliveryConfig, dir: &Path, shutdown: &C
         if shutdown.is_cancelled() {
             return;
         }
-        if !entry.covers(cell.def.id()) {
+        // A target that moved away during the round is its new owner's to deliver.
+        if !entry.covers(cell.def.id()) || cell.is_retired() {
             continue;
         }
         let result = match synced_version(&cell) {

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use super::Checker;
 use crate::aggregator::AggregatorConfig;
-use crate::delivery::{DeliveryConfig, DeliveryFormat, DeliveryTargets, Destination};
+use crate::delivery::{
+    CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets, Destination,
+};
 use crate::problem::ProblemKind;
 use crate::raw::{RawDelivery, RawDeliveryTargets};
 
@@ -54,24 +56,11 @@ fn delivery(c: &mut Checker<'_>, at: &str, raw: RawDelivery) -> Option<DeliveryC
         }
         Some(RawDeliveryTargets::List(ids)) => DeliveryTargets::Ids(ids),
     };
-    let field = format!("{at}.every");
-    let every = match c.opt_duration(&field, raw.every.as_deref()) {
-        Some(every) if every.is_zero() => {
-            c.positive(&field, every);
-            ok = false;
-            every
-        }
-        Some(every) => every,
+    let schedule = match schedule(c, at, raw.every.as_deref(), raw.cron.as_deref()) {
+        Some(schedule) => schedule,
         None => {
-            if raw.every.is_none() {
-                c.report(
-                    &field,
-                    ProblemKind::Missing,
-                    "missing interval: how often to deliver, e.g. 30s, 5m, 1h".to_owned(),
-                );
-            }
             ok = false;
-            std::time::Duration::ZERO
+            DeliverySchedule::Every(std::time::Duration::ZERO)
         }
     };
     let format = match raw.format.as_deref() {
@@ -118,11 +107,64 @@ fn delivery(c: &mut Checker<'_>, at: &str, raw: RawDelivery) -> Option<DeliveryC
     };
     ok.then_some(DeliveryConfig {
         targets,
-        every,
+        schedule,
         format,
         destination,
         keep,
     })
+}
+
+/// `every` or `cron`, exactly one of them.
+fn schedule(
+    c: &mut Checker<'_>,
+    at: &str,
+    every: Option<&str>,
+    cron: Option<&str>,
+) -> Option<DeliverySchedule> {
+    match (every, cron) {
+        (Some(_), Some(_)) => {
+            c.report(
+                &format!("{at}.cron"),
+                ProblemKind::Invalid,
+                "give every or cron, not both".to_owned(),
+            );
+            None
+        }
+        (None, None) => {
+            c.report(
+                &format!("{at}.every"),
+                ProblemKind::Missing,
+                "missing schedule: every (an interval, e.g. 30s, 5m) or cron (an expression in \
+                 UTC, e.g. \"0 * * * *\")"
+                    .to_owned(),
+            );
+            None
+        }
+        (Some(every), None) => {
+            let field = format!("{at}.every");
+            let every = c.opt_duration(&field, Some(every))?;
+            if every.is_zero() {
+                c.positive(&field, every);
+                return None;
+            }
+            Some(DeliverySchedule::Every(every))
+        }
+        (None, Some(cron)) => match CronSchedule::parse(cron) {
+            Ok(cron) => Some(DeliverySchedule::Cron(cron)),
+            Err(error) => {
+                let error = crate::load::lowercase_first(error.trim_end_matches('.'));
+                c.report(
+                    &format!("{at}.cron"),
+                    ProblemKind::Invalid,
+                    format!(
+                        "bad cron expression {cron:?}: {error} (5 fields, or 6 with seconds \
+                         first; evaluated in UTC)"
+                    ),
+                );
+                None
+            }
+        },
+    }
 }
 
 /// Each named target is one the aggregator aggregates, and no target is delivered twice to one
