@@ -8,7 +8,8 @@
 //! version, never block or slow merging, and never deliver a target it does not own.
 //!
 //! `format` encodes a version, `file` writes atomically and applies retention, `deliver` does
-//! one delivery, `retry` retries one with a bounded backoff.
+//! one delivery, `retry` retries one with a bounded backoff. A round delivers up to
+//! [`CONCURRENT`] targets at once.
 
 mod deliver;
 mod file;
@@ -19,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures::StreamExt;
 use futures::future::Either;
 use sluice_config::{CronSchedule, DeliveryConfig, DeliverySchedule, Destination};
 use tokio::task::JoinSet;
@@ -108,30 +110,33 @@ impl<'a> Next<'a> {
     }
 }
 
-/// One round: each covered, owned target in id order.
+/// Deliveries of one round in flight at once: a target whose writes fail and are retried does
+/// not hold up the others, and at most this many encoded states are in memory.
+const CONCURRENT: usize = 4;
+
+/// One round: each covered, owned target (at most [`CONCURRENT`] at once).
 async fn round(shared: &Shared, entry: &DeliveryConfig, dir: &Path, shutdown: &CancellationToken) {
-    for cell in shared.store.all() {
-        if shutdown.is_cancelled() {
-            return;
-        }
-        // A target that moved away during the round is its new owner's to deliver.
-        if !entry.covers(cell.def.id()) || cell.is_retired() {
-            continue;
-        }
-        let result = match synced_version(&cell) {
-            None => {
-                tracing::debug!(
-                    target_id = cell.def.id(),
-                    "delivery skipped: the state is not synced"
-                );
-                DeliveryResult::SkippedNotSynced
+    futures::stream::iter(shared.store.all())
+        .for_each_concurrent(CONCURRENT, |cell| async move {
+            // A target that moved away during the round is its new owner's to deliver.
+            if shutdown.is_cancelled() || !entry.covers(cell.def.id()) || cell.is_retired() {
+                return;
             }
-            Some(view) => deliver_one(shared, entry, dir, &cell, view, shutdown).await,
-        };
-        shared
-            .metrics
-            .delivered(cell.def.id(), result, SystemTime::now());
-    }
+            let result = match synced_version(&cell) {
+                None => {
+                    tracing::debug!(
+                        target_id = cell.def.id(),
+                        "delivery skipped: the state is not synced"
+                    );
+                    DeliveryResult::SkippedNotSynced
+                }
+                Some(view) => deliver_one(shared, entry, dir, &cell, view, shutdown).await,
+            };
+            shared
+                .metrics
+                .delivered(cell.def.id(), result, SystemTime::now());
+        })
+        .await;
 }
 
 /// The target's current version, if it is complete and synced.
