@@ -49,17 +49,25 @@ pub enum DeliveryFormat {
     /// CSV: a `key` column, then the union of the entities' top-level fields (sorted); nested
     /// values as JSON text.
     Csv,
+    /// Parquet: the CSV's columns, typed from the values (boolean, int64, float64, else string;
+    /// nested values as JSON text).
+    Parquet,
 }
 
 impl DeliveryFormat {
     /// Every format, as written in the config.
-    pub const ALL: [DeliveryFormat; 2] = [DeliveryFormat::Jsonl, DeliveryFormat::Csv];
+    pub const ALL: [DeliveryFormat; 3] = [
+        DeliveryFormat::Jsonl,
+        DeliveryFormat::Csv,
+        DeliveryFormat::Parquet,
+    ];
 
     /// The config word, which is also the file extension.
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryFormat::Jsonl => "jsonl",
             DeliveryFormat::Csv => "csv",
+            DeliveryFormat::Parquet => "parquet",
         }
     }
 }

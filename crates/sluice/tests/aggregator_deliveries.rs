@@ -1,5 +1,5 @@
-//! Dataset deliveries through the real binary on the rig's Kafka: JSON Lines and CSV files read
-//! back and compared with `/state` at the manifest's version, every manifest's checksum, size
+//! Dataset deliveries through the real binary on the rig's Kafka: JSON Lines, CSV and Parquet
+//! (read with the parquet crate) files read back and compared with `/state` at the manifest's version, every manifest's checksum, size
 //! and row count matching its file, no temporary file left, retention keeping the newest
 //! `keep`, a target that never syncs skipped and counted, and a directory that cannot be
 //! written failing (counted after its retries) while merging and the other deliveries go on.
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rig::{Rig, Worker};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -28,6 +29,7 @@ const DELTAS: u64 = 60;
 const KEYS: u64 = 12;
 const JSONL_KEEP: usize = 2;
 const CSV_KEEP: usize = 3;
+const PARQUET_KEEP: usize = 2;
 
 fn series(result: &str, target: &str) -> String {
     format!("sluice_aggregator_deliveries_total{{result=\"{result}\",target=\"{target}\"}}")
@@ -96,6 +98,7 @@ fn list(dir: &Path) -> Listing {
         } else if let Some(stem) = name
             .strip_suffix(".jsonl")
             .or_else(|| name.strip_suffix(".csv"))
+            .or_else(|| name.strip_suffix(".parquet"))
         {
             listing
                 .data
@@ -123,10 +126,71 @@ fn assert_manifests_match(dir: &Path, listing: &Listing, format: &str) {
         assert_eq!(manifest["format"], json!(format));
         assert_eq!(manifest["target"], json!(TARGET));
         // No value of this test's entities holds a line break; a CSV has its header line.
-        let lines = bytes.iter().filter(|b| **b == b'\n').count();
-        let rows = if format == "csv" { lines - 1 } else { lines };
-        assert_eq!(manifest["rows"], json!(rows), "{stem}: rows");
+        if format != "parquet" {
+            let lines = bytes.iter().filter(|b| **b == b'\n').count();
+            let rows = if format == "csv" { lines - 1 } else { lines };
+            assert_eq!(manifest["rows"], json!(rows), "{stem}: rows");
+        }
     }
+}
+
+/// The column of an entity's field (its own `key` is `_key`).
+fn column(field: &str) -> &str {
+    if field == "key" { "_key" } else { field }
+}
+
+/// The Parquet file read with the `parquet` crate: `key`, then one typed column per field,
+/// each row equal to the state's entity (strings as they are, nested values as JSON text).
+fn assert_parquet_is(bytes: &[u8], state: &BTreeMap<String, Value>) {
+    use arrow_array::{Array, BooleanArray, Int64Array, StringArray};
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.to_vec()))
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut got: BTreeMap<String, Value> = BTreeMap::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let schema = batch.schema();
+        let keys = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(schema.field(0).name(), "key");
+        for row in 0..batch.num_rows() {
+            let mut entity = serde_json::Map::new();
+            for (i, field) in schema.fields().iter().enumerate().skip(1) {
+                let array = batch.column(i);
+                if array.is_null(row) {
+                    continue;
+                }
+                let name = if field.name() == "_key" {
+                    "key"
+                } else {
+                    field.name()
+                };
+                let value = if let Some(a) = array.as_any().downcast_ref::<Int64Array>() {
+                    json!(a.value(row))
+                } else if let Some(a) = array.as_any().downcast_ref::<BooleanArray>() {
+                    json!(a.value(row))
+                } else {
+                    let text = array
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .unwrap()
+                        .value(row);
+                    // Nested values are JSON text; strings are themselves.
+                    match &state[keys.value(row)][name] {
+                        Value::String(_) => json!(text),
+                        _ => serde_json::from_str(text).unwrap(),
+                    }
+                };
+                entity.insert(name.to_owned(), value);
+            }
+            got.insert(keys.value(row).to_owned(), Value::Object(entity));
+        }
+    }
+    assert_eq!(&got, state);
 }
 
 fn jsonl_entities(bytes: &[u8]) -> BTreeMap<String, Value> {
@@ -158,7 +222,7 @@ fn assert_csv_is(bytes: &[u8], state: &BTreeMap<String, Value>) {
         .flat_map(|e| e.as_object().unwrap().keys().cloned())
         .collect();
     let mut expected_header = vec!["key".to_owned()];
-    expected_header.extend(fields.iter().cloned());
+    expected_header.extend(fields.iter().map(|f| column(f).to_owned()));
     assert_eq!(header, expected_header);
     let rows: Vec<Vec<String>> = reader
         .records()
@@ -194,6 +258,7 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
          deliveries:\n\
          \x20 - targets: all\n    every: 700ms\n    destination: {{ dir: out-jsonl }}\n    keep: {JSONL_KEEP}\n\
          \x20 - targets: [{TARGET}]\n    cron: \"* * * * * *\"\n    format: csv\n    destination: {{ dir: out-csv }}\n    keep: {CSV_KEEP}\n\
+         \x20 - targets: [{TARGET}]\n    every: 800ms\n    format: parquet\n    destination: {{ dir: out-parquet }}\n    keep: {PARQUET_KEEP}\n\
          \x20 - targets: [{TARGET}]\n    every: 1s\n    destination: {{ dir: blocked }}\n    keep: 1\n"
     );
     let aggregator = rig.start_aggregator(&extra, false).await;
@@ -229,12 +294,17 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
     // the final state, then a failed one is counted for the blocked directory.
     let jsonl_dir = rig.dir.join("out-jsonl").join(TARGET);
     let csv_dir = rig.dir.join("out-csv").join(TARGET);
+    let parquet_dir = rig.dir.join("out-parquet").join(TARGET);
     let mut seen: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     let final_seq = state["change_seq"].clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut done = true;
-        for (dir, keep) in [(&jsonl_dir, JSONL_KEEP), (&csv_dir, CSV_KEEP)] {
+        for (dir, keep) in [
+            (&jsonl_dir, JSONL_KEEP),
+            (&csv_dir, CSV_KEEP),
+            (&parquet_dir, PARQUET_KEEP),
+        ] {
             let listing = list(dir);
             // Retention runs right after a delivery's manifest lands: one more meanwhile.
             assert!(
@@ -293,6 +363,7 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
     for (dir, keep, format) in [
         (&jsonl_dir, JSONL_KEEP, "jsonl"),
         (&csv_dir, CSV_KEEP, "csv"),
+        (&parquet_dir, PARQUET_KEEP, "parquet"),
     ] {
         let listing = list(dir);
         assert!(
@@ -325,7 +396,8 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
         let data = &listing.data[stem];
         match format {
             "jsonl" => assert_eq!(jsonl_entities(data), entities),
-            _ => assert_csv_is(data, &entities),
+            "csv" => assert_csv_is(data, &entities),
+            _ => assert_parquet_is(data, &entities),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct DeliveryError {
 pub enum Stage {
     /// Creating the target's directory.
     CreateDir,
+    /// Encoding the state (the Parquet writer).
+    Encode,
     /// Writing (or syncing, renaming) the data file.
     Data,
     /// Writing the manifest.
@@ -42,6 +44,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::CreateDir => "create_dir",
+            Stage::Encode => "encode",
             Stage::Data => "data",
             Stage::Manifest => "manifest",
             Stage::Task => "task",
@@ -53,6 +56,7 @@ impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Stage::CreateDir => "creating the delivery directory",
+            Stage::Encode => "encoding the delivery of",
             Stage::Data => "writing the delivery file",
             Stage::Manifest => "writing the delivery manifest",
             Stage::Task => "running the delivery into",
@@ -119,7 +123,11 @@ pub fn deliver(
         }
     };
     std::fs::create_dir_all(&target_dir).map_err(error(Stage::CreateDir, &target_dir))?;
-    let encoded = format::encode(&view.entities, format);
+    let encoded = format::encode(&view.entities, format).map_err(|e| DeliveryError {
+        stage: Stage::Encode,
+        path: target_dir.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     let stem = file::stem(now, view.version, view.change_seq);
     let data_name = format!("{stem}.{}", format.as_str());
     let data = file::write_atomic(&target_dir, &data_name, &encoded.bytes)

@@ -4,7 +4,8 @@
 //! quoting, `\n` line ends): the header `key`, then the union of the entities' top-level fields,
 //! sorted; one row per entity in key order; a string is written as is, `null` and a missing
 //! field as an empty cell, any other value as JSON text. An entity that is not an object is
-//! written as JSON text in a `_value` column (present only when such an entity is).
+//! written as JSON text in a `_value` column (present only when such an entity is); an
+//! entity's own top-level field `key` goes in the column `_key`.
 
 use std::collections::BTreeSet;
 
@@ -20,16 +21,21 @@ pub struct Encoded {
     pub rows: usize,
 }
 
-/// `entities` in `format`. CPU-bound in the state's size: call it off the async workers.
-pub fn encode(entities: &Entities, format: DeliveryFormat) -> Encoded {
+/// `entities` in `format` (Parquet: `columnar`). CPU-bound in the state's size: call it off
+/// the async workers. Only Parquet can fail (an error of the parquet crate's writer).
+pub fn encode(
+    entities: &Entities,
+    format: DeliveryFormat,
+) -> Result<Encoded, ::parquet::errors::ParquetError> {
     let bytes = match format {
         DeliveryFormat::Jsonl => jsonl(entities),
         DeliveryFormat::Csv => csv(entities),
+        DeliveryFormat::Parquet => super::columnar::parquet(entities)?,
     };
-    Encoded {
+    Ok(Encoded {
         bytes,
         rows: entities.len(),
-    }
+    })
 }
 
 fn jsonl(entities: &Entities) -> Vec<u8> {
@@ -49,7 +55,13 @@ fn jsonl(entities: &Entities) -> Vec<u8> {
 }
 
 /// The column of entities that are not objects.
-const NON_OBJECT: &str = "_value";
+pub const NON_OBJECT: &str = "_value";
+
+/// The column of an entity's top-level field: its name, but `_key` for a field named `key`
+/// (the first column is the entity's key).
+pub fn column_name(field: &str) -> &str {
+    if field == "key" { "_key" } else { field }
+}
 
 fn csv(entities: &Entities) -> Vec<u8> {
     let mut fields: BTreeSet<String> = BTreeSet::new();
@@ -69,7 +81,7 @@ fn csv(entities: &Entities) -> Vec<u8> {
     if non_object {
         header.push(NON_OBJECT);
     }
-    header.extend(fields.iter().map(String::as_str));
+    header.extend(fields.iter().map(|f| column_name(f)));
     row(
         &mut out,
         header.iter().map(|h| std::borrow::Cow::Borrowed(*h)),
@@ -135,7 +147,7 @@ mod tests {
     #[test]
     fn jsonl_writes_one_key_and_value_object_per_entity_in_key_order() {
         let e = entities(&[("b", json!({"n": 2})), ("a", json!([1, 2]))]);
-        let out = encode(&e, DeliveryFormat::Jsonl);
+        let out = encode(&e, DeliveryFormat::Jsonl).unwrap();
         assert_eq!(out.rows, 2);
         assert_eq!(
             String::from_utf8(out.bytes).unwrap(),
@@ -152,7 +164,7 @@ mod tests {
                 json!({"m": null, "a": "say \"hi\"", "n": 1.5, "t": true}),
             ),
         ]);
-        let out = encode(&e, DeliveryFormat::Csv);
+        let out = encode(&e, DeliveryFormat::Csv).unwrap();
         assert_eq!(
             String::from_utf8(out.bytes).unwrap(),
             "key,a,m,n,t,z\n\
@@ -164,7 +176,7 @@ mod tests {
     #[test]
     fn csv_puts_entities_that_are_not_objects_in_a_value_column() {
         let e = entities(&[("a", json!(7)), ("b", json!({"f": "x"}))]);
-        let out = encode(&e, DeliveryFormat::Csv);
+        let out = encode(&e, DeliveryFormat::Csv).unwrap();
         assert_eq!(
             String::from_utf8(out.bytes).unwrap(),
             "key,_value,f\na,7,\nb,,x\n"
@@ -172,9 +184,16 @@ mod tests {
     }
 
     #[test]
+    fn an_entity_field_named_key_goes_in_its_own_column() {
+        let e = entities(&[("a", json!({"key": "a", "n": 1}))]);
+        let out = encode(&e, DeliveryFormat::Csv).unwrap();
+        assert_eq!(String::from_utf8(out.bytes).unwrap(), "key,_key,n\na,a,1\n");
+    }
+
+    #[test]
     fn an_empty_state_is_an_empty_jsonl_file_and_a_csv_header() {
         let e = Entities::default();
-        assert!(encode(&e, DeliveryFormat::Jsonl).bytes.is_empty());
-        assert_eq!(encode(&e, DeliveryFormat::Csv).bytes, b"key\n");
+        assert!(encode(&e, DeliveryFormat::Jsonl).unwrap().bytes.is_empty());
+        assert_eq!(encode(&e, DeliveryFormat::Csv).unwrap().bytes, b"key\n");
     }
 }

@@ -7,10 +7,11 @@
 //! `spawn_blocking`. It must never take a target's lock for longer than the O(1) capture of a
 //! version, never block or slow merging, and never deliver a target it does not own.
 //!
-//! `format` encodes a version, `file` writes atomically and applies retention, `deliver` does
+//! `format` encodes a version (`columnar`: as Parquet), `file` writes atomically and applies retention, `deliver` does
 //! one delivery, `retry` retries one with a bounded backoff. A round delivers up to
 //! [`CONCURRENT`] targets at once.
 
+mod columnar;
 mod deliver;
 mod file;
 mod format;
