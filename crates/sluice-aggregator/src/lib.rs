@@ -1,7 +1,8 @@
 //! The aggregator: consumes the worker's raw event topic in a consumer group and, per target,
 //! merges a REST base state with the ordered deltas into the exact current state (the rules
 //! live in `sluice-merge`), then serves it: JSON per target and per entity, an SSE stream of
-//! merged changes, periodic snapshots to a compacted topic and files, `/metrics` and probes.
+//! merged changes, periodic snapshots to a compacted topic and files, dataset deliveries of the
+//! states to a directory, `/metrics` and probes.
 //!
 //! Architecture invariants: a target is served only from a complete state (never half-built);
 //! the committed offset of a partition never passes the last snapshot of any of its targets, so
@@ -9,6 +10,7 @@
 //! calls the pure merger. It must not write to the events topic.
 
 mod batch;
+mod delivery;
 mod engine;
 mod fetch;
 mod http;
@@ -276,6 +278,15 @@ pub async fn run(
         })
     };
 
+    // Deliveries run beside the consumer thread and stop after it (the final state is not
+    // delivered again at shutdown; the schedule's last round is the last delivery).
+    let deliveries_stop = CancellationToken::new();
+    let deliveries = tokio::spawn(delivery::run(
+        shared.clone(),
+        config.deliveries.clone(),
+        deliveries_stop.clone(),
+    ));
+
     let engine = Engine::new(
         shared.clone(),
         consumer,
@@ -292,7 +303,9 @@ pub async fn run(
         })
         .map_err(AggregatorError::Spawn)?;
     let finished = done_rx.await;
+    deliveries_stop.cancel();
     http_stop.cancel();
+    let _ = deliveries.await;
     let _ = server.await;
     finished.map_err(|_| AggregatorError::EnginePanicked)?;
     tracing::info!("aggregator stopped");

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::aggregate::AggregateConfig;
+use crate::delivery::DeliveryConfig;
 use crate::metrics::MetricsConfig;
 use crate::secret::SecretRef;
 use crate::target::TargetConfig;
@@ -28,6 +29,8 @@ pub struct AggregatorConfig {
     pub http: AggregatorHttp,
     /// Periodic snapshots of the state.
     pub snapshots: SnapshotConfig,
+    /// Dataset deliveries of the states, in the order written.
+    pub deliveries: Vec<DeliveryConfig>,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// What `/metrics` exposes per target.

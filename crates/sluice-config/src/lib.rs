@@ -14,6 +14,7 @@
 
 mod aggregate;
 mod aggregator;
+mod delivery;
 mod fleet;
 mod load;
 mod metrics;
@@ -32,6 +33,9 @@ use std::path::Path;
 pub use aggregate::AggregateConfig;
 pub use aggregator::{
     AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, Loaded, SnapshotConfig,
+};
+pub use delivery::{
+    CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets, Destination,
 };
 pub use fleet::{Fleet, FleetGroup};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};

@@ -304,6 +304,8 @@ pub(crate) struct RawAggregator {
     #[serde(default)]
     pub snapshots: RawSnapshots,
     #[serde(default)]
+    pub deliveries: Vec<RawDelivery>,
+    #[serde(default)]
     pub shutdown: RawShutdown,
     #[serde(default)]
     pub metrics: RawMetrics,
@@ -343,5 +345,34 @@ pub(crate) struct RawAggregatorTopics {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSnapshots {
     pub interval: Option<String>,
+    pub dir: Option<String>,
+}
+
+/// One entry of `deliveries`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDelivery {
+    pub targets: Option<RawDeliveryTargets>,
+    pub every: Option<String>,
+    pub cron: Option<String>,
+    pub format: Option<String>,
+    pub destination: Option<RawDestination>,
+    pub keep: Option<u32>,
+}
+
+/// `deliveries[].targets`: `all`, or a list of target ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawDeliveryTargets {
+    /// A word (only `all` is valid).
+    Word(String),
+    /// Target ids.
+    List(Vec<String>),
+}
+
+/// `deliveries[].destination`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDestination {
     pub dir: Option<String>,
 }

@@ -3,6 +3,7 @@
 
 mod aggregate;
 mod aggregator;
+mod delivery;
 mod fleet;
 mod pagination;
 mod request;

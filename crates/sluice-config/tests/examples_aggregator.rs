@@ -37,6 +37,10 @@ fn shipped_aggregator_config_loads_and_env_overrides_apply_to_it_only() {
     assert_eq!(config.http.max_connections, 1024);
     assert_eq!(config.snapshots.interval, Duration::from_secs(10));
     assert_eq!(config.snapshots.dir, None);
+    assert!(
+        config.deliveries.is_empty(),
+        "the deliveries example is commented out"
+    );
     assert_eq!(config.shutdown.grace, Duration::from_secs(25));
     let targets: Vec<&str> = config.targets().map(|(t, _)| t.id.as_str()).collect();
     assert_eq!(targets, ["sim-prices"]);

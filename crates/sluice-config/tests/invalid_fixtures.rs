@@ -336,6 +336,11 @@ fn aggregator_group_instance_id_must_be_a_legal_kafka_name() {
 }
 
 #[test]
+fn aggregator_deliveries_name_known_targets_a_positive_interval_a_format_a_directory_and_keep() {
+    assert_fixture("aggregator_delivery_rules");
+}
+
+#[test]
 fn aggregator_snapshot_interval_must_be_positive() {
     assert_fixture("aggregator_zero_snapshot_interval");
 }
@@ -396,6 +401,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "aggregator_bad_group_instance_id",
         "aggregator_bad_metrics_per_target",
         "aggregator_dead_letter_is_state",
+        "aggregator_delivery_rules",
         "aggregator_empty_group_id",
         "aggregator_managed_property",
         "aggregator_missing_worker",

@@ -20,6 +20,17 @@ impl Entities {
         Entities { map }
     }
 
+    /// Entities from `(key, value)` pairs (a later pair of one key wins): for tests and tools
+    /// that build a state without merging one.
+    pub fn from_values(pairs: impl IntoIterator<Item = (String, serde_json::Value)>) -> Entities {
+        Entities {
+            map: pairs
+                .into_iter()
+                .map(|(key, value)| (Arc::from(key), Entity::from(value)))
+                .collect(),
+        }
+    }
+
     /// The number of entities.
     pub fn len(&self) -> usize {
         self.map.len()

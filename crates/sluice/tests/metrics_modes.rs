@@ -290,14 +290,22 @@ async fn synced_aggregator(mode: &str) -> (Rig, Worker, Worker, RunningSim) {
     );
     let section = format!("metrics:\n  per_target: {mode}");
     let worker = rig.start(&section).await;
-    let aggregator = rig.start_aggregator(&section, true).await;
+    // A delivery too, so that its per-target families have series.
+    let aggregator_section = format!(
+        "{section}\ndeliveries:\n  - targets: all\n    every: 200ms\n    destination: {{ dir: deliveries }}\n"
+    );
+    let aggregator = rig.start_aggregator(&aggregator_section, true).await;
     aggregator
-        .wait_for("applied deltas in the totals", async |a| {
+        .wait_for("applied deltas and a delivery in the totals", async |a| {
             let samples = parse_samples(&a.metrics().await);
             samples.iter().any(|s| {
                 s.name == "sluice_aggregator_all_deltas_total"
                     && s.labels.get("outcome").is_some_and(|o| o == "applied")
                     && s.value >= 10.0
+            }) && samples.iter().any(|s| {
+                s.name == "sluice_aggregator_all_deliveries_total"
+                    && s.labels.get("result").is_some_and(|r| r == "ok")
+                    && s.value >= 1.0
             }) && sum(&samples, "sluice_aggregator_targets_synced") == 1.0
         })
         .await;

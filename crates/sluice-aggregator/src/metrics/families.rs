@@ -237,8 +237,38 @@ pub(crate) const HTTP_REJECTED: Def = def(
     Level::Process,
 );
 
+pub(crate) const DELIVERIES: Def = def(
+    "sluice_aggregator_deliveries_total",
+    "Dataset deliveries of the target, by result (ok, failed after its retries, \
+     skipped_not_synced).",
+    COUNTER,
+    &["target", "result"],
+    Level::All,
+);
+pub(crate) const ALL_DELIVERIES: Def = def(
+    "sluice_aggregator_all_deliveries_total",
+    "Dataset deliveries, by result, all targets.",
+    COUNTER,
+    &["result"],
+    Level::Process,
+);
+pub(crate) const DELIVERY_LAST_SUCCESS: Def = def(
+    "sluice_aggregator_delivery_last_success_timestamp_seconds",
+    "When the target's last dataset delivery was written (Unix seconds).",
+    GAUGE,
+    &["target"],
+    Level::All,
+);
+pub(crate) const DELIVERY_BYTES: Def = def(
+    "sluice_aggregator_delivery_bytes_total",
+    "Bytes of dataset delivery files written (data and manifests).",
+    COUNTER,
+    &[],
+    Level::Process,
+);
+
 /// Every family of the table.
-pub(crate) const FAMILIES: [&Def; 25] = [
+pub(crate) const FAMILIES: [&Def; 29] = [
     &DELTAS,
     &ALL_DELTAS,
     &RESNAPSHOTS,
@@ -264,6 +294,10 @@ pub(crate) const FAMILIES: [&Def; 25] = [
     &STREAM_LAGGED,
     &HTTP_CONNECTIONS,
     &HTTP_REJECTED,
+    &DELIVERIES,
+    &ALL_DELIVERIES,
+    &DELIVERY_LAST_SUCCESS,
+    &DELIVERY_BYTES,
 ];
 
 /// Every family an aggregator exposes in `mode`, sorted by name: the table's, and those of the

@@ -128,6 +128,41 @@ pub struct Metrics {
     pub http_connections: IntGauge,
     /// `sluice_aggregator_http_connections_rejected_total`: connections refused at the cap.
     pub http_rejected: IntCounter,
+    /// `sluice_aggregator_deliveries_total{target,result}` (by [`DeliveryResult`]) and its total.
+    pub deliveries: TargetCounter,
+    /// `sluice_aggregator_delivery_last_success_timestamp_seconds{target}`.
+    delivery_last_success: Option<GaugeVec>,
+    /// `sluice_aggregator_delivery_bytes_total`.
+    pub delivery_bytes: IntCounter,
+}
+
+/// What one scheduled delivery of one target came to (the `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// Written, with its manifest.
+    Ok,
+    /// Not written after its retries.
+    Failed,
+    /// Not attempted: the state was not synced (or not loaded yet).
+    SkippedNotSynced,
+}
+
+impl DeliveryResult {
+    /// Every result, in label order.
+    pub const ALL: [DeliveryResult; 3] = [
+        DeliveryResult::Ok,
+        DeliveryResult::Failed,
+        DeliveryResult::SkippedNotSynced,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryResult::Ok => "ok",
+            DeliveryResult::Failed => "failed",
+            DeliveryResult::SkippedNotSynced => "skipped_not_synced",
+        }
+    }
 }
 
 /// Registers `def` as a `V` when `mode` shows it.
@@ -214,6 +249,16 @@ impl Metrics {
         let stream_lagged = always(&registry, &f::STREAM_LAGGED, int_counter)?;
         let http_connections = always(&registry, &f::HTTP_CONNECTIONS, int_gauge)?;
         let http_rejected = always(&registry, &f::HTTP_REJECTED, int_counter)?;
+        let deliveries = TargetCounter::new(
+            &registry,
+            mode,
+            &f::DELIVERIES,
+            &f::ALL_DELIVERIES,
+            &DeliveryResult::ALL.map(DeliveryResult::as_str),
+        )?;
+        let delivery_last_success =
+            register(&registry, mode, &f::DELIVERY_LAST_SUCCESS, GaugeVec::new)?;
+        let delivery_bytes = always(&registry, &f::DELIVERY_BYTES, int_counter)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -239,6 +284,9 @@ impl Metrics {
             stream_lagged,
             http_connections,
             http_rejected,
+            deliveries,
+            delivery_last_success,
+            delivery_bytes,
         })
     }
 
@@ -250,6 +298,20 @@ impl Metrics {
     /// Per-outcome counters of one target, resolved once (no label lookup per delta).
     pub fn delta_counters(&self, target: &str) -> DeltaCounters {
         DeltaCounters(DeltaOutcome::ALL.map(|o| self.deltas.get(target, o.as_str())))
+    }
+
+    /// Counts one delivery of `target`; an `Ok` one also sets its last-success time.
+    pub fn delivered(&self, target: &str, result: DeliveryResult, at: std::time::SystemTime) {
+        self.deliveries.inc(target, result.as_str());
+        if result == DeliveryResult::Ok
+            && let Some(gauge) = &self.delivery_last_success
+        {
+            let secs = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            gauge.with_label_values(&[target]).set(secs);
+        }
     }
 
     /// Removes every per-target gauge and delta series of `target` (its partition moved to
@@ -269,6 +331,12 @@ impl Metrics {
         }
         for kind in MalformedError::KINDS {
             self.malformed.forget(target, kind);
+        }
+        for result in DeliveryResult::ALL {
+            self.deliveries.forget(target, result.as_str());
+        }
+        if let Some(g) = &self.delivery_last_success {
+            let _ = g.remove_label_values(&[target]);
         }
     }
 
@@ -425,6 +493,12 @@ mod tests {
             .inc();
         metrics.snapshot_errors.with_label_values(&["kafka"]).inc();
         metrics.skipped.with_label_values(&["unknown_target"]).inc();
+        metrics.delivered("t1", DeliveryResult::Ok, std::time::SystemTime::now());
+        metrics.delivered(
+            "t2",
+            DeliveryResult::SkippedNotSynced,
+            std::time::SystemTime::now(),
+        );
         let mut scrape = metrics.scrape();
         for (id, synced) in [("t1", true), ("t2", false)] {
             scrape.target(&TargetGauges {

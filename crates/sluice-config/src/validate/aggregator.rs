@@ -128,6 +128,7 @@ pub(crate) fn aggregator(
         Some(dir) => Some(c.dir().join(dir)),
     };
     let snapshots = SnapshotConfig { interval, dir };
+    let deliveries = super::delivery::deliveries(&mut c, raw.deliveries);
     let shutdown = c.shutdown(&raw.shutdown);
     let metrics = c.metrics(&raw.metrics);
 
@@ -146,10 +147,12 @@ pub(crate) fn aggregator(
         topics,
         http,
         snapshots,
+        deliveries: deliveries.iter().map(|(_, d)| d.clone()).collect(),
         shutdown,
         metrics,
     };
     check_targets(&mut c, &config);
+    super::delivery::check_ids(&mut c, &config, &deliveries);
     Some(config)
 }
 

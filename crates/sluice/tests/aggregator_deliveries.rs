@@ -1,0 +1,403 @@
+//! Dataset deliveries through the real binary on the rig's Kafka: JSON Lines, CSV and Parquet
+//! (read with the parquet crate) files read back and compared with `/state` at the manifest's version, every manifest's checksum, size
+//! and row count matching its file, no temporary file left, retention keeping the newest
+//! `keep`, a target that never syncs skipped and counted, and a directory that cannot be
+//! written failing (counted after its retries) while merging and the other deliveries go on.
+//! The CSV entry runs on a cron schedule (every second, seconds first), the others on intervals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod rig;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rig::{Rig, Worker};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sluice_testkit::TestKafka;
+use tokio::net::TcpListener;
+
+const TARGET: &str = "t";
+/// A target whose base state cannot be fetched: never synced.
+const UNSYNCED: &str = "u";
+const DELTAS: u64 = 60;
+const KEYS: u64 = 12;
+const JSONL_KEEP: usize = 2;
+const CSV_KEEP: usize = 3;
+const PARQUET_KEEP: usize = 2;
+
+fn series(result: &str, target: &str) -> String {
+    format!("sluice_aggregator_deliveries_total{{result=\"{result}\",target=\"{target}\"}}")
+}
+
+/// Delta `v`: entity `k{v % KEYS}` with fields a CSV must quote and a nested one.
+fn delta(v: u64) -> Value {
+    let mut entity = json!({
+        "key": format!("k{:02}", v % KEYS),
+        "version": v,
+        "name": format!("a, \"quoted\" {v}"),
+        "nested": {"list": [v, null], "s": "x"},
+    });
+    if v % 3 == 0 {
+        entity["only_some"] = json!(true);
+    }
+    entity
+}
+
+async fn rig() -> Rig {
+    let rig = Rig::with_kafka("deliveries", TestKafka::start().expect("test kafka")).await;
+    let base = Router::new().route("/base", get(|| async { r#"{"version":0,"items":[]}"# }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/base", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, base).await });
+    let aggregate = |url: &str| {
+        format!(
+            "aggregate:\n  base:\n    url: {url}\n    items: /items\n    key: /key\n    version: /version\n\
+             \x20 delta:\n    key: /key\n    version: /version\n  strategy: replace\n"
+        )
+    };
+    rig.target(TARGET, "http://127.0.0.1:9/stream", &aggregate(&base_url));
+    // Nothing listens on port 9: the base fetch fails and is retried, the state never loads.
+    rig.target(
+        UNSYNCED,
+        "http://127.0.0.1:9/stream",
+        &aggregate("http://127.0.0.1:9/base"),
+    );
+    rig
+}
+
+/// The delivery files in `dir`: manifests by stem, data files by stem, and any other name.
+struct Listing {
+    manifests: BTreeMap<String, Value>,
+    data: BTreeMap<String, Vec<u8>>,
+    other: Vec<String>,
+}
+
+fn list(dir: &Path) -> Listing {
+    let mut listing = Listing {
+        manifests: BTreeMap::new(),
+        data: BTreeMap::new(),
+        other: Vec::new(),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return listing;
+    };
+    for entry in entries {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let path = dir.join(&name);
+        if let Some(stem) = name.strip_suffix(".manifest.json") {
+            // A manifest is complete whenever it is visible under its name.
+            let manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+                .unwrap_or_else(|e| panic!("manifest {name} is not whole JSON: {e}"));
+            listing.manifests.insert(stem.to_owned(), manifest);
+        } else if let Some(stem) = name
+            .strip_suffix(".jsonl")
+            .or_else(|| name.strip_suffix(".csv"))
+            .or_else(|| name.strip_suffix(".parquet"))
+        {
+            listing
+                .data
+                .insert(stem.to_owned(), std::fs::read(&path).unwrap());
+        } else {
+            listing.other.push(name);
+        }
+    }
+    listing
+}
+
+/// Every manifest names a data file next to it whose bytes, checksum and rows it describes.
+fn assert_manifests_match(dir: &Path, listing: &Listing, format: &str) {
+    for (stem, manifest) in &listing.manifests {
+        let file = manifest["file"].as_str().unwrap();
+        assert_eq!(file, format!("{stem}.{format}"), "{}", dir.display());
+        let bytes = std::fs::read(dir.join(file))
+            .unwrap_or_else(|e| panic!("manifest {stem} without its data file: {e}"));
+        assert_eq!(manifest["bytes"], json!(bytes.len()), "{stem}");
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(manifest["sha256"], json!(sha), "{stem}: checksum");
+        assert_eq!(manifest["format"], json!(format));
+        assert_eq!(manifest["target"], json!(TARGET));
+        // No value of this test's entities holds a line break; a CSV has its header line.
+        if format != "parquet" {
+            let lines = bytes.iter().filter(|b| **b == b'\n').count();
+            let rows = if format == "csv" { lines - 1 } else { lines };
+            assert_eq!(manifest["rows"], json!(rows), "{stem}: rows");
+        }
+    }
+}
+
+/// The column of an entity's field (its own `key` is `_key`).
+fn column(field: &str) -> &str {
+    if field == "key" { "_key" } else { field }
+}
+
+/// The Parquet file read with the `parquet` crate: `key`, then one typed column per field,
+/// each row equal to the state's entity (strings as they are, nested values as JSON text).
+fn assert_parquet_is(bytes: &[u8], state: &BTreeMap<String, Value>) {
+    use arrow_array::{Array, BooleanArray, Int64Array, StringArray};
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.to_vec()))
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut got: BTreeMap<String, Value> = BTreeMap::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let schema = batch.schema();
+        let keys = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(schema.field(0).name(), "key");
+        for row in 0..batch.num_rows() {
+            let mut entity = serde_json::Map::new();
+            for (i, field) in schema.fields().iter().enumerate().skip(1) {
+                let array = batch.column(i);
+                if array.is_null(row) {
+                    continue;
+                }
+                let name = if field.name() == "_key" {
+                    "key"
+                } else {
+                    field.name()
+                };
+                let value = if let Some(a) = array.as_any().downcast_ref::<Int64Array>() {
+                    json!(a.value(row))
+                } else if let Some(a) = array.as_any().downcast_ref::<BooleanArray>() {
+                    json!(a.value(row))
+                } else {
+                    let text = array
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .unwrap()
+                        .value(row);
+                    // Nested values are JSON text; strings are themselves.
+                    match &state[keys.value(row)][name] {
+                        Value::String(_) => json!(text),
+                        _ => serde_json::from_str(text).unwrap(),
+                    }
+                };
+                entity.insert(name.to_owned(), value);
+            }
+            got.insert(keys.value(row).to_owned(), Value::Object(entity));
+        }
+    }
+    assert_eq!(&got, state);
+}
+
+fn jsonl_entities(bytes: &[u8]) -> BTreeMap<String, Value> {
+    std::str::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let line: Value = serde_json::from_str(line).unwrap();
+            (
+                line["key"].as_str().unwrap().to_owned(),
+                line["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The CSV read with the `csv` crate: header `key` then the sorted union of fields, and each
+/// row as the cells the README promises for the state's entities.
+fn assert_csv_is(bytes: &[u8], state: &BTreeMap<String, Value>) {
+    let mut reader = csv::Reader::from_reader(bytes);
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let fields: BTreeSet<String> = state
+        .values()
+        .flat_map(|e| e.as_object().unwrap().keys().cloned())
+        .collect();
+    let mut expected_header = vec!["key".to_owned()];
+    expected_header.extend(fields.iter().map(|f| column(f).to_owned()));
+    assert_eq!(header, expected_header);
+    let rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    let expected: Vec<Vec<String>> = state
+        .iter()
+        .map(|(key, entity)| {
+            let mut row = vec![key.clone()];
+            for field in &fields {
+                row.push(match entity.get(field) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                });
+            }
+            row
+        })
+        .collect();
+    assert_eq!(rows, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
+    let rig = rig().await;
+    // A regular file where the failing entry's target directory must go.
+    let blocked = rig.dir.join("blocked");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join(TARGET), "not a directory").unwrap();
+    // `all`: the per-target delivery families are not in `essential`.
+    let extra = format!(
+        "metrics:\n  per_target: all\n\
+         deliveries:\n\
+         \x20 - targets: all\n    every: 700ms\n    destination: {{ dir: out-jsonl }}\n    keep: {JSONL_KEEP}\n\
+         \x20 - targets: [{TARGET}]\n    cron: \"* * * * * *\"\n    format: csv\n    destination: {{ dir: out-csv }}\n    keep: {CSV_KEEP}\n\
+         \x20 - targets: [{TARGET}]\n    every: 800ms\n    format: parquet\n    destination: {{ dir: out-parquet }}\n    keep: {PARQUET_KEEP}\n\
+         \x20 - targets: [{TARGET}]\n    every: 1s\n    destination: {{ dir: blocked }}\n    keep: 1\n"
+    );
+    let aggregator = rig.start_aggregator(&extra, false).await;
+    aggregator
+        .wait_for("target t synced", async |a: &Worker| {
+            a.metric("sluice_aggregator_synced{target=\"t\"}").await == 1.0
+        })
+        .await;
+
+    let records = (1..=DELTAS).map(|v| {
+        (
+            rig::delta_headers(TARGET, &v.to_string()),
+            delta(v).to_string(),
+        )
+    });
+    rig::produce_all(&rig.kafka, &rig.events, 0, TARGET, records).await;
+    aggregator
+        .wait_for("every delta applied", async |a: &Worker| {
+            a.metric("sluice_aggregator_deltas_total{outcome=\"applied\",target=\"t\"}")
+                .await
+                >= DELTAS as f64
+        })
+        .await;
+    let (code, body) = aggregator.get("/v1/targets/t/state").await.unwrap();
+    assert_eq!(code, 200);
+    let state: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["version"], json!(DELTAS));
+    let entities: BTreeMap<String, Value> =
+        serde_json::from_value(state["entities"].clone()).unwrap();
+    assert_eq!(entities.len(), KEYS as usize);
+
+    // Watch the directories until each saw more than `keep` deliveries and at least one of
+    // the final state, then a failed one is counted for the blocked directory.
+    let jsonl_dir = rig.dir.join("out-jsonl").join(TARGET);
+    let csv_dir = rig.dir.join("out-csv").join(TARGET);
+    let parquet_dir = rig.dir.join("out-parquet").join(TARGET);
+    let mut seen: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+    let final_seq = state["change_seq"].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut done = true;
+        for (dir, keep) in [
+            (&jsonl_dir, JSONL_KEEP),
+            (&csv_dir, CSV_KEEP),
+            (&parquet_dir, PARQUET_KEEP),
+        ] {
+            let listing = list(dir);
+            // Retention runs right after a delivery's manifest lands: one more meanwhile.
+            assert!(
+                listing.manifests.len() <= keep + 1,
+                "{} holds more than keep + 1: {:?}",
+                dir.display(),
+                listing.manifests.keys()
+            );
+            let seen = seen.entry(dir.clone()).or_default();
+            seen.extend(listing.manifests.keys().cloned());
+            let of_final = listing
+                .manifests
+                .values()
+                .any(|m| m["change_seq"] == final_seq);
+            done &= seen.len() > keep && of_final;
+        }
+        done &= aggregator.metric(&series("failed", TARGET)).await >= 1.0;
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries did not happen: seen {seen:?}\n{}",
+            aggregator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let skipped = aggregator
+        .metric(&series("skipped_not_synced", UNSYNCED))
+        .await;
+    assert!(skipped >= 1.0, "the unsynced target's skips are counted");
+    assert_eq!(aggregator.metric(&series("ok", UNSYNCED)).await, 0.0);
+    assert!(aggregator.metric(&series("ok", TARGET)).await >= 6.0);
+    assert!(
+        aggregator
+            .metric("sluice_aggregator_delivery_bytes_total")
+            .await
+            > 0.0
+    );
+    let last = aggregator
+        .metric("sluice_aggregator_delivery_last_success_timestamp_seconds{target=\"t\"}")
+        .await;
+    assert!(last > 1.7e9, "last success is a Unix time: {last}");
+
+    // Stopped, so no write is in flight: what is left is exactly the kept deliveries.
+    let (status, log) = aggregator.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("delivery failed; retrying"),
+        "the blocked directory is retried"
+    );
+    assert!(
+        !rig.dir.join("out-jsonl").join(UNSYNCED).exists(),
+        "nothing is delivered for a target that never synced"
+    );
+    for (dir, keep, format) in [
+        (&jsonl_dir, JSONL_KEEP, "jsonl"),
+        (&csv_dir, CSV_KEEP, "csv"),
+        (&parquet_dir, PARQUET_KEEP, "parquet"),
+    ] {
+        let listing = list(dir);
+        assert!(
+            listing.other.is_empty(),
+            "temporary or stray files: {:?}",
+            listing.other
+        );
+        assert_eq!(listing.manifests.len(), keep, "{}", dir.display());
+        let stems: Vec<&String> = listing.manifests.keys().collect();
+        assert_eq!(
+            listing.data.keys().collect::<Vec<_>>(),
+            stems,
+            "data and manifest pairs"
+        );
+        // Deliveries went on between the last look and the stop.
+        let seen = seen.get_mut(dir).unwrap();
+        seen.extend(listing.manifests.keys().cloned());
+        let newest_seen: Vec<&String> = seen.iter().rev().take(keep).rev().collect();
+        assert_eq!(stems, newest_seen, "retention keeps the newest");
+        assert_manifests_match(dir, &listing, format);
+
+        let (stem, manifest) = listing
+            .manifests
+            .iter()
+            .rfind(|(_, m)| m["change_seq"] == final_seq)
+            .expect("a delivery of the final state");
+        assert_eq!(manifest["version"], state["version"]);
+        assert_eq!(manifest["kafka"], state["kafka"]);
+        assert_eq!(manifest["rows"], json!(KEYS));
+        let data = &listing.data[stem];
+        match format {
+            "jsonl" => assert_eq!(jsonl_entities(data), entities),
+            "csv" => assert_csv_is(data, &entities),
+            _ => assert_parquet_is(data, &entities),
+        }
+    }
+}
