@@ -215,15 +215,9 @@ impl<K: Kafka> Pipe<K> {
                 .deliveries
                 .push(InFlight::Sent(pending, Some((seq, received, record)))),
             Err(TrySendError::QueueFull) => self.blocked.push_front((seq, received, record)),
-            Err(TrySendError::Failed(error)) => {
-                self.deliveries
-                    .push(InFlight::Other(Box::pin(std::future::ready(Done {
-                        seq,
-                        received,
-                        record,
-                        result: Err(error),
-                    }))))
-            }
+            // Failed at once (no partition count yet, say): back into the queue now, so the
+            // records after it wait behind it and go out in order.
+            Err(TrySendError::Failed(error)) => self.on_failed(seq, received, record, error),
         }
     }
 
@@ -277,30 +271,39 @@ impl<K: Kafka> Pipe<K> {
                     self.status.set_last_acked_id(id);
                 }
             }
-            Err(error) => {
-                self.status.delivery_errors.inc();
-                if error.is_retryable() {
-                    let failures = self.status.delivery_errors.get();
-                    if failures.is_power_of_two() {
-                        tracing::warn!(target_id = %self.config.id, seq = done.seq, %error, failures_so_far = failures, "kafka delivery failed; sending again, in order");
-                    }
-                    self.status.set_delivery(Delivery::Retrying);
-                    self.status.set_error(Some(error.to_string()));
-                    // Back into the queue at its place in the sequence: the waiting records go
-                    // out in order, after the retry delay, one at a time until Kafka takes them.
-                    let at = self.blocked.partition_point(|(s, _, _)| *s < done.seq);
-                    self.blocked
-                        .insert(at, (done.seq, done.received, done.record));
-                    self.recovering = Some(self.recovering.map_or(done.seq, |s| s.max(done.seq)));
-                    self.hold_until = Some(Instant::now() + RETRY_DELAY);
-                } else {
-                    tracing::error!(target_id = %self.config.id, seq = done.seq, %error, "kafka refused an event for good; the target stops before it (its checkpoint stays behind it)");
-                    self.failed = true;
-                    self.status.set_delivery(Delivery::Failed);
-                    self.status
-                        .set_error(Some(format!("kafka refused an event: {error}")));
-                }
+            Err(error) => self.on_failed(done.seq, done.received, done.record, error),
+        }
+    }
+
+    /// A record Kafka did not take: sent again in order after the retry delay when the error
+    /// is retryable, else the target stops before it.
+    fn on_failed(
+        &mut self,
+        seq: u64,
+        received: Instant,
+        record: Outgoing,
+        error: sluice_publish::PublishError,
+    ) {
+        self.status.delivery_errors.inc();
+        if error.is_retryable() {
+            let failures = self.status.delivery_errors.get();
+            if failures.is_power_of_two() {
+                tracing::warn!(target_id = %self.config.id, seq, %error, failures_so_far = failures, "kafka delivery failed; sending again, in order");
             }
+            self.status.set_delivery(Delivery::Retrying);
+            self.status.set_error(Some(error.to_string()));
+            // Back into the queue at its place in the sequence: the waiting records go
+            // out in order, after the retry delay, one at a time until Kafka takes them.
+            let at = self.blocked.partition_point(|(s, _, _)| *s < seq);
+            self.blocked.insert(at, (seq, received, record));
+            self.recovering = Some(self.recovering.map_or(seq, |s| s.max(seq)));
+            self.hold_until = Some(Instant::now() + RETRY_DELAY);
+        } else {
+            tracing::error!(target_id = %self.config.id, seq, %error, "kafka refused an event for good; the target stops before it (its checkpoint stays behind it)");
+            self.failed = true;
+            self.status.set_delivery(Delivery::Failed);
+            self.status
+                .set_error(Some(format!("kafka refused an event: {error}")));
         }
     }
 

@@ -102,6 +102,26 @@ async fn a_nudge_writes_the_unmoved_checkpoint_again_with_the_runs_epoch() {
     drop(body);
 }
 
+/// A record the producer refuses at once (its topic's partition count is being read) is sent
+/// again before the records after it, which wait behind it: before, they went out first.
+#[tokio::test(start_paused = true)]
+async fn a_record_refused_at_once_is_sent_again_before_the_ones_after_it() {
+    let kafka = FakeKafka::acking();
+    kafka
+        .refusing
+        .lock()
+        .unwrap()
+        .extend([("a".to_owned(), 2), ("c".to_owned(), 1)]);
+    let t = Target::start(config(), kafka.clone(), None);
+    let mut t = t;
+    let body = t.attempt().await.open();
+    body.send("id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\nid: 4\ndata: d\n\n");
+    kafka.until_events(4).await;
+    assert_eq!(kafka.events(), ["a", "b", "c", "d"]);
+    assert_eq!(t.status.delivery_errors.get(), 3);
+    drop(body);
+}
+
 #[tokio::test(start_paused = true)]
 async fn failed_deliveries_are_sent_again_in_order() {
     let kafka = FakeKafka::acking();

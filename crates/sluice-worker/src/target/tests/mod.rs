@@ -137,6 +137,9 @@ struct FakeKafka {
     changed: watch::Sender<usize>,
     /// Event data -> how many more sends of it fail (with a retryable error).
     failing: Mutex<std::collections::HashMap<String, u32>>,
+    /// Event data -> how many more sends of it the producer refuses at once (retryable: no
+    /// partition count yet).
+    refusing: Mutex<std::collections::HashMap<String, u32>>,
     /// While set, the producer queue is full; counts the sends it refused.
     full: std::sync::atomic::AtomicBool,
     refused: std::sync::atomic::AtomicU64,
@@ -149,6 +152,7 @@ impl FakeKafka {
             held: Mutex::new(None),
             changed: watch::Sender::new(0),
             failing: Mutex::new(Default::default()),
+            refusing: Mutex::new(Default::default()),
             full: Default::default(),
             refused: Default::default(),
         })
@@ -257,6 +261,16 @@ impl Kafka for FakeKafka {
             self.refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(TrySendError::QueueFull);
+        }
+        if let Some(left) = self.refusing.lock().unwrap().get_mut(event.data.as_str())
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(TrySendError::Failed(PublishError::Partitions(
+                sluice_publish::PartitionsError::Reading {
+                    topic: "events".to_owned(),
+                },
+            )));
         }
         if let Some(left) = self.failing.lock().unwrap().get_mut(event.data.as_str())
             && *left > 0
