@@ -12,6 +12,11 @@
 //!   lower epoch.
 //! - `sluice-owner`: which worker process wrote it (for operators and for a worker to tell its
 //!   own records from others'); never a secret.
+//! - `sluice-handover` (optional, see [`Mark`]): the record's part in a planned handover:
+//!   `offer` (the owner lost the target's partition and keeps streaming until a new owner
+//!   claims it), `claim` (a new owner takes it over: the old owner stops) and `release` (the old
+//!   owner's final checkpoint after a claim: the new owner resumes from it). A reader that does
+//!   not know the header reads the record as a plain checkpoint, which it still is.
 //!
 //! What it must NOT do: decide what a lower or higher epoch means (the worker does), or touch
 //! Kafka.
@@ -28,6 +33,44 @@ pub const FORMAT_HEADER: &str = "sluice-checkpoint-format";
 pub const EPOCH_HEADER: &str = "sluice-owner-epoch";
 /// Header naming the writing worker process.
 pub const OWNER_HEADER: &str = "sluice-owner";
+/// Header naming the record's part in a planned handover.
+pub const HANDOVER_HEADER: &str = "sluice-handover";
+
+/// A checkpoint record's part in a planned handover between two workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mark {
+    /// A checkpoint, nothing more.
+    #[default]
+    Plain,
+    /// The owner's partition was revoked: it keeps streaming the target until a claim.
+    Offer,
+    /// A new owner claims the target (its run's epoch is above the offer's).
+    Claim,
+    /// The old owner stopped after a claim: its final checkpoint.
+    Release,
+}
+
+impl Mark {
+    /// The header value (`None` for [`Mark::Plain`], which has no header).
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            Mark::Plain => None,
+            Mark::Offer => Some("offer"),
+            Mark::Claim => Some("claim"),
+            Mark::Release => Some("release"),
+        }
+    }
+
+    /// Reads a header value; an unknown one is [`Mark::Plain`] (a newer format's mark).
+    fn parse(value: Option<&[u8]>) -> Mark {
+        match value {
+            Some(b"offer") => Mark::Offer,
+            Some(b"claim") => Mark::Claim,
+            Some(b"release") => Mark::Release,
+            _ => Mark::Plain,
+        }
+    }
+}
 
 /// Who writes a checkpoint: the run's owner epoch and the worker process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +79,8 @@ pub struct Stamp {
     pub epoch: u64,
     /// The worker process (its fleet instance id or host name, and its process id).
     pub owner: Arc<str>,
+    /// The record's part in a handover.
+    pub mark: Mark,
 }
 
 impl Stamp {
@@ -43,7 +88,7 @@ impl Stamp {
     pub fn headers(&self) -> OwnedHeaders {
         let format = CHECKPOINT_FORMAT.to_string();
         let epoch = self.epoch.to_string();
-        OwnedHeaders::new_with_capacity(3)
+        let headers = OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: FORMAT_HEADER,
                 value: Some(format.as_bytes()),
@@ -55,7 +100,14 @@ impl Stamp {
             .insert(Header {
                 key: OWNER_HEADER,
                 value: Some(self.owner.as_bytes()),
-            })
+            });
+        match self.mark.as_str() {
+            Some(mark) => headers.insert(Header {
+                key: HANDOVER_HEADER,
+                value: Some(mark.as_bytes()),
+            }),
+            None => headers,
+        }
     }
 }
 
@@ -66,6 +118,18 @@ pub struct Resume {
     pub event_id: String,
     /// The highest owner epoch any of the target's records carried (0: none was stamped).
     pub epoch: u64,
+    /// An offer of a planned handover not yet claimed: the owner named here streams the
+    /// target still, and stops once a new owner's claim lands.
+    pub offered_by: Option<Offer>,
+}
+
+/// An owner that offered a target in a planned handover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// The offering run's epoch.
+    pub epoch: u64,
+    /// The offering worker process.
+    pub owner: String,
 }
 
 impl Resume {
@@ -86,6 +150,8 @@ pub struct StoredCheckpoint<'a> {
     pub epoch: u64,
     /// The writing worker, when stamped.
     pub owner: Option<&'a str>,
+    /// Its part in a handover.
+    pub mark: Mark,
 }
 
 /// Why a checkpoint record cannot be read.
@@ -123,6 +189,7 @@ pub fn decode<'a>(
         format: 0,
         epoch: 0,
         owner: None,
+        mark: Mark::Plain,
     };
     for (name, value) in headers {
         match name {
@@ -131,6 +198,7 @@ pub fn decode<'a>(
             OWNER_HEADER => {
                 stored.owner = value.and_then(|v| std::str::from_utf8(v).ok());
             }
+            HANDOVER_HEADER => stored.mark = Mark::parse(value),
             _ => {}
         }
     }
@@ -162,7 +230,8 @@ mod tests {
                 event_id: "ev-41",
                 format: 0,
                 epoch: 0,
-                owner: None
+                owner: None,
+                mark: Mark::Plain,
             }
         );
     }
@@ -172,6 +241,7 @@ mod tests {
         let stamp = Stamp {
             epoch: 7,
             owner: Arc::from("worker-1#42"),
+            mark: Mark::Plain,
         };
         let headers = stamp.headers();
         let pairs: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|h| (h.key, h.value)).collect();
@@ -180,6 +250,24 @@ mod tests {
         assert_eq!(stored.epoch, 7);
         assert_eq!(stored.owner, Some("worker-1#42"));
         assert_eq!(stored.event_id, "900");
+        assert_eq!(stored.mark, Mark::Plain);
+    }
+
+    #[test]
+    fn a_handover_mark_round_trips_and_an_unknown_one_reads_as_plain() {
+        for mark in [Mark::Offer, Mark::Claim, Mark::Release] {
+            let stamp = Stamp {
+                epoch: 2,
+                owner: Arc::from("w#1"),
+                mark,
+            };
+            let headers = stamp.headers();
+            let pairs: Vec<(&str, Option<&[u8]>)> =
+                headers.iter().map(|h| (h.key, h.value)).collect();
+            assert_eq!(decode(b"5", pairs).expect("decodes").mark, mark);
+        }
+        let unknown: [(&str, Option<&[u8]>); 1] = [(HANDOVER_HEADER, Some(b"hand-wave"))];
+        assert_eq!(decode(b"5", unknown).expect("decodes").mark, Mark::Plain);
     }
 
     #[test]
@@ -213,6 +301,7 @@ mod tests {
         let resume = Resume {
             event_id: "1".into(),
             epoch: 4,
+            offered_by: None,
         };
         assert_eq!(resume.next_epoch(), 5);
     }

@@ -15,7 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use crate::checkpoint_record::{self, Resume};
+use crate::checkpoint_record::{self, Mark, Offer, Resume, StoredCheckpoint};
 
 /// The consumer group id the compacted readers identify with; they never commit offsets.
 const READER_GROUP: &str = "sluice-checkpoint-reader";
@@ -188,14 +188,15 @@ fn read_checkpoints_blocking(
         let headers = message.headers().into_iter().flat_map(|h| h.iter());
         match checkpoint_record::decode(value, headers.map(|h| (h.key, h.value))) {
             Ok(stored) => {
-                let epoch = resume
-                    .get(key)
-                    .map_or(stored.epoch, |r| r.epoch.max(stored.epoch));
+                let before = resume.get(key);
+                let epoch = before.map_or(stored.epoch, |r| r.epoch.max(stored.epoch));
+                let offered_by = offer_after(before.and_then(|r| r.offered_by.as_ref()), &stored);
                 resume.insert(
                     key.to_owned(),
                     Resume {
                         event_id: stored.event_id.to_owned(),
                         epoch,
+                        offered_by,
                     },
                 );
             }
@@ -210,6 +211,21 @@ fn read_checkpoints_blocking(
         }
     })?;
     Ok(Checkpoints { resume, ends })
+}
+
+/// The open offer of a target after its record `stored` (read after one whose open offer was
+/// `before`): an offer opens one; a claim or release closes it, and so does any record of a
+/// newer run (a new owner runs the target); a record of the offering run or an older one (a
+/// zombie's) leaves it open.
+fn offer_after(before: Option<&Offer>, stored: &StoredCheckpoint<'_>) -> Option<Offer> {
+    match stored.mark {
+        Mark::Offer => Some(Offer {
+            epoch: stored.epoch,
+            owner: stored.owner.unwrap_or_default().to_owned(),
+        }),
+        Mark::Claim | Mark::Release => None,
+        Mark::Plain => before.filter(|o| stored.epoch <= o.epoch).cloned(),
+    }
 }
 
 /// Reads a compacted topic from the beginning up to the high watermarks it had when the read

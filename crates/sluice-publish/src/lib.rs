@@ -28,7 +28,7 @@ mod record;
 pub mod topics;
 
 pub use checkpoint::CheckpointTracker;
-pub use checkpoint_record::{CHECKPOINT_FORMAT, Resume, Stamp};
+pub use checkpoint_record::{CHECKPOINT_FORMAT, Mark, Offer, Resume, Stamp};
 pub use client::{KafkaSettings, SecretPropertyError};
 pub use compacted::{
     CheckpointReadError, Checkpoints, read_checkpoints, read_checkpoints_of,

@@ -10,7 +10,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use sluice_config::{RecordKey, TargetId};
 use sluice_publish::{
-    CheckpointTracker, Publisher, RecordMeta, Resume, Stamp, build_record, headers,
+    CheckpointTracker, Mark, Publisher, RecordMeta, Resume, Stamp, build_record, headers,
     read_checkpoints, read_checkpoints_of,
 };
 use sluice_sse::{Event, Text};
@@ -174,6 +174,7 @@ async fn read_checkpoints_returns_the_latest_event_id_and_highest_epoch_per_targ
     let stamp = |epoch| Stamp {
         epoch,
         owner: std::sync::Arc::from("test#1"),
+        mark: Mark::Plain,
     };
     for (target, id, epoch) in [
         (&a, "1", 1),
@@ -209,6 +210,7 @@ async fn read_checkpoints_returns_the_latest_event_id_and_highest_epoch_per_targ
         Some(Resume {
             event_id: event_id.to_owned(),
             epoch,
+            offered_by: None,
         })
     };
     assert_eq!(checkpoints.resume.len(), 3);
@@ -354,9 +356,62 @@ async fn a_missing_topic_is_a_typed_retryable_error() {
     assert!(error.to_string().contains(&topic), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_stays_open_through_its_own_runs_records_and_closes_at_a_claim_or_a_newer_run() {
+    let kafka = TestKafka::start().unwrap();
+    let topic = unique_topic("sluice-checkpoints");
+    kafka.create_topic(&topic, 1, true).await.unwrap();
+    let publisher = Publisher::new(&kafka.producer_config()).unwrap();
+    let stamp = |epoch, owner: &str, mark| Stamp {
+        epoch,
+        owner: std::sync::Arc::from(owner),
+        mark,
+    };
+    let open: TargetId = "offered".parse().unwrap();
+    let claimed: TargetId = "claimed".parse().unwrap();
+    let overtaken: TargetId = "overtaken".parse().unwrap();
+    for (target, id, stamp) in [
+        (&open, "1", stamp(2, "old#1", Mark::Plain)),
+        (&open, "2", stamp(2, "old#1", Mark::Offer)),
+        (&open, "3", stamp(1, "zombie#9", Mark::Plain)),
+        (&claimed, "5", stamp(2, "old#1", Mark::Offer)),
+        (&claimed, "5", stamp(3, "new#2", Mark::Claim)),
+        (&claimed, "6", stamp(2, "old#1", Mark::Release)),
+        (&overtaken, "8", stamp(4, "old#1", Mark::Offer)),
+        (&overtaken, "9", stamp(5, "other#3", Mark::Plain)),
+    ] {
+        publisher
+            .write_checkpoint(&topic, target, id, &stamp)
+            .await
+            .unwrap();
+    }
+    let read = read_checkpoints(&kafka.producer_config(), &topic, STEP_LIMIT)
+        .await
+        .unwrap();
+    let offer = |id: &str| read.resume.get(id).and_then(|r| r.offered_by.clone());
+    assert_eq!(
+        offer("offered"),
+        Some(sluice_publish::Offer {
+            epoch: 2,
+            owner: "old#1".to_owned()
+        }),
+        "a zombie's older record leaves the offer open"
+    );
+    assert_eq!(offer("claimed"), None, "claimed and released");
+    assert_eq!(
+        read.resume
+            .get("claimed")
+            .map(|r| (r.event_id.as_str(), r.epoch)),
+        Some(("6", 3)),
+        "the release is the resume point; the claim's epoch the highest"
+    );
+    assert_eq!(offer("overtaken"), None, "a newer run closes the offer");
+}
+
 fn test_stamp() -> Stamp {
     Stamp {
         epoch: 1,
         owner: std::sync::Arc::from("test#1"),
+        mark: Mark::Plain,
     }
 }

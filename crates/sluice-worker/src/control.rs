@@ -106,7 +106,11 @@ pub(crate) async fn serve(command: Command, supervisor: &mut Supervisor, grace: 
             let config = Arc::new(*config);
             let id = config.id.clone();
             // An epoch above every run of the target here (none was read for this start).
-            let resume = resume_from.map(|event_id| sluice_publish::Resume { event_id, epoch: 0 });
+            let resume = resume_from.map(|event_id| sluice_publish::Resume {
+                event_id,
+                epoch: 0,
+                offered_by: None,
+            });
             let result = supervisor.start(config, resume, Duration::ZERO);
             match &result {
                 Ok(()) => tracing::info!(target_id = %id, "target started"),

@@ -253,6 +253,9 @@ pub struct TargetStatus {
     pub generation: AtomicU64,
     /// The owner epoch of this run (its checkpoint records carry it).
     pub owner_epoch: AtomicU64,
+    /// Its fleet partition was revoked in a planned handover: it streams on until a new owner
+    /// claims it, and its checkpoints are offers (its last one, the release).
+    pub handing_over: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -300,6 +303,8 @@ pub struct StatusRow {
     pub checkpoint: String,
     /// The owner epoch of this run of the target (its checkpoint records carry it).
     pub owner_epoch: u64,
+    /// Streaming on while a new fleet owner takes it over (a planned handover).
+    pub handing_over: bool,
     /// Kafka delivery state.
     pub delivery: Delivery,
     /// Kafka topic.
@@ -342,6 +347,7 @@ impl TargetStatus {
             reconnects: Default::default(),
             generation: AtomicU64::new(0),
             owner_epoch: AtomicU64::new(0),
+            handing_over: std::sync::atomic::AtomicBool::new(false),
             text: Mutex::new(Text::default()),
         }
     }
@@ -498,6 +504,7 @@ impl TargetStatus {
             last_acked_id: text.last_acked_id,
             checkpoint: text.checkpoint,
             owner_epoch: self.owner_epoch.load(Ordering::Relaxed),
+            handing_over: self.handing_over.load(Ordering::Relaxed),
             delivery: self.delivery(),
             topic: self.topic.to_string(),
             seconds_since_last_byte: self.seconds_since_last_byte(),

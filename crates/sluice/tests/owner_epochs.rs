@@ -73,6 +73,7 @@ async fn write_as(rig: &Rig, target: &str, event_id: &str, epoch: u64, owner: &s
     let stamp = Stamp {
         epoch,
         owner: Arc::from(owner),
+        mark: sluice_publish::Mark::Plain,
     };
     publisher
         .write_checkpoint(&rig.checkpoints, &target, event_id, &stamp)

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use sluice_config::TargetId;
-use sluice_publish::{CheckpointTracker, Delivered, PublishError};
+use sluice_publish::{CheckpointTracker, Delivered, Mark, PublishError};
 use tokio::time::Instant;
 
 use super::kafka::Kafka;
@@ -35,6 +35,10 @@ const DEFERRED_RETRY: Duration = Duration::from_millis(50);
 pub(crate) struct Checkpoints<A> {
     /// The write in flight: the id written and Kafka's answer to come.
     write: Option<(String, A)>,
+    /// The handover mark of the write in flight.
+    pending_mark: Mark,
+    /// While handing over: a release (the final checkpoint, marked so) is stored.
+    released: bool,
     /// The id Kafka stored last (the resume point at start until the first write).
     written: Box<str>,
     /// `tracker.acked_prefix()` covered by `written` / by the write in flight.
@@ -58,6 +62,8 @@ where
     pub(crate) fn new(resume: &str, epoch: u64) -> Checkpoints<A> {
         Checkpoints {
             write: None,
+            pending_mark: Mark::Plain,
+            released: false,
             written: resume.into(),
             written_prefix: 0,
             pending_prefix: 0,
@@ -87,6 +93,10 @@ where
     /// Starts a write when the checkpoint moved, none is in flight and the interval passed
     /// (`force`: now, as when stopping). `now` is the time of the last chunk or
     /// acknowledgement (the checkpoint can only move on one), so "nothing new" reads no clock.
+    ///
+    /// `handing_over` (a planned fleet handover): the writes are offers, and the final one
+    /// (`force`) a release, written even when the checkpoint did not move, so the new owner
+    /// learns where this run stopped.
     pub(crate) fn maybe_write<K: Kafka<Ack = A>>(
         &mut self,
         kafka: &K,
@@ -94,18 +104,27 @@ where
         tracker: &CheckpointTracker,
         now: Instant,
         force: bool,
+        handing_over: bool,
     ) {
         if self.write.is_some() {
             return;
         }
-        if self.rewrite {
+        let mark = match (handing_over, force) {
+            (false, _) => Mark::Plain,
+            (true, false) => Mark::Offer,
+            (true, true) => Mark::Release,
+        };
+        if self.rewrite || (mark == Mark::Release && !self.released) {
             let now = Instant::now();
             let id = tracker.checkpoint().unwrap_or(&self.written).to_owned();
             if id.is_empty() {
-                // Nothing to resume from: the other record's point stands (it is valid).
+                // Nothing to resume from: the other record's point stands (it is valid), and
+                // there is nothing to release.
                 self.rewrite = false;
+                self.released = true;
             } else if self.deferred_until.is_none_or(|until| now >= until) {
-                self.rewrite = !self.start_write(kafka, target, tracker, id, now);
+                let started = self.start_write(kafka, target, tracker, id, now, mark);
+                self.rewrite = self.rewrite && !started;
             }
             return;
         }
@@ -123,7 +142,7 @@ where
             return;
         }
         let id = id.to_owned();
-        self.start_write(kafka, target, tracker, id, now);
+        self.start_write(kafka, target, tracker, id, now, mark);
     }
 
     fn start_write<K: Kafka<Ack = A>>(
@@ -133,9 +152,11 @@ where
         tracker: &CheckpointTracker,
         id: String,
         now: Instant,
+        mark: Mark,
     ) -> bool {
-        match kafka.write_checkpoint(target, &id, self.epoch) {
+        match kafka.write_checkpoint(target, &id, self.epoch, mark) {
             Ok(pending) => {
+                self.pending_mark = mark;
                 self.pending_prefix = tracker.acked_prefix();
                 self.last_at = Some(now);
                 self.deferred_until = None;
@@ -208,6 +229,9 @@ where
     ) {
         match result {
             Ok(_) => {
+                if self.pending_mark == Mark::Release {
+                    self.released = true;
+                }
                 status.checkpoints.inc();
                 status.set_checkpoint(&id);
                 self.written = id.into_boxed_str();
@@ -228,8 +252,11 @@ where
             .set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 
-    /// No write in flight and the stored checkpoint is the tracker's.
-    pub(crate) fn settled(&self, tracker: &CheckpointTracker) -> bool {
-        self.write.is_none() && tracker.checkpoint().is_none_or(|id| *id == *self.written)
+    /// No write in flight and the stored checkpoint is the tracker's (and, `handing_over`,
+    /// stored as the release).
+    pub(crate) fn settled(&self, tracker: &CheckpointTracker, handing_over: bool) -> bool {
+        self.write.is_none()
+            && tracker.checkpoint().is_none_or(|id| *id == *self.written)
+            && (!handing_over || self.released)
     }
 }

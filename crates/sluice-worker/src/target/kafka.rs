@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::in_flight::BoxFuture;
 use sluice_publish::{
-    Delivered, Pending, PublishError, Publisher, RecordMeta, Stamp, TrySendError,
+    Delivered, Mark, Pending, PublishError, Publisher, RecordMeta, Stamp, TrySendError,
 };
 use sluice_sse::Event;
 
@@ -39,6 +39,7 @@ pub(crate) trait Kafka: Send + Sync + 'static {
         target: &TargetId,
         event_id: &str,
         epoch: u64,
+        mark: Mark,
     ) -> Result<Self::Ack, TrySendError>;
 
     /// A record's answer came, so the producer queue may have room: wakes one target waiting
@@ -126,10 +127,12 @@ impl Kafka for KafkaSink {
         target: &TargetId,
         event_id: &str,
         epoch: u64,
+        mark: Mark,
     ) -> Result<Pending, TrySendError> {
         let stamp = Stamp {
             epoch,
             owner: self.owner.clone(),
+            mark,
         };
         self.publisher
             .try_write_checkpoint(&self.checkpoint_topic, target, event_id, &stamp)

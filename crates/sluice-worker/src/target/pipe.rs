@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use sluice_config::TargetConfig;
@@ -315,6 +316,7 @@ impl<K: Kafka> Pipe<K> {
             &self.tracker,
             self.now,
             force,
+            self.status.handing_over.load(Ordering::Relaxed),
         );
     }
 
@@ -338,7 +340,10 @@ impl<K: Kafka> Pipe<K> {
 
     /// The stored checkpoint is final: nothing in flight, nothing newer to write.
     pub(crate) fn checkpoint_settled(&self) -> bool {
-        self.checkpoints.settled(&self.tracker)
+        self.checkpoints.settled(
+            &self.tracker,
+            self.status.handing_over.load(Ordering::Relaxed),
+        )
     }
 
     /// Arms or disarms what wakes the target to try the producer again when nothing of its own

@@ -102,6 +102,55 @@ async fn a_nudge_writes_the_unmoved_checkpoint_again_with_the_runs_epoch() {
     drop(body);
 }
 
+/// A planned fleet handover: once handing over, the target's checkpoint writes are offers (the
+/// first at once, though nothing moved), and its stop writes a release even when the checkpoint
+/// did not move since: the new owner waits for that release and resumes from it.
+#[tokio::test(start_paused = true)]
+async fn a_target_handing_over_offers_its_checkpoint_and_releases_it_when_stopped() {
+    let mut t = Target::start(config(), FakeKafka::acking(), None);
+    let body = t.attempt().await.open();
+    body.send("id: 6\ndata: a\n\n");
+    t.kafka.until_events(1).await;
+    let mut changed = t.kafka.changed.subscribe();
+    changed
+        .wait_for(|_| t.kafka.checkpoints().len() == 1)
+        .await
+        .unwrap();
+    t.status
+        .handing_over
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    t.rewrite.nudge();
+    changed
+        .wait_for(|_| t.kafka.checkpoints().len() == 2)
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(6)).await;
+    t.stop.stop();
+    t.task.await.unwrap();
+    let marks: Vec<(String, sluice_publish::Mark)> = t
+        .kafka
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| match s {
+            Sent::Checkpoint { id, mark, .. } => Some((id.clone(), *mark)),
+            Sent::Event { .. } => None,
+        })
+        .collect();
+    use sluice_publish::Mark::{Offer, Plain, Release};
+    assert_eq!(
+        marks,
+        [
+            ("6".to_owned(), Plain),
+            ("6".to_owned(), Offer),
+            ("6".to_owned(), Release),
+        ],
+        "offers while handing over, then a release of the unchanged final checkpoint"
+    );
+    drop(body);
+}
+
 /// A record the producer refuses at once (its topic's partition count is being read) is sent
 /// again before the records after it, which wait behind it: before, they went out first.
 #[tokio::test(start_paused = true)]

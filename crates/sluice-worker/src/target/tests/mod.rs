@@ -124,8 +124,16 @@ fn transport(detail: &str) -> ConnectError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
-    Event { id: String, data: String },
-    Checkpoint { id: String, at: Instant, epoch: u64 },
+    Event {
+        id: String,
+        data: String,
+    },
+    Checkpoint {
+        id: String,
+        at: Instant,
+        epoch: u64,
+        mark: sluice_publish::Mark,
+    },
 }
 
 type Reply = oneshot::Sender<Result<Delivered, PublishError>>;
@@ -295,11 +303,13 @@ impl Kafka for FakeKafka {
         _target: &TargetId,
         event_id: &str,
         epoch: u64,
+        mark: sluice_publish::Mark,
     ) -> Result<FakeAck, TrySendError> {
         Ok(self.record(Sent::Checkpoint {
             id: event_id.to_owned(),
             at: Instant::now(),
             epoch,
+            mark,
         }))
     }
 
