@@ -31,6 +31,10 @@ pub struct FleetGroup {
     /// `session.timeout.ms`: how long a silent worker keeps its targets before the group gives
     /// them to the others.
     pub session_timeout: Duration,
+    /// A planned handover's bound (`0s`: none, the old owner stops before the new one starts):
+    /// how long a worker whose partition was revoked streams its targets on waiting for the new
+    /// owner's claim, and how long the new owner waits for the old one's release.
+    pub handover_timeout: Duration,
 }
 
 impl FleetGroup {
@@ -40,4 +44,6 @@ impl FleetGroup {
     pub const MAX_PARTITIONS: i32 = 10_000;
     /// Default [`FleetGroup::session_timeout`].
     pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default [`FleetGroup::handover_timeout`].
+    pub const DEFAULT_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 }

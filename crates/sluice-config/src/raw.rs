@@ -42,6 +42,7 @@ pub(crate) struct RawFleetGroup {
     pub partitions: Option<u64>,
     pub instance_id: Option<String>,
     pub session_timeout: Option<String>,
+    pub handover_timeout: Option<String>,
 }
 
 /// `metrics:` of either file.

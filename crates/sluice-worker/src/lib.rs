@@ -279,7 +279,10 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
             )
             .map_err(WorkerError::FleetJoin)?;
             tracing::info!(group = %group.group_id, partitions = group.partitions, instance = group.instance_id.as_deref().unwrap_or(""), targets = targets.len(), "joined the fleet: running the targets of the partitions it assigns here");
-            Some((membership, fleet::Ownership::new(group, targets)))
+            Some((
+                membership,
+                fleet::Ownership::new(group, targets, owner.clone()),
+            ))
         }
         None => {
             tracing::info!(
@@ -320,13 +323,20 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                 }
             }
             Some(landed) = next_landed(&mut watch) => {
-                watch::serve(landed, &owner, &mut supervisor, &ops.metrics, config.shutdown.grace).await;
+                let handover = match &mut fleet {
+                    Some((_, ownership)) => ownership.landed(&landed, &mut supervisor, config.shutdown.grace).await,
+                    None => false,
+                };
+                if !handover {
+                    watch::serve(landed, &owner, &mut supervisor, &ops.metrics, config.shutdown.grace).await;
+                }
             }
             Some(command) = inbox.next() => {
                 control::serve(command, &mut supervisor, config.shutdown.grace).await;
             }
             _ = lease_tick.tick(), if fleet.is_some() => {
                 if let Some((membership, ownership)) = &mut fleet {
+                    ownership.expire_handovers(&mut supervisor, config.shutdown.grace).await;
                     let ctx = fleet::Ctx { kafka, topic: &config.topics.checkpoints, ops, shutdown: &shutdown, grace: config.shutdown.grace };
                     match ownership.check_lease(membership.heard(), &mut supervisor, &ctx).await {
                         Ok(true) => {}
@@ -349,8 +359,12 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
     };
     if let Some((membership, ownership)) = &mut fleet {
         leave_fleet(
-            membership,
-            ownership,
+            Leave {
+                membership,
+                ownership,
+                watch: &mut watch,
+                owner: &owner,
+            },
             &mut supervisor,
             config,
             kafka,
@@ -449,32 +463,63 @@ async fn next_fleet_event(
     }
 }
 
+/// What leaving the fleet works with.
+struct Leave<'a> {
+    membership: &'a mut fleet::Membership,
+    ownership: &'a mut fleet::Ownership,
+    watch: &'a mut Option<watch::Watch>,
+    owner: &'a str,
+}
+
 /// Leaves the fleet's group, serving the revocation that hands this worker's targets to the
-/// others (stopped, drained and checkpointed first), within the shutdown grace.
+/// others within the shutdown grace: handed over make-before-break (streaming on until the new
+/// owners claim them) when the group moves them at once (a dynamic member), else stopped,
+/// drained and checkpointed first.
 async fn leave_fleet(
-    membership: &mut fleet::Membership,
-    ownership: &mut fleet::Ownership,
+    leave: Leave<'_>,
     supervisor: &mut Supervisor,
     config: &WorkerConfig,
     kafka: &ClientConfig,
     ops: &http::Ops,
     shutdown: &CancellationToken,
 ) {
+    let Leave {
+        membership,
+        ownership,
+        watch,
+        owner,
+    } = leave;
+    let grace = config.shutdown.grace;
+    ownership.leaving();
     membership.leave();
     let ctx = fleet::Ctx {
         kafka,
         topic: &config.topics.checkpoints,
         ops,
         shutdown,
-        grace: config.shutdown.grace,
+        grace,
     };
-    let deadline = Instant::now() + config.shutdown.grace;
+    let deadline = Instant::now() + grace;
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, membership.next()).await {
         if let fleet::FleetEvent::Assigned(_) = event {
             continue; // leaving: nothing new starts
         }
         if let Err(error) = ownership.serve(event, supervisor, &ctx).await {
             tracing::warn!(%error, "serving the fleet while leaving");
+        }
+    }
+    // Half the grace at most for the claims: the rest drains what is left.
+    let claims_until = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while ownership.offering() && Instant::now() < claims_until {
+        tokio::select! {
+            Some(landed) = next_landed(watch) => {
+                if !ownership.landed(&landed, supervisor, grace).await {
+                    watch::serve(landed, owner, supervisor, &ops.metrics, grace).await;
+                }
+            }
+            _ = tick.tick() => ownership.expire_handovers(supervisor, grace).await,
+            () = tokio::time::sleep_until(claims_until) => {}
         }
     }
     tracing::debug!(owned = ?ownership.owned(), "fleet membership ended");

@@ -25,7 +25,7 @@ use crate::nudge::Nudge;
 use crate::registry::Registry;
 use crate::status::TargetStatus;
 use crate::stop::StopSignal;
-use crate::target::{self, HttpUpstream, KafkaSink, Launch};
+use crate::target::{self, HttpUpstream, Kafka, KafkaSink, Launch};
 
 /// A running target.
 struct Handle {
@@ -126,6 +126,59 @@ impl Supervisor {
         if let Some(handle) = self.running.get(id) {
             handle.rewrite.nudge();
         }
+    }
+
+    /// Hands targets over (a planned fleet handover): each streams on, its checkpoint writes
+    /// become offers (the first written at once) and its final one a release. Returns, per
+    /// target offered, its stored-checkpoint count before, to see the offer stored
+    /// ([`Supervisor::offers_stored`]); a target with no checkpoint has nothing to offer and
+    /// is left out (and not marked).
+    pub(crate) fn offer(&self, ids: &[TargetId]) -> Vec<(TargetId, u64)> {
+        let mut offered = Vec::new();
+        for id in ids {
+            let Some(handle) = self.running.get(id) else {
+                continue;
+            };
+            if handle.status.checkpoint().is_none_or(|c| c.is_empty()) {
+                continue;
+            }
+            let before = handle.status.checkpoints.get();
+            handle
+                .status
+                .handing_over
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            handle.rewrite.nudge();
+            offered.push((id.clone(), before));
+        }
+        offered
+    }
+
+    /// Whether every offer of `offered` is stored (or its target stopped).
+    pub(crate) fn offers_stored(&self, offered: &[(TargetId, u64)]) -> bool {
+        offered.iter().all(|(id, before)| {
+            self.running
+                .get(id)
+                .is_none_or(|h| h.status.checkpoints.get() > *before)
+        })
+    }
+
+    /// Claims a target another worker offered (a planned handover): takes an epoch above
+    /// every one read for it and writes the claim record (the offering worker stops when it
+    /// reads it). The target is started later, with [`Supervisor::start`], from the release.
+    pub(crate) fn claim(
+        &mut self,
+        id: &TargetId,
+        resume: &Resume,
+    ) -> Result<u64, sluice_publish::TrySendError> {
+        let epoch = self.next_epoch(id, Some(resume));
+        // The answer is not awaited: the release (or the timeout) is what the start waits for.
+        drop(self.kafka.write_checkpoint(
+            id,
+            &resume.event_id,
+            epoch,
+            sluice_publish::Mark::Claim,
+        )?);
+        Ok(epoch)
     }
 
     /// Starts `config`'s target, resuming after `resume` (with an epoch above its), after

@@ -42,6 +42,10 @@ pub(crate) struct Landed {
     pub(crate) epoch: u64,
     /// The process that wrote it, when stamped.
     pub(crate) owner: Option<String>,
+    /// The event id (the resume point it names).
+    pub(crate) event_id: String,
+    /// Its part in a planned handover.
+    pub(crate) mark: sluice_publish::Mark,
 }
 
 /// The follower's thread and what it reports.
@@ -165,6 +169,8 @@ fn follow(
             target: target.to_owned(),
             epoch: stored.epoch,
             owner: stored.owner.map(str::to_owned),
+            event_id: stored.event_id.to_owned(),
+            mark: stored.mark,
         };
         if landed.send(report).is_err() {
             return;

@@ -215,6 +215,114 @@ async fn a_worker_that_stops_hands_its_targets_over_checkpointed() {
     drop(second);
 }
 
+/// A planned rebalance hands targets over make-before-break: a worker joining takes its share
+/// while the first streams on until each claim (offer, claim, release in the checkpoint topic),
+/// and the joiner, leaving again (a dynamic member), hands them back the same way. Every id of
+/// every target is in Kafka exactly once, in order: the new owner starts from the old one's
+/// release, so nothing is published twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_rebalances_hand_targets_over_make_before_break_publishing_nothing_twice() {
+    if !rig::real_broker_or_skip(
+        "planned_rebalances_hand_targets_over_make_before_break_publishing_nothing_twice",
+        "librdkafka's mock cluster does not finish cooperative rebalances (revoked partitions stay unassigned); run scripts/test",
+    ) {
+        return;
+    }
+    use sluice_publish::Mark;
+    let fleet = Fleet::with_events("fleet-handover", LONG_EVENTS).await;
+    let first = fleet.start().await;
+    let all = fleet.all();
+    first
+        .wait_for("a lone worker to run every target", async |w: &Worker| {
+            running(w).await == all
+        })
+        .await;
+    let second = fleet.start().await;
+    second
+        .wait_for("the joiner to take its share", async |w: &Worker| {
+            let b = running(w).await;
+            !b.is_empty() && b.is_disjoint(&running(&first).await)
+        })
+        .await;
+    let moved = running(&second).await;
+    let (first_pid, second_pid) = (format!("#{}", first.pid()), format!("#{}", second.pid()));
+    let marks = rig::checkpoint_marks(&fleet.rig.kafka, &fleet.checkpoints).await;
+    for id in &moved {
+        let handover: Vec<(Mark, bool)> = marks
+            .get(id)
+            .map(|records| {
+                records
+                    .iter()
+                    .filter(|(mark, _)| *mark != Mark::Plain)
+                    .map(|(mark, owner)| (*mark, owner.ends_with(&first_pid)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let offered = handover.iter().position(|m| *m == (Mark::Offer, true));
+        let claimed = handover.iter().position(|m| *m == (Mark::Claim, false));
+        let released = handover.iter().position(|m| *m == (Mark::Release, true));
+        assert!(
+            matches!((offered, claimed, released), (Some(o), Some(c), Some(r)) if o < c && c < r),
+            "{id}: the first offers, the joiner claims, the first releases: {handover:?}"
+        );
+    }
+    assert!(
+        first
+            .log()
+            .contains("handover: the new owner claimed the target"),
+        "{}",
+        first.log()
+    );
+
+    // The joiner leaves (SIGTERM, a dynamic member): its targets go back the same way.
+    let (exit, second_log) = second.terminate().await;
+    assert!(exit.success(), "{exit:?}\n{second_log}");
+    assert!(
+        second_log.contains("handover: the new owner claimed the target"),
+        "the leaver streamed on until the first claimed its targets:\n{second_log}"
+    );
+    first
+        .wait_for("the first to run every target again", async |w: &Worker| {
+            running(w).await == all
+        })
+        .await;
+    let marks = rig::checkpoint_marks(&fleet.rig.kafka, &fleet.checkpoints).await;
+    for id in &moved {
+        let released_by_leaver = marks.get(id).is_some_and(|records| {
+            records
+                .iter()
+                .any(|(mark, owner)| *mark == Mark::Release && owner.ends_with(&second_pid))
+        });
+        assert!(
+            released_by_leaver,
+            "{id}: the leaver released it: {marks:?}"
+        );
+    }
+
+    let expected: Vec<(&str, u64)> = fleet
+        .ids
+        .iter()
+        .map(|id| (id.as_str(), fleet.events))
+        .collect();
+    let records = fleet.rig.wait_all_ids(&expected).await;
+    for id in &fleet.ids {
+        let ids = ids_of(&records, id);
+        let repeated: Vec<(usize, u64)> = ids
+            .iter()
+            .enumerate()
+            .filter(|(at, id)| ids[..*at].contains(id))
+            .map(|(at, id)| (at, *id))
+            .collect();
+        assert!(
+            ids == (1..=fleet.events).collect::<Vec<u64>>(),
+            "{id}: every id exactly once, in order (moved: {}); {} records, repeated (position, id): {repeated:?}",
+            moved.contains(id),
+            ids.len()
+        );
+    }
+    drop(first);
+}
+
 /// A worker frozen (SIGSTOP) past the session timeout is a zombie when it wakes (SIGCONT): the
 /// group gave its targets to the other worker meanwhile. It stops them once it learns the
 /// session was lost, its late checkpoints (lower owner epochs) are written over by the new

@@ -89,10 +89,23 @@ pub(crate) fn fleet(c: &mut Checker<'_>, raw: Option<&RawFleet>) -> Fleet {
                 .to_owned(),
         );
     }
+    let handover_timeout = c.duration(
+        "fleet.handover_timeout",
+        group.handover_timeout.as_deref(),
+        FleetGroup::DEFAULT_HANDOVER_TIMEOUT,
+    );
+    if handover_timeout > Duration::from_secs(300) {
+        c.report(
+            "fleet.handover_timeout",
+            ProblemKind::Invalid,
+            "must be at most 300s (0s turns make-before-break handover off)".to_owned(),
+        );
+    }
     Fleet::Group(FleetGroup {
         group_id,
         partitions,
         instance_id,
         session_timeout,
+        handover_timeout,
     })
 }

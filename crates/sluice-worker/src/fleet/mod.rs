@@ -3,11 +3,13 @@
 //! partitioner), so the partitions the group assigns a worker name the targets it runs; on an
 //! assignment their resume points are read from the checkpoint topic (to its end, which holds
 //! the previous owner's final checkpoints: a revocation returns only once those are stored), and
-//! on a revocation they are stopped, drained and checkpointed before the group moves them.
+//! on a revocation they are stopped, drained and checkpointed before the group moves them, or,
+//! in a planned rebalance, handed over make-before-break (`handover.rs`).
 //!
 //! What it must NOT do: run a target whose partition it was not assigned, or answer a
 //! revocation before the targets of its partitions have stopped.
 
+mod handover;
 mod lease;
 mod membership;
 
@@ -37,11 +39,21 @@ pub(crate) struct Ownership {
     lease: lease::Lease,
     /// The origin of the lease's clock.
     origin: tokio::time::Instant,
+    /// Targets handed over from here and claimed here (planned rebalances).
+    handover: handover::Handover,
+    /// This worker process, as its checkpoint records name it.
+    own: Arc<str>,
+    /// Set once the worker is leaving the group (shutting down).
+    leaving: bool,
 }
 
 impl Ownership {
     /// Nothing owned yet, over every enabled target.
-    pub(crate) fn new(group: FleetGroup, targets: Vec<Arc<TargetConfig>>) -> Ownership {
+    pub(crate) fn new(
+        group: FleetGroup,
+        targets: Vec<Arc<TargetConfig>>,
+        own: Arc<str>,
+    ) -> Ownership {
         let lease = lease::Lease::new(
             group.session_timeout,
             membership::heartbeat_interval(&group),
@@ -52,7 +64,43 @@ impl Ownership {
             owned: BTreeSet::new(),
             lease,
             origin: tokio::time::Instant::now(),
+            handover: handover::Handover::default(),
+            own,
+            leaving: false,
         }
+    }
+
+    /// The worker is leaving the group: a static member's partitions stay its own (a restart
+    /// takes them back), so their targets stop rather than wait for a claim that cannot come.
+    pub(crate) fn leaving(&mut self) {
+        self.leaving = true;
+    }
+
+    /// Whether targets are still streaming here for a handover.
+    pub(crate) fn offering(&self) -> bool {
+        self.handover.offering()
+    }
+
+    /// Acts on a checkpoint record another worker wrote, when it is part of a handover with
+    /// this worker (`true`: nothing else is to be done with it).
+    pub(crate) async fn landed(
+        &mut self,
+        landed: &crate::watch::Landed,
+        supervisor: &mut Supervisor,
+        grace: Duration,
+    ) -> bool {
+        self.handover.landed(landed, supervisor, grace).await
+    }
+
+    /// Ends handovers past `fleet.handover_timeout` (on the lease's tick).
+    pub(crate) async fn expire_handovers(&mut self, supervisor: &mut Supervisor, grace: Duration) {
+        self.handover.expire(supervisor, grace).await;
+    }
+
+    /// Whether a planned revocation hands over (rather than stopping first).
+    fn hands_over(&self, lost: bool) -> bool {
+        let static_leave = self.leaving && self.group.instance_id.is_some();
+        !(lost || self.group.handover_timeout.is_zero() || static_leave)
     }
 
     /// The checkpoint partition `id` belongs to.
@@ -113,10 +161,13 @@ impl Ownership {
         match step {
             lease::Step::Keep => Ok(true),
             lease::Step::Expire => {
+                let offered: BTreeSet<TargetId> = self.handover.offered().cloned().collect();
                 let leaving: Vec<TargetId> = supervisor
                     .ids()
                     .into_iter()
-                    .filter(|id| self.owned.contains(&self.partition_of(id)))
+                    .filter(|id| {
+                        self.owned.contains(&self.partition_of(id)) || offered.contains(id)
+                    })
                     .collect();
                 tracing::warn!(
                     silent_ms = silent.map_or(0, |s| u64::try_from(s.as_millis()).unwrap_or(u64::MAX)),
@@ -147,6 +198,14 @@ impl Ownership {
         ctx: &Ctx<'_>,
     ) -> Result<bool, WorkerError> {
         self.owned.extend(partitions.iter().copied());
+        // Targets offered from here whose partitions came back before a claim: stopped (their
+        // release written) and started again below like every target of the partitions.
+        let back = self.handover.take_offered(|id| {
+            partitions.contains(&partition_for(id.as_str(), self.group.partitions))
+        });
+        if !back.is_empty() {
+            supervisor.stop_many(&back, ctx.grace).await;
+        }
         let moving: Vec<Arc<TargetConfig>> = self
             .targets
             .values()
@@ -170,18 +229,32 @@ impl Ownership {
             return Ok(false);
         };
         let running: BTreeSet<TargetId> = supervisor.ids().into_iter().collect();
-        let launches: Vec<_> = moving
-            .into_iter()
-            .filter(|t| !running.contains(&t.id))
-            .map(|t| {
-                let resume = checkpoints.resume.get(t.id.as_str()).cloned();
-                (t, resume, Duration::ZERO)
-            })
-            .collect();
+        let hand_over = self.hands_over(false);
+        let mut claimed = 0;
+        let mut launches = Vec::new();
+        for t in moving {
+            if running.contains(&t.id) || self.handover.is_claimed(&t.id) {
+                continue;
+            }
+            let resume = checkpoints.resume.get(t.id.as_str()).cloned();
+            // Another worker streams it still, waiting for a claim: claim it, and start it
+            // from that worker's release.
+            if let Some(resume) = resume.clone().filter(|r| {
+                hand_over && r.offered_by.as_ref().is_some_and(|o| *o.owner != *self.own)
+            }) {
+                let timeout = self.group.handover_timeout;
+                if self.handover.claim(t.clone(), resume, supervisor, timeout) {
+                    claimed += 1;
+                    continue;
+                }
+            }
+            launches.push((t, resume, Duration::ZERO));
+        }
         tracing::info!(
             ?partitions,
             targets = launches.len(),
-            "starting the targets of assigned fleet partitions"
+            claimed,
+            "starting the targets of assigned fleet partitions (claimed ones start at their release)"
         );
         if let Err(error) = supervisor.start_all(launches) {
             tracing::error!(%error, "a target of an assigned partition runs already");
@@ -199,11 +272,29 @@ impl Ownership {
         for partition in partitions {
             self.owned.remove(partition);
         }
-        let leaving: Vec<TargetId> = supervisor
+        let group_partitions = self.group.partitions;
+        self.handover
+            .drop_claims(|id| partitions.contains(&partition_for(id.as_str(), group_partitions)));
+        let mut leaving: Vec<TargetId> = supervisor
             .ids()
             .into_iter()
             .filter(|id| partitions.contains(&self.partition_of(id)))
             .collect();
+        if self.hands_over(lost) && !leaving.is_empty() {
+            let offered = leaving.len();
+            leaving = self
+                .handover
+                .offer(leaving, supervisor, self.group.handover_timeout)
+                .await;
+            tracing::info!(
+                ?partitions,
+                targets = offered - leaving.len(),
+                "handing over the revoked partitions' targets: they stream on until their new owner claims them"
+            );
+            if leaving.is_empty() {
+                return;
+            }
+        }
         if lost {
             tracing::warn!(
                 ?partitions,

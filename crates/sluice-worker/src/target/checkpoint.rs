@@ -95,8 +95,10 @@ where
     /// acknowledgement (the checkpoint can only move on one), so "nothing new" reads no clock.
     ///
     /// `handing_over` (a planned fleet handover): the writes are offers, and the final one
-    /// (`force`) a release, written even when the checkpoint did not move, so the new owner
-    /// learns where this run stopped.
+    /// (`drained`: stopping, with nothing in flight, so the checkpoint moves no more) a
+    /// release, written even when the checkpoint did not move, so the new owner learns where
+    /// this run stopped.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn maybe_write<K: Kafka<Ack = A>>(
         &mut self,
         kafka: &K,
@@ -105,11 +107,12 @@ where
         now: Instant,
         force: bool,
         handing_over: bool,
+        drained: bool,
     ) {
         if self.write.is_some() {
             return;
         }
-        let mark = match (handing_over, force) {
+        let mark = match (handing_over, drained) {
             (false, _) => Mark::Plain,
             (true, false) => Mark::Offer,
             (true, true) => Mark::Release,

@@ -317,6 +317,7 @@ impl<K: Kafka> Pipe<K> {
             self.now,
             force,
             self.status.handing_over.load(Ordering::Relaxed),
+            force && self.drained(),
         );
     }
 

@@ -432,6 +432,36 @@ pub async fn last_checkpoint_records(
     .expect("reader task")
 }
 
+/// Every record of a checkpoint topic, per key in order: its handover mark and owner.
+pub async fn checkpoint_marks(
+    kafka: &TestKafka,
+    topic: &str,
+) -> HashMap<String, Vec<(sluice_publish::Mark, String)>> {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let config = kafka.producer_config();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut all: HashMap<String, Vec<(sluice_publish::Mark, String)>> = HashMap::new();
+        sluice_publish::read_compacted_records(config, &topic, LIMIT, |key, message| {
+            let Some(value) = message.payload() else {
+                return;
+            };
+            let headers = message.headers().into_iter().flat_map(|h| h.iter());
+            let stored =
+                sluice_publish::checkpoint_record::decode(value, headers.map(|h| (h.key, h.value)))
+                    .expect("a checkpoint record");
+            all.entry(key.to_owned())
+                .or_default()
+                .push((stored.mark, stored.owner.unwrap_or_default().to_owned()));
+        })
+        .expect("read the checkpoint topic");
+        all
+    })
+    .await
+    .expect("reader task")
+}
+
 /// The `sse.id`s of `target`'s records, in Kafka order.
 pub fn ids_of(records: &[Rec], target: &str) -> Vec<u64> {
     records
