@@ -59,6 +59,9 @@ enum Command {
     /// The worker and the aggregator killed with -9 at random under upstream faults on a real
     /// Kafka: 0 lost, records per event, longest unserved, state equal to the truth, no secret.
     Chaos(chaos::ChaosArgs),
+    /// A second fleet worker joins, leaves (SIGTERM) and is killed (-9), in cycles, on a real
+    /// Kafka: how long the moved targets are dark (p50/p99), records per event, lost.
+    Handover(chaos::handover::HandoverArgs),
     /// A baseline implementation (child process of `pipeline` and `density`).
     Baseline(BaselineArgs),
     /// librdkafka's mock cluster in its own process: prints its bootstrap servers, then serves
@@ -309,6 +312,7 @@ fn main() -> anyhow::Result<()> {
                 Command::Aggregate(args) => aggregate::run(args).await,
                 Command::Sim(args) => simproc::run(args).await,
                 Command::Chaos(args) => chaos::run(args).await,
+                Command::Handover(args) => chaos::handover::run(args).await,
                 Command::Scrape(args) => scrape::run(args),
                 Command::Baseline(args) => {
                     baseline::run(baseline::Baseline {

@@ -14,6 +14,7 @@ mod error;
 mod fleet;
 mod http;
 mod kafka_config;
+mod landed;
 mod lanes;
 mod metrics;
 mod nudge;
@@ -322,14 +323,8 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                     Err(error) => break Ended::Refused(error),
                 }
             }
-            Some(landed) = next_landed(&mut watch) => {
-                let handover = match &mut fleet {
-                    Some((_, ownership)) => ownership.landed(&landed, &mut supervisor, config.shutdown.grace).await,
-                    None => false,
-                };
-                if !handover {
-                    watch::serve(landed, &owner, &mut supervisor, &ops.metrics, config.shutdown.grace).await;
-                }
+            Some(landed) = landed::next_landed(&mut watch) => {
+                landed::serve_landed(landed, &mut watch, &mut fleet, &owner, &mut supervisor, ops, config.shutdown.grace).await;
             }
             Some(command) = inbox.next() => {
                 control::serve(command, &mut supervisor, config.shutdown.grace).await;
@@ -358,8 +353,8 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         }
     };
     if let Some((membership, ownership)) = &mut fleet {
-        leave_fleet(
-            Leave {
+        fleet::leave_fleet(
+            fleet::Leave {
                 membership,
                 ownership,
                 watch: &mut watch,
@@ -433,14 +428,6 @@ fn start_configured(
     }
 }
 
-/// The next record of another process on the checkpoint topic (pending for ever without one).
-async fn next_landed(watch: &mut Option<watch::Watch>) -> Option<watch::Landed> {
-    match watch {
-        Some(watch) => watch.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// This worker process as its checkpoint records name it: its fleet instance id (or host
 /// name) and its process id, so two processes never share a name.
 fn owner_name(config: &WorkerConfig) -> Arc<str> {
@@ -461,68 +448,6 @@ async fn next_fleet_event(
         Some((membership, _)) => membership.next().await,
         None => std::future::pending().await,
     }
-}
-
-/// What leaving the fleet works with.
-struct Leave<'a> {
-    membership: &'a mut fleet::Membership,
-    ownership: &'a mut fleet::Ownership,
-    watch: &'a mut Option<watch::Watch>,
-    owner: &'a str,
-}
-
-/// Leaves the fleet's group, serving the revocation that hands this worker's targets to the
-/// others within the shutdown grace: handed over make-before-break (streaming on until the new
-/// owners claim them) when the group moves them at once (a dynamic member), else stopped,
-/// drained and checkpointed first.
-async fn leave_fleet(
-    leave: Leave<'_>,
-    supervisor: &mut Supervisor,
-    config: &WorkerConfig,
-    kafka: &ClientConfig,
-    ops: &http::Ops,
-    shutdown: &CancellationToken,
-) {
-    let Leave {
-        membership,
-        ownership,
-        watch,
-        owner,
-    } = leave;
-    let grace = config.shutdown.grace;
-    ownership.leaving();
-    membership.leave();
-    let ctx = fleet::Ctx {
-        kafka,
-        topic: &config.topics.checkpoints,
-        ops,
-        shutdown,
-        grace,
-    };
-    let deadline = Instant::now() + grace;
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, membership.next()).await {
-        if let fleet::FleetEvent::Assigned(_) = event {
-            continue; // leaving: nothing new starts
-        }
-        if let Err(error) = ownership.serve(event, supervisor, &ctx).await {
-            tracing::warn!(%error, "serving the fleet while leaving");
-        }
-    }
-    // Half the grace at most for the claims: the rest drains what is left.
-    let claims_until = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while ownership.offering() && Instant::now() < claims_until {
-        tokio::select! {
-            Some(landed) = next_landed(watch) => {
-                if !ownership.landed(&landed, supervisor, grace).await {
-                    watch::serve(landed, owner, supervisor, &ops.metrics, grace).await;
-                }
-            }
-            _ = tick.tick() => ownership.expire_handovers(supervisor, grace).await,
-            () = tokio::time::sleep_until(claims_until) => {}
-        }
-    }
-    tracing::debug!(owned = ?ownership.owned(), "fleet membership ended");
 }
 
 /// Why the worker's run ended.

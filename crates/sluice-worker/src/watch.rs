@@ -95,6 +95,18 @@ impl Watch {
     pub(crate) async fn next(&mut self) -> Option<Landed> {
         self.landed.recv().await
     }
+
+    /// `first` and the records that came after it, up to `max` in all, without waiting.
+    pub(crate) fn batch(&mut self, first: Landed, max: usize) -> Vec<Landed> {
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match self.landed.try_recv() {
+                Ok(landed) => batch.push(landed),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
 }
 
 impl Drop for Watch {

@@ -75,6 +75,9 @@ pub struct FleetSettings {
     pub partitions: i32,
     /// `fleet.session_timeout`.
     pub session_timeout: Duration,
+    /// `fleet.handover_timeout` (`None`: the default), and no `instance_id` (dynamic members,
+    /// which leave the group on SIGTERM) when set.
+    pub handover_timeout: Option<Duration>,
 }
 
 /// The files written.
@@ -194,11 +197,15 @@ fn worker_yaml(s: &Settings, listen: &str, n: usize) -> anyhow::Result<String> {
         // restart takes its partitions back; a pause longer than the session loses them.
         writeln!(
             w,
-            "fleet:\n  group_id: {}\n  partitions: {}\n  instance_id: chaos-worker-{n}\n  session_timeout: {}ms",
+            "fleet:\n  group_id: {}\n  partitions: {}\n  session_timeout: {}ms",
             yaml_string(&s.names.fleet),
             fleet.partitions,
             fleet.session_timeout.as_millis(),
         )?;
+        match fleet.handover_timeout {
+            Some(timeout) => writeln!(w, "  handover_timeout: {}ms", timeout.as_millis())?,
+            None => writeln!(w, "  instance_id: chaos-worker-{n}")?,
+        }
     }
     Ok(w)
 }
@@ -284,6 +291,7 @@ mod tests {
         let s = settings(Some(FleetSettings {
             partitions: 12,
             session_timeout: Duration::from_secs(3),
+            handover_timeout: None,
         }));
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("targets")).unwrap();
@@ -297,6 +305,19 @@ mod tests {
         assert_eq!(group.partitions, 12);
         assert_eq!(group.instance_id.as_deref(), Some("chaos-worker-2"));
         assert_eq!(group.session_timeout, Duration::from_secs(3));
+        // The handover bench's workers are dynamic members with a handover bound.
+        let dynamic = settings(Some(FleetSettings {
+            partitions: 12,
+            session_timeout: Duration::from_secs(3),
+            handover_timeout: Some(Duration::from_millis(2500)),
+        }));
+        std::fs::write(&file, worker_yaml(&dynamic, "127.0.0.1:7", 2).unwrap()).unwrap();
+        let config = sluice_config::load(&file).unwrap();
+        let sluice_config::Fleet::Group(group) = config.fleet else {
+            panic!("no fleet: {:?}", config.fleet);
+        };
+        assert_eq!(group.instance_id, None);
+        assert_eq!(group.handover_timeout, Duration::from_millis(2500));
         let single = worker_yaml(&settings(None), "127.0.0.1:7", 0).unwrap();
         assert!(!single.contains("fleet"), "{single}");
     }

@@ -109,6 +109,14 @@ impl Member {
         self.start()
     }
 
+    /// SIGKILL, without a new life.
+    pub async fn kill(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.kill().await;
+            self.kills += 1;
+        }
+    }
+
     /// SIGSTOP: the process freezes (no heartbeats, no reads) until [`Member::resume`].
     pub async fn pause(&mut self) -> anyhow::Result<()> {
         let Some(process) = self.process.as_ref() else {

@@ -24,6 +24,7 @@
 //! `tests/chaos.rs` are. It talks to loopback addresses only.
 
 mod config;
+pub mod handover;
 mod member;
 mod pages;
 mod phase;
@@ -170,6 +171,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
     let fleet = (args.workers > 1).then_some(config::FleetSettings {
         partitions: args.fleet_partitions,
         session_timeout: args.fleet_session_timeout,
+        handover_timeout: None,
     });
     let checkpoint_partitions = fleet.map_or(1, |f| f.partitions);
     kafka

@@ -42,6 +42,16 @@ struct Claimed {
     deadline: Instant,
 }
 
+/// What one record of another worker means for a handover.
+enum Verdict {
+    /// Not a handover's record: served as usual.
+    NotOurs,
+    /// Acted on.
+    Done,
+    /// A claim of a target offered here: stop it.
+    Stop(TargetId),
+}
+
 /// What a worker hands over and what it claimed.
 #[derive(Default)]
 pub(crate) struct Handover {
@@ -146,26 +156,48 @@ impl Handover {
         ids
     }
 
-    /// Acts on a checkpoint record another worker wrote. `true` when it was a handover's (a
-    /// claim of a target offered here, or a record of a target claimed here), so nothing else
-    /// is to be done with it.
+    /// Acts on checkpoint records other workers wrote (a batch, as they came): takes out the
+    /// handover's (claims of targets offered here, records of targets claimed here) and leaves
+    /// the rest in `landed` for the caller. The claimed targets offered here are stopped
+    /// together (each writing its release), not one after another.
     pub(crate) async fn landed(
         &mut self,
-        landed: &Landed,
+        landed: &mut Vec<Landed>,
         supervisor: &mut Supervisor,
         grace: Duration,
-    ) -> bool {
+    ) {
+        let mut stopping = Vec::new();
+        landed.retain(|record| match self.one(record, supervisor) {
+            Verdict::NotOurs => true,
+            Verdict::Done => false,
+            Verdict::Stop(id) => {
+                stopping.push(id);
+                false
+            }
+        });
+        if stopping.is_empty() {
+            return;
+        }
+        let failed = supervisor.stop_many(&stopping, grace).await;
+        tracing::info!(
+            targets = stopping.len(),
+            failed,
+            "handover: the new owners claimed these targets; stopped here (their final checkpoints are the releases)"
+        );
+    }
+
+    fn one(&mut self, landed: &Landed, supervisor: &mut Supervisor) -> Verdict {
         let Ok(id) = landed.target.parse::<TargetId>() else {
-            return false;
+            return Verdict::NotOurs;
         };
         if let Some(claimed) = self.claimed.get_mut(&id) {
             if landed.epoch >= claimed.epoch {
-                return false; // not the old owner's: a newer claimant's, served as usual
+                return Verdict::NotOurs; // not the old owner's: a newer claimant's
             }
             if landed.mark != Mark::Release {
                 // The old owner's newer checkpoint: where to start should the release not come.
                 claimed.resume.event_id.clone_from(&landed.event_id);
-                return true;
+                return Verdict::Done;
             }
             if let Some(claimed) = self.claimed.remove(&id) {
                 let resume = Resume {
@@ -181,30 +213,23 @@ impl Handover {
                 );
                 start(supervisor, claimed.config, resume);
             }
-            return true;
+            return Verdict::Done;
         }
         let Some(epoch) = supervisor.epoch_of(&id) else {
-            return false;
+            return Verdict::NotOurs;
         };
         if !self.offered.contains_key(&id) || landed.epoch <= epoch {
-            return false;
+            return Verdict::NotOurs;
         }
         // A newer owner claimed (or runs) a target offered here: stop it, writing the release.
         self.offered.remove(&id);
-        tracing::info!(
+        tracing::debug!(
             target_id = %id,
             their_epoch = landed.epoch,
             owner = landed.owner.as_deref().unwrap_or("unstamped"),
             "handover: the new owner claimed the target; stopping it here (its final checkpoint is the release)"
         );
-        let failed = supervisor.stop_many(&[id], grace).await;
-        if failed > 0 {
-            tracing::warn!(
-                target_id = landed.target,
-                "the handed-over target did not stop cleanly"
-            );
-        }
-        true
+        Verdict::Stop(id)
     }
 
     /// Ends what passed its deadline: offered targets no claim came for are stopped, claimed

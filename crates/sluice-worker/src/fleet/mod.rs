@@ -11,6 +11,7 @@
 
 mod handover;
 mod lease;
+mod leave;
 mod membership;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ use sluice_publish::partition_for;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use lease::Heard;
+pub(crate) use leave::{Leave, leave_fleet};
 pub(crate) use membership::{FleetEvent, Membership};
 
 use crate::supervisor::Supervisor;
@@ -81,15 +83,15 @@ impl Ownership {
         self.handover.offering()
     }
 
-    /// Acts on a checkpoint record another worker wrote, when it is part of a handover with
-    /// this worker (`true`: nothing else is to be done with it).
+    /// Acts on checkpoint records other workers wrote that are part of a handover with this
+    /// worker, taking them out of `landed` (the rest are served as usual).
     pub(crate) async fn landed(
         &mut self,
-        landed: &crate::watch::Landed,
+        landed: &mut Vec<crate::watch::Landed>,
         supervisor: &mut Supervisor,
         grace: Duration,
-    ) -> bool {
-        self.handover.landed(landed, supervisor, grace).await
+    ) {
+        self.handover.landed(landed, supervisor, grace).await;
     }
 
     /// Ends handovers past `fleet.handover_timeout` (on the lease's tick).
