@@ -151,21 +151,8 @@ async fn run_in(args: &HandoverArgs, bin: &Path, dir: &Path) -> anyhow::Result<(
     for cycle in 0..args.cycles {
         println!("handover: cycle {} of {}", cycle + 1, args.cycles);
         // Planned: a worker joins and takes a share.
-        let from_ms = now_ms();
-        let started = Instant::now();
-        members[1].start()?;
-        let (a, b) = (members[0].base.clone(), members[1].base.clone());
-        wait_until(&http, "the joiner to take its share", async |h| {
-            split(h, &a, &b, &all).await
-        })
-        .await?;
-        let moved = running(&http, &b).await;
-        moves.push(Move {
-            kind: "planned: a worker joins",
-            from_ms,
-            targets: moved.clone(),
-            settled_in: started.elapsed(),
-        });
+        let a = members[0].base.clone();
+        let moved = join(&mut members[1], &http, &a, &all, &mut moves).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         // Planned: it leaves (SIGTERM, a dynamic member).
         let from_ms = now_ms();
@@ -183,20 +170,7 @@ async fn run_in(args: &HandoverArgs, bin: &Path, dir: &Path) -> anyhow::Result<(
         });
         tokio::time::sleep(Duration::from_secs(2)).await;
         // Unplanned: it joins again (another planned move) and dies.
-        let from_ms = now_ms();
-        let started = Instant::now();
-        members[1].start()?;
-        wait_until(&http, "the joiner to take its share again", async |h| {
-            split(h, &a, &b, &all).await
-        })
-        .await?;
-        let moved = running(&http, &b).await;
-        moves.push(Move {
-            kind: "planned: a worker joins",
-            from_ms,
-            targets: moved.clone(),
-            settled_in: started.elapsed(),
-        });
+        let moved = join(&mut members[1], &http, &a, &all, &mut moves).await?;
         // Some events on the new owner before the kill, so the join's gap has ended.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let from_ms = now_ms();
@@ -314,37 +288,55 @@ fn now_ms() -> i64 {
 
 /// The targets a worker runs by its `/status` (none when it does not answer).
 async fn running(http: &reqwest012::Client, base: &str) -> BTreeSet<String> {
-    let Ok(response) = http.get(format!("{base}/status.json")).send().await else {
-        return BTreeSet::new();
-    };
-    let Ok(body) = response.bytes().await else {
-        return BTreeSet::new();
-    };
-    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return BTreeSet::new();
-    };
-    status["targets"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter_map(|r| r["target"].as_str().map(str::to_owned))
-                .collect()
-        })
+    rows(http, base)
+        .await
         .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r["target"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Starts `joiner` and waits until it took its share from the worker at `first`; records the
+/// move and returns the targets it took.
+async fn join(
+    joiner: &mut Member,
+    http: &reqwest012::Client,
+    first: &str,
+    all: &BTreeSet<String>,
+    moves: &mut Vec<Move>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let from_ms = now_ms();
+    let started = Instant::now();
+    joiner.start()?;
+    let joined = joiner.base.clone();
+    wait_until(http, "the joiner to take its share", async |h| {
+        split(h, first, &joined, all).await
+    })
+    .await?;
+    let moved = running(http, &joined).await;
+    moves.push(Move {
+        kind: "planned: a worker joins",
+        from_ms,
+        targets: moved.clone(),
+        settled_in: started.elapsed(),
+    });
+    Ok(moved)
+}
+
+/// The target rows of a worker's `/status` (none when it does not answer).
+async fn rows(http: &reqwest012::Client, base: &str) -> Option<Vec<serde_json::Value>> {
+    let response = http.get(format!("{base}/status.json")).send().await.ok()?;
+    let body = response.bytes().await.ok()?;
+    let mut status = serde_json::from_slice::<serde_json::Value>(&body).ok()?;
+    match status["targets"].take() {
+        serde_json::Value::Array(rows) => Some(rows),
+        _ => None,
+    }
 }
 
 /// Whether every target a worker runs has a checkpoint.
 async fn checkpointed(http: &reqwest012::Client, base: &str) -> bool {
-    let Ok(response) = http.get(format!("{base}/status.json")).send().await else {
-        return false;
-    };
-    let Ok(body) = response.bytes().await else {
-        return false;
-    };
-    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return false;
-    };
-    status["targets"].as_array().is_some_and(|rows| {
+    rows(http, base).await.is_some_and(|rows| {
         rows.iter()
             .all(|r| r["checkpoint"].as_str().is_some_and(|c| !c.is_empty()))
     })
