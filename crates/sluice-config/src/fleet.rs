@@ -35,6 +35,20 @@ pub struct FleetGroup {
     /// how long a worker whose partition was revoked streams its targets on waiting for the new
     /// owner's claim, and how long the new owner waits for the old one's release.
     pub handover_timeout: Duration,
+    /// The group protocol: the classic one (the default) or KIP-848's.
+    pub group_protocol: GroupProtocol,
+}
+
+/// `fleet.group_protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// The classic protocol with cooperative-sticky assignment (every broker, Redpanda too).
+    #[default]
+    Classic,
+    /// KIP-848 (`group.protocol=consumer`, Apache Kafka 4.0+): the broker assigns, and the
+    /// session and heartbeat are the broker's (`group.consumer.session.timeout.ms`, 45 s by
+    /// default: `fleet.session_timeout` must equal it, for the lease).
+    Consumer,
 }
 
 impl FleetGroup {
@@ -44,6 +58,9 @@ impl FleetGroup {
     pub const MAX_PARTITIONS: i32 = 10_000;
     /// Default [`FleetGroup::session_timeout`].
     pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default [`FleetGroup::session_timeout`] with [`GroupProtocol::Consumer`]: the broker's
+    /// default `group.consumer.session.timeout.ms`.
+    pub const DEFAULT_CONSUMER_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
     /// Default [`FleetGroup::handover_timeout`].
     pub const DEFAULT_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 }

@@ -37,7 +37,7 @@ pub use aggregator::{
 pub use delivery::{
     CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets, Destination,
 };
-pub use fleet::{Fleet, FleetGroup};
+pub use fleet::{Fleet, FleetGroup, GroupProtocol};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use metrics::{FamilyInfo, MetricsConfig, PerTarget, PerTargetError};
 pub use pagination::{PageMode, PageSize, Pagination};

@@ -43,6 +43,7 @@ pub(crate) struct RawFleetGroup {
     pub instance_id: Option<String>,
     pub session_timeout: Option<String>,
     pub handover_timeout: Option<String>,
+    pub group_protocol: Option<String>,
 }
 
 /// `metrics:` of either file.

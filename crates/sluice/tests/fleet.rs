@@ -83,7 +83,15 @@ impl Fleet {
     }
 
     async fn start(&self) -> Worker {
-        let env = [("SLUICE__TOPICS__CHECKPOINTS", self.checkpoints.as_str())];
+        self.start_as(None).await
+    }
+
+    /// A worker with `fleet.instance_id` `instance` (static membership), when given.
+    async fn start_as(&self, instance: Option<&str>) -> Worker {
+        let mut env = vec![("SLUICE__TOPICS__CHECKPOINTS", self.checkpoints.as_str())];
+        if let Some(instance) = instance {
+            env.push(("SLUICE__FLEET__INSTANCE_ID", instance));
+        }
         self.rig.start_with_env(&self.extra, &env).await
     }
 
@@ -228,16 +236,54 @@ async fn planned_rebalances_hand_targets_over_make_before_break_publishing_nothi
     ) {
         return;
     }
-    use sluice_publish::Mark;
     let fleet = Fleet::with_events("fleet-handover", LONG_EVENTS).await;
-    let first = fleet.start().await;
+    assert_planned_handovers(&fleet, [None, None]).await;
+}
+
+/// Static members (`fleet.instance_id`) hand over the same way: the leave unsubscribes, and
+/// librdkafka sends a LeaveGroup after an unsubscribe even for a static member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_members_hand_over_make_before_break_too() {
+    if !rig::real_broker_or_skip(
+        "static_members_hand_over_make_before_break_too",
+        "librdkafka's mock cluster does not finish cooperative rebalances (revoked partitions stay unassigned); run scripts/test",
+    ) {
+        return;
+    }
+    let fleet = Fleet::with_events("fleet-handover-static", LONG_EVENTS).await;
+    assert_planned_handovers(&fleet, [Some("worker-0"), Some("worker-1")]).await;
+}
+
+/// `fleet.group_protocol: consumer` (KIP-848, the broker assigns): the same handovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kip_848_group_protocol_shares_and_hands_over_the_same_way() {
+    if !rig::real_broker_or_skip(
+        "the_kip_848_group_protocol_shares_and_hands_over_the_same_way",
+        "librdkafka's mock cluster does not speak KIP-848; run scripts/test",
+    ) {
+        return;
+    }
+    let mut fleet = Fleet::with_events("fleet-handover-848", LONG_EVENTS).await;
+    // The session is the broker's (`group.consumer.session.timeout.ms`, 45 s by default).
+    fleet.extra = fleet.extra.replace(
+        "session_timeout: 3s",
+        "session_timeout: 45s\n  group_protocol: consumer",
+    );
+    assert_planned_handovers(&fleet, [None, None]).await;
+}
+
+/// A second worker joins (taking a share make-before-break: offer, claim, release) and leaves
+/// again (handing its share back the same way); every id of every target once, in order.
+async fn assert_planned_handovers(fleet: &Fleet, instances: [Option<&str>; 2]) {
+    use sluice_publish::Mark;
+    let first = fleet.start_as(instances[0]).await;
     let all = fleet.all();
     first
         .wait_for("a lone worker to run every target", async |w: &Worker| {
             running(w).await == all
         })
         .await;
-    let second = fleet.start().await;
+    let second = fleet.start_as(instances[1]).await;
     second
         .wait_for("the joiner to take its share", async |w: &Worker| {
             let b = running(w).await;
@@ -269,7 +315,7 @@ async fn planned_rebalances_hand_targets_over_make_before_break_publishing_nothi
     assert!(
         first
             .log()
-            .contains("handover: the new owner claimed the target"),
+            .contains("handover: the new owners claimed these targets"),
         "{}",
         first.log()
     );
@@ -278,7 +324,7 @@ async fn planned_rebalances_hand_targets_over_make_before_break_publishing_nothi
     let (exit, second_log) = second.terminate().await;
     assert!(exit.success(), "{exit:?}\n{second_log}");
     assert!(
-        second_log.contains("handover: the new owner claimed the target"),
+        second_log.contains("handover: the new owners claimed these targets"),
         "the leaver streamed on until the first claimed its targets:\n{second_log}"
     );
     first

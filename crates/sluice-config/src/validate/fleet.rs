@@ -6,7 +6,7 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-use crate::fleet::{Fleet, FleetGroup};
+use crate::fleet::{Fleet, FleetGroup, GroupProtocol};
 use crate::raw::RawFleet;
 
 /// `fleet`: absent or `none`, or a group.
@@ -75,10 +75,27 @@ pub(crate) fn fleet(c: &mut Checker<'_>, raw: Option<&RawFleet>) -> Fleet {
         }
         id.to_owned()
     });
+    let group_protocol = match group.group_protocol.as_deref() {
+        None | Some("classic") => GroupProtocol::Classic,
+        Some("consumer") => GroupProtocol::Consumer,
+        Some(other) => {
+            c.report(
+                "fleet.group_protocol",
+                ProblemKind::Invalid,
+                format!(
+                    "unknown group protocol {other:?}: use classic, or consumer (KIP-848, Apache Kafka 4.0+)"
+                ),
+            );
+            GroupProtocol::Classic
+        }
+    };
     let session_timeout = c.duration(
         "fleet.session_timeout",
         group.session_timeout.as_deref(),
-        FleetGroup::DEFAULT_SESSION_TIMEOUT,
+        match group_protocol {
+            GroupProtocol::Classic => FleetGroup::DEFAULT_SESSION_TIMEOUT,
+            GroupProtocol::Consumer => FleetGroup::DEFAULT_CONSUMER_SESSION_TIMEOUT,
+        },
     );
     if session_timeout < Duration::from_secs(1) || session_timeout > Duration::from_secs(300) {
         c.report(
@@ -107,5 +124,6 @@ pub(crate) fn fleet(c: &mut Checker<'_>, raw: Option<&RawFleet>) -> Fleet {
         instance_id,
         session_timeout,
         handover_timeout,
+        group_protocol,
     })
 }

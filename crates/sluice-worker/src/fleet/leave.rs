@@ -1,6 +1,7 @@
-//! Leaving the fleet's group when the worker stops: the revocation is served (a dynamic
-//! member's targets handed over make-before-break, a static member's stopped), and the claims
-//! of the new owners are waited for within half the rest of the shutdown grace.
+//! Leaving the fleet's group when the worker stops: the revocation is served (the targets
+//! handed over make-before-break: the leave unsubscribes, which sends a LeaveGroup even for a
+//! static member), and the claims of the new owners are waited for within half the rest of the
+//! shutdown grace.
 //!
 //! What it must NOT do: start anything (an assignment while leaving is ignored), or wait past
 //! the shutdown grace.
@@ -26,8 +27,8 @@ pub(crate) struct Leave<'a> {
 
 /// Leaves the fleet's group, serving the revocation that hands this worker's targets to the
 /// others within the shutdown grace: handed over make-before-break (streaming on until the new
-/// owners claim them) when the group moves them at once (a dynamic member), else stopped,
-/// drained and checkpointed first.
+/// owners claim them), or with `fleet.handover_timeout: 0s` stopped, drained and checkpointed
+/// first.
 pub(crate) async fn leave_fleet(
     leave: Leave<'_>,
     supervisor: &mut Supervisor,
@@ -43,7 +44,6 @@ pub(crate) async fn leave_fleet(
         owner,
     } = leave;
     let grace = config.shutdown.grace;
-    ownership.leaving();
     membership.leave();
     let ctx = fleet::Ctx {
         kafka,

@@ -24,7 +24,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
-use sluice_config::FleetGroup;
+use sluice_config::{FleetGroup, GroupProtocol};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -144,26 +144,40 @@ fn group_config(kafka: &ClientConfig, fleet: &FleetGroup) -> ClientConfig {
         .set("group.id", &fleet.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", session.to_string())
-        .set(
-            "heartbeat.interval.ms",
-            heartbeat_interval(fleet).as_millis().to_string(),
-        )
         // The lease's view of the coordinator (see `lease.rs`).
         .set(
             "statistics.interval.ms",
             (session / 6).clamp(100, 1000).to_string(),
         );
+    match fleet.group_protocol {
+        GroupProtocol::Classic => {
+            config
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set("session.timeout.ms", session.to_string())
+                .set(
+                    "heartbeat.interval.ms",
+                    heartbeat_interval(fleet).as_millis().to_string(),
+                );
+        }
+        // KIP-848: the broker assigns (incrementally) and sets the session and heartbeat.
+        GroupProtocol::Consumer => {
+            config.set("group.protocol", "consumer");
+        }
+    }
     if let Some(id) = &fleet.instance_id {
         config.set("group.instance.id", id);
     }
     config
 }
 
-/// The group heartbeat's interval: a quarter of the session.
+/// The group heartbeat's interval: a quarter of the session in a classic group; with KIP-848
+/// the broker's (5 s of its default 45 s session: a ninth).
 pub(crate) fn heartbeat_interval(fleet: &FleetGroup) -> Duration {
-    (fleet.session_timeout / 4).max(Duration::from_millis(100))
+    let share = match fleet.group_protocol {
+        GroupProtocol::Classic => 4,
+        GroupProtocol::Consumer => 9,
+    };
+    (fleet.session_timeout / share).max(Duration::from_millis(100))
 }
 
 impl Membership {

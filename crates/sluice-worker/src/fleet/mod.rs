@@ -45,8 +45,6 @@ pub(crate) struct Ownership {
     handover: handover::Handover,
     /// This worker process, as its checkpoint records name it.
     own: Arc<str>,
-    /// Set once the worker is leaving the group (shutting down).
-    leaving: bool,
 }
 
 impl Ownership {
@@ -68,14 +66,7 @@ impl Ownership {
             origin: tokio::time::Instant::now(),
             handover: handover::Handover::default(),
             own,
-            leaving: false,
         }
-    }
-
-    /// The worker is leaving the group: a static member's partitions stay its own (a restart
-    /// takes them back), so their targets stop rather than wait for a claim that cannot come.
-    pub(crate) fn leaving(&mut self) {
-        self.leaving = true;
     }
 
     /// Whether targets are still streaming here for a handover.
@@ -99,10 +90,11 @@ impl Ownership {
         self.handover.expire(supervisor, grace).await;
     }
 
-    /// Whether a planned revocation hands over (rather than stopping first).
+    /// Whether a planned revocation hands over (rather than stopping first). Leaving too, a
+    /// static member's: the leave unsubscribes, and librdkafka sends a LeaveGroup after an
+    /// unsubscribe even for a static member, so the group moves its partitions at once.
     fn hands_over(&self, lost: bool) -> bool {
-        let static_leave = self.leaving && self.group.instance_id.is_some();
-        !(lost || self.group.handover_timeout.is_zero() || static_leave)
+        !(lost || self.group.handover_timeout.is_zero())
     }
 
     /// The checkpoint partition `id` belongs to.
