@@ -272,6 +272,59 @@ async fn the_kip_848_group_protocol_shares_and_hands_over_the_same_way() {
     assert_planned_handovers(&fleet, [None, None]).await;
 }
 
+/// Static membership: a worker killed with -9 and restarted with the same `instance_id`
+/// within the session takes its partitions back without a rebalance (the other worker is
+/// neither revoked nor assigned anything), resuming its targets from their checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarted_within_its_session_takes_its_targets_back_without_a_rebalance() {
+    if !rig::real_broker_or_skip(
+        "a_static_member_restarted_within_its_session_takes_its_targets_back_without_a_rebalance",
+        "librdkafka's mock cluster does not finish cooperative rebalances (revoked partitions stay unassigned); run scripts/test",
+    ) {
+        return;
+    }
+    let mut fleet = Fleet::with_events("fleet-static-restart", LONG_EVENTS).await;
+    // Room for the restart within the session.
+    fleet.extra = fleet
+        .extra
+        .replace("session_timeout: 3s", "session_timeout: 10s");
+    let first = fleet.start_as(Some("static-0")).await;
+    let second = fleet.start_as(Some("static-1")).await;
+    let all = fleet.all();
+    first
+        .wait_for(
+            "the targets to split between the two",
+            async |w: &Worker| {
+                let (a, b) = (running(w).await, running(&second).await);
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.is_disjoint(&b)
+                    && a.union(&b).cloned().collect::<BTreeSet<_>>() == all
+            },
+        )
+        .await;
+    let share = running(&second).await;
+    let rebalances = |log: &str| log.matches("fleet partitions").count();
+    let before = rebalances(&first.log());
+    second.kill().await;
+    let second = fleet.start_as(Some("static-1")).await;
+    second
+        .wait_for(
+            "the restarted member to run its share again",
+            async |w: &Worker| running(w).await == share,
+        )
+        .await;
+    assert_eq!(
+        rebalances(&first.log()),
+        before,
+        "the other member saw no revocation or assignment:\n{}",
+        first.log()
+    );
+    fleet.assert_nothing_lost().await;
+    drop(second);
+    drop(first);
+}
+
 /// A second worker joins (taking a share make-before-break: offer, claim, release) and leaves
 /// again (handing its share back the same way); every id of every target once, in order.
 async fn assert_planned_handovers(fleet: &Fleet, instances: [Option<&str>; 2]) {
