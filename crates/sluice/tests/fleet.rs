@@ -287,7 +287,7 @@ async fn a_static_member_restarted_within_its_session_takes_its_targets_back_wit
     // Room for the restart within the session.
     fleet.extra = fleet
         .extra
-        .replace("session_timeout: 3s", "session_timeout: 10s");
+        .replace("session_timeout: 3s", "session_timeout: 30s");
     let first = fleet.start_as(Some("static-0")).await;
     let second = fleet.start_as(Some("static-1")).await;
     let all = fleet.all();
