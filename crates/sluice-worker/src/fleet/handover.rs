@@ -233,8 +233,14 @@ impl Handover {
     }
 
     /// Ends what passed its deadline: offered targets no claim came for are stopped, claimed
-    /// targets no release came for start from the newest checkpoint known.
-    pub(crate) async fn expire(&mut self, supervisor: &mut Supervisor, grace: Duration) {
+    /// targets no release came for start from the newest checkpoint known (not while
+    /// `may_start` is false: the lease expired, so nothing starts here until it is renewed).
+    pub(crate) async fn expire(
+        &mut self,
+        supervisor: &mut Supervisor,
+        grace: Duration,
+        may_start: bool,
+    ) {
         let now = Instant::now();
         let running: Vec<TargetId> = supervisor.ids();
         self.offered
@@ -254,6 +260,9 @@ impl Handover {
                 "handover: no new owner claimed these targets in time; stopping them here"
             );
             supervisor.stop_many(&stale, grace).await;
+        }
+        if !may_start {
+            return;
         }
         let late: Vec<TargetId> = self
             .claimed

@@ -87,7 +87,8 @@ impl Ownership {
 
     /// Ends handovers past `fleet.handover_timeout` (on the lease's tick).
     pub(crate) async fn expire_handovers(&mut self, supervisor: &mut Supervisor, grace: Duration) {
-        self.handover.expire(supervisor, grace).await;
+        let may_start = !self.lease.is_expired();
+        self.handover.expire(supervisor, grace, may_start).await;
     }
 
     /// Whether a planned revocation hands over (rather than stopping first). Leaving too, a
