@@ -18,6 +18,7 @@ mod landed;
 mod lanes;
 mod metrics;
 mod nudge;
+mod paused;
 mod pool;
 mod registry;
 mod startup;
@@ -270,6 +271,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         }
     };
     let mut supervisor = Supervisor::new(shared, sink, registry, origin);
+    let mut paused = paused::Paused::default();
     let mut fleet = match group {
         Some(group) => {
             let membership = fleet::Membership::join(
@@ -327,7 +329,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                 landed::serve_landed(landed, &mut watch, &mut fleet, &owner, &mut supervisor, ops, config.shutdown.grace).await;
             }
             Some(command) = inbox.next() => {
-                control::serve(command, &mut supervisor, config.shutdown.grace).await;
+                control::serve(command, &mut supervisor, &mut paused, config.shutdown.grace).await;
             }
             _ = lease_tick.tick(), if fleet.is_some() => {
                 if let Some((membership, ownership)) = &mut fleet {

@@ -35,6 +35,8 @@ struct Handle {
     /// The owner epoch of this run.
     epoch: u64,
     rewrite: Arc<Nudge>,
+    /// Its definition, kept so a paused target can start again as it was.
+    config: Arc<TargetConfig>,
 }
 
 /// Why a start or a stop was refused, or a stop did not finish cleanly.
@@ -49,6 +51,9 @@ pub enum ControlError {
     /// The target's task failed (panicked) while stopping: its final checkpoint may be missing.
     #[error("target {0} failed while stopping; its final checkpoint may not be written")]
     Failed(TargetId),
+    /// The target is not paused (resume of a target that runs, or that is not defined here).
+    #[error("target {0} is not paused")]
+    NotPaused(TargetId),
     /// The target did not drain within the time allowed (Kafka unreachable, say).
     #[error("target {id} did not drain within {}s", .within.as_secs_f64())]
     Timeout {
@@ -68,6 +73,7 @@ impl ControlError {
         match self {
             ControlError::AlreadyRunning(_) => "already_running",
             ControlError::NotRunning(_) => "not_running",
+            ControlError::NotPaused(_) => "not_paused",
             ControlError::Failed(_) => "failed",
             ControlError::Timeout { .. } => "timeout",
             ControlError::WorkerGone => "worker_gone",
@@ -114,6 +120,21 @@ impl Supervisor {
     /// The ids of the running targets, in order.
     pub(crate) fn ids(&self) -> Vec<TargetId> {
         self.running.keys().cloned().collect()
+    }
+
+    /// The definition of a running target.
+    pub(crate) fn config_of(&self, id: &TargetId) -> Option<Arc<TargetConfig>> {
+        self.running.get(id).map(|h| h.config.clone())
+    }
+
+    /// The registry `/status` and `/metrics` read (a paused target keeps a row there).
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// When this worker's status rows count time from.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
     }
 
     /// The owner epoch of a running target.
@@ -281,6 +302,7 @@ impl Supervisor {
                 status,
                 epoch,
                 rewrite,
+                config,
             },
         );
     }
