@@ -197,3 +197,81 @@ async fn the_admin_api_pauses_resumes_and_restarts_targets_behind_a_bearer_token
 
     stop(shutdown, worker).await;
 }
+
+/// Runs the real `sluice` binary with `args` and `env`; returns (success, stdout, stderr).
+async fn sluice(args: Vec<String>, env: Vec<(&'static str, String)>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(&args)
+            .env_remove("SLUICE_ADMIN_TOKEN")
+            .envs(env)
+            .output()
+            .expect("run sluice");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_verbs_talk_to_a_workers_admin_api() {
+    let rig = Rig::new("admin-cli").await;
+    let sim = sim(1_000_000, 200.0).await;
+    rig.target("a", &format!("{}?last_event_id=0", sim.stream_url()), "");
+    let token_file = rig.dir.join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let (base, shutdown, worker) = start(&rig, "admin:\n  token: {file: admin-token}\n").await;
+    rig.wait_all_ids(&[("a", 10)]).await;
+    let args = |words: &[&str]| -> Vec<String> {
+        words
+            .iter()
+            .map(|w| (*w).to_owned())
+            .chain(["--worker".to_owned(), base.clone()])
+            .collect()
+    };
+    let with_env = vec![("SLUICE_ADMIN_TOKEN", TOKEN.to_owned())];
+
+    let (ok, out, err) = sluice(args(&["targets", "list"]), with_env.clone()).await;
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["running"], serde_json::json!(["a"]), "{out}");
+
+    let mut pause = args(&["targets", "pause", "a"]);
+    pause.extend(["--token-file".to_owned(), token_file.display().to_string()]);
+    let (ok, out, err) = sluice(pause, Vec::new()).await;
+    assert!(ok, "{err}");
+    let paused: Value = serde_json::from_str(&out).unwrap();
+    let checkpoint = paused["checkpoint"]
+        .as_str()
+        .expect("checkpoint")
+        .to_owned();
+
+    let (ok, out, err) = sluice(args(&["checkpoints", "get", "a"]), with_env.clone()).await;
+    assert!(ok, "{err}");
+    let read: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(read["checkpoint"], checkpoint.as_str(), "{out}");
+
+    // A refusal: non-zero, the status on stderr, and no token anywhere.
+    let (ok, out, err) = sluice(args(&["targets", "resume", "nope"]), with_env.clone()).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("409") || err.contains("404"), "{err}");
+    let (ok, _, err) = sluice(
+        args(&["targets", "list"]),
+        vec![("SLUICE_ADMIN_TOKEN", "wrong".to_owned())],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
+    assert!(!err.contains(TOKEN), "{err}");
+    let (ok, _, err) = sluice(args(&["targets", "list"]), Vec::new()).await;
+    assert!(!ok);
+    assert!(err.contains("SLUICE_ADMIN_TOKEN"), "{err}");
+
+    let (ok, _, err) = sluice(args(&["targets", "resume", "a"]), with_env).await;
+    assert!(ok, "{err}");
+    stop(shutdown, worker).await;
+}
