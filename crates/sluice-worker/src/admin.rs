@@ -35,7 +35,10 @@ pub(crate) fn router(admin: Admin) -> Router {
     Router::new()
         .route("/v1/admin/targets", get(list))
         .route("/v1/admin/targets/{id}", get(get_target))
-        .route("/v1/admin/targets/{id}/checkpoint", get(get_checkpoint))
+        .route(
+            "/v1/admin/targets/{id}/checkpoint",
+            get(get_checkpoint).put(set_checkpoint),
+        )
         .route("/v1/admin/targets/{id}/pause", post(pause))
         .route("/v1/admin/targets/{id}/resume", post(resume))
         .route("/v1/admin/targets/{id}/restart", post(restart))
@@ -101,7 +104,9 @@ fn control_error(error: &ControlError) -> Response {
         ControlError::NotRunning(_) => StatusCode::NOT_FOUND,
         ControlError::NotPaused(_) | ControlError::AlreadyRunning(_) => StatusCode::CONFLICT,
         ControlError::WorkerGone => StatusCode::SERVICE_UNAVAILABLE,
-        ControlError::Failed(_) | ControlError::Timeout { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        ControlError::Failed(_)
+        | ControlError::Timeout { .. }
+        | ControlError::CheckpointNotWritten { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     refuse(status, error.kind(), error.to_string())
 }
@@ -174,6 +179,44 @@ async fn get_checkpoint(
                 .into_response()
         }
         None => control_error(&ControlError::NotRunning(id)),
+    }
+}
+
+/// `PUT …/checkpoint` with `{"checkpoint": "EVENT_ID"}`: the target resumes after that id.
+async fn set_checkpoint(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(refused) = authorize(&admin, &headers) {
+        return *refused;
+    }
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
+    let event_id = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("checkpoint")
+                .and_then(|c| c.as_str())
+                .map(str::to_owned)
+        })
+        .filter(|c| !c.is_empty() && !c.contains(['\n', '\r', '\0']));
+    let Some(event_id) = event_id else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_checkpoint",
+            "send {\"checkpoint\": \"EVENT_ID\"}: a non-empty event id without line breaks or NUL"
+                .to_owned(),
+        );
+    };
+    match admin.control.set_checkpoint(&id, event_id.clone()).await {
+        Ok(()) => {
+            axum::Json(json!({"target": id.as_str(), "checkpoint": event_id})).into_response()
+        }
+        Err(error) => control_error(&error),
     }
 }
 

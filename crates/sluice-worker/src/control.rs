@@ -37,6 +37,11 @@ pub(crate) enum Command {
     ListPaused {
         reply: oneshot::Sender<Vec<TargetId>>,
     },
+    SetCheckpoint {
+        id: TargetId,
+        event_id: String,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
 }
 
 /// A handle that starts, stops and lists the targets of a worker run with
@@ -130,6 +135,23 @@ impl Control {
         answer.await.map_err(|_| ControlError::WorkerGone)
     }
 
+    /// Moves a target's checkpoint to `event_id` (paused, written, resumed: see the admin API);
+    /// returns once the record is stored and the target runs from it again.
+    pub async fn set_checkpoint(
+        &self,
+        id: &TargetId,
+        event_id: String,
+    ) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::SetCheckpoint {
+            id: id.clone(),
+            event_id,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::WorkerGone)?
+    }
+
     async fn send(&self, command: Command) -> Result<(), ControlError> {
         self.tx
             .send(command)
@@ -212,6 +234,24 @@ pub(crate) async fn serve(
         }
         Command::ListPaused { reply } => {
             let _ = reply.send(paused.ids());
+        }
+        Command::SetCheckpoint {
+            id,
+            event_id,
+            reply,
+        } => {
+            let result = paused
+                .set_checkpoint(&id, event_id.clone(), supervisor, grace)
+                .await;
+            match &result {
+                Ok(()) => {
+                    tracing::info!(target_id = %id, checkpoint = %event_id, "checkpoint moved")
+                }
+                Err(error) => {
+                    tracing::warn!(target_id = %id, %error, kind = error.kind(), "checkpoint not moved")
+                }
+            }
+            let _ = reply.send(result);
         }
     }
 }

@@ -84,6 +84,40 @@ impl Paused {
         started
     }
 
+    /// Moves a target's checkpoint to `event_id`: a running target is paused first (its final
+    /// checkpoint stored), the record is written with an epoch above that run, and the target
+    /// resumes from it; a paused one stays paused, at the new checkpoint. So the target's own
+    /// paced writes cannot undo the move.
+    pub(crate) async fn set_checkpoint(
+        &mut self,
+        id: &TargetId,
+        event_id: String,
+        supervisor: &mut Supervisor,
+        grace: Duration,
+    ) -> Result<(), ControlError> {
+        let was_running = supervisor.config_of(id).is_some();
+        if was_running {
+            self.pause(id, supervisor, grace).await?;
+        } else if !self.entries.contains_key(id) {
+            return Err(ControlError::NotRunning(id.clone()));
+        }
+        let written = supervisor.write_checkpoint(id, &event_id, grace).await;
+        if written.is_ok()
+            && let Some(mut entry) = self.entries.remove(id)
+        {
+            supervisor.registry().remove(id);
+            entry.checkpoint = Some(event_id);
+            self.keep(id, entry, supervisor);
+        }
+        let resumed = if was_running {
+            self.resume(id, supervisor)
+        } else {
+            Ok(())
+        };
+        written?;
+        resumed
+    }
+
     /// Drops a paused target (it was stopped or started by other means): its row goes.
     pub(crate) fn forget(&mut self, id: &TargetId, supervisor: &Supervisor) -> bool {
         let was = self.entries.remove(id).is_some();

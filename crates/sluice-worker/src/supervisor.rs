@@ -62,6 +62,14 @@ pub enum ControlError {
         /// The time it had.
         within: Duration,
     },
+    /// A checkpoint record moved at run time was not stored.
+    #[error("the checkpoint of target {id} was not written: {reason}")]
+    CheckpointNotWritten {
+        /// The target.
+        id: TargetId,
+        /// Why (from the producer; no secrets).
+        reason: String,
+    },
     /// The worker is not running (it stopped, or has not started its targets yet).
     #[error("the worker is not running targets")]
     WorkerGone,
@@ -76,6 +84,7 @@ impl ControlError {
             ControlError::NotPaused(_) => "not_paused",
             ControlError::Failed(_) => "failed",
             ControlError::Timeout { .. } => "timeout",
+            ControlError::CheckpointNotWritten { .. } => "checkpoint_not_written",
             ControlError::WorkerGone => "worker_gone",
         }
     }
@@ -135,6 +144,37 @@ impl Supervisor {
     /// When this worker's status rows count time from.
     pub(crate) fn origin(&self) -> Instant {
         self.origin
+    }
+
+    /// Writes a checkpoint record for a target that does not run here (an operator moved its
+    /// resume point), with an owner epoch above every run of it here; returns that epoch once
+    /// Kafka stored the record (within `within`).
+    pub(crate) async fn write_checkpoint(
+        &mut self,
+        id: &TargetId,
+        event_id: &str,
+        within: Duration,
+    ) -> Result<u64, ControlError> {
+        if self.running.contains_key(id) {
+            return Err(ControlError::AlreadyRunning(id.clone()));
+        }
+        let epoch = self.next_epoch(id, None);
+        let failed = |reason: String| ControlError::CheckpointNotWritten {
+            id: id.clone(),
+            reason,
+        };
+        let pending = self
+            .kafka
+            .write_checkpoint(id, event_id, epoch, sluice_publish::Mark::Plain)
+            .map_err(|error| failed(error.to_string()))?;
+        match tokio::time::timeout(within, pending).await {
+            Ok(Ok(_)) => Ok(epoch),
+            Ok(Err(error)) => Err(failed(error.to_string())),
+            Err(_) => Err(failed(format!(
+                "no answer from Kafka within {}s",
+                within.as_secs_f64()
+            ))),
+        }
     }
 
     /// The owner epoch of a running target.

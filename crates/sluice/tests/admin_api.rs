@@ -275,3 +275,78 @@ async fn the_cli_verbs_talk_to_a_workers_admin_api() {
     assert!(ok, "{err}");
     stop(shutdown, worker).await;
 }
+
+#[tokio::test]
+async fn moving_a_checkpoint_goes_through_the_owner_and_the_target_resumes_after_it() {
+    let rig = Rig::new("admin-checkpoint").await;
+    let sim = sim(1_000_000, 200.0).await;
+    rig.target("a", &format!("{}?last_event_id=0", sim.stream_url()), "");
+    std::fs::write(rig.dir.join("admin-token"), TOKEN).unwrap();
+    let (base, shutdown, worker) = start(&rig, "admin:\n  token: {file: admin-token}\n").await;
+    rig.wait_all_ids(&[("a", 30)]).await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/admin/targets/a/checkpoint");
+
+    // Invalid: refused, nothing changes.
+    for body in [
+        r#"{"checkpoint": ""}"#,
+        r#"{"checkpoint": "1\n2"}"#,
+        "not json",
+    ] {
+        let answer = http
+            .put(&url)
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+
+    // Back to 5, through the CLI: paused, written above the run's epoch, resumed after it.
+    let (ok, out, err) = sluice(
+        vec![
+            "checkpoints".into(),
+            "set".into(),
+            "a".into(),
+            "5".into(),
+            "--worker".into(),
+            base.clone(),
+        ],
+        vec![("SLUICE_ADMIN_TOKEN", TOKEN.to_owned())],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("\"5\""), "{out}");
+    // The upstream is asked for what follows 5 again: 6 lands a second time, then the rest.
+    let records = rig
+        .records_until(|records| ids_of(records, "a").iter().filter(|id| **id == 6).count() >= 2)
+        .await;
+    let a_ids = ids_of(&records, "a");
+    let newest = a_ids.iter().copied().max().unwrap_or(0);
+    rig::assert_complete_in_order("a", &a_ids, newest);
+    // And the target's own later checkpoints carry an epoch above the moved one: they win.
+    let newest_after = newest + 20;
+    rig.wait_all_ids(&[("a", newest_after)]).await;
+    let read: Value = http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(read["owner_epoch"].as_u64().unwrap() >= 3, "{read}");
+
+    // A target not here: 404.
+    let answer = http
+        .put(format!("{base}/v1/admin/targets/nope/checkpoint"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"checkpoint": "5"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    stop(shutdown, worker).await;
+}

@@ -66,6 +66,8 @@ pub struct CheckpointsArgs {
 pub enum CheckpointsVerb {
     /// A target's checkpoint as the worker last stored it.
     Get { id: String },
+    /// Move a target's checkpoint: it resumes after `event_id` (paused, written, resumed).
+    Set { id: String, event_id: String },
 }
 
 /// Runs `sluice targets VERB`.
@@ -86,15 +88,24 @@ pub async fn targets(args: TargetsArgs) -> ExitCode {
             format!("/targets/{}/restart", segment(id)),
         ),
     };
-    call("targets", &args.api, method, &path).await
+    call("targets", &args.api, method, &path, None).await
 }
 
 /// Runs `sluice checkpoints VERB`.
 pub async fn checkpoints(args: CheckpointsArgs) -> ExitCode {
-    let path = match &args.verb {
-        CheckpointsVerb::Get { id } => format!("/targets/{}/checkpoint", segment(id)),
+    let (method, path, body) = match &args.verb {
+        CheckpointsVerb::Get { id } => (
+            reqwest::Method::GET,
+            format!("/targets/{}/checkpoint", segment(id)),
+            None,
+        ),
+        CheckpointsVerb::Set { id, event_id } => (
+            reqwest::Method::PUT,
+            format!("/targets/{}/checkpoint", segment(id)),
+            Some(serde_json::json!({ "checkpoint": event_id })),
+        ),
     };
-    call("checkpoints", &args.api, reqwest::Method::GET, &path).await
+    call("checkpoints", &args.api, method, &path, body).await
 }
 
 /// A target id as one path segment (ids are `[A-Za-z0-9._-]`; anything else is escaped).
@@ -124,7 +135,13 @@ fn token(api: &WorkerApi) -> Result<String, String> {
     Ok(token)
 }
 
-async fn call(command: &str, api: &WorkerApi, method: reqwest::Method, path: &str) -> ExitCode {
+async fn call(
+    command: &str,
+    api: &WorkerApi,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> ExitCode {
     let fail = |message: String| {
         let _ = writeln!(std::io::stderr(), "sluice {command}: {message}");
         ExitCode::FAILURE
@@ -134,11 +151,15 @@ async fn call(command: &str, api: &WorkerApi, method: reqwest::Method, path: &st
         Err(message) => return fail(message),
     };
     let url = format!("{}/v1/admin{path}", api.worker.trim_end_matches('/'));
-    let answer = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .request(method, &url)
-        .bearer_auth(token)
-        .send()
-        .await;
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+    }
+    let answer = request.send().await;
     let answer = match answer {
         Ok(answer) => answer,
         Err(error) => {
