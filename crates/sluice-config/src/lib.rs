@@ -50,7 +50,7 @@ pub use target::{
 };
 pub use validate::MAX_DURATION;
 pub use worker::{
-    Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,
+    AdminConfig, Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,
 };
 
 /// Loads and validates `worker_yaml` (with `SLUICE__…` environment overrides) and every target

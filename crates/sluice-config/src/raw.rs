@@ -25,6 +25,15 @@ pub(crate) struct RawWorker {
     pub fleet: Option<RawFleet>,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// `admin`: the worker's admin API (off without a token).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub token: Option<RawValueRef>,
 }
 
 /// `fleet`: `none`, or the group's settings.

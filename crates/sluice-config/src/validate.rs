@@ -36,7 +36,7 @@ use crate::target::{
     TargetConfig, TargetId, TargetProxy,
 };
 use crate::worker::{
-    Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,
+    AdminConfig, Backoff, Defaults, HttpConfig, KafkaConfig, ShutdownConfig, Topics, WorkerConfig,
 };
 
 /// Problems found so far, all tied to one file at a time.

@@ -36,8 +36,17 @@ pub struct WorkerConfig {
     pub fleet: Fleet,
     /// What `/metrics` exposes per target.
     pub metrics: MetricsConfig,
+    /// The admin API on the operations server.
+    pub admin: AdminConfig,
     /// Every target, sorted by id, disabled ones included (see [`TargetConfig::enabled`]).
     pub targets: Vec<TargetConfig>,
+}
+
+/// The admin API (`/v1/admin/...` on the operations server): off unless a token is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The bearer token every admin request must carry (`None`: the API is off).
+    pub token: Option<SecretRef>,
 }
 
 /// Kafka producer settings.

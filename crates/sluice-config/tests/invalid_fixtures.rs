@@ -202,6 +202,12 @@ fn aggregate_delete_and_reset_events_must_pass_the_event_type_filter() {
 }
 
 #[test]
+fn an_inline_admin_token_is_refused_without_showing_it() {
+    assert_fixture("admin_token_rules");
+    assert!(!load("admin_token_rules").to_string().contains("s3cret"));
+}
+
+#[test]
 fn fleet_settings_are_checked_field_by_field() {
     assert_fixture("fleet_rules");
 }
@@ -378,6 +384,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         .collect();
     rules.sort();
     let known = [
+        "admin_token_rules",
         "aggregate_bad_base_timeout",
         "aggregate_bad_base_url",
         "aggregate_bad_json_pointer",

@@ -9,6 +9,7 @@ use std::time::Duration;
 use sluice_config::{TargetConfig, TargetId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::paused::Paused;
 use crate::supervisor::{ControlError, Stopped, Supervisor};
 
 /// Commands a worker takes at run time.
@@ -24,6 +25,22 @@ pub(crate) enum Command {
     },
     List {
         reply: oneshot::Sender<Vec<TargetId>>,
+    },
+    Pause {
+        id: TargetId,
+        reply: oneshot::Sender<Result<Stopped, ControlError>>,
+    },
+    Resume {
+        id: TargetId,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    ListPaused {
+        reply: oneshot::Sender<Vec<TargetId>>,
+    },
+    SetCheckpoint {
+        id: TargetId,
+        event_id: String,
+        reply: oneshot::Sender<Result<(), ControlError>>,
     },
 }
 
@@ -87,6 +104,54 @@ impl Control {
         answer.await.map_err(|_| ControlError::WorkerGone)
     }
 
+    /// Pauses a running target: returns once it drained and its final checkpoint is stored;
+    /// it stays defined (shown in `/status` as stopped, delivery `paused`) until resumed,
+    /// stopped or started again.
+    pub async fn pause(&self, id: &TargetId) -> Result<Stopped, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Pause {
+            id: id.clone(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::WorkerGone)?
+    }
+
+    /// Resumes a paused target from its final checkpoint, with the definition it ran with.
+    pub async fn resume(&self, id: &TargetId) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Resume {
+            id: id.clone(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::WorkerGone)?
+    }
+
+    /// The ids of the paused targets, in order.
+    pub async fn paused(&self) -> Result<Vec<TargetId>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::ListPaused { reply }).await?;
+        answer.await.map_err(|_| ControlError::WorkerGone)
+    }
+
+    /// Moves a target's checkpoint to `event_id` (paused, written, resumed: see the admin API);
+    /// returns once the record is stored and the target runs from it again.
+    pub async fn set_checkpoint(
+        &self,
+        id: &TargetId,
+        event_id: String,
+    ) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::SetCheckpoint {
+            id: id.clone(),
+            event_id,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::WorkerGone)?
+    }
+
     async fn send(&self, command: Command) -> Result<(), ControlError> {
         self.tx
             .send(command)
@@ -96,7 +161,12 @@ impl Control {
 }
 
 /// Carries out one command; a stop may take up to `grace`.
-pub(crate) async fn serve(command: Command, supervisor: &mut Supervisor, grace: Duration) {
+pub(crate) async fn serve(
+    command: Command,
+    supervisor: &mut Supervisor,
+    paused: &mut Paused,
+    grace: Duration,
+) {
     match command {
         Command::Start {
             config,
@@ -105,6 +175,8 @@ pub(crate) async fn serve(command: Command, supervisor: &mut Supervisor, grace: 
         } => {
             let config = Arc::new(*config);
             let id = config.id.clone();
+            // A start replaces a pause of the same target.
+            paused.forget(&id, supervisor);
             // An epoch above every run of the target here (none was read for this start).
             let resume = resume_from.map(|event_id| sluice_publish::Resume {
                 event_id,
@@ -119,6 +191,11 @@ pub(crate) async fn serve(command: Command, supervisor: &mut Supervisor, grace: 
             let _ = reply.send(result);
         }
         Command::Stop { id, reply } => {
+            if paused.forget(&id, supervisor) {
+                tracing::info!(target_id = %id, "paused target stopped");
+                let _ = reply.send(Ok(Stopped { checkpoint: None }));
+                return;
+            }
             let result = supervisor.stop(&id, grace).await;
             match &result {
                 Ok(stopped) => {
@@ -132,6 +209,49 @@ pub(crate) async fn serve(command: Command, supervisor: &mut Supervisor, grace: 
         }
         Command::List { reply } => {
             let _ = reply.send(supervisor.ids());
+        }
+        Command::Pause { id, reply } => {
+            let result = paused.pause(&id, supervisor, grace).await;
+            match &result {
+                Ok(stopped) => {
+                    tracing::info!(target_id = %id, checkpoint = ?stopped.checkpoint, "target paused")
+                }
+                Err(error) => {
+                    tracing::warn!(target_id = %id, %error, kind = error.kind(), "target not paused")
+                }
+            }
+            let _ = reply.send(result);
+        }
+        Command::Resume { id, reply } => {
+            let result = paused.resume(&id, supervisor);
+            match &result {
+                Ok(()) => tracing::info!(target_id = %id, "target resumed"),
+                Err(error) => {
+                    tracing::warn!(target_id = %id, %error, kind = error.kind(), "target not resumed")
+                }
+            }
+            let _ = reply.send(result);
+        }
+        Command::ListPaused { reply } => {
+            let _ = reply.send(paused.ids());
+        }
+        Command::SetCheckpoint {
+            id,
+            event_id,
+            reply,
+        } => {
+            let result = paused
+                .set_checkpoint(&id, event_id.clone(), supervisor, grace)
+                .await;
+            match &result {
+                Ok(()) => {
+                    tracing::info!(target_id = %id, checkpoint = %event_id, "checkpoint moved")
+                }
+                Err(error) => {
+                    tracing::warn!(target_id = %id, %error, kind = error.kind(), "checkpoint not moved")
+                }
+            }
+            let _ = reply.send(result);
         }
     }
 }

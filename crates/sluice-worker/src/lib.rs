@@ -9,6 +9,7 @@
 //! event; delivery errors are retried, never dropped), grow memory when Kafka is slow (reading
 //! pauses instead), or show a secret anywhere (logs, metrics, `/status`, errors).
 
+mod admin;
 mod control;
 mod error;
 mod fleet;
@@ -18,6 +19,7 @@ mod landed;
 mod lanes;
 mod metrics;
 mod nudge;
+mod paused;
 mod pool;
 mod registry;
 mod startup;
@@ -117,6 +119,7 @@ pub async fn run_controlled(
     // resident, at its full size (measured: docs/BENCHMARKS.md, the density steps table).
     targets.shrink_to_fit();
     let registry = Arc::new(Registry::default());
+    let (admin_control, admin_inbox) = Control::channel();
     let metrics = Metrics::new(registry.clone(), config.metrics.per_target)?;
     let in_flight_publisher = publisher.clone();
     let ops = Arc::new(http::Ops {
@@ -131,13 +134,23 @@ pub async fn run_controlled(
     let server = {
         let stop = server_stop.clone();
         let router = http::router(ops.clone());
+        // The admin API, only with a token: its commands reach the loop through `admin_inbox`.
+        let router = match config.admin.token.clone() {
+            Some(token) => router.merge(admin::router(admin::Admin {
+                token,
+                control: admin_control,
+                registry: registry.clone(),
+            })),
+            None => router,
+        };
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
         tracing::info!(
             %addr,
-            "operations server listening (/metrics, /status, /healthz, /readyz)"
+            admin_api = config.admin.token.is_some(),
+            "operations server listening (/metrics, /status, /healthz, /readyz; /v1/admin with a token)"
         );
         tokio::spawn(async move {
             let served = axum::serve(listener, router)
@@ -159,6 +172,7 @@ pub async fn run_controlled(
         ops: &ops,
         shutdown,
         inbox,
+        admin_inbox,
     })
     .await;
     ops.stopping.store(true, Ordering::Relaxed);
@@ -178,6 +192,8 @@ struct Run<'a> {
     ops: &'a http::Ops,
     shutdown: CancellationToken,
     inbox: ControlReceiver,
+    /// The admin API's commands (none come when it is off).
+    admin_inbox: ControlReceiver,
 }
 
 async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
@@ -191,6 +207,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         ops,
         shutdown,
         mut inbox,
+        mut admin_inbox,
     } = run;
     let mut topics: Vec<&str> = targets.iter().map(|t| t.topic.as_str()).collect();
     topics.sort_unstable();
@@ -270,6 +287,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         }
     };
     let mut supervisor = Supervisor::new(shared, sink, registry, origin);
+    let mut paused = paused::Paused::default();
     let mut fleet = match group {
         Some(group) => {
             let membership = fleet::Membership::join(
@@ -327,7 +345,10 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                 landed::serve_landed(landed, &mut watch, &mut fleet, &owner, &mut supervisor, ops, config.shutdown.grace).await;
             }
             Some(command) = inbox.next() => {
-                control::serve(command, &mut supervisor, config.shutdown.grace).await;
+                control::serve(command, &mut supervisor, &mut paused, config.shutdown.grace).await;
+            }
+            Some(command) = admin_inbox.next() => {
+                control::serve(command, &mut supervisor, &mut paused, config.shutdown.grace).await;
             }
             _ = lease_tick.tick(), if fleet.is_some() => {
                 if let Some((membership, ownership)) = &mut fleet {

@@ -35,6 +35,8 @@ struct Handle {
     /// The owner epoch of this run.
     epoch: u64,
     rewrite: Arc<Nudge>,
+    /// Its definition, kept so a paused target can start again as it was.
+    config: Arc<TargetConfig>,
 }
 
 /// Why a start or a stop was refused, or a stop did not finish cleanly.
@@ -49,6 +51,9 @@ pub enum ControlError {
     /// The target's task failed (panicked) while stopping: its final checkpoint may be missing.
     #[error("target {0} failed while stopping; its final checkpoint may not be written")]
     Failed(TargetId),
+    /// The target is not paused (resume of a target that runs, or that is not defined here).
+    #[error("target {0} is not paused")]
+    NotPaused(TargetId),
     /// The target did not drain within the time allowed (Kafka unreachable, say).
     #[error("target {id} did not drain within {}s", .within.as_secs_f64())]
     Timeout {
@@ -56,6 +61,14 @@ pub enum ControlError {
         id: TargetId,
         /// The time it had.
         within: Duration,
+    },
+    /// A checkpoint record moved at run time was not stored.
+    #[error("the checkpoint of target {id} was not written: {reason}")]
+    CheckpointNotWritten {
+        /// The target.
+        id: TargetId,
+        /// Why (from the producer; no secrets).
+        reason: String,
     },
     /// The worker is not running (it stopped, or has not started its targets yet).
     #[error("the worker is not running targets")]
@@ -68,8 +81,10 @@ impl ControlError {
         match self {
             ControlError::AlreadyRunning(_) => "already_running",
             ControlError::NotRunning(_) => "not_running",
+            ControlError::NotPaused(_) => "not_paused",
             ControlError::Failed(_) => "failed",
             ControlError::Timeout { .. } => "timeout",
+            ControlError::CheckpointNotWritten { .. } => "checkpoint_not_written",
             ControlError::WorkerGone => "worker_gone",
         }
     }
@@ -114,6 +129,52 @@ impl Supervisor {
     /// The ids of the running targets, in order.
     pub(crate) fn ids(&self) -> Vec<TargetId> {
         self.running.keys().cloned().collect()
+    }
+
+    /// The definition of a running target.
+    pub(crate) fn config_of(&self, id: &TargetId) -> Option<Arc<TargetConfig>> {
+        self.running.get(id).map(|h| h.config.clone())
+    }
+
+    /// The registry `/status` and `/metrics` read (a paused target keeps a row there).
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// When this worker's status rows count time from.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// Writes a checkpoint record for a target that does not run here (an operator moved its
+    /// resume point), with an owner epoch above every run of it here; returns that epoch once
+    /// Kafka stored the record (within `within`).
+    pub(crate) async fn write_checkpoint(
+        &mut self,
+        id: &TargetId,
+        event_id: &str,
+        within: Duration,
+    ) -> Result<u64, ControlError> {
+        if self.running.contains_key(id) {
+            return Err(ControlError::AlreadyRunning(id.clone()));
+        }
+        let epoch = self.next_epoch(id, None);
+        let failed = |reason: String| ControlError::CheckpointNotWritten {
+            id: id.clone(),
+            reason,
+        };
+        let pending = self
+            .kafka
+            .write_checkpoint(id, event_id, epoch, sluice_publish::Mark::Plain)
+            .map_err(|error| failed(error.to_string()))?;
+        match tokio::time::timeout(within, pending).await {
+            Ok(Ok(_)) => Ok(epoch),
+            Ok(Err(error)) => Err(failed(error.to_string())),
+            Err(_) => Err(failed(format!(
+                "no answer from Kafka within {}s",
+                within.as_secs_f64()
+            ))),
+        }
     }
 
     /// The owner epoch of a running target.
@@ -281,6 +342,7 @@ impl Supervisor {
                 status,
                 epoch,
                 rewrite,
+                config,
             },
         );
     }

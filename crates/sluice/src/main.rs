@@ -85,6 +85,10 @@ enum Command {
     DeadLetters(cmd::dead_letters::DeadLettersArgs),
     /// List the metric families a worker and an aggregator expose in a `metrics.per_target` mode.
     Metrics(cmd::metrics::MetricsArgs),
+    /// A worker's targets through its admin API: list, get, pause, resume, restart.
+    Targets(cmd::admin::TargetsArgs),
+    /// A target's checkpoint through a worker's admin API.
+    Checkpoints(cmd::admin::CheckpointsArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +103,8 @@ fn main() -> ExitCode {
         Command::Demo(_) => "demo",
         Command::DeadLetters(_) => "dead-letters",
         Command::Metrics(_) => "metrics",
+        Command::Targets(_) => "targets",
+        Command::Checkpoints(_) => "checkpoints",
     };
     // The root span of the run: there is always at least one span to export.
     let span = tracing::info_span!(telemetry::ROOT_SPAN, command);
@@ -136,6 +142,8 @@ fn run(command: Command, span: tracing::Span) -> ExitCode {
                 Command::Demo(args) => cmd::demo::run(args, shutdown).await,
                 Command::DeadLetters(args) => cmd::dead_letters::run(args).await,
                 Command::Metrics(args) => cmd::metrics::run(&args),
+                Command::Targets(args) => cmd::admin::targets(args).await,
+                Command::Checkpoints(args) => cmd::admin::checkpoints(args).await,
                 Command::Sim(args) => match cmd::sim::run(args, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {

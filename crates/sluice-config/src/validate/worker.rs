@@ -79,6 +79,13 @@ pub(crate) fn worker(
     let shutdown = c.shutdown(&raw.shutdown);
     let fleet = super::fleet::fleet(&mut c, raw.fleet.as_ref());
     let metrics = c.metrics(&raw.metrics);
+    let admin = AdminConfig {
+        token: raw
+            .admin
+            .token
+            .as_ref()
+            .and_then(|token| c.secret("admin.token", token)),
+    };
 
     WorkerConfig {
         file: file.to_owned(),
@@ -91,6 +98,7 @@ pub(crate) fn worker(
         shutdown,
         fleet,
         metrics,
+        admin,
         targets: Vec::new(),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand: argument struct plus `run`; `builtin_config` is the demo's
 //! compiled-in configuration.
 
+pub mod admin;
 pub mod aggregator;
 pub mod builtin_config;
 pub mod dead_letters;
