@@ -150,10 +150,15 @@ pub async fn run_controlled(
             ),
             this_worker: owner.to_string(),
         };
+        metrics
+            .fleet
+            .targets
+            .set(i64::try_from(targets.len()).unwrap_or(i64::MAX));
         tokio::spawn(status::fleet_view::follow(
             kafka.clone(),
             describe,
             ops.fleet.clone(),
+            metrics.fleet.unowned_targets.clone(),
             server_stop.clone(),
         ));
     }

@@ -341,6 +341,26 @@ async fn a_fleet_members_view_shows_who_owns_which_partitions_and_targets() {
     let mine: BTreeSet<String> = ids(&query(&first, "").await).into_iter().collect();
     assert!(mine.is_disjoint(&others), "{mine:?} / {others:?}");
 
+    // The fleet's metrics: between the two, every partition and target is owned once, every
+    // target was handed over (started from an assignment) and its handover timed.
+    let metric_sum =
+        async |name: &str| -> f64 { first.metric(name).await + second.metric(name).await };
+    for (name, expected) in [
+        ("sluice_fleet_owned_partitions", f64::from(PARTITIONS)),
+        ("sluice_fleet_owned_targets", 4.0),
+        ("sluice_fleet_unowned_targets", 0.0),
+    ] {
+        assert_eq!(metric_sum(name).await, expected, "{name}");
+    }
+    assert_eq!(first.metric("sluice_fleet_targets").await, 4.0);
+    assert!(first.metric("sluice_fleet_rebalances_total").await >= 1.0);
+    assert!(metric_sum("sluice_fleet_handovers_total").await >= 4.0);
+    first
+        .wait_for("every handover to be timed", async |_| {
+            metric_sum("sluice_fleet_handover_seconds_count").await >= 4.0
+        })
+        .await;
+
     // The console shows the fleet table.
     let (_, html) = first.get("/status.html").await.unwrap();
     assert!(html.contains("id=\"fleet\""), "{html}");

@@ -214,11 +214,13 @@ impl Describe {
     }
 }
 
-/// Describes the group every [`EVERY`] into `view` until `stop`.
+/// Describes the group every [`EVERY`] into `view` (and its unowned targets into `unowned`)
+/// until `stop`.
 pub async fn follow(
     kafka: ClientConfig,
     describe: Describe,
     view: Arc<Mutex<Option<FleetView>>>,
+    unowned: prometheus::IntGauge,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let client: BaseConsumer = match kafka.create() {
@@ -244,7 +246,10 @@ pub async fn follow(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match result {
-            Ok(fresh) => *slot = Some(fresh),
+            Ok(fresh) => {
+                unowned.set(i64::try_from(fresh.unowned_targets).unwrap_or(i64::MAX));
+                *slot = Some(fresh);
+            }
             Err(error) => {
                 tracing::debug!(%error, "cannot describe the fleet's group");
                 let mut last = slot.take().unwrap_or_else(|| FleetView {
