@@ -46,8 +46,8 @@ pub use error::WorkerError;
 pub use kafka_config::kafka_client_config;
 pub use metrics::{Kind, Metrics, MetricsError, catalog};
 pub use registry::Registry;
-pub use status::query;
 pub use status::{Delivery, State, StatusRow, TargetStatus};
+pub use status::{console, query};
 pub use supervisor::{ControlError, Stopped};
 pub use target::{CHECKPOINT_INTERVAL, WINDOW};
 

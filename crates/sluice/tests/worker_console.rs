@@ -212,12 +212,12 @@ async fn chromium_clicks_a_state_filter_and_reads_the_filtered_table() {
 
     // Screenshots for docs/ when asked (SLUICE_CONSOLE_SCREENSHOTS=docs).
     if let Ok(dir) = std::env::var("SLUICE_CONSOLE_SCREENSHOTS") {
-        // Two history samples first, so the charts have lines.
+        // A few history samples first, so the charts have lines.
         worker
-            .wait_for("two history samples", async |w| {
+            .wait_for("four history samples", async |w| {
                 let (_, body) = w.get("/status/history.json").await.unwrap_or_default();
                 let history: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                history["samples"].as_array().is_some_and(|s| s.len() >= 2)
+                history["samples"].as_array().is_some_and(|s| s.len() >= 4)
             })
             .await;
         for (name, query) in [

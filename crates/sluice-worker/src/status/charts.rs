@@ -63,11 +63,12 @@ fn chart(
         "<figure id=\"chart-{id}\"><svg width=\"{WIDTH}\" height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" \
          role=\"img\" aria-label=\"{title}\">"
     );
-    let step = WIDTH / (KEEP as f64 - 1.0);
+    // The samples there are span the width (up to the hour kept), the newest at the right.
+    let longest = series.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    let step = WIDTH / (longest.clamp(2, KEEP) as f64 - 1.0);
     let scale = if max > 0.0 { (HEIGHT - 6.0) / max } else { 0.0 };
     for (colour, values) in series {
-        // Right-aligned: the newest sample at the right edge.
-        let offset = KEEP.saturating_sub(values.len());
+        let offset = longest.saturating_sub(values.len());
         let mut points = String::new();
         for (i, value) in values.iter().enumerate() {
             match value {
@@ -97,9 +98,10 @@ fn chart(
     }
     let _ = write!(
         html,
-        "</svg><figcaption>{title}: now {} (max {})</figcaption></figure>",
+        "</svg><figcaption>{title}: now {} (max {}, last {} min)</figcaption></figure>",
         last.join(" / "),
-        label(max)
+        label(max),
+        (longest as u64 * EVERY.as_secs()).div_ceil(60)
     );
 }
 
@@ -131,6 +133,8 @@ mod tests {
         // p50 and p99 each in two pieces around the gap, events and reconnects in one.
         assert_eq!(html.matches("<polyline").count(), 6, "{html}");
         assert!(html.contains("now 4.0 ms / 4.0 ms"), "{html}");
+        // Three samples span the width: the last point at the right edge.
+        assert!(html.contains("360.0,"), "{html}");
 
         let mut empty = String::new();
         all(&mut empty, &[]);
