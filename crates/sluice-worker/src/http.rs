@@ -175,8 +175,28 @@ async fn history_json(State(ops): State<Arc<Ops>>) -> Response {
     .into_response()
 }
 
-async fn fleet_json(State(ops): State<Arc<Ops>>) -> Response {
+async fn fleet_json(
+    State(ops): State<Arc<Ops>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     match fleet_now(&ops) {
+        // `?target=ID`: that target's partition and owner (any target id: the partitioner
+        // decides, whichever worker's files list it).
+        Some(fleet) if params.contains_key("target") => {
+            let target = params.get("target").map(String::as_str).unwrap_or_default();
+            let partition = sluice_publish::partition_for(target, fleet.partitions);
+            let owner = fleet
+                .members
+                .iter()
+                .find(|m| m.partitions.contains(&partition));
+            axum::Json(serde_json::json!({
+                "target": target,
+                "partition": partition,
+                "owner": owner.map(|m| m.client_id.as_str()),
+                "member_id": owner.map(|m| m.member_id.as_str()),
+            }))
+            .into_response()
+        }
         Some(fleet) => axum::Json(fleet).into_response(),
         None if ops.owner.is_none() => {
             (StatusCode::NOT_FOUND, "not in a fleet (fleet: none)\n").into_response()

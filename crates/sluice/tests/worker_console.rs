@@ -361,6 +361,32 @@ async fn a_fleet_members_view_shows_who_owns_which_partitions_and_targets() {
         })
         .await;
 
+    // Any target's owner, from either worker: the member whose worker runs it.
+    let names = [
+        (first.get("/status/fleet.json").await, &mine),
+        (second.get("/status/fleet.json").await, &others),
+    ]
+    .map(|(answer, runs)| {
+        let view: Value = serde_json::from_str(&answer.expect("fleet view").1).unwrap();
+        (
+            view["this_worker"].as_str().unwrap().to_owned(),
+            runs.clone(),
+        )
+    });
+    for id in &targets {
+        let (code, body) = second
+            .get(&format!("/status/fleet.json?target={id}"))
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        let runner = names
+            .iter()
+            .find(|(_, runs)| runs.contains(id))
+            .map(|(name, _)| name.as_str());
+        assert_eq!(answer["owner"].as_str(), runner, "{id}: {answer}");
+    }
+
     // The console shows the fleet table.
     let (_, html) = first.get("/status.html").await.unwrap();
     assert!(html.contains("id=\"fleet\""), "{html}");
