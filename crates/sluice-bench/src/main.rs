@@ -30,6 +30,7 @@ mod procfs;
 mod report;
 mod scrape;
 mod simproc;
+mod status;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,6 +77,9 @@ enum Command {
     /// One `/metrics` scrape of a worker and an aggregator at fleet size in each
     /// `metrics.per_target` mode: series, bytes, render time.
     Scrape(scrape::ScrapeArgs),
+    /// One answer of the worker's console at fleet size: the server-side table, its JSON and
+    /// the HTML page, per query.
+    Status(status::StatusArgs),
 }
 
 /// How a baseline publishes.
@@ -314,6 +318,7 @@ fn main() -> anyhow::Result<()> {
                 Command::Chaos(args) => chaos::run(args).await,
                 Command::Handover(args) => chaos::handover::run(args).await,
                 Command::Scrape(args) => scrape::run(args),
+                Command::Status(args) => status::run(args),
                 Command::Baseline(args) => {
                     baseline::run(baseline::Baseline {
                         mode: args.mode,

@@ -5,16 +5,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use html_escape::encode_text;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::status::{Delivery, StatusRow};
+use crate::status::Delivery;
+use crate::status::fleet_view::FleetView;
+use crate::status::history::History;
+use crate::status::query::{Table, TableQuery};
 
 /// What the handlers read.
 pub struct Ops {
@@ -30,6 +34,12 @@ pub struct Ops {
     pub producer_in_flight: Box<dyn Fn() -> i64 + Send + Sync>,
     /// Why the worker is not ready yet, when it knows (shown by `/readyz`).
     pub not_ready_reason: std::sync::Mutex<Option<String>>,
+    /// The last hour's samples (`/status/history.json`, the console's charts).
+    pub history: Arc<History>,
+    /// The fleet as its group describes it (`None` with `fleet: none`, or before the first).
+    pub fleet: Arc<std::sync::Mutex<Option<FleetView>>>,
+    /// This worker's owner name in a fleet (each row's `owner`).
+    pub owner: Option<Arc<str>>,
 }
 
 impl Ops {
@@ -49,6 +59,8 @@ pub fn router(ops: Arc<Ops>) -> Router {
         .route("/status", get(status))
         .route("/status.json", get(status_json))
         .route("/status.html", get(status_html))
+        .route("/status/history.json", get(history_json))
+        .route("/status/fleet.json", get(fleet_json))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(status_html))
@@ -115,111 +127,145 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
 #[derive(Serialize)]
 struct StatusBody {
     ready: bool,
-    targets: Vec<StatusRow>,
+    #[serde(flatten)]
+    table: Table,
 }
 
-fn rows(ops: &Ops) -> StatusBody {
-    StatusBody {
+/// The table of `query` over the rows now (off the event threads: 10,000 rows take a while).
+async fn answer(ops: &Arc<Ops>, query: TableQuery) -> Result<StatusBody, Refusal> {
+    let rows = ops.targets.snapshot();
+    let table = tokio::task::spawn_blocking(move || crate::status::query::table(&rows, &query))
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "building the status table failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "building the status table failed\n".to_owned(),
+            )
+        })?;
+    let mut table = table;
+    if let Some(owner) = &ops.owner {
+        for row in &mut table.targets {
+            row.owner = Some(owner.to_string());
+        }
+    }
+    Ok(StatusBody {
         ready: ops.ready.load(Ordering::Relaxed),
-        targets: ops.targets.snapshot().iter().map(|s| s.row()).collect(),
+        table,
+    })
+}
+
+fn fleet_now(ops: &Ops) -> Option<FleetView> {
+    ops.fleet
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+async fn history_json(State(ops): State<Arc<Ops>>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        every_seconds: u64,
+        samples: Vec<crate::status::history::Sample>,
+    }
+    axum::Json(Body {
+        every_seconds: crate::status::history::EVERY.as_secs(),
+        samples: ops.history.samples(),
+    })
+    .into_response()
+}
+
+async fn fleet_json(
+    State(ops): State<Arc<Ops>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    match fleet_now(&ops) {
+        // `?target=ID`: that target's partition and owner (any target id: the partitioner
+        // decides, whichever worker's files list it).
+        Some(fleet) if params.contains_key("target") => {
+            let target = params.get("target").map(String::as_str).unwrap_or_default();
+            let partition = sluice_publish::partition_for(target, fleet.partitions);
+            let owner = fleet
+                .members
+                .iter()
+                .find(|m| m.partitions.contains(&partition));
+            axum::Json(serde_json::json!({
+                "target": target,
+                "partition": partition,
+                "owner": owner.map(|m| m.client_id.as_str()),
+                "member_id": owner.map(|m| m.member_id.as_str()),
+            }))
+            .into_response()
+        }
+        Some(fleet) => axum::Json(fleet).into_response(),
+        None if ops.owner.is_none() => {
+            (StatusCode::NOT_FOUND, "not in a fleet (fleet: none)\n").into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the fleet's group is not described yet\n",
+        )
+            .into_response(),
     }
 }
 
-async fn status(State(ops): State<Arc<Ops>>, headers: HeaderMap) -> Response {
+/// A request the status handlers answer with an error status and a message.
+type Refusal = (StatusCode, String);
+
+fn parse_query(params: &HashMap<String, String>) -> Result<TableQuery, Refusal> {
+    TableQuery::parse(params).map_err(|error| (StatusCode::BAD_REQUEST, format!("{error}\n")))
+}
+
+async fn status(
+    State(ops): State<Arc<Ops>>,
+    params: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
     if wants_html {
-        status_html(State(ops)).await.into_response()
+        status_html(State(ops), params).await
     } else {
-        status_json(State(ops)).await
+        status_json(State(ops), params).await
     }
 }
 
-async fn status_json(State(ops): State<Arc<Ops>>) -> Response {
-    axum::Json(rows(&ops)).into_response()
-}
-
-async fn status_html(State(ops): State<Arc<Ops>>) -> Html<String> {
-    Html(render_html(&rows(&ops)))
-}
-
-fn render_html(body: &StatusBody) -> String {
-    use std::fmt::Write as _;
-    let mut html = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
-         <title>sluice worker</title><style>body{font:14px system-ui,sans-serif;margin:1.5em}\
-         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
-         th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}\
-         .streaming{color:#070}.backoff,.connecting{color:#a60}.stopped{color:#a00}</style></head><body>",
-    );
-    let _ = write!(
-        html,
-        "<h1>sluice worker</h1><p>{} targets, {}</p><table id=\"targets\"><thead><tr>\
-         <th>target</th><th>state</th><th>uptime</th><th>events</th><th>acked</th><th>in flight</th>\
-         <th>reconnects</th><th>proxy</th><th>last event id</th><th>last acked id</th><th>kafka</th><th>last error</th>\
-         </tr></thead><tbody>",
-        body.targets.len(),
-        if body.ready { "ready" } else { "starting" }
-    );
-    for row in &body.targets {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td class=\"{state}\">{state}</td><td class=\"n\">{:.0}s</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td></tr>",
-            encode_text(&row.target),
-            row.state_seconds,
-            row.events,
-            row.acked,
-            row.in_flight,
-            row.reconnects,
-            encode_text(row.proxy.as_deref().unwrap_or("direct")),
-            encode_text(&row.last_event_id),
-            encode_text(&row.last_acked_id),
-            row.delivery.as_str(),
-            encode_text(row.last_error.as_deref().unwrap_or("")),
-            state = row.state.as_str(),
-        );
+async fn status_json(
+    State(ops): State<Arc<Ops>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let query = match parse_query(&params) {
+        Ok(query) => query,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match answer(&ops, query).await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
-    html.push_str("</tbody></table></body></html>\n");
-    html
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::status::TargetStatus;
-
-    #[test]
-    fn hostile_status_text_is_escaped_on_the_status_page() {
-        let status = TargetStatus::new(
-            "t-1".parse().unwrap(),
-            "http://127.0.0.1/x".to_owned(),
-            "events".to_owned(),
-            tokio::time::Instant::now(),
-        );
-        status.set_last_event_id("<img src=x onerror=alert(1)>");
-        status.set_error(Some(
-            "upstream said <script>alert('x')</script> & left".to_owned(),
-        ));
-        let html = render_html(&StatusBody {
-            ready: true,
-            targets: vec![status.row()],
-        });
-        assert!(
-            !html.contains("<script>") && !html.contains("<img"),
-            "{html}"
-        );
-        assert!(
-            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
-            "{html}"
-        );
-        assert!(
-            html.contains("upstream said &lt;script&gt;alert('x')&lt;/script&gt; &amp; left"),
-            "{html}"
-        );
+async fn status_html(
+    State(ops): State<Arc<Ops>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let mut query = match parse_query(&params) {
+        Ok(query) => query,
+        Err(refusal) => return refusal.into_response(),
+    };
+    query.per_page = query.per_page.or(Some(crate::status::console::PER_PAGE));
+    match answer(&ops, query.clone()).await {
+        Ok(body) => Html(crate::status::console::render(
+            &crate::status::console::Page {
+                ready: body.ready,
+                table: &body.table,
+                query: &query,
+                history: &ops.history.samples(),
+                fleet: fleet_now(&ops).as_ref(),
+            },
+        ))
+        .into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }

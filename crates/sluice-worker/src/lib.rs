@@ -50,6 +50,7 @@ pub use kafka_config::kafka_client_config;
 pub use metrics::{Kind, Metrics, MetricsError, catalog};
 pub use registry::Registry;
 pub use status::{Delivery, State, StatusRow, TargetStatus};
+pub use status::{console, query};
 pub use supervisor::{ControlError, Stopped};
 pub use target::{CHECKPOINT_INTERVAL, WINDOW};
 
@@ -129,8 +130,42 @@ pub async fn run_controlled(
         stopping: Default::default(),
         producer_in_flight: Box::new(move || i64::from(in_flight_publisher.in_flight())),
         not_ready_reason: std::sync::Mutex::new(None),
+        history: Default::default(),
+        fleet: Default::default(),
+        owner: match &config.fleet {
+            sluice_config::Fleet::Group(_) => Some(owner_name(&config)),
+            sluice_config::Fleet::None => None,
+        },
     });
     let server_stop = CancellationToken::new();
+    tokio::spawn(status::history::sample(
+        ops.history.clone(),
+        registry.clone(),
+        server_stop.clone(),
+    ));
+    if let (sluice_config::Fleet::Group(group), Some(owner)) = (&config.fleet, &ops.owner) {
+        let describe = status::fleet_view::Describe {
+            group: group.group_id.clone(),
+            topic: config.topics.checkpoints.clone(),
+            partitions: group.partitions,
+            target_partitions: status::fleet_view::Describe::partitions_of(
+                targets.iter().map(|t| t.id.as_str()),
+                group.partitions,
+            ),
+            this_worker: owner.to_string(),
+        };
+        metrics
+            .fleet
+            .targets
+            .set(i64::try_from(targets.len()).unwrap_or(i64::MAX));
+        tokio::spawn(status::fleet_view::follow(
+            kafka.clone(),
+            describe,
+            ops.fleet.clone(),
+            metrics.fleet.unowned_targets.clone(),
+            server_stop.clone(),
+        ));
+    }
     let server = {
         let stop = server_stop.clone();
         let router = http::router(ops.clone());
@@ -290,8 +325,12 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
     let mut paused = paused::Paused::default();
     let mut fleet = match group {
         Some(group) => {
+            // The member's client id is the worker's owner name: the group's description (the
+            // fleet view of `/status`) shows which worker each member is.
+            let mut member_kafka = kafka.clone();
+            member_kafka.set("client.id", &*owner);
             let membership = fleet::Membership::join(
-                kafka,
+                &member_kafka,
                 &group,
                 &config.topics.checkpoints,
                 config.shutdown.grace,

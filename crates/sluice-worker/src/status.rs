@@ -4,6 +4,12 @@
 //! atomics, the few strings sit behind short-held mutexes. Nothing here ever holds a secret: URLs
 //! and proxies are stored redacted.
 
+pub mod charts;
+pub mod console;
+pub mod fleet_view;
+pub mod history;
+pub mod query;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 
@@ -315,6 +321,8 @@ pub struct StatusRow {
     pub seconds_since_last_event: Option<f64>,
     /// The last error (secrets removed), if any.
     pub last_error: Option<String>,
+    /// The worker running it (its owner name, `instance#pid`), in a fleet.
+    pub owner: Option<String>,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -422,6 +430,12 @@ impl TargetStatus {
         self.seconds_since(&self.last_event_ms)
     }
 
+    /// Milliseconds since the last event, `None` before the first (a sort key: no float).
+    pub fn last_event_age_ms(&self) -> Option<u64> {
+        let at = self.last_event_ms.load(Ordering::Relaxed);
+        (at != NEVER).then(|| ms_since(self.origin).saturating_sub(at))
+    }
+
     fn seconds_since(&self, at: &AtomicU64) -> Option<f64> {
         let at = at.load(Ordering::Relaxed);
         (at != NEVER).then(|| ms_since(self.origin).saturating_sub(at) as f64 / 1000.0)
@@ -510,6 +524,7 @@ impl TargetStatus {
             seconds_since_last_byte: self.seconds_since_last_byte(),
             seconds_since_last_event: self.seconds_since_last_event(),
             last_error: text.last_error,
+            owner: None,
         }
     }
 }

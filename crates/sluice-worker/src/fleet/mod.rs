@@ -126,7 +126,10 @@ impl Ownership {
                     partitions
                 };
                 self.lease.granted();
-                self.assigned(partitions, supervisor, ctx).await
+                ctx.ops.metrics.fleet.rebalanced();
+                let served = self.assigned(partitions, supervisor, ctx).await;
+                self.record_owned(ctx);
+                served
             }
             FleetEvent::Revoked {
                 partitions,
@@ -134,6 +137,8 @@ impl Ownership {
                 done,
             } => {
                 self.revoked(&partitions, lost, supervisor, ctx.grace).await;
+                ctx.ops.metrics.fleet.rebalanced();
+                self.record_owned(ctx);
                 let _ = done.send(());
                 Ok(true)
             }
@@ -186,12 +191,23 @@ impl Ownership {
         }
     }
 
+    /// The owned partitions and their targets, in the fleet's gauges.
+    fn record_owned(&self, ctx: &Ctx<'_>) {
+        let targets = self
+            .targets
+            .keys()
+            .filter(|id| self.owned.contains(&self.partition_of(id)))
+            .count();
+        ctx.ops.metrics.fleet.owned(self.owned.len(), targets);
+    }
+
     async fn assigned(
         &mut self,
         partitions: BTreeSet<i32>,
         supervisor: &mut Supervisor,
         ctx: &Ctx<'_>,
     ) -> Result<bool, WorkerError> {
+        let since = tokio::time::Instant::now();
         self.owned.extend(partitions.iter().copied());
         // Targets offered from here whose partitions came back before a claim: stopped (their
         // release written) and started again below like every target of the partitions.
@@ -251,6 +267,11 @@ impl Ownership {
             claimed,
             "starting the targets of assigned fleet partitions (claimed ones start at their release)"
         );
+        let ids = launches.iter().map(|(t, _, _)| t.id.clone()).collect();
+        ctx.ops
+            .metrics
+            .fleet
+            .handing_over(ids, since, ctx.ops.targets.clone());
         if let Err(error) = supervisor.start_all(launches) {
             tracing::error!(%error, "a target of an assigned partition runs already");
         }

@@ -13,6 +13,7 @@
 //! Label values are bounded: target ids (validated, from config), the fixed reconnect reasons and
 //! states. No URL, header, proxy or error text ever becomes a label.
 
+mod fleet;
 mod per_target;
 mod process;
 mod text;
@@ -26,6 +27,7 @@ use sluice_config::{FamilyInfo, PerTarget};
 use crate::registry::Registry as Targets;
 use crate::status::LATENCY_BUCKETS;
 
+pub(crate) use fleet::FleetMetrics;
 pub use text::Kind;
 
 /// Every metric family of the worker.
@@ -38,6 +40,8 @@ pub struct Metrics {
     pub(crate) checkpoint_rewrites: IntCounter,
     /// Targets stopped here because a newer owner's checkpoint landed.
     pub(crate) targets_superseded: IntCounter,
+    /// The fleet's rebalances, handovers and ownership.
+    pub(crate) fleet: FleetMetrics,
     targets: Arc<Targets>,
     per_target: PerTarget,
     bounds: Arc<[String]>,
@@ -89,7 +93,9 @@ impl Metrics {
             "Targets stopped here because a checkpoint of a newer owner (higher epoch) landed.",
         )?;
         registry.register(Box::new(targets_superseded.clone()))?;
+        let fleet = FleetMetrics::register(&registry)?;
         Ok(Metrics {
+            fleet,
             registry,
             producer_in_flight,
             target_count: count,
