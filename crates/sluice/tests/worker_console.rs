@@ -44,7 +44,11 @@ async fn console_worker(name: &str) -> (Rig, Worker, Vec<sluice_sim::RunningSim>
     worker
         .wait_for("the live targets to stream", async |w| {
             let status = query(w, "state=streaming").await;
-            status["matched"] == LIVE.len()
+            let with_events = status["targets"].as_array().is_some_and(|rows| {
+                rows.iter()
+                    .all(|r| r["events"].as_u64().is_some_and(|e| e > 0))
+            });
+            status["matched"] == LIVE.len() && with_events
         })
         .await;
     (rig, worker, sims)
@@ -104,7 +108,10 @@ async fn status_json_filters_sorts_and_pages_on_the_server_and_keeps_an_hour_of_
         .iter()
         .map(|r| r["events"].as_u64().unwrap())
         .collect();
-    assert!(events.windows(2).all(|w| w[0] >= w[1]), "{events:?}");
+    // The live targets' counters move between the sort and the rows' reads, so only the
+    // split is exact: the three streaming ones first, the two without events last (by id).
+    assert!(events[..3].iter().all(|e| *e > 0), "{events:?}");
+    assert_eq!(&events[3..], [0, 0], "{events:?}");
     assert_eq!(&ids(&sorted)[3..], ["dead-1", "dead-2"], "{sorted}");
 
     // No parameters: every row, as before.

@@ -241,7 +241,7 @@ impl Ownership {
         };
         let running: BTreeSet<TargetId> = supervisor.ids().into_iter().collect();
         let hand_over = self.hands_over(false);
-        let mut claimed = 0;
+        let mut claimed = Vec::new();
         let mut launches = Vec::new();
         for t in moving {
             if running.contains(&t.id) || self.handover.is_claimed(&t.id) {
@@ -255,7 +255,7 @@ impl Ownership {
             }) {
                 let timeout = self.group.handover_timeout;
                 if self.handover.claim(t.clone(), resume, supervisor, timeout) {
-                    claimed += 1;
+                    claimed.push(t.id.clone());
                     continue;
                 }
             }
@@ -264,10 +264,15 @@ impl Ownership {
         tracing::info!(
             ?partitions,
             targets = launches.len(),
-            claimed,
+            claimed = claimed.len(),
             "starting the targets of assigned fleet partitions (claimed ones start at their release)"
         );
-        let ids = launches.iter().map(|(t, _, _)| t.id.clone()).collect();
+        // Claimed targets are timed too: from the assignment to their first event here.
+        let ids = launches
+            .iter()
+            .map(|(t, _, _)| t.id.clone())
+            .chain(claimed)
+            .collect();
         ctx.ops
             .metrics
             .fleet
