@@ -192,6 +192,29 @@ async fn run_in(args: &HandoverArgs, bin: &Path, dir: &Path) -> anyhow::Result<(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let tally = collector.snapshot();
     report(args, &moves, &tally);
+    // The first worker's assignment reads (its start and every take-back), from its metrics.
+    let metrics = match http
+        .get(format!("{}/metrics", members[0].base))
+        .send()
+        .await
+    {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let series = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (
+        series("sluice_fleet_assignment_read_seconds_sum "),
+        series("sluice_fleet_assignment_read_seconds_count "),
+    );
+    println!(
+        "handover: assignment reads on the first worker: {count} reads, mean {:.3}s",
+        sum / count.max(1.0)
+    );
     members[0].stop(Duration::from_secs(20)).await;
     collector.finish().await?;
     drop(world);

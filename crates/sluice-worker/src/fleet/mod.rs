@@ -228,6 +228,7 @@ impl Ownership {
         }
         // Read now, not at start: the previous owner's final checkpoints were stored before
         // the group gave these partitions here.
+        let read_started = tokio::time::Instant::now();
         let Some(checkpoints) = startup::load_checkpoints(
             ctx.kafka,
             ctx.topic,
@@ -239,6 +240,15 @@ impl Ownership {
         else {
             return Ok(false);
         };
+        ctx.ops
+            .metrics
+            .fleet
+            .assignment_read(read_started.elapsed());
+        tracing::debug!(
+            ?partitions,
+            read_ms = u64::try_from(read_started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "assigned checkpoint partitions read to their ends"
+        );
         let running: BTreeSet<TargetId> = supervisor.ids().into_iter().collect();
         let hand_over = self.hands_over(false);
         let mut claimed = Vec::new();

@@ -30,6 +30,7 @@ pub struct FleetMetrics {
     rebalances: IntCounter,
     handovers: IntCounter,
     handover_seconds: Histogram,
+    assignment_read_seconds: Histogram,
     owned_partitions: IntGauge,
     owned_targets: IntGauge,
     /// Targets of the worker's files (what the fleet shares).
@@ -59,6 +60,14 @@ impl FleetMetrics {
             .buckets(HANDOVER_BUCKETS.to_vec()),
         )?;
         registry.register(Box::new(handover_seconds.clone()))?;
+        let assignment_read_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sluice_fleet_assignment_read_seconds",
+                "Reading the assigned checkpoint partitions to their ends at an assignment (the resume points of the targets taken over).",
+            )
+            .buckets(HANDOVER_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(assignment_read_seconds.clone()))?;
         Ok(FleetMetrics {
             rebalances: counter(
                 "sluice_fleet_rebalances_total",
@@ -69,6 +78,7 @@ impl FleetMetrics {
                 "Targets this worker took over from an assignment.",
             )?,
             handover_seconds,
+            assignment_read_seconds,
             owned_partitions: gauge(
                 "sluice_fleet_owned_partitions",
                 "Checkpoint partitions the fleet's group assigns this worker.",
@@ -91,6 +101,11 @@ impl FleetMetrics {
     /// One rebalance that assigned or revoked partitions here.
     pub(crate) fn rebalanced(&self) {
         self.rebalances.inc();
+    }
+
+    /// An assignment's checkpoint read took `took`.
+    pub(crate) fn assignment_read(&self, took: Duration) {
+        self.assignment_read_seconds.observe(took.as_secs_f64());
     }
 
     /// What this worker owns now.
