@@ -391,6 +391,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
             }
             _ = lease_tick.tick(), if fleet.is_some() => {
                 if let Some((membership, ownership)) = &mut fleet {
+                    ownership.set_paused(paused.ids().into_iter().collect());
                     ownership.expire_handovers(&mut supervisor, config.shutdown.grace).await;
                     let ctx = fleet::Ctx { kafka, topic: &config.topics.checkpoints, ops, shutdown: &shutdown, grace: config.shutdown.grace };
                     match ownership.check_lease(membership.heard(), &mut supervisor, &ctx).await {
@@ -402,6 +403,16 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
             }
             Some(event) = next_fleet_event(&mut fleet) => {
                 if let Some((_, ownership)) = &mut fleet {
+                    // A pause is this worker's: a target whose partition moves away is the new
+                    // owner's to run, and is no longer paused here.
+                    if let fleet::FleetEvent::Revoked { partitions, .. } = &event {
+                        for id in paused.ids() {
+                            if ownership.in_partitions(&id, partitions) {
+                                paused.forget(&id, &supervisor);
+                            }
+                        }
+                    }
+                    ownership.set_paused(paused.ids().into_iter().collect());
                     let ctx = fleet::Ctx { kafka, topic: &config.topics.checkpoints, ops, shutdown: &shutdown, grace: config.shutdown.grace };
                     match ownership.serve(event, &mut supervisor, &ctx).await {
                         Ok(true) => {}

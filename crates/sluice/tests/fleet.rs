@@ -325,6 +325,61 @@ async fn a_static_member_restarted_within_its_session_takes_its_targets_back_wit
     drop(first);
 }
 
+/// A pause is the worker's that made it (admin API): when a paused target's partition moves
+/// to another worker, that worker runs it, and the first no longer shows it paused; the paused
+/// targets that stay are not started by the rebalance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_ends_where_the_targets_partition_moves_away_and_holds_where_it_stays() {
+    if !rig::real_broker_or_skip(
+        "a_pause_ends_where_the_targets_partition_moves_away_and_holds_where_it_stays",
+        "librdkafka's mock cluster does not finish cooperative rebalances (revoked partitions stay unassigned); run scripts/test",
+    ) {
+        return;
+    }
+    let mut fleet = Fleet::with_events("fleet-pause", LONG_EVENTS).await;
+    std::fs::write(fleet.rig.dir.join("admin-token"), "pause-token\n").unwrap();
+    fleet
+        .extra
+        .push_str("admin:\n  token: {file: admin-token}\n");
+    let first = fleet.start().await;
+    let all = fleet.all();
+    first
+        .wait_for("a lone worker to run every target", async |w: &Worker| {
+            running(w).await == all
+        })
+        .await;
+    let http = reqwest::Client::new();
+    for id in &fleet.ids {
+        let answer = http
+            .post(format!("{}/v1/admin/targets/{id}/pause", first.base()))
+            .bearer_auth("pause-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{id}: {:?}", answer.text().await);
+    }
+    let second = fleet.start().await;
+    second
+        .wait_for("the joiner to take its share", async |w: &Worker| {
+            !running(w).await.is_empty()
+        })
+        .await;
+    first
+        .wait_for(
+            "the first to drop the paused rows of the targets that moved",
+            async |w: &Worker| running(w).await.is_disjoint(&running(&second).await),
+        )
+        .await;
+    let status = first.status().await;
+    let rows = status["targets"].as_array().unwrap();
+    assert!(!rows.is_empty(), "some targets stayed: {status}");
+    for row in rows {
+        assert_eq!(row["state"], "stopped", "still paused, not started: {row}");
+    }
+    drop(second);
+    drop(first);
+}
+
 /// A second worker joins (taking a share make-before-break: offer, claim, release) and leaves
 /// again (handing its share back the same way); every id of every target once, in order.
 async fn assert_planned_handovers(fleet: &Fleet, instances: [Option<&str>; 2]) {

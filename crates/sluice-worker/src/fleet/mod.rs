@@ -45,6 +45,8 @@ pub(crate) struct Ownership {
     handover: handover::Handover,
     /// This worker process, as its checkpoint records name it.
     own: Arc<str>,
+    /// Targets paused here at run time: an assignment (or a renewed lease) does not start them.
+    paused: BTreeSet<TargetId>,
 }
 
 impl Ownership {
@@ -66,7 +68,18 @@ impl Ownership {
             origin: tokio::time::Instant::now(),
             handover: handover::Handover::default(),
             own,
+            paused: BTreeSet::new(),
         }
+    }
+
+    /// The targets paused here now (kept out of the starts of assignments).
+    pub(crate) fn set_paused(&mut self, paused: BTreeSet<TargetId>) {
+        self.paused = paused;
+    }
+
+    /// Whether `id`'s checkpoint partition is one of `partitions`.
+    pub(crate) fn in_partitions(&self, id: &TargetId, partitions: &BTreeSet<i32>) -> bool {
+        partitions.contains(&self.partition_of(id))
     }
 
     /// Whether targets are still streaming here for a handover.
@@ -254,7 +267,10 @@ impl Ownership {
         let mut claimed = Vec::new();
         let mut launches = Vec::new();
         for t in moving {
-            if running.contains(&t.id) || self.handover.is_claimed(&t.id) {
+            if running.contains(&t.id)
+                || self.handover.is_claimed(&t.id)
+                || self.paused.contains(&t.id)
+            {
                 continue;
             }
             let resume = checkpoints.resume.get(t.id.as_str()).cloned();
