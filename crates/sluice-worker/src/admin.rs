@@ -32,6 +32,7 @@ pub(crate) struct Admin {
 
 /// The admin routes, to merge into the operations router.
 pub(crate) fn router(admin: Admin) -> Router {
+    let admin = Arc::new(admin);
     Router::new()
         .route("/v1/admin/targets", get(list))
         .route("/v1/admin/targets/{id}", get(get_target))
@@ -42,7 +43,25 @@ pub(crate) fn router(admin: Admin) -> Router {
         .route("/v1/admin/targets/{id}/pause", post(pause))
         .route("/v1/admin/targets/{id}/resume", post(resume))
         .route("/v1/admin/targets/{id}/restart", post(restart))
-        .with_state(Arc::new(admin))
+        // Every route, before its handler: no handler runs for a request without the token.
+        .route_layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            require_token,
+        ))
+        .with_state(admin)
+}
+
+/// Answers a request without the configured bearer token (401, or 503 when the token cannot be
+/// read) instead of passing it on.
+async fn require_token(
+    State(admin): State<Arc<Admin>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(refused) = authorize(&admin, request.headers()) {
+        return *refused;
+    }
+    next.run(request).await
 }
 
 /// An error answer: `{"error": message, "kind": kind}`.
@@ -111,10 +130,7 @@ fn control_error(error: &ControlError) -> Response {
     refuse(status, error.kind(), error.to_string())
 }
 
-async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&admin, &headers) {
-        return *refused;
-    }
+async fn list(State(admin): State<Arc<Admin>>) -> Response {
     let running = admin.control.targets().await;
     let paused = admin.control.paused().await;
     match (running, paused) {
@@ -138,14 +154,7 @@ fn row_of(admin: &Admin, id: &TargetId) -> Option<crate::status::StatusRow> {
         .map(|row| row.row())
 }
 
-async fn get_target(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(refused) = authorize(&admin, &headers) {
-        return *refused;
-    }
+async fn get_target(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -160,14 +169,7 @@ async fn get_target(
     }
 }
 
-async fn get_checkpoint(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(refused) = authorize(&admin, &headers) {
-        return *refused;
-    }
+async fn get_checkpoint(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -185,13 +187,9 @@ async fn get_checkpoint(
 /// `PUT …/checkpoint` with `{"checkpoint": "EVENT_ID"}`: the target resumes after that id.
 async fn set_checkpoint(
     State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(refused) = authorize(&admin, &headers) {
-        return *refused;
-    }
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -220,14 +218,7 @@ async fn set_checkpoint(
     }
 }
 
-async fn pause(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(refused) = authorize(&admin, &headers) {
-        return *refused;
-    }
+async fn pause(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -241,14 +232,7 @@ async fn pause(
     }
 }
 
-async fn resume(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(refused) = authorize(&admin, &headers) {
-        return *refused;
-    }
+async fn resume(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -260,14 +244,7 @@ async fn resume(
 }
 
 /// Stops a running target (final checkpoint stored) and starts it again from that checkpoint.
-async fn restart(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(refused) = authorize(&admin, &headers) {
-        return *refused;
-    }
+async fn restart(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
