@@ -87,12 +87,20 @@ fn list(dir: &Path) -> Listing {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return listing;
     };
+    // While the aggregator runs, retention may delete a file between the directory read and
+    // the file's own read: such a file is gone from this listing, as from the directory.
+    let read = |path: &Path| match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    };
     for entry in entries {
         let name = entry.unwrap().file_name().into_string().unwrap();
         let path = dir.join(&name);
         if let Some(stem) = name.strip_suffix(".manifest.json") {
+            let Some(bytes) = read(&path) else { continue };
             // A manifest is complete whenever it is visible under its name.
-            let manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+            let manifest: Value = serde_json::from_slice(&bytes)
                 .unwrap_or_else(|e| panic!("manifest {name} is not whole JSON: {e}"));
             listing.manifests.insert(stem.to_owned(), manifest);
         } else if let Some(stem) = name
@@ -100,9 +108,8 @@ fn list(dir: &Path) -> Listing {
             .or_else(|| name.strip_suffix(".csv"))
             .or_else(|| name.strip_suffix(".parquet"))
         {
-            listing
-                .data
-                .insert(stem.to_owned(), std::fs::read(&path).unwrap());
+            let Some(bytes) = read(&path) else { continue };
+            listing.data.insert(stem.to_owned(), bytes);
         } else {
             listing.other.push(name);
         }
