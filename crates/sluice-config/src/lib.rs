@@ -14,6 +14,7 @@
 
 mod aggregate;
 mod aggregator;
+mod definitions;
 mod delivery;
 mod fleet;
 mod load;
@@ -27,12 +28,14 @@ mod target;
 mod validate;
 mod worker;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use aggregate::AggregateConfig;
 pub use aggregator::{
     AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, Loaded, SnapshotConfig,
+};
+pub use definitions::{
+    TargetFile, read_target_file, read_target_files, target_file_paths, target_from_text,
 };
 pub use delivery::{
     CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets, Destination,
@@ -105,52 +108,16 @@ fn load_worker(worker_yaml: &Path, read: ReadWorker) -> Result<WorkerConfig, Con
         validate::worker(worker_yaml, raw::RawWorker::default(), &mut Vec::new())
     };
 
-    let files = match load::target_files(&worker.targets_dir) {
-        Ok(files) => files,
-        Err(err) => {
-            problems.push(ConfigProblem {
-                file: worker_yaml.to_owned(),
-                field: "targets_dir".to_owned(),
-                message: format!(
-                    "cannot read targets directory {}: {}",
-                    worker.targets_dir.display(),
-                    load::lowercase_first(&err.to_string())
-                ),
-                kind: ProblemKind::Unreadable,
-            });
-            Vec::new()
-        }
-    };
+    let files = definitions::target_file_paths(&worker).unwrap_or_else(|problem| {
+        problems.push(problem);
+        Vec::new()
+    });
 
-    let mut seen: BTreeMap<TargetId, std::path::PathBuf> = BTreeMap::new();
-    for file in files {
-        let Some(raw) = load::read_file::<raw::RawTarget>(&file, &mut problems) else {
-            continue;
-        };
-        let raw_id = raw.id.clone();
-        let mut target_problems = Vec::new();
-        let target = validate::target(&file, raw, &worker, &mut target_problems);
-        // Without a parsed worker file the pool names are unknown, not wrong.
-        target_problems.retain(|p| worker_ok || p.kind != ProblemKind::UnknownProxyPool);
-        problems.extend(target_problems);
-        // Duplicates are checked on every parseable id, even of targets with other problems.
-        if let Some(id) = raw_id.and_then(|id| id.parse::<TargetId>().ok()) {
-            if let Some(first) = seen.get(&id) {
-                problems.push(ConfigProblem {
-                    file: file.clone(),
-                    field: "id".to_owned(),
-                    message: format!(
-                        "duplicate target id {:?} (also in {})",
-                        id.as_str(),
-                        first.display()
-                    ),
-                    kind: ProblemKind::DuplicateTargetId,
-                });
-                continue;
-            }
-            seen.insert(id, file.clone());
+    for file in definitions::validate_files(files, &worker, worker_ok) {
+        match file.target {
+            Ok(target) => worker.targets.push(target),
+            Err(target_problems) => problems.extend(target_problems),
         }
-        worker.targets.extend(target);
     }
     worker.targets.sort_by(|a, b| a.id.cmp(&b.id));
 

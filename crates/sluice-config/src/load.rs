@@ -42,6 +42,17 @@ pub(crate) fn read_file<T: DeserializeOwned>(
     read(path, builder, problems)
 }
 
+/// Reads a definition that is not a file (the targets topic's record value); `label` names it
+/// in problems.
+pub(crate) fn read_text<T: DeserializeOwned>(
+    label: &Path,
+    text: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    let builder = Config::builder().add_source(File::from_str(text, FileFormat::Yaml));
+    parse(label, builder, problems)
+}
+
 /// Whether the YAML file at `path` has the top-level key `key` (even with a null value); `None`
 /// when the file cannot be read or parsed (loading it reports why).
 pub(crate) fn has_top_level_key(path: &Path, key: &str) -> Option<bool> {
@@ -87,6 +98,14 @@ fn read<T: DeserializeOwned>(
         });
         return None;
     }
+    parse(path, builder, problems)
+}
+
+fn parse<T: DeserializeOwned>(
+    path: &Path,
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
     let config = match builder.build() {
         Ok(config) => config,
         Err(err) => {

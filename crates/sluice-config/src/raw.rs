@@ -16,6 +16,7 @@ pub(crate) struct RawWorker {
     #[serde(default)]
     pub http: RawHttp,
     pub targets_dir: Option<String>,
+    pub targets_watch: Option<String>,
     #[serde(default)]
     pub defaults: RawDefaults,
     #[serde(default)]
@@ -79,6 +80,7 @@ pub(crate) struct RawKafka {
 pub(crate) struct RawTopics {
     pub events: Option<String>,
     pub checkpoints: Option<String>,
+    pub targets: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,7 +11,7 @@ mod target;
 mod worker;
 
 pub(crate) use aggregator::aggregator;
-pub(crate) use target::target;
+pub(crate) use target::{target, target_in};
 pub(crate) use worker::worker;
 
 use std::collections::BTreeMap;
@@ -42,6 +42,8 @@ use crate::worker::{
 /// Problems found so far, all tied to one file at a time.
 pub(crate) struct Checker<'a> {
     file: PathBuf,
+    /// Where relative paths resolve (`None`: the file's directory).
+    base: Option<PathBuf>,
     problems: &'a mut Vec<ConfigProblem>,
 }
 
@@ -49,8 +51,16 @@ impl<'a> Checker<'a> {
     pub(crate) fn new(file: &Path, problems: &'a mut Vec<ConfigProblem>) -> Self {
         Checker {
             file: file.to_owned(),
+            base: None,
             problems,
         }
+    }
+
+    /// Relative paths resolve in `base`, not in the file's directory (a definition that is not a
+    /// file: the targets topic's, whose paths are the targets directory's).
+    pub(crate) fn resolving_in(mut self, base: &Path) -> Self {
+        self.base = Some(base.to_owned());
+        self
     }
 
     fn report(&mut self, field: &str, kind: ProblemKind, message: String) {
@@ -64,6 +74,9 @@ impl<'a> Checker<'a> {
 
     /// Directory that relative paths in this file are resolved against.
     fn dir(&self) -> PathBuf {
+        if let Some(base) = &self.base {
+            return base.clone();
+        }
         self.file
             .parent()
             .map(Path::to_path_buf)

@@ -26,6 +26,9 @@ pub struct WorkerConfig {
     pub http: HttpConfig,
     /// Directory the target files were read from.
     pub targets_dir: PathBuf,
+    /// How often the running worker looks at the targets directory again (`targets_watch`;
+    /// zero: never, the files are read once at start).
+    pub targets_watch: Duration,
     /// Connection settings every target starts from.
     pub defaults: Defaults,
     /// Named pools of static proxies that targets can refer to.
@@ -40,6 +43,11 @@ pub struct WorkerConfig {
     pub admin: AdminConfig,
     /// Every target, sorted by id, disabled ones included (see [`TargetConfig::enabled`]).
     pub targets: Vec<TargetConfig>,
+}
+
+impl WorkerConfig {
+    /// Default `targets_watch`: how often the targets directory is read again.
+    pub const DEFAULT_TARGETS_WATCH: Duration = Duration::from_secs(2);
 }
 
 /// The admin API (`/v1/admin/...` on the operations server): off unless a token is set.
@@ -76,6 +84,9 @@ pub struct Topics {
     pub events: String,
     /// Compacted checkpoint topic (target id → last acknowledged event id).
     pub checkpoints: String,
+    /// Compacted topic of target definitions added at run time (target id → a target file's
+    /// content; a tombstone removes it).
+    pub targets: String,
 }
 
 impl Topics {
@@ -83,6 +94,8 @@ impl Topics {
     pub const DEFAULT_EVENTS: &'static str = "sluice.events";
     /// Default checkpoints topic.
     pub const DEFAULT_CHECKPOINTS: &'static str = "sluice.checkpoints";
+    /// Default run-time target definitions topic.
+    pub const DEFAULT_TARGETS: &'static str = "sluice.targets";
 }
 
 /// The operations HTTP server.

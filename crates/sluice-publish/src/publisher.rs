@@ -195,6 +195,33 @@ impl Publisher {
         self.send(message).await
     }
 
+    /// Writes `value` under `key` to a compacted `topic` (a tombstone when `value` is `None`),
+    /// with `headers`, and waits until Kafka acknowledged it: the targets topic's definitions.
+    pub async fn put_keyed(
+        &self,
+        topic: &str,
+        key: &str,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<Delivered, PublishError> {
+        let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+        for (name, value) in headers {
+            owned = owned.insert(Header {
+                key: name,
+                value: Some(*value),
+            });
+        }
+        let partition = self.partition(topic, key)?;
+        let message = FutureRecord::to(topic)
+            .partition(partition)
+            .key(key.as_bytes())
+            .headers(owned);
+        match value {
+            Some(value) => self.send(message.payload(value)).await,
+            None => self.send::<[u8], [u8]>(message).await,
+        }
+    }
+
     /// Hands `record` to the producer without waiting: the record is queued (in call order, which
     /// keeps a partition's order) and the returned [`Pending`] resolves on acknowledgement.
     pub fn try_send(&self, topic: &str, record: &Record) -> Result<Pending, TrySendError> {

@@ -1,5 +1,6 @@
 //! The worker's admin API under `/v1/admin/`, on the operations server: list targets, read one
-//! (its `/status` row and checkpoint), pause, resume and restart one. Off unless `admin.token`
+//! (its `/status` row and checkpoint), pause, resume and restart one; define (`PUT`) and remove
+//! (`DELETE`) a target in the targets topic, validated as `sluice validate` does. Off unless `admin.token`
 //! is configured; every request carries `Authorization: Bearer <token>` (compared in constant
 //! time; the token is read afresh per request, so a rotated file takes effect at once).
 //!
@@ -14,9 +15,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use sluice_config::{SecretRef, TargetId};
+use sluice_config::{SecretRef, TargetId, WorkerConfig};
+use sluice_publish::Publisher;
 
+use crate::catalogue::topic;
 use crate::control::Control;
+use crate::definitions::{SharedView, read_view};
 use crate::registry::Registry;
 use crate::supervisor::ControlError;
 
@@ -28,6 +32,12 @@ pub(crate) struct Admin {
     pub(crate) control: Control,
     /// The rows `/status` shows (running and paused targets).
     pub(crate) registry: Arc<Registry>,
+    /// The target definitions this worker knows.
+    pub(crate) definitions: SharedView,
+    /// The worker's config (without targets): what a definition is validated against.
+    pub(crate) worker: Arc<WorkerConfig>,
+    /// Writes definitions to the targets topic.
+    pub(crate) publisher: Publisher,
 }
 
 /// The admin routes, to merge into the operations router.
@@ -35,10 +45,15 @@ pub(crate) fn router(admin: Admin) -> Router {
     let admin = Arc::new(admin);
     Router::new()
         .route("/v1/admin/targets", get(list))
-        .route("/v1/admin/targets/{id}", get(get_target))
+        .route(
+            "/v1/admin/targets/{id}",
+            get(get_target).put(put_target).delete(delete_target),
+        )
         .route(
             "/v1/admin/targets/{id}/checkpoint",
-            get(get_checkpoint).put(set_checkpoint),
+            get(get_checkpoint)
+                .put(set_checkpoint)
+                .delete(reset_checkpoint),
         )
         .route("/v1/admin/targets/{id}/pause", post(pause))
         .route("/v1/admin/targets/{id}/resume", post(resume))
@@ -138,7 +153,19 @@ async fn list(State(admin): State<Arc<Admin>>) -> Response {
             let names = |ids: Vec<TargetId>| -> Vec<String> {
                 ids.iter().map(ToString::to_string).collect()
             };
-            axum::Json(json!({"running": names(running), "paused": names(paused)})).into_response()
+            let view = read_view(&admin.definitions);
+            let files: serde_json::Map<String, serde_json::Value> = view
+                .files
+                .iter()
+                .map(|(id, path)| (id.clone(), json!(path.display().to_string())))
+                .collect();
+            axum::Json(json!({
+                "running": names(running),
+                "paused": names(paused),
+                "defined": {"files": files, "topic": view.topic},
+                "problems": view.problems,
+            }))
+            .into_response()
         }
         (Err(error), _) | (_, Err(error)) => control_error(&error),
     }
@@ -218,6 +245,19 @@ async fn set_checkpoint(
     }
 }
 
+/// `DELETE …/checkpoint`: the target's checkpoint is reset (a tombstone, written through the
+/// target's owner as a move is); it starts over without `Last-Event-ID`.
+async fn reset_checkpoint(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
+    match admin.control.reset_checkpoint(&id).await {
+        Ok(()) => axum::Json(json!({"target": id.as_str(), "checkpoint": null})).into_response(),
+        Err(error) => control_error(&error),
+    }
+}
+
 async fn pause(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
@@ -258,4 +298,138 @@ async fn restart(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Res
             .into_response(),
         Err(error) => control_error(&error),
     }
+}
+
+/// `PUT /v1/admin/targets/{id}` with a target file's YAML: validated with the same rules and
+/// messages as `sluice validate` (400 with every problem), refused for an id a target file
+/// defines (409: files are read-only here), then written to the targets topic; answers once
+/// Kafka stored it. Every worker reads it; the owner of the target's partition runs it.
+async fn put_target(
+    State(admin): State<Arc<Admin>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "not_text",
+            "the body must be a target file's YAML, in UTF-8".to_owned(),
+        );
+    };
+    let label = std::path::PathBuf::from(format!("{}/{}", admin.worker.topics.targets, id));
+    let target = match sluice_config::target_from_text(&label, text, &admin.worker) {
+        Ok(target) => target,
+        Err(errors) => {
+            let problems: Vec<serde_json::Value> = errors
+                .problems
+                .iter()
+                .map(|p| json!({"field": p.field, "message": p.message, "kind": p.kind.as_str()}))
+                .collect();
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({
+                    "error": format!("invalid target definition: {}", crate::definitions::problems_text(&errors)),
+                    "kind": "invalid_definition",
+                    "problems": problems,
+                })),
+            )
+                .into_response();
+        }
+    };
+    if target.id != id {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "id_mismatch",
+            format!(
+                "the definition's id {:?} is not the path's {:?}",
+                target.id.as_str(),
+                id.as_str()
+            ),
+        );
+    }
+    if let Some(refused) = defined_by_file(&admin, &id) {
+        return refused;
+    }
+    match topic::put(
+        &admin.publisher,
+        &admin.worker.topics.targets,
+        id.as_str(),
+        Some(text),
+    )
+    .await
+    {
+        Ok(delivered) => {
+            tracing::info!(target_id = %id, "target definition written to the targets topic");
+            axum::Json(json!({"target": id.as_str(), "defined": true, "partition": delivered.partition, "offset": delivered.offset}))
+                .into_response()
+        }
+        Err(error) => write_failed(&error),
+    }
+}
+
+/// `DELETE /v1/admin/targets/{id}`: a tombstone in the targets topic (its owner stops it);
+/// 409 for a file's target, 404 for one the topic does not define.
+async fn delete_target(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
+    if let Some(refused) = defined_by_file(&admin, &id) {
+        return refused;
+    }
+    let view = read_view(&admin.definitions);
+    if !view.topic.contains(id.as_str()) {
+        let message = if view.topic_loaded {
+            format!("the targets topic does not define {:?}", id.as_str())
+        } else {
+            format!(
+                "the targets topic does not define {:?} (it is still being read: try again)",
+                id.as_str()
+            )
+        };
+        return refuse(StatusCode::NOT_FOUND, "not_defined", message);
+    }
+    match topic::put(
+        &admin.publisher,
+        &admin.worker.topics.targets,
+        id.as_str(),
+        None,
+    )
+    .await
+    {
+        Ok(delivered) => {
+            tracing::info!(target_id = %id, "target definition removed from the targets topic");
+            axum::Json(json!({"target": id.as_str(), "defined": false, "partition": delivered.partition, "offset": delivered.offset}))
+                .into_response()
+        }
+        Err(error) => write_failed(&error),
+    }
+}
+
+/// 409 when a target file defines `id`: files are changed by editing them, not here.
+fn defined_by_file(admin: &Admin, id: &TargetId) -> Option<Response> {
+    let view = read_view(&admin.definitions);
+    view.files.get(id.as_str()).map(|path| {
+        refuse(
+            StatusCode::CONFLICT,
+            "defined_by_file",
+            format!(
+                "target {:?} is defined by the file {}: edit or remove the file instead",
+                id.as_str(),
+                path.display()
+            ),
+        )
+    })
+}
+
+fn write_failed(error: &sluice_publish::PublishError) -> Response {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        error.kind(),
+        format!("the targets topic was not written: {error}"),
+    )
 }

@@ -39,7 +39,8 @@ pub(crate) enum Command {
     },
     SetCheckpoint {
         id: TargetId,
-        event_id: String,
+        /// `None`: reset (a tombstone).
+        event_id: Option<String>,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
 }
@@ -145,7 +146,20 @@ impl Control {
         let (reply, answer) = oneshot::channel();
         self.send(Command::SetCheckpoint {
             id: id.clone(),
-            event_id,
+            event_id: Some(event_id),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::WorkerGone)?
+    }
+
+    /// Resets a target's checkpoint (a tombstone: paused, written, resumed, as
+    /// [`Control::set_checkpoint`]); it then starts over, without `Last-Event-ID`.
+    pub async fn reset_checkpoint(&self, id: &TargetId) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::SetCheckpoint {
+            id: id.clone(),
+            event_id: None,
             reply,
         })
         .await?;
@@ -245,7 +259,7 @@ pub(crate) async fn serve(
                 .await;
             match &result {
                 Ok(()) => {
-                    tracing::info!(target_id = %id, checkpoint = %event_id, "checkpoint moved")
+                    tracing::info!(target_id = %id, checkpoint = event_id.as_deref().unwrap_or("(reset)"), "checkpoint moved")
                 }
                 Err(error) => {
                     tracing::warn!(target_id = %id, %error, kind = error.kind(), "checkpoint not moved")

@@ -40,6 +40,8 @@ pub struct Ops {
     pub fleet: Arc<std::sync::Mutex<Option<FleetView>>>,
     /// This worker's owner name in a fleet (each row's `owner`).
     pub owner: Option<Arc<str>>,
+    /// The target definitions and their problems (`/status/definitions.json`).
+    pub definitions: crate::definitions::SharedView,
 }
 
 impl Ops {
@@ -61,6 +63,7 @@ pub fn router(ops: Arc<Ops>) -> Router {
         .route("/status.html", get(status_html))
         .route("/status/history.json", get(history_json))
         .route("/status/fleet.json", get(fleet_json))
+        .route("/status/definitions.json", get(definitions_json))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(status_html))
@@ -160,6 +163,13 @@ fn fleet_now(ops: &Ops) -> Option<FleetView> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()
+}
+
+/// The target definitions: which file defines each, which the targets topic defines, and every
+/// problem with one.
+async fn definitions_json(State(ops): State<Arc<Ops>>) -> Response {
+    let view = crate::definitions::read_view(&ops.definitions);
+    axum::Json(&*view).into_response()
 }
 
 async fn history_json(State(ops): State<Arc<Ops>>) -> Response {

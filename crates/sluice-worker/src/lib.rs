@@ -10,7 +10,9 @@
 //! pauses instead), or show a secret anywhere (logs, metrics, `/status`, errors).
 
 mod admin;
+mod catalogue;
 mod control;
+mod definitions;
 mod error;
 mod fleet;
 mod http;
@@ -111,11 +113,25 @@ pub async fn run_controlled(
         Publisher::new(&kafka_client_config(&config)?).map_err(WorkerError::Producer)?;
     let origin = Instant::now();
     // Moved out, not cloned: a target's config is over half a KiB, and only the tasks need it.
-    let mut targets: Vec<Arc<sluice_config::TargetConfig>> = std::mem::take(&mut config.targets)
+    let loaded: Vec<Arc<sluice_config::TargetConfig>> = std::mem::take(&mut config.targets)
         .into_iter()
         .filter(|t| t.enabled)
         .map(Arc::new)
         .collect();
+    let server_stop = CancellationToken::new();
+    let definitions_view = definitions::SharedView::default();
+    // The files are read again as the catalogue's start (the same validation as the load), so
+    // a later look at them sees what runs; the targets topic's definitions follow.
+    let mut definitions = definitions::Definitions::start(
+        Arc::new(config.clone()),
+        &loaded,
+        &kafka,
+        definitions_view.clone(),
+        server_stop.clone(),
+    )
+    .await;
+    drop(loaded);
+    let mut targets = definitions.targets();
     // The collect reuses the configs' buffer (in place), which would stay allocated, and
     // resident, at its full size (measured: docs/BENCHMARKS.md, the density steps table).
     targets.shrink_to_fit();
@@ -136,8 +152,8 @@ pub async fn run_controlled(
             sluice_config::Fleet::Group(_) => Some(owner_name(&config)),
             sluice_config::Fleet::None => None,
         },
+        definitions: definitions_view.clone(),
     });
-    let server_stop = CancellationToken::new();
     tokio::spawn(status::history::sample(
         ops.history.clone(),
         registry.clone(),
@@ -175,6 +191,9 @@ pub async fn run_controlled(
                 token,
                 control: admin_control,
                 registry: registry.clone(),
+                definitions: definitions_view.clone(),
+                worker: Arc::new(config.clone()),
+                publisher: publisher.clone(),
             })),
             None => router,
         };
@@ -208,6 +227,7 @@ pub async fn run_controlled(
         shutdown,
         inbox,
         admin_inbox,
+        definitions: &mut definitions,
     })
     .await;
     ops.stopping.store(true, Ordering::Relaxed);
@@ -229,6 +249,8 @@ struct Run<'a> {
     inbox: ControlReceiver,
     /// The admin API's commands (none come when it is off).
     admin_inbox: ControlReceiver,
+    /// The target definitions as they change at run time.
+    definitions: &'a mut definitions::Definitions,
 }
 
 async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
@@ -243,27 +265,11 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         shutdown,
         mut inbox,
         mut admin_inbox,
+        definitions,
     } = run;
-    let mut topics: Vec<&str> = targets.iter().map(|t| t.topic.as_str()).collect();
-    topics.sort_unstable();
-    topics.dedup();
     // In the background: a broker without the admin API (or slow to answer) must not hold up
     // the start; a target whose topic is missing shows `paused` until it exists.
-    // Topics created here take the largest record a target's events can make.
-    let created = {
-        let kafka = kafka.clone();
-        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
-        let shutdown = shutdown.clone();
-        let max_message = max_record_of(targets.iter().map(|t| t.limits)).to_string();
-        tokio::spawn(async move {
-            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            let configs = [("max.message.bytes", max_message.as_str())];
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = sluice_publish::topics::ensure_topics_with(&kafka, &topics, false, &configs) => {}
-            }
-        })
-    };
+    let created = definitions::ensure_topics(kafka, &targets, &shutdown);
     let needs = startup::record_needs(&targets);
     let group = match &config.fleet {
         sluice_config::Fleet::Group(group) => Some(group.clone()),
@@ -395,6 +401,26 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                     ownership.expire_handovers(&mut supervisor, config.shutdown.grace).await;
                     let ctx = fleet::Ctx { kafka, topic: &config.topics.checkpoints, ops, shutdown: &shutdown, grace: config.shutdown.grace };
                     match ownership.check_lease(membership.heard(), &mut supervisor, &ctx).await {
+                        Ok(true) => {}
+                        Ok(false) => break Ended::Shutdown,
+                        Err(error) => break Ended::Refused(error),
+                    }
+                }
+            }
+            update = definitions.next() => {
+                let changes = definitions.take(update);
+                if !changes.is_empty() {
+                    let cx = definitions::Apply {
+                        supervisor: &mut supervisor,
+                        paused: &mut paused,
+                        ownership: fleet.as_mut().map(|(_, ownership)| ownership),
+                        kafka,
+                        checkpoints: &config.topics.checkpoints,
+                        ops,
+                        shutdown: &shutdown,
+                        grace: config.shutdown.grace,
+                    };
+                    match definitions::apply(changes, cx).await {
                         Ok(true) => {}
                         Ok(false) => break Ended::Shutdown,
                         Err(error) => break Ended::Refused(error),

@@ -84,14 +84,15 @@ impl Paused {
         started
     }
 
-    /// Moves a target's checkpoint to `event_id`: a running target is paused first (its final
+    /// Moves a target's checkpoint to `event_id` (`None`: resets it, the target starts over
+    /// without `Last-Event-ID`): a running target is paused first (its final
     /// checkpoint stored), the record is written with an epoch above that run, and the target
     /// resumes from it; a paused one stays paused, at the new checkpoint. So the target's own
     /// paced writes cannot undo the move.
     pub(crate) async fn set_checkpoint(
         &mut self,
         id: &TargetId,
-        event_id: String,
+        event_id: Option<String>,
         supervisor: &mut Supervisor,
         grace: Duration,
     ) -> Result<(), ControlError> {
@@ -101,12 +102,14 @@ impl Paused {
         } else if !self.entries.contains_key(id) {
             return Err(ControlError::NotRunning(id.clone()));
         }
-        let written = supervisor.write_checkpoint(id, &event_id, grace).await;
+        let written = supervisor
+            .write_checkpoint(id, event_id.as_deref(), grace)
+            .await;
         if written.is_ok()
             && let Some(mut entry) = self.entries.remove(id)
         {
             supervisor.registry().remove(id);
-            entry.checkpoint = Some(event_id);
+            entry.checkpoint = event_id;
             self.keep(id, entry, supervisor);
         }
         let resumed = if was_running {
@@ -116,6 +119,18 @@ impl Paused {
         };
         written?;
         resumed
+    }
+
+    /// Gives a paused target a new definition (it resumes with it); `false` when `id` is not
+    /// paused.
+    pub(crate) fn redefine(&mut self, id: &TargetId, config: Arc<TargetConfig>) -> bool {
+        match self.entries.get_mut(id) {
+            Some(entry) => {
+                entry.config = config;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drops a paused target (it was stopped or started by other means): its row goes.

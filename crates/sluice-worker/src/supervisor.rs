@@ -147,12 +147,13 @@ impl Supervisor {
     }
 
     /// Writes a checkpoint record for a target that does not run here (an operator moved its
-    /// resume point), with an owner epoch above every run of it here; returns that epoch once
-    /// Kafka stored the record (within `within`).
+    /// resume point), with an owner epoch above every run of it here, or its tombstone (`None`:
+    /// reset, the target starts without `Last-Event-ID`); returns that epoch once Kafka stored
+    /// the record (within `within`).
     pub(crate) async fn write_checkpoint(
         &mut self,
         id: &TargetId,
-        event_id: &str,
+        event_id: Option<&str>,
         within: Duration,
     ) -> Result<u64, ControlError> {
         if self.running.contains_key(id) {
@@ -163,12 +164,22 @@ impl Supervisor {
             id: id.clone(),
             reason,
         };
-        let pending = self
-            .kafka
-            .write_checkpoint(id, event_id, epoch, sluice_publish::Mark::Plain)
-            .map_err(|error| failed(error.to_string()))?;
-        match tokio::time::timeout(within, pending).await {
-            Ok(Ok(_)) => Ok(epoch),
+        let written = match event_id {
+            Some(event_id) => {
+                let pending = self
+                    .kafka
+                    .write_checkpoint(id, event_id, epoch, sluice_publish::Mark::Plain)
+                    .map_err(|error| failed(error.to_string()))?;
+                tokio::time::timeout(within, pending)
+                    .await
+                    .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+            }
+            None => tokio::time::timeout(within, self.kafka.delete_checkpoint(id))
+                .await
+                .map(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+        };
+        match written {
+            Ok(Ok(())) => Ok(epoch),
             Ok(Err(error)) => Err(failed(error.to_string())),
             Err(_) => Err(failed(format!(
                 "no answer from Kafka within {}s",

@@ -56,7 +56,8 @@ async fn targets_start_and_stop_at_run_time_and_a_stopped_targets_checkpoint_is_
     let url = format!("{}?last_event_id=0", sim.stream_url());
     rig.target("a", &url, "");
     rig.target("b", &url, "");
-    let mut config = sluice_config::load(&rig.worker_yaml(0, "")).unwrap();
+    // The files are not watched: `b`'s file stays, and only the control starts it.
+    let mut config = sluice_config::load(&rig.worker_yaml(0, "targets_watch: 0s\n")).unwrap();
     // `b` is not configured at start: it is started at run time, as the fleet will.
     let b: TargetConfig = {
         let at = config.targets.iter().position(|t| t.id == id("b")).unwrap();

@@ -13,7 +13,21 @@ pub(crate) fn target(
     worker: &WorkerConfig,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<TargetConfig> {
+    target_in(file, None, raw, worker, problems)
+}
+
+/// [`target`], with relative paths resolved in `base` when given (not in `file`'s directory).
+pub(crate) fn target_in(
+    file: &Path,
+    base: Option<&Path>,
+    raw: RawTarget,
+    worker: &WorkerConfig,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<TargetConfig> {
     let mut c = Checker::new(file, problems);
+    if let Some(base) = base {
+        c = c.resolving_in(base);
+    }
     let before = c.problems.len();
 
     let id = match raw.id.as_deref() {

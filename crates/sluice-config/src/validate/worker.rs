@@ -45,6 +45,11 @@ pub(crate) fn worker(
             raw.topics.checkpoints.as_deref(),
             Topics::DEFAULT_CHECKPOINTS,
         ),
+        targets: c.topic(
+            "topics.targets",
+            raw.topics.targets.as_deref(),
+            Topics::DEFAULT_TARGETS,
+        ),
     };
 
     let http = HttpConfig {
@@ -53,6 +58,11 @@ pub(crate) fn worker(
     let targets_dir = c
         .dir()
         .join(raw.targets_dir.as_deref().unwrap_or("targets"));
+    let targets_watch = c.duration(
+        "targets_watch",
+        raw.targets_watch.as_deref(),
+        WorkerConfig::DEFAULT_TARGETS_WATCH,
+    );
     let defaults = defaults(&mut c, &raw.defaults);
 
     let mut proxy_pools = BTreeMap::new();
@@ -93,6 +103,7 @@ pub(crate) fn worker(
         topics,
         http,
         targets_dir,
+        targets_watch,
         defaults,
         proxy_pools,
         shutdown,

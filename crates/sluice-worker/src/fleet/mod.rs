@@ -82,6 +82,29 @@ impl Ownership {
         partitions.contains(&self.partition_of(id))
     }
 
+    /// Takes a new or changed definition; whether this worker runs it now (its partition is
+    /// owned here under a valid lease, and no handover of it is going on).
+    pub(crate) fn define(&mut self, target: Arc<TargetConfig>) -> bool {
+        let id = target.id.clone();
+        self.targets.insert(id.clone(), target);
+        self.owned.contains(&self.partition_of(&id))
+            && !self.lease.is_expired()
+            && !self.handover.is_claimed(&id)
+    }
+
+    /// Forgets a removed definition.
+    pub(crate) fn undefine(&mut self, id: &TargetId) {
+        self.targets.remove(id);
+    }
+
+    /// The checkpoint partitions of `ids`.
+    pub(crate) fn partitions_of<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a TargetId>,
+    ) -> BTreeSet<i32> {
+        ids.map(|id| self.partition_of(id)).collect()
+    }
+
     /// Whether targets are still streaming here for a handover.
     pub(crate) fn offering(&self) -> bool {
         self.handover.offering()

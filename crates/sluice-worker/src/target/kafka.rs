@@ -147,6 +147,18 @@ impl Kafka for KafkaSink {
     }
 }
 
+impl KafkaSink {
+    /// Writes the tombstone of `target`'s checkpoint (a reset) and waits for Kafka.
+    pub(crate) async fn delete_checkpoint(
+        &self,
+        target: &TargetId,
+    ) -> Result<sluice_publish::Delivered, sluice_publish::PublishError> {
+        self.publisher
+            .put_keyed(&self.checkpoint_topic, target.as_str(), None, &[])
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::task::{Context, Poll};

@@ -50,6 +50,15 @@ pub enum TargetsVerb {
     Resume { id: String },
     /// Stop a target with its final checkpoint and start it again from it.
     Restart { id: String },
+    /// Define (or change) a target in the targets topic from a target file (validated by the
+    /// worker as `sluice validate` does; a target a file defines is refused).
+    Put {
+        id: String,
+        /// The target file (YAML) to define it with.
+        file: PathBuf,
+    },
+    /// Remove a target the targets topic defines (its owner stops it).
+    Delete { id: String },
 }
 
 /// Arguments of `sluice checkpoints`.
@@ -68,27 +77,60 @@ pub enum CheckpointsVerb {
     Get { id: String },
     /// Move a target's checkpoint: it resumes after `event_id` (paused, written, resumed).
     Set { id: String, event_id: String },
+    /// Reset a target's checkpoint: it starts over without `Last-Event-ID` (paused, written,
+    /// resumed).
+    Reset { id: String },
 }
 
 /// Runs `sluice targets VERB`.
 pub async fn targets(args: TargetsArgs) -> ExitCode {
-    let (method, path) = match &args.verb {
-        TargetsVerb::List => (reqwest::Method::GET, "/targets".to_owned()),
-        TargetsVerb::Get { id } => (reqwest::Method::GET, format!("/targets/{}", segment(id))),
+    let (method, path, body) = match &args.verb {
+        TargetsVerb::List => (reqwest::Method::GET, "/targets".to_owned(), None),
+        TargetsVerb::Get { id } => (
+            reqwest::Method::GET,
+            format!("/targets/{}", segment(id)),
+            None,
+        ),
         TargetsVerb::Pause { id } => (
             reqwest::Method::POST,
             format!("/targets/{}/pause", segment(id)),
+            None,
         ),
         TargetsVerb::Resume { id } => (
             reqwest::Method::POST,
             format!("/targets/{}/resume", segment(id)),
+            None,
         ),
         TargetsVerb::Restart { id } => (
             reqwest::Method::POST,
             format!("/targets/{}/restart", segment(id)),
+            None,
+        ),
+        TargetsVerb::Put { id, file } => {
+            let yaml = match std::fs::read_to_string(file) {
+                Ok(yaml) => yaml,
+                Err(error) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "sluice targets: cannot read the target file {}: {error}",
+                        file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            (
+                reqwest::Method::PUT,
+                format!("/targets/{}", segment(id)),
+                Some(("application/yaml", yaml)),
+            )
+        }
+        TargetsVerb::Delete { id } => (
+            reqwest::Method::DELETE,
+            format!("/targets/{}", segment(id)),
+            None,
         ),
     };
-    call("targets", &args.api, method, &path, None).await
+    call("targets", &args.api, method, &path, body).await
 }
 
 /// Runs `sluice checkpoints VERB`.
@@ -102,7 +144,15 @@ pub async fn checkpoints(args: CheckpointsArgs) -> ExitCode {
         CheckpointsVerb::Set { id, event_id } => (
             reqwest::Method::PUT,
             format!("/targets/{}/checkpoint", segment(id)),
-            Some(serde_json::json!({ "checkpoint": event_id })),
+            Some((
+                "application/json",
+                serde_json::json!({ "checkpoint": event_id }).to_string(),
+            )),
+        ),
+        CheckpointsVerb::Reset { id } => (
+            reqwest::Method::DELETE,
+            format!("/targets/{}/checkpoint", segment(id)),
+            None,
         ),
     };
     call("checkpoints", &args.api, method, &path, body).await
@@ -140,7 +190,7 @@ async fn call(
     api: &WorkerApi,
     method: reqwest::Method,
     path: &str,
-    body: Option<serde_json::Value>,
+    body: Option<(&str, String)>,
 ) -> ExitCode {
     let fail = |message: String| {
         let _ = writeln!(std::io::stderr(), "sluice {command}: {message}");
@@ -154,10 +204,10 @@ async fn call(
     let mut request = reqwest::Client::new()
         .request(method, &url)
         .bearer_auth(token);
-    if let Some(body) = body {
+    if let Some((content_type, body)) = body {
         request = request
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
     }
     let answer = request.send().await;
     let answer = match answer {

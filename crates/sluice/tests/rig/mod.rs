@@ -35,6 +35,8 @@ pub struct Rig {
     pub dir: PathBuf,
     pub events: String,
     pub checkpoints: String,
+    /// The run-time target definitions topic (the worker creates it).
+    pub targets: String,
     /// The aggregator's compacted snapshot topic.
     pub state: String,
     /// The aggregator's dead-letter topic.
@@ -121,6 +123,7 @@ impl Rig {
             dir,
             events,
             checkpoints,
+            targets: unique_topic(&format!("{name}.targets")),
             state,
             dead_letter,
             group: unique_topic(&format!("{name}.aggregators")),
@@ -184,7 +187,7 @@ impl Rig {
         let path = self.dir.join("worker.yaml");
         let body = format!(
             "kafka:\n{kafka}\
-             topics:\n  events: {events}\n  checkpoints: {checkpoints}\n\
+             topics:\n  events: {events}\n  checkpoints: {checkpoints}\n  targets: {targets}\n\
              http:\n  listen: 127.0.0.1:{port}\n\
              targets_dir: targets\n\
              defaults:\n  idle_timeout: 5s\n  connect_timeout: 5s\n  backoff:\n    initial: 20ms\n    max: 500ms\n    reset_after: 10s\n\
@@ -192,6 +195,7 @@ impl Rig {
             kafka = self.kafka_yaml(&format!("    linger.ms: \"2\"\n{kafka_properties}")),
             events = self.events,
             checkpoints = self.checkpoints,
+            targets = self.targets,
         );
         std::fs::write(&path, body).expect("write worker.yaml");
         path
