@@ -118,6 +118,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                 query: &html_query,
                 history: &[],
                 fleet: None,
+                definition_problems: &[],
             });
             let html_took = start.elapsed();
             if round > 0 {

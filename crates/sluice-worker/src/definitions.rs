@@ -328,6 +328,9 @@ pub(crate) async fn apply(changes: Vec<Change>, cx: Apply<'_>) -> Result<bool, W
             }
         }
     }
+    if let Some(ownership) = &ownership {
+        ownership.publish_targets(ops);
+    }
     if !stops.is_empty() {
         let failed = supervisor.stop_many(&stops, grace).await;
         tracing::info!(

@@ -40,6 +40,8 @@ pub struct Ops {
     pub fleet: Arc<std::sync::Mutex<Option<FleetView>>>,
     /// This worker's owner name in a fleet (each row's `owner`).
     pub owner: Option<Arc<str>>,
+    /// In a fleet, the checkpoint partition of every defined target (the fleet view's counts).
+    pub fleet_targets: crate::status::fleet_view::TargetPartitions,
     /// The target definitions and their problems (`/status/definitions.json`).
     pub definitions: crate::definitions::SharedView,
 }
@@ -265,6 +267,11 @@ async fn status_html(
         Err(refusal) => return refusal.into_response(),
     };
     query.per_page = query.per_page.or(Some(crate::status::console::PER_PAGE));
+    let problems: Vec<String> = crate::definitions::read_view(&ops.definitions)
+        .problems
+        .iter()
+        .map(crate::catalogue::Problem::line)
+        .collect();
     match answer(&ops, query.clone()).await {
         Ok(body) => Html(crate::status::console::render(
             &crate::status::console::Page {
@@ -273,6 +280,7 @@ async fn status_html(
                 query: &query,
                 history: &ops.history.samples(),
                 fleet: fleet_now(&ops).as_ref(),
+                definition_problems: &problems,
             },
         ))
         .into_response(),

@@ -153,6 +153,7 @@ pub async fn run_controlled(
             sluice_config::Fleet::None => None,
         },
         definitions: definitions_view.clone(),
+        fleet_targets: Default::default(),
     });
     tokio::spawn(status::history::sample(
         ops.history.clone(),
@@ -164,16 +165,14 @@ pub async fn run_controlled(
             group: group.group_id.clone(),
             topic: config.topics.checkpoints.clone(),
             partitions: group.partitions,
-            target_partitions: status::fleet_view::Describe::partitions_of(
-                targets.iter().map(|t| t.id.as_str()),
-                group.partitions,
-            ),
+            target_partitions: ops.fleet_targets.clone(),
             this_worker: owner.to_string(),
         };
-        metrics
-            .fleet
-            .targets
-            .set(i64::try_from(targets.len()).unwrap_or(i64::MAX));
+        fleet::publish_targets(
+            &ops,
+            targets.iter().map(|t| t.id.as_str()),
+            group.partitions,
+        );
         tokio::spawn(status::fleet_view::follow(
             kafka.clone(),
             describe,

@@ -143,6 +143,9 @@ async fn target_files_are_watched_while_the_worker_runs() {
         )
         .await;
     assert!(rows(&worker).await.contains(&"b".to_owned()), "b runs on");
+    let (_, console) = worker.get("/status.html").await.unwrap();
+    assert!(console.contains("id=\"definition-problems\""), "{console}");
+    assert!(console.contains("b.yaml): url: "), "{console}");
     let (code, listed) = admin(&worker, Method::GET, "/targets", None).await;
     assert_eq!(code, StatusCode::OK);
     assert!(
@@ -436,6 +439,24 @@ async fn in_a_fleet_each_definition_runs_on_its_owner_only() {
             .await;
     };
     split(&all).await;
+    // The fleet view counts them: every target owned by some member.
+    let count = all.len();
+    second
+        .wait_for(
+            "the fleet view to count every defined target",
+            async |w: &Worker| {
+                let Some((200, body)) = w.get("/status/fleet.json").await else {
+                    return false;
+                };
+                let view: Value = serde_json::from_str(&body).expect("fleet view is json");
+                let owned: u64 = view["members"]
+                    .as_array()
+                    .map(|m| m.iter().filter_map(|m| m["targets"].as_u64()).sum())
+                    .unwrap_or(0);
+                owned == count as u64 && view["unowned_targets"] == 0
+            },
+        )
+        .await;
     let expected: Vec<(&str, u64)> = all.iter().map(|id| (id.as_str(), 5)).collect();
     rig.wait_all_ids(&expected).await;
 

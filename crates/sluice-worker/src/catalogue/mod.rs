@@ -64,6 +64,20 @@ pub(crate) struct Problem {
     pub(crate) message: String,
 }
 
+impl Problem {
+    /// One line: the target, where its definition is, and what is wrong.
+    pub(crate) fn line(&self) -> String {
+        let origin = match &self.origin {
+            Origin::File { path } => path.display().to_string(),
+            Origin::Topic => "the targets topic".to_owned(),
+        };
+        match &self.target {
+            Some(target) => format!("{target} ({origin}): {}", self.message),
+            None => format!("{origin}: {}", self.message),
+        }
+    }
+}
+
 /// A valid definition and the text it was read from (what a change is detected on; `None`
 /// for one known only as loaded at start).
 #[derive(Debug, Clone)]

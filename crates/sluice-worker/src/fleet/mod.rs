@@ -92,6 +92,22 @@ impl Ownership {
             && !self.handover.is_claimed(&id)
     }
 
+    /// Records the targets defined now for the fleet view and gauges (after definitions
+    /// changed).
+    pub(crate) fn publish_targets(&self, ops: &http::Ops) {
+        publish_targets(
+            ops,
+            self.targets.keys().map(TargetId::as_str),
+            self.group.partitions,
+        );
+        let owned = self
+            .targets
+            .keys()
+            .filter(|id| self.owned.contains(&self.partition_of(id)))
+            .count();
+        ops.metrics.fleet.owned(self.owned.len(), owned);
+    }
+
     /// Forgets a removed definition.
     pub(crate) fn undefine(&mut self, id: &TargetId) {
         self.targets.remove(id);
@@ -380,6 +396,22 @@ impl Ownership {
             "targets of revoked fleet partitions stopped and checkpointed"
         );
     }
+}
+
+/// Records the fleet's targets (`ids`) for the fleet view and the targets gauge.
+pub(crate) fn publish_targets<'a>(
+    ops: &http::Ops,
+    ids: impl Iterator<Item = &'a str>,
+    partitions: i32,
+) {
+    let target_partitions: Vec<i32> = ids.map(|id| partition_for(id, partitions)).collect();
+    ops.metrics
+        .fleet
+        .targets
+        .set(i64::try_from(target_partitions.len()).unwrap_or(i64::MAX));
+    *ops.fleet_targets
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = target_partitions;
 }
 
 /// What serving an event needs of the worker.

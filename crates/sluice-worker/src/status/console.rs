@@ -32,6 +32,9 @@ pub struct Page<'a> {
     pub history: &'a [Sample],
     /// The fleet, when the worker is in one.
     pub fleet: Option<&'a FleetView>,
+    /// Problems with target definitions (invalid files or records, ids defined twice), one
+    /// line each.
+    pub definition_problems: &'a [String],
 }
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.2em;color:#222}\
@@ -61,6 +64,13 @@ pub fn render(page: &Page<'_>) -> String {
     summary(&mut html, page);
     if let Some(fleet) = page.fleet {
         fleet_section(&mut html, fleet);
+    }
+    if !page.definition_problems.is_empty() {
+        html.push_str("<h2>Definition problems</h2><ul id=\"definition-problems\">");
+        for problem in page.definition_problems {
+            let _ = write!(html, "<li>{}</li>", encode_text(problem));
+        }
+        html.push_str("</ul>");
     }
     html.push_str("<h2>Last hour</h2><div class=\"charts\">");
     charts::all(&mut html, page.history);
@@ -339,6 +349,7 @@ mod tests {
             query: &query,
             history: &[],
             fleet: None,
+            definition_problems: &["x (f.yaml): url: <img src=x onerror=alert(1)>".to_owned()],
         });
         assert!(
             !html.contains("<script>") && !html.contains("<img"),

@@ -18,7 +18,6 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
-use sluice_publish::partition_for;
 
 /// How often the group is described.
 pub const EVERY: Duration = Duration::from_secs(5);
@@ -137,6 +136,10 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The checkpoint partition of every target the fleet's workers know, shared with the loop
+/// that updates it.
+pub type TargetPartitions = Arc<std::sync::RwLock<Vec<i32>>>;
+
 /// What describing the fleet needs.
 pub struct Describe {
     /// The group.
@@ -145,18 +148,14 @@ pub struct Describe {
     pub topic: String,
     /// Its partition count.
     pub partitions: i32,
-    /// The partition of each configured target (the shared partitioner).
-    pub target_partitions: Vec<i32>,
+    /// The partition of each defined target (the shared partitioner), updated as definitions
+    /// change at run time.
+    pub target_partitions: TargetPartitions,
     /// This worker's client id.
     pub this_worker: String,
 }
 
 impl Describe {
-    /// The partition of every target id in `ids`.
-    pub fn partitions_of<'a>(ids: impl Iterator<Item = &'a str>, partitions: i32) -> Vec<i32> {
-        ids.map(|id| partition_for(id, partitions)).collect()
-    }
-
     /// One description, through `client` (blocking).
     pub fn once(&self, client: &BaseConsumer) -> Result<FleetView, String> {
         let list = client
@@ -165,6 +164,11 @@ impl Describe {
         let Some(group) = list.groups().iter().find(|g| g.name() == self.group) else {
             return Err(format!("group {} not found", self.group));
         };
+        let target_partitions = self
+            .target_partitions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut owned = BTreeSet::new();
         let mut members: Vec<Member> = Vec::new();
         for member in group.members() {
@@ -175,8 +179,7 @@ impl Describe {
                 None => BTreeSet::new(),
             };
             owned.extend(partitions.iter().copied());
-            let targets = self
-                .target_partitions
+            let targets = target_partitions
                 .iter()
                 .filter(|p| partitions.contains(p))
                 .count();
@@ -203,8 +206,7 @@ impl Describe {
             partitions: self.partitions,
             this_worker: self.this_worker.clone(),
             members,
-            unowned_targets: self
-                .target_partitions
+            unowned_targets: target_partitions
                 .iter()
                 .filter(|p| !owned.contains(p))
                 .count(),
