@@ -22,6 +22,7 @@ mod baseline;
 mod chaos;
 mod child;
 mod density;
+mod fleet_start;
 mod impls;
 mod kafka;
 mod latency;
@@ -63,6 +64,9 @@ enum Command {
     /// A second fleet worker joins, leaves (SIGTERM) and is killed (-9), in cycles, on a real
     /// Kafka: how long the moved targets are dark (p50/p99), records per event, lost.
     Handover(chaos::handover::HandoverArgs),
+    /// A fleet of workers over many targets: time until every target streams after a cold
+    /// start and after one worker leaves; CPU and memory per target beside `fleet: none`.
+    FleetStart(fleet_start::FleetStartArgs),
     /// A baseline implementation (child process of `pipeline` and `density`).
     Baseline(BaselineArgs),
     /// librdkafka's mock cluster in its own process: prints its bootstrap servers, then serves
@@ -313,6 +317,7 @@ fn main() -> anyhow::Result<()> {
             match cli.command {
                 Command::Pipeline(args) => pipeline::run(args).await,
                 Command::Density(args) => density::run(args).await,
+                Command::FleetStart(args) => fleet_start::run(args).await,
                 Command::Aggregate(args) => aggregate::run(args).await,
                 Command::Sim(args) => simproc::run(args).await,
                 Command::Chaos(args) => chaos::run(args).await,

@@ -7,7 +7,7 @@
 //! What it must NOT do: validate or act on a definition (the worker's loop validates with the
 //! config crate and the catalogue merges), join a group or commit offsets.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -65,7 +65,7 @@ impl Follower {
             .set("group.id", "sluice-targets-reader")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "false");
         let consumer: BaseConsumer = config.create()?;
         let (tx, reads) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -140,8 +140,9 @@ impl Drop for Follower {
     }
 }
 
-/// Assigns every partition of `topic` from the beginning; the partitions.
-fn assign(consumer: &BaseConsumer, topic: &str) -> Result<BTreeSet<i32>, String> {
+/// Assigns every partition of `topic` from the beginning; the ends (high watermarks) of the
+/// partitions that hold records.
+fn assign(consumer: &BaseConsumer, topic: &str) -> Result<BTreeMap<i32, i64>, String> {
     let metadata = consumer
         .fetch_metadata(Some(topic), SETUP_TIMEOUT)
         .map_err(|e| e.to_string())?;
@@ -159,13 +160,37 @@ fn assign(consumer: &BaseConsumer, topic: &str) -> Result<BTreeSet<i32>, String>
         return Err(format!("topic {topic} has no partitions"));
     }
     let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
     for partition in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *partition, SETUP_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        if high > low {
+            ends.insert(*partition, high);
+        }
         assignment
             .add_partition_offset(topic, *partition, Offset::Beginning)
             .map_err(|e| e.to_string())?;
     }
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
-    Ok(partitions)
+    Ok(ends)
+}
+
+/// Drops from `pending` the partitions whose position reached their end (compaction may have
+/// removed the last offsets, so the position, not the last record, tells).
+fn reached(consumer: &BaseConsumer, topic: &str, pending: &mut BTreeMap<i32, i64>) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for element in positions.elements_for_topic(topic) {
+        if let Offset::Offset(at) = element.offset()
+            && pending
+                .get(&element.partition())
+                .is_some_and(|end| at >= *end)
+        {
+            pending.remove(&element.partition());
+        }
+    }
 }
 
 fn follow(
@@ -200,26 +225,32 @@ fn follow(
     };
     let mut loaded = false;
     while !stop.load(Ordering::Relaxed) {
+        if !loaded && pending.is_empty() {
+            loaded = true;
+            if reads.send(Read::Loaded).is_err() {
+                return;
+            }
+        }
         let Some(message) = consumer.poll(POLL) else {
+            if !loaded {
+                reached(consumer, topic, &mut pending);
+            }
             continue;
         };
         let message = match message {
             Ok(message) => message,
-            Err(KafkaError::PartitionEOF(partition)) => {
-                pending.remove(&partition);
-                if !loaded && pending.is_empty() {
-                    loaded = true;
-                    if reads.send(Read::Loaded).is_err() {
-                        return;
-                    }
-                }
-                continue;
-            }
             Err(error) => {
                 tracing::debug!(%error, topic, "following the targets topic");
                 continue;
             }
         };
+        if !loaded
+            && pending
+                .get(&message.partition())
+                .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            pending.remove(&message.partition());
+        }
         let Some(key) = message.key() else {
             continue; // no key: no target
         };
