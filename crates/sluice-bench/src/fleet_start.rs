@@ -117,7 +117,7 @@ async fn run_in(args: &FleetStartArgs, bin: &Path, dir: &Path) -> anyhow::Result
     let mut workers = Vec::new();
     for n in 0..args.workers {
         workers.push(start_worker(
-            &bin,
+            bin,
             dir,
             &format!("fleet-{n}"),
             &fleet_job,
