@@ -159,6 +159,9 @@ async fn demo(
     config.http.listen = aggregator_addr;
     config.worker.kafka.brokers = vec![kafka.bootstrap.clone()];
     config.worker.http.listen = worker_addr;
+    // The targets' URLs may have been pointed at the simulator in memory: a look at the files
+    // would take them back to the files' addresses, so the demo's worker does not watch them.
+    config.worker.targets_watch = std::time::Duration::ZERO;
     let worker_config = config.worker.clone();
 
     let urls = Urls {
