@@ -549,11 +549,21 @@ async fn an_aggregator_that_loses_its_group_session_rejoins_and_converges() {
         .broker_down(Outage::Pause)
         .await
         .expect("broker down");
+    let paused = tokio::time::Instant::now();
     aggregator
         .wait_for("the assignment to be lost", async |a: &Worker| {
             a.log().contains("partitions lost")
         })
         .await;
+    // It gives the partitions up within about the session timeout (6 s): a snapshot round
+    // waiting for acknowledgements that cannot come must not hold the loop (it held it for
+    // 30 s, serving partitions the group had already given away, before the fix).
+    let lost_after = paused.elapsed();
+    assert!(
+        lost_after < Duration::from_secs(20),
+        "the lost assignment was handled {lost_after:?} after the broker hung:\n{}",
+        aggregator.log()
+    );
     let (code, _) = aggregator.get("/readyz").await.expect("readyz answers");
     assert_eq!(code, 503, "not ready without an assignment");
     rig.kafka.broker_up(Outage::Pause).await.expect("broker up");

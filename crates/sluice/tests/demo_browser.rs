@@ -302,10 +302,32 @@ fn cell<'a>(row: &'a [(String, String)], column: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no column {column} in {row:?}"))
 }
 
-fn count(row: &[(String, String)], column: &str) -> u64 {
-    let text = cell(row, column);
-    text.parse()
-        .unwrap_or_else(|_| panic!("{column} is not a count: {text:?} in {row:?}"))
+/// Whether the cell of `column` is a count above zero (a placeholder is not).
+fn positive(row: &[(String, String)], column: &str) -> bool {
+    cell(row, column).parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+/// Renders `url` in headless Chromium until the row of [`TARGET`] satisfies `check`; fails
+/// with the last row rendered after [`LIMIT`].
+async fn rendered_row_until(
+    program: &Path,
+    profile: &Path,
+    url: &str,
+    check: impl Fn(&[(String, String)]) -> bool,
+) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let dom = chromium(program, profile, &["--dump-dom".to_owned(), url.to_owned()]).await;
+        let row = row_of(&dom, TARGET);
+        if check(&row) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the row of {TARGET} at {url} never showed the live state; last rendered: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs headless Chromium with `args` and returns its stdout; fails the test if it fails.
@@ -383,29 +405,21 @@ async fn demo_pages_render_the_live_target_in_headless_chromium() {
 
     let profile = demo.dir.join("chromium-profile");
     let status_url = format!("{worker}/status.html");
-    let dom = chromium(
-        &program,
-        &profile,
-        &["--dump-dom".to_owned(), status_url.clone()],
-    )
+    // A page shows the state as of its load; the demo's target may be reconnecting or its
+    // state refetching at that moment, so each page is loaded again until its row shows the
+    // live state (bounded by LIMIT), and the last row is reported otherwise.
+    rendered_row_until(&program, &profile, &status_url, |row| {
+        cell(row, "state") == "streaming" && positive(row, "events") && positive(row, "acked")
+    })
     .await;
-    let row = row_of(&dom, TARGET);
-    assert_eq!(cell(&row, "state"), "streaming", "worker row {row:?}");
-    assert!(count(&row, "events") > 0, "worker row {row:?}");
-    assert!(count(&row, "acked") > 0, "worker row {row:?}");
-
     let page_url = format!("{aggregator}/");
-    let dom = chromium(
-        &program,
-        &profile,
-        &["--dump-dom".to_owned(), page_url.clone()],
-    )
+    rendered_row_until(&program, &profile, &page_url, |row| {
+        cell(row, "state") == "synced"
+            && positive(row, "version")
+            && positive(row, "entities")
+            && positive(row, "changes")
+    })
     .await;
-    let row = row_of(&dom, TARGET);
-    assert_eq!(cell(&row, "state"), "synced", "aggregator row {row:?}");
-    assert!(count(&row, "version") > 0, "aggregator row {row:?}");
-    assert!(count(&row, "entities") > 0, "aggregator row {row:?}");
-    assert!(count(&row, "changes") > 0, "aggregator row {row:?}");
 
     screenshot(
         &program,

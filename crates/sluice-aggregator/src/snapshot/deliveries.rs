@@ -1,8 +1,10 @@
 //! The snapshot and dead-letter producer's context: the delivery result of each snapshot
 //! record, by the id it was sent with, until the round that sent it takes them. Dead letters
-//! (id 0) are only logged. It must not retry or decide anything about a failed record.
+//! (id 0) are only logged. It also knows which snapshot records are still unreported, so a
+//! periodic round can wait for a stalled one's records instead of queueing another copy. It
+//! must not retry or decide anything about a failed record.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use rdkafka::ClientContext;
@@ -15,6 +17,8 @@ use crate::shared::lock;
 #[derive(Default)]
 pub struct Deliveries {
     results: Mutex<HashMap<usize, Result<(), KafkaError>>>,
+    /// Snapshot records queued and not reported yet.
+    unreported: Mutex<HashSet<usize>>,
 }
 
 impl Deliveries {
@@ -22,6 +26,23 @@ impl Deliveries {
     pub fn all_done(&self, ids: &[usize]) -> bool {
         let results = lock(&self.results);
         ids.iter().all(|id| results.contains_key(id))
+    }
+
+    /// Notes that the snapshot record `id` was queued (before the next producer poll, which
+    /// is the only place its report can arrive).
+    pub fn sent(&self, id: usize) {
+        lock(&self.unreported).insert(id);
+    }
+
+    /// Whether every snapshot record queued so far was reported.
+    pub fn idle(&self) -> bool {
+        lock(&self.unreported).is_empty()
+    }
+
+    /// How many of `ids` were reported.
+    pub fn reported(&self, ids: &[usize]) -> usize {
+        let results = lock(&self.results);
+        ids.iter().filter(|id| results.contains_key(id)).count()
     }
 
     /// Everything reported so far (late reports of an earlier round included, which no one
@@ -47,6 +68,7 @@ impl ProducerContext for Deliveries {
             }
             return;
         }
+        lock(&self.unreported).remove(&id);
         lock(&self.results).insert(id, outcome);
     }
 }

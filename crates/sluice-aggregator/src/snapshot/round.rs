@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::record::SnapshotRecord;
@@ -29,6 +30,16 @@ pub fn snapshot_round(
     mode: CommitMode,
 ) {
     if consumer.assignment_lost() {
+        return;
+    }
+    // A periodic round after one that gave up waiting (the broker down) waits for that
+    // round's records instead of queueing another copy of every snapshot behind them. A
+    // revocation's or shutdown's round (`only`, or a synchronous commit) always runs.
+    let periodic = only.is_none() && matches!(mode, CommitMode::Async);
+    if periodic && !shared.producer.context().idle() {
+        tracing::debug!(
+            "snapshot round skipped: an earlier round's records are not acknowledged yet"
+        );
         return;
     }
     let written_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();

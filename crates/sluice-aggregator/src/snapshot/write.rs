@@ -21,8 +21,13 @@ use super::record::{SnapshotRecord, write_file};
 use crate::shared::Shared;
 use crate::store::Cell;
 
-/// How long each phase of a round waits for Kafka's acknowledgements.
+/// How long each phase of a round waits for Kafka's acknowledgements at most.
 const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a phase waits when no acknowledgement arrives at all (the broker is down or
+/// hung): the consumer loop then goes on, so merging and the group's rebalances (a lost
+/// session above all) are served while the records wait in the producer. Their reports come
+/// later; a periodic round waits for them before it queues another copy.
+const SNAPSHOT_ACK_STALL: Duration = Duration::from_secs(5);
 /// How long one producer poll waits while a round waits for acknowledgements.
 const ACK_POLL: Duration = Duration::from_millis(10);
 
@@ -165,8 +170,12 @@ fn send(shared: &Shared, cell: Arc<Cell>, record: &SnapshotRecord) -> Option<Que
 
 /// Queues one record; false (counted and logged) when the producer refuses it.
 fn queue(shared: &Shared, record: BaseRecord<'_, str, [u8], usize>, target: &str) -> bool {
+    let id = record.delivery_opaque;
     match shared.producer.send(record) {
-        Ok(()) => true,
+        Ok(()) => {
+            shared.producer.context().sent(id);
+            true
+        }
         Err((error, _)) => {
             shared
                 .metrics
@@ -188,14 +197,26 @@ fn failed(sent: &Queued) {
         .extend(sent.keys.iter().cloned());
 }
 
-/// Polls the producer until every one of `ids` is reported (or the timeout), then takes the
-/// reports.
+/// Polls the producer until every one of `ids` is reported, or until
+/// [`SNAPSHOT_ACK_TIMEOUT`], or until none was reported for [`SNAPSHOT_ACK_STALL`]; then
+/// takes the reports.
 fn reports(shared: &Shared, ids: &[usize]) -> HashMap<usize, Result<(), KafkaError>> {
-    let deadline = Instant::now() + SNAPSHOT_ACK_TIMEOUT;
-    while !shared.producer.context().all_done(ids) && Instant::now() < deadline {
+    let context = shared.producer.context();
+    let start = Instant::now();
+    let deadline = start + SNAPSHOT_ACK_TIMEOUT;
+    let (mut reported, mut progress_at) = (0, start);
+    while !context.all_done(ids) {
+        let now = Instant::now();
+        if now >= deadline || now.duration_since(progress_at) >= SNAPSHOT_ACK_STALL {
+            break;
+        }
         shared.producer.poll(ACK_POLL);
+        let now_reported = context.reported(ids);
+        if now_reported > reported {
+            (reported, progress_at) = (now_reported, Instant::now());
+        }
     }
-    shared.producer.context().take()
+    context.take()
 }
 
 /// Polls the producer until every record of `queued` is reported (or the timeout); returns
@@ -247,7 +268,10 @@ fn tombstone(shared: &Shared, obsolete: Vec<(Arc<Cell>, Vec<String>)>) {
             let record = BaseRecord::<str, [u8], usize>::with_opaque_to(&shared.state_topic, id)
                 .key(key.as_str());
             match shared.producer.send(record) {
-                Ok(()) => sent.push((cell.clone(), key, id)),
+                Ok(()) => {
+                    shared.producer.context().sent(id);
+                    sent.push((cell.clone(), key, id));
+                }
                 Err(_) => cell.lock().chunk_keys.push(key),
             }
         }
