@@ -261,7 +261,7 @@ pub async fn run(
     let http_stop = CancellationToken::new();
     let server = {
         let stop = http_stop.clone();
-        let app = http::router(shared.clone());
+        let app = http::router(shared.clone(), &config.http);
         let listener = http::CappedListener::new(
             listener,
             config.http.max_connections,

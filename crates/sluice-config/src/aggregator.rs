@@ -61,12 +61,29 @@ impl AggregatorConfig {
 }
 
 /// The aggregator's HTTP server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregatorHttp {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Connections served at once; one more is answered 503 and closed. Never 0.
     pub max_connections: usize,
+    /// The bearer token every read of the API (`/v1/…`, `/stream` included) must carry; `None`
+    /// = the API is open. `/`, `/metrics`, `/healthz` and `/readyz` stay open either way.
+    pub bearer: Option<SecretRef>,
+    /// Browser origins allowed to read the API (CORS).
+    pub cors: CorsOrigins,
+}
+
+/// The origins a browser may read the aggregator's API from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CorsOrigins {
+    /// No CORS headers: browsers read the API from its own origin only.
+    #[default]
+    None,
+    /// Any origin (`["*"]`).
+    Any,
+    /// These origins, each `scheme://host[:port]` as a browser sends it.
+    List(Vec<String>),
 }
 
 impl AggregatorHttp {

@@ -25,7 +25,8 @@ pub(crate) fn read_with_env<T: DeserializeOwned>(
         .separator(ENV_SEPARATOR)
         .try_parsing(true)
         .list_separator(",")
-        .with_list_parse_key("kafka.brokers");
+        .with_list_parse_key("kafka.brokers")
+        .with_list_parse_key("http.cors.allowed_origins");
     let builder = Config::builder()
         .add_source(File::from(path).format(FileFormat::Yaml))
         .add_source(env);

@@ -330,6 +330,25 @@ pub(crate) struct RawAggregator {
 pub(crate) struct RawAggregatorHttp {
     pub listen: Option<String>,
     pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub auth: RawHttpAuth,
+    #[serde(default)]
+    pub cors: RawCors,
+}
+
+/// The aggregator's `http.auth`: the bearer token its read API requires.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpAuth {
+    pub bearer: Option<RawValueRef>,
+}
+
+/// The aggregator's `http.cors`: the browser origins allowed to read its API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// The aggregator's `kafka`: the worker's keys plus the consumer group.

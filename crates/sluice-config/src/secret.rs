@@ -39,6 +39,16 @@ impl SecretRef {
         Ok(Secret(value))
     }
 
+    /// Whether `authorization` (an `Authorization` header's value) is `Bearer <this secret>`,
+    /// compared in time that depends on the lengths only. The secret is read afresh, so a
+    /// rotated file takes effect on the next request; an unreadable secret is an error (a
+    /// server answers 503 then, never lets the request through).
+    pub fn authorizes(&self, authorization: Option<&[u8]>) -> Result<bool, SecretError> {
+        let expected = self.resolve()?;
+        let given = authorization.and_then(|value| value.strip_prefix(b"Bearer "));
+        Ok(given.is_some_and(|given| same_bytes(given, expected.expose().as_bytes())))
+    }
+
     /// `env VAR` or `file /path`, for messages.
     pub fn describe(&self) -> String {
         match self {
@@ -46,6 +56,14 @@ impl SecretRef {
             SecretRef::File(path) => format!("file {}", path.display()),
         }
     }
+}
+
+/// Equal bytes, in time that depends on the lengths only.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn read_secret_file(path: &Path) -> Result<String, SecretError> {

@@ -352,6 +352,16 @@ fn aggregator_snapshot_interval_must_be_positive() {
 }
 
 #[test]
+fn aggregator_cors_origins_must_be_origins_and_star_stands_alone() {
+    assert_fixture("aggregator_bad_cors_origins");
+}
+
+#[test]
+fn aggregator_bearer_token_is_never_inline() {
+    assert_fixture("aggregator_inline_bearer");
+}
+
+#[test]
 fn aggregator_max_connections_must_be_at_least_one() {
     assert_fixture("aggregator_zero_max_connections");
 }
@@ -405,11 +415,13 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "aggregate_unknown_strategy",
         "aggregate_version_and_range",
         "aggregate_zero_max_buffered",
+        "aggregator_bad_cors_origins",
         "aggregator_bad_group_instance_id",
         "aggregator_bad_metrics_per_target",
         "aggregator_dead_letter_is_state",
         "aggregator_delivery_rules",
         "aggregator_empty_group_id",
+        "aggregator_inline_bearer",
         "aggregator_managed_property",
         "aggregator_missing_worker",
         "aggregator_no_aggregated_target",

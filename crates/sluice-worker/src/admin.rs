@@ -84,33 +84,20 @@ fn refuse(status: StatusCode, kind: &str, message: String) -> Response {
     (status, axum::Json(json!({"error": message, "kind": kind}))).into_response()
 }
 
-/// Equal bytes, in time that depends on the lengths only.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `Ok` when the request carries the configured bearer token.
 fn authorize(admin: &Admin, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let expected = match admin.token.resolve() {
-        Ok(token) => token,
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    match admin.token.authorizes(authorization) {
+        Ok(true) => Ok(()),
         Err(error) => {
             tracing::warn!(%error, "the admin token cannot be read: refusing admin requests");
-            return Err(Box::new(refuse(
+            Err(Box::new(refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "token_unreadable",
                 "the admin token cannot be read".to_owned(),
-            )));
+            )))
         }
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    match given {
-        Some(given) if same(given, expected.expose().as_bytes()) => Ok(()),
-        _ => Err(Box::new(
+        Ok(false) => Err(Box::new(
             (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],

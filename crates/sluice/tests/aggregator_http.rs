@@ -13,8 +13,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
-use axum::Router;
-use axum::routing::get;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -22,30 +20,15 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rig::{Rig, Worker};
 use serde_json::Value;
-use sluice_testkit::TestKafka;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 const TARGET: &str = "t";
 const APPLIED: &str = "sluice_aggregator_deltas_total{outcome=\"applied\",target=\"t\"}";
 
-/// A rig with one target whose base state (served here) is empty at version 0; no worker:
-/// the test writes the deltas.
+/// The rig: one `replace` target with an empty base state, no upstream.
 async fn rig(name: &str) -> Rig {
-    let rig = Rig::with_kafka(name, TestKafka::start().expect("test kafka")).await;
-    let base = Router::new().route("/base", get(|| async { r#"{"version":0,"items":[]}"# }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/base", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, base).await });
-    rig.target(
-        TARGET,
-        "http://127.0.0.1:9/stream",
-        &format!(
-            "aggregate:\n  base:\n    url: {base_url}\n    items: /items\n    key: /key\n    version: /version\n\
-             \x20 delta:\n    key: /key\n    version: /version\n  strategy: replace\n"
-        ),
-    );
-    rig
+    Rig::with_empty_base_target(name, TARGET).await
 }
 
 /// Writes the target's deltas `versions` (entity `k{v % 500}`, `pad` bytes of padding each) as

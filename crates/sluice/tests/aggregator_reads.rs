@@ -12,34 +12,17 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
 use rig::{Rig, Worker};
 use serde_json::{Value, json};
-use sluice_testkit::TestKafka;
-use tokio::net::TcpListener;
 
 const TARGET: &str = "t";
 const APPLIED: &str = "sluice_aggregator_deltas_total{outcome=\"applied\",target=\"t\"}";
 /// Entities of the target: delta `v` sets entity `k{(v - 1) % KEYS}` to `{"key", "n": v}`.
 const KEYS: u64 = 1000;
 
-/// A rig with one `replace` target whose base state is empty at version 0.
+/// The rig: one `replace` target with an empty base state, no upstream.
 async fn rig(name: &str) -> Rig {
-    let rig = Rig::with_kafka(name, TestKafka::start().expect("test kafka")).await;
-    let base = Router::new().route("/base", get(|| async { r#"{"version":0,"items":[]}"# }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/base", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, base).await });
-    rig.target(
-        TARGET,
-        "http://127.0.0.1:9/stream",
-        &format!(
-            "aggregate:\n  base:\n    url: {base_url}\n    items: /items\n    key: /key\n    version: /version\n\
-             \x20 delta:\n    key: /key\n    version: /version\n  strategy: replace\n"
-        ),
-    );
-    rig
+    Rig::with_empty_base_target(name, TARGET).await
 }
 
 fn key(v: u64) -> String {

@@ -1,13 +1,15 @@
 //! The aggregator's HTTP API: the merged state (whole target, a page of entities, one entity),
 //! an SSE stream of merged changes (`stream`), the target list, `/metrics`, `/healthz`,
 //! `/readyz` and a small HTML page; `read` holds what state reads share (waits, version headers,
-//! `ETag`), `entities` the paged reads, `cap` bounds the connections served at once.
+//! `ETag`), `entities` the paged reads, `cap` bounds the connections served at once, `access`
+//! the bearer token and CORS.
 //!
 //! Handlers read a target under its lock only to take an immutable version of it (O(1)):
 //! serialising (a whole state can be large) happens after the lock is released, off the async
 //! workers, so no reader, however slow or numerous, holds up the consumer thread merging under
 //! that lock.
 
+mod access;
 mod cap;
 mod entities;
 mod read;
@@ -23,6 +25,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use html_escape::{encode_double_quoted_attribute, encode_text};
 use serde_json::json;
+use sluice_config::AggregatorHttp;
 
 pub use cap::CappedListener;
 
@@ -30,19 +33,23 @@ use crate::metrics::TargetGauges;
 use crate::shared::{Shared, not_ready};
 use crate::store::Cell;
 
-/// The API's routes.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+/// The API's routes: the read API (`/v1/…`, behind the bearer token when one is configured),
+/// the open page and probes, and CORS headers for the configured origins.
+pub fn router(shared: Arc<Shared>, http: &AggregatorHttp) -> Router {
+    let api = Router::new()
         .route("/v1/targets", get(targets))
         .route("/v1/targets/{target}/state", get(state))
         .route("/v1/targets/{target}/entities", get(entities::list))
         .route("/v1/targets/{target}/entities/{key}", get(entity))
-        .route("/v1/targets/{target}/stream", get(stream::stream))
-        .with_state(shared)
+        .route("/v1/targets/{target}/stream", get(stream::stream));
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(access::require_bearer(api, http.bearer.clone()))
+        .with_state(shared);
+    access::with_cors(app, &http.cors)
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::{CLIENT_MANAGED, Checker, Managed, PRODUCER_MANAGED, legal_kafka_name};
 use crate::aggregator::{
-    AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, SnapshotConfig,
+    AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, CorsOrigins,
+    SnapshotConfig,
 };
 use crate::problem::{ConfigProblem, ProblemKind};
 use crate::raw::RawAggregator;
@@ -103,9 +104,18 @@ pub(crate) fn aggregator(
         }
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
+    let bearer = raw
+        .http
+        .auth
+        .bearer
+        .as_ref()
+        .and_then(|token| c.secret("http.auth.bearer", token));
+    let cors = cors_origins(&mut c, &raw.http.cors.allowed_origins);
     let http = AggregatorHttp {
         listen,
         max_connections,
+        bearer,
+        cors,
     };
 
     let interval = c.duration(
@@ -235,4 +245,62 @@ fn check_targets(c: &mut Checker<'_>, config: &AggregatorConfig) {
             );
         }
     }
+}
+
+/// `http.cors.allowed_origins`: `["*"]`, or origins as a browser sends them
+/// (`scheme://host[:port]`, no path), normalised (lower-case host, default port dropped).
+fn cors_origins(c: &mut Checker, origins: &[String]) -> CorsOrigins {
+    const FIELD: &str = "http.cors.allowed_origins";
+    if origins.is_empty() {
+        return CorsOrigins::None;
+    }
+    if origins.iter().any(|o| o == "*") {
+        if origins.len() > 1 {
+            c.report(
+                FIELD,
+                ProblemKind::Invalid,
+                "the entry \"*\" allows every origin: list it alone, or list origins without it"
+                    .to_owned(),
+            );
+        }
+        return CorsOrigins::Any;
+    }
+    let mut list = Vec::with_capacity(origins.len());
+    for (index, origin) in origins.iter().enumerate() {
+        match origin_of(origin) {
+            Ok(origin) => list.push(origin),
+            Err(why) => {
+                // An entry with credentials in it is not echoed.
+                let shown = if origin.contains('@') {
+                    format!("entry {index}")
+                } else {
+                    format!("entry {index} ({origin:?})")
+                };
+                c.report(
+                    FIELD,
+                    ProblemKind::Invalid,
+                    format!("{shown} is not an origin ({why}): write scheme://host[:port], e.g. https://app.example.com"),
+                );
+            }
+        }
+    }
+    CorsOrigins::List(list)
+}
+
+/// The serialised origin of `text`, or why it is none.
+fn origin_of(text: &str) -> Result<String, &'static str> {
+    let url = url::Url::parse(text).map_err(|_| "not an absolute URL")?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the scheme must be http or https");
+    }
+    if url.host_str().is_none() {
+        return Err("no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("an origin has no credentials");
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err("an origin has no path, query or fragment");
+    }
+    Ok(url.origin().ascii_serialization())
 }

@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 mod converge;
+mod empty_base;
 mod publish;
 
 #[allow(unused_imports)]
