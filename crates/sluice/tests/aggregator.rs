@@ -411,6 +411,7 @@ async fn the_change_stream_starts_with_the_state_and_resumes_from_last_event_id(
     while events.len() < 20 {
         if let Some(sluice_client::SourceItem::Item(sluice_sse::Item::Event(event))) =
             first.next().await.unwrap()
+            && event.event.as_str() != "up-to-date"
         {
             events.push(event);
         }
@@ -469,7 +470,9 @@ async fn the_change_stream_starts_with_the_state_and_resumes_from_last_event_id(
         let chunk = connection.next_chunk().await.unwrap().expect("stream open");
         parser.push(&chunk);
         while let Some(item) = parser.next_item().unwrap() {
-            if let sluice_sse::Item::Event(event) = item {
+            if let sluice_sse::Item::Event(event) = item
+                && event.event.as_str() != "up-to-date"
+            {
                 resumed.push(event);
             }
         }

@@ -289,10 +289,19 @@ async fn a_last_event_id_that_is_no_id_in_the_ring_gets_the_whole_state() {
     ] {
         let client = SlowClient::get(&aggregator, &path, &[("last-event-id", last)]).await;
         assert_eq!(client.status, 200, "Last-Event-ID {last:?}");
-        let first = SseReader::new(client)
+        let mut reader = SseReader::new(client);
+        let mut first = reader
             .next_event()
             .await
             .unwrap_or_else(|| panic!("Last-Event-ID {last:?}: stream ended"));
+        // An id ahead of this state's sequence is a position it cannot serve: the client is
+        // told so, then gets the whole state. Text that is no id is no position at all.
+        if last.parse::<u64>().is_ok() {
+            assert_eq!(first.event.as_str(), "refetch", "Last-Event-ID {last:?}");
+            let why: Value = serde_json::from_str(first.data.as_str()).unwrap();
+            assert_eq!(why["reason"], "unknown_position", "{why}");
+            first = reader.next_event().await.expect("the state after refetch");
+        }
         assert_eq!(first.event.as_str(), "state", "Last-Event-ID {last:?}");
         let got: Value = serde_json::from_str(first.data.as_str()).unwrap();
         assert_eq!(entities(&got), entities(&state), "Last-Event-ID {last:?}");
@@ -304,6 +313,114 @@ async fn a_last_event_id_that_is_no_id_in_the_ring_gets_the_whole_state() {
         "{}",
         aggregator.log()
     );
+}
+
+/// The events of a stream up to and including its first `up-to-date`.
+async fn opening(
+    aggregator: &Worker,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Vec<sluice_sse::Event> {
+    let client = SlowClient::get(aggregator, path, headers).await;
+    assert_eq!(client.status, 200, "{path}");
+    let mut reader = SseReader::new(client);
+    let mut events = Vec::new();
+    loop {
+        let event = reader.next_event().await.expect("the stream stays open");
+        let done = event.event.as_str() == "up-to-date";
+        events.push(event);
+        if done {
+            return events;
+        }
+    }
+}
+
+fn kinds(events: &[sluice_sse::Event]) -> Vec<&str> {
+    events.iter().map(|e| e.event.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_starts_where_since_says_and_says_when_the_client_is_up_to_date() {
+    let rig = rig("agg-http-since").await;
+    let aggregator = rig.start_aggregator("", true).await;
+    produce(&rig, 1..=20, 10).await;
+    wait_applied(&aggregator, 20).await;
+    let state = state_of(&aggregator).await;
+    let seq = state["change_seq"].as_u64().expect("change_seq");
+    let path = format!("/v1/targets/{TARGET}/stream");
+
+    // The whole state (the default, or since=-1), then up-to-date at its sequence.
+    for query in ["", "?since=-1"] {
+        let events = opening(&aggregator, &format!("{path}{query}"), &[]).await;
+        assert_eq!(kinds(&events), ["state", "up-to-date"], "{query:?}");
+        let got: Value = serde_json::from_str(events[0].data.as_str()).unwrap();
+        assert_eq!(entities(&got), entities(&state), "{query:?}");
+        assert_eq!(events[1].id.as_str(), seq.to_string(), "{query:?}");
+    }
+
+    // After a sequence number: the entities changed since, at their ids, then up-to-date. A
+    // Last-Event-ID (a reconnect) wins over the URL's since.
+    let after = (seq - 5).to_string();
+    for (query, headers) in [
+        (format!("?since={after}"), vec![]),
+        (
+            "?since=now".to_owned(),
+            vec![("last-event-id", after.as_str())],
+        ),
+    ] {
+        let events = opening(&aggregator, &format!("{path}{query}"), &headers).await;
+        assert_eq!(
+            kinds(&events),
+            [
+                "upsert",
+                "upsert",
+                "upsert",
+                "upsert",
+                "upsert",
+                "up-to-date"
+            ],
+            "{query:?} {headers:?}"
+        );
+        let ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
+        let expected: Vec<String> = (seq - 4..=seq)
+            .chain([seq])
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(ids, expected);
+    }
+
+    // since=now: up-to-date at once, then only the changes that follow.
+    let client = SlowClient::get(&aggregator, &format!("{path}?since=now"), &[]).await;
+    let mut reader = SseReader::new(client);
+    let first = reader.next_event().await.expect("up-to-date");
+    assert_eq!(first.event.as_str(), "up-to-date");
+    assert_eq!(first.id.as_str(), seq.to_string());
+    produce(&rig, 21..=22, 10).await;
+    for n in 1..=2 {
+        let event = reader.next_event().await.expect("a change");
+        assert_eq!(event.event.as_str(), "upsert");
+        assert_eq!(event.id.as_str(), (seq + n).to_string());
+    }
+
+    // A position older than the ring keeps: refetch (expired), the whole state, up-to-date.
+    produce(&rig, 23..=10_100, 10).await;
+    wait_applied(&aggregator, 10_100).await;
+    let events = opening(&aggregator, &format!("{path}?since=1"), &[]).await;
+    assert_eq!(kinds(&events), ["refetch", "state", "up-to-date"]);
+    let why: Value = serde_json::from_str(events[0].data.as_str()).unwrap();
+    assert_eq!(why["reason"], "expired", "{why}");
+    assert_eq!(why["since"], 1, "{why}");
+
+    // A since that is no position, or another parameter, is refused naming it.
+    for (query, parameter) in [("?since=yesterday", "since"), ("?from=1", "from")] {
+        let (code, body) = aggregator
+            .get(&format!("{path}{query}"))
+            .await
+            .expect("an answer");
+        assert_eq!(code, 400, "{query}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["parameter"], parameter, "{query}");
+    }
 }
 
 /// Sends `GET /healthz` on a new connection; the status line and the connection (kept open).

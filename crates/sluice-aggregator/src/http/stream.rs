@@ -1,6 +1,11 @@
-//! `GET /v1/targets/{target}/stream`: the merged changes of one target as SSE. A client starts
-//! from the whole state, or resumes from `Last-Event-ID` while the target's ring still covers
-//! it, then gets one event per change.
+//! `GET /v1/targets/{target}/stream`: the merged changes of one target as SSE. Where a client
+//! starts: `Last-Event-ID` (a reconnect: resumes after that change while the target's ring still
+//! covers it), else `?since=`: `-1` (the default: the whole state, then changes), `now`
+//! (changes only) or a change sequence number (as `Last-Event-ID`). Then one event per change.
+//! Once the opening is sent, an `up-to-date` event (id: the change sequence it reflects) says
+//! the client holds the current state; a position that can no longer be served (older than the
+//! ring, before a whole-state replacement, or ahead of this state's sequence) is answered with
+//! a `refetch` event naming the reason, then the whole state.
 //!
 //! Bounded per client: a client that falls more than [`crate::store::STREAM_BUFFER`] changes behind (it reads
 //! slower than the target changes) is sent a final comment saying so and disconnected, to
@@ -12,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +26,7 @@ use sluice_merge::Entity;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::not_owned;
+use super::read::{bad_param, params};
 use crate::shared::Shared;
 use crate::store::{Cell, Inner, Listener, RingEntry, StreamItem};
 use crate::versions::StateView;
@@ -38,12 +44,64 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
+/// Where a client asked to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The whole state, then changes (`since=-1`, the default).
+    Whole,
+    /// Changes from now on (`since=now`).
+    Now,
+    /// The changes after this change sequence number (`Last-Event-ID`, or `since=N`).
+    After(u64),
+}
+
+/// The start a request asks for: a usable `Last-Event-ID` wins (an `EventSource` reconnecting
+/// sends it with the URL it first used), else `since`; a bad `since` is a 400 naming it.
+fn start_of(headers: &HeaderMap, raw: Option<&str>) -> Result<Start, Box<Response>> {
+    let query = params(raw, &["since"])?;
+    if let Some(last) = last_event_id(headers) {
+        return Ok(Start::After(last));
+    }
+    match query.get("since").map(String::as_str) {
+        None | Some("-1") => Ok(Start::Whole),
+        Some("now") => Ok(Start::Now),
+        Some(seq) => seq.parse().map(Start::After).map_err(|_| {
+            Box::new(bad_param(
+                "since",
+                "write now, -1 (the whole state) or a change sequence number",
+            ))
+        }),
+    }
+}
+
 /// An entity changed since a client's id: the id of its latest change, its key and its
 /// current value (`None`: deleted).
 type Changed = (u64, Arc<str>, Option<Entity>);
 
+/// Why a client's position cannot be served as changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refetch {
+    /// Older than the oldest change the ring keeps.
+    Expired,
+    /// A whole-state replacement (a fresh base state) came after it.
+    Replaced,
+    /// Ahead of this state's change sequence (an id of another aggregator's state, or of an
+    /// earlier run's).
+    Unknown,
+}
+
+impl Refetch {
+    fn reason(self) -> &'static str {
+        match self {
+            Refetch::Expired => "expired",
+            Refetch::Replaced => "replaced",
+            Refetch::Unknown => "unknown_position",
+        }
+    }
+}
+
 /// What a subscriber is sent first, copied out of the cell under its lock.
-enum Opening {
+enum Body {
     /// Nothing to send: the client is current (or there is no state yet).
     Nothing,
     /// The current value of every entity changed since the client's id (`None`: deleted), at
@@ -53,41 +111,95 @@ enum Opening {
     Full(StateView),
 }
 
+/// The opening of a stream: why the client's position was not served (if so), what brings it
+/// to the current state, and that state's change sequence (`None`: no state yet).
+struct Opening {
+    refetch: Option<(Refetch, u64)>,
+    body: Body,
+    current: Option<u64>,
+}
+
 impl Opening {
-    /// With a `Last-Event-ID` the ring still covers (and no whole-state replacement since):
-    /// the entities changed since, which bring the client to the current state; else the whole
-    /// state. Any id, `u64::MAX` included, is compared without arithmetic that can overflow.
-    fn read(target: &str, inner: &Inner, last: Option<u64>) -> (Opening, u64) {
-        let current = inner.merger.change_seq();
+    /// The opening for `start`. Any id, `u64::MAX` included, is compared without arithmetic
+    /// that can overflow.
+    fn read(target: &str, inner: &Inner, start: Start) -> Opening {
         if !inner.merger.has_state() {
-            return (Opening::Nothing, 0);
+            return Opening {
+                refetch: None,
+                body: Body::Nothing,
+                current: None,
+            };
         }
-        if let Some(last) = last {
-            if last == current {
-                return (Opening::Nothing, current);
+        let current = inner.merger.change_seq();
+        let (refetch, body) = match start {
+            Start::Now => (None, Body::Nothing),
+            Start::Whole => (None, Body::Full(StateView::capture(target, inner))),
+            Start::After(last) if last == current => (None, Body::Nothing),
+            Start::After(last) => {
+                let covered = last < current
+                    && inner
+                        .ring
+                        .front()
+                        .is_some_and(|first| first.seq() <= last.saturating_add(1));
+                let why = if last > current {
+                    Refetch::Unknown
+                } else if !covered {
+                    Refetch::Expired
+                } else {
+                    match changes_since(inner, last) {
+                        Some(changes) => {
+                            return Opening {
+                                refetch: None,
+                                body: Body::Changes(changes),
+                                current: Some(current),
+                            };
+                        }
+                        None => Refetch::Replaced,
+                    }
+                };
+                (
+                    Some((why, last)),
+                    Body::Full(StateView::capture(target, inner)),
+                )
             }
-            let covered = last < current
-                && inner
-                    .ring
-                    .front()
-                    .is_some_and(|first| first.seq() <= last.saturating_add(1));
-            if covered && let Some(changes) = changes_since(inner, last) {
-                return (Opening::Changes(changes), current);
-            }
+        };
+        Opening {
+            refetch,
+            body,
+            current: Some(current),
         }
-        (Opening::Full(StateView::capture(target, inner)), current)
+    }
+
+    /// The change sequence the client holds once the opening is sent.
+    fn sent(&self) -> u64 {
+        self.current.unwrap_or(0)
     }
 
     /// The events (CPU-bound in their size: run off the async workers).
     fn into_events(self) -> VecDeque<Event> {
-        match self {
-            Opening::Nothing => VecDeque::new(),
-            Opening::Changes(changes) => changes
-                .iter()
-                .map(|(seq, key, value)| change_event(*seq, key, value.as_ref()))
-                .collect(),
-            Opening::Full(view) => VecDeque::from([full_event(view)]),
+        let mut events = VecDeque::new();
+        if let (Some((why, since)), Some(current)) = (self.refetch, self.current) {
+            let data = json!({ "reason": why.reason(), "since": since, "change_seq": current });
+            events.push_back(Event::default().event("refetch").data(data.to_string()));
         }
+        match self.body {
+            Body::Nothing => {}
+            Body::Changes(changes) => events.extend(
+                changes
+                    .iter()
+                    .map(|(seq, key, value)| change_event(*seq, key, value.as_ref())),
+            ),
+            Body::Full(view) => events.push_back(full_event(view)),
+        }
+        if let Some(current) = self.current {
+            events.push_back(
+                Event::default()
+                    .id(current.to_string())
+                    .event("up-to-date")
+                    .data(json!({ "change_seq": current }).to_string()),
+            );
+        }
+        events
     }
 }
 
@@ -192,15 +304,20 @@ impl Subscription {
 pub(super) async fn stream(
     State(shared): State<Arc<Shared>>,
     Path(target): Path<String>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let start = match start_of(&headers, raw.as_deref()) {
+        Ok(start) => start,
+        Err(refused) => return *refused,
+    };
     let Some(cell) = shared.store.get(&target) else {
         return not_owned(&target);
     };
-    let last = last_event_id(&headers);
     // Listening before the state is read: a change applied after the read is received.
     let listener = cell.listen();
-    let (opening, sent) = Opening::read(&target, &cell.lock(), last);
+    let opening = Opening::read(&target, &cell.lock(), start);
+    let sent = opening.sent();
     let pending = off_workers(move || opening.into_events())
         .await
         .unwrap_or_default();
@@ -256,6 +373,33 @@ mod tests {
             assert_eq!(id(bad), None, "{bad:?}");
         }
         assert_eq!(last_event_id(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn since_and_last_event_id_choose_the_start() {
+        let none = HeaderMap::new();
+        assert_eq!(start_of(&none, None).ok(), Some(Start::Whole));
+        assert_eq!(start_of(&none, Some("since=-1")).ok(), Some(Start::Whole));
+        assert_eq!(start_of(&none, Some("since=now")).ok(), Some(Start::Now));
+        assert_eq!(
+            start_of(&none, Some("since=42")).ok(),
+            Some(Start::After(42))
+        );
+        let mut reconnect = HeaderMap::new();
+        reconnect.insert("last-event-id", HeaderValue::from_static("7"));
+        assert_eq!(
+            start_of(&reconnect, Some("since=now")).ok(),
+            Some(Start::After(7)),
+            "a reconnect resumes where it was"
+        );
+        for bad in ["since=-2", "since=soon", "since=1&since=2", "from=3"] {
+            let refused = start_of(&none, Some(bad)).expect_err(bad);
+            assert_eq!(
+                refused.status(),
+                axum::http::StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -779,11 +779,15 @@ pub fn write_file(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
-/// Applies an aggregator `/stream` change event (`upsert` / `delete`) to `state`.
+/// Applies an aggregator `/stream` change event (`upsert` / `delete`) to `state`; an
+/// `up-to-date` control event changes nothing.
 pub fn apply_change(
     state: &mut std::collections::BTreeMap<String, Value>,
     event: &sluice_sse::Event,
 ) {
+    if event.event.as_str() == "up-to-date" {
+        return;
+    }
     let change: Value = serde_json::from_str(event.data.as_str()).unwrap();
     let key = change["key"].as_str().unwrap().to_owned();
     match event.event.as_str() {
