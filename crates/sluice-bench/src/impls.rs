@@ -1,5 +1,5 @@
 //! Starting an implementation under test as a child process: `sluice worker` with a generated
-//! config directory, or `sluice-bench baseline`.
+//! config directory, `sluice-bench baseline`, or the Python scraper (`python`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,7 @@ impl Running {
                 command.arg("worker").arg("--config").arg(config);
                 command
             }
+            Impl::Python => crate::python::command(job, dir).await?,
             Impl::Await | Impl::Inflight => {
                 let mode = if which == Impl::Await {
                     Mode::Await

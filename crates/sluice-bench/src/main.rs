@@ -28,6 +28,7 @@ mod kafka;
 mod latency;
 mod pipeline;
 mod procfs;
+mod python;
 mod report;
 mod scrape;
 mod simproc;
@@ -129,6 +130,8 @@ pub enum Impl {
     Await,
     /// Baseline (b).
     Inflight,
+    /// The Python scraper (requests + sseclient-py + confluent-kafka).
+    Python,
 }
 
 impl Impl {
@@ -138,6 +141,7 @@ impl Impl {
             Impl::Sluice => "sluice",
             Impl::Await => "await",
             Impl::Inflight => "inflight",
+            Impl::Python => "python",
         }
     }
 }
@@ -150,7 +154,8 @@ pub fn parse_impls(list: &str) -> anyhow::Result<Vec<Impl>> {
             "sluice" => Impl::Sluice,
             "await" | "a" => Impl::Await,
             "inflight" | "b" => Impl::Inflight,
-            other => bail!("unknown implementation {other:?} (sluice, await, inflight)"),
+            "python" | "py" => Impl::Python,
+            other => bail!("unknown implementation {other:?} (sluice, await, inflight, python)"),
         };
         if !impls.contains(&i) {
             impls.push(i);

@@ -44,8 +44,9 @@ pub struct PipelineArgs {
     /// started here by `scripts/kafka`) or a bootstrap address.
     #[arg(long, default_value = "mock")]
     pub kafka: String,
-    /// Implementations, in order: sluice, await, inflight.
-    #[arg(long, default_value = "sluice,await,inflight")]
+    /// Implementations, in order: sluice, await, inflight, python (the Python scraper, run in a
+    /// virtualenv the bench creates and fills from PyPI when missing).
+    #[arg(long, default_value = "sluice,await,inflight,python")]
     pub impls: String,
     /// Partitions of the events topic.
     #[arg(long, default_value_t = 3)]
@@ -288,10 +289,13 @@ fn print_report(
     command: &str,
     machine_before: &str,
 ) {
-    let reference = outcomes
-        .iter()
-        .find(|o| o.which == Impl::Inflight)
-        .and_then(Outcome::events_per_cpu_second);
+    let per_cpu_of = |which: Impl| {
+        outcomes
+            .iter()
+            .find(|o| o.which == which)
+            .and_then(Outcome::events_per_cpu_second)
+    };
+    let (reference, python) = (per_cpu_of(Impl::Inflight), per_cpu_of(Impl::Python));
     let mut header = vec![
         "impl",
         "events",
@@ -301,6 +305,7 @@ fn print_report(
         "CPU-s / M events",
         "events / CPU-s",
         "vs inflight",
+        "vs python",
         "peak RSS MiB",
         "broker CPU s",
         "harness CPU s",
@@ -325,6 +330,12 @@ fn print_report(
             num(
                 o.events_per_cpu_second()
                     .zip(reference)
+                    .map(|(mine, theirs)| mine / theirs),
+                2,
+            ) + "x",
+            num(
+                o.events_per_cpu_second()
+                    .zip(python)
                     .map(|(mine, theirs)| mine / theirs),
                 2,
             ) + "x",
