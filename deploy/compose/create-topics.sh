@@ -34,6 +34,9 @@ ensure_topic sluice.events 6 cleanup.policy=delete retention.ms=604800000 max.me
 ensure_topic sluice.checkpoints 12 cleanup.policy=compact
 # target -> latest merged snapshot: compacted, read at every aggregator start.
 ensure_topic sluice.state 6 cleanup.policy=compact
+# aggregator -> its URL and the partitions it owns (routing clients to a target's owner):
+# compacted, one partition.
+ensure_topic sluice.aggregators 1 cleanup.policy=compact
 # Malformed deltas, for a person to look at: two weeks.
 ensure_topic sluice.dead-letter 1 cleanup.policy=delete retention.ms=1209600000
 

@@ -1,7 +1,7 @@
 //! The consumer loop: one thread owns the group consumer and, round after round, serves the
 //! consumer's own queue (rebalances run inside its `poll`, see `rebalance`), hands each record
 //! to `records`, steps the base fetches (`fetch`), runs a snapshot round every interval
-//! (`snapshot`) and refreshes the lag gauges. At shutdown it writes final snapshots, commits
+//! (`snapshot`), refreshes the lag gauges and queues its member record when due (`owners`). At shutdown it writes final snapshots, commits
 //! and leaves the group (`membership::leave`, explicitly, even as a static member).
 //!
 //! The loop owns the order of these steps and nothing else: it must not merge, fetch, snapshot
@@ -22,6 +22,7 @@ use crate::batch::{Batch, BatchQueue};
 use crate::fetch::Fetcher;
 use crate::membership;
 use crate::out_of_range;
+use crate::owners;
 use crate::rebalance::Ctx;
 use crate::records::{Handler, Record};
 use crate::shared::Shared;
@@ -101,11 +102,21 @@ impl Engine {
                 self.update_lag();
                 next_lag = now + LAG_INTERVAL;
             }
+            owners::publish(
+                &self.shared.owners,
+                &self.shared.producer,
+                &self.shared.members_topic,
+            );
         }
         tracing::info!("stopping: writing final snapshots");
         snapshot_round(&self.shared, &self.consumer, None, CommitMode::Sync);
         // The revocation runs (it finds nothing new to snapshot), then the group is left.
         membership::leave(&self.shared, &self.consumer, &self.kafka);
+        owners::publish_tombstone(
+            &self.shared.owners,
+            &self.shared.producer,
+            &self.shared.members_topic,
+        );
         for cell in self.shared.store.all() {
             cell.retire();
         }

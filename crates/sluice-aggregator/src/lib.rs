@@ -17,6 +17,7 @@ mod http;
 mod membership;
 mod metrics;
 mod out_of_range;
+mod owners;
 mod partition_check;
 mod rebalance;
 mod records;
@@ -101,6 +102,43 @@ impl AggregatorError {
     }
 }
 
+/// Reads each of `topics`' partition count from the brokers into `shared` (bounded; a topic
+/// that is missing or unreadable is left out).
+fn read_partition_counts(shared: &Shared, topics: &[String]) {
+    let consumer: Result<BaseConsumer, _> = shared.reader.create();
+    let Ok(consumer) = consumer else {
+        return;
+    };
+    for topic in topics {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(metadata) => {
+                if let Some(t) = metadata.topics().iter().find(|t| {
+                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                }) {
+                    let count = i32::try_from(t.partitions().len()).unwrap_or(i32::MAX);
+                    shared.set_partition_count(topic, count);
+                }
+            }
+            Err(error) => tracing::debug!(%error, topic, "cannot read the partition count yet"),
+        }
+    }
+}
+
+/// The base URL for `addr` when `http.advertise` is not set: the address itself, or the host
+/// name with its port when it listens on every interface.
+fn advertised(addr: std::net::SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return format!("http://{addr}");
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("http://{host}:{}", addr.port())
+}
+
 /// The aggregator's Kafka settings, for every client it makes (the one policy: the state reader
 /// and admin client get the connection and security properties too).
 fn kafka_settings(config: &AggregatorConfig) -> KafkaSettings<'_> {
@@ -162,6 +200,8 @@ pub async fn run(
     let state_topic = config.topics.state.clone();
     let ensure = async {
         sluice_publish::topics::ensure_topics(&admin, &[state_topic.as_str()], true).await;
+        sluice_publish::topics::ensure_topics(&admin, &[config.topics.members.as_str()], true)
+            .await;
         if let Some(dead) = &config.topics.dead_letter {
             sluice_publish::topics::ensure_topics(&admin, &[dead.as_str()], false).await;
         }
@@ -220,7 +260,16 @@ pub async fn run(
         producer,
         reader,
         tokio::runtime::Handle::current(),
+        config.topics.members.clone(),
     ));
+
+    // Routing needs the partition count of every events topic, not only of those assigned
+    // here (an assignment refreshes them). Best effort: a topic not there yet is learnt later.
+    {
+        let shared = shared.clone();
+        let topics = topics.clone();
+        let _ = tokio::task::spawn_blocking(move || read_partition_counts(&shared, &topics)).await;
+    }
 
     let mut consumer_properties = membership::group_properties(&config.kafka);
     consumer_properties.extend([
@@ -257,7 +306,29 @@ pub async fn run(
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "aggregator http listening");
+        let url = config
+            .http
+            .advertise
+            .clone()
+            .unwrap_or_else(|| advertised(addr));
+        let key = config
+            .kafka
+            .group_instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{url} {}", std::process::id()));
+        tracing::info!(%url, "clients of targets owned here are sent to this URL by the other aggregators");
+        shared.owners.set_me(key, url);
     }
+    let members_stop = CancellationToken::new();
+    let members = {
+        let (shared, stop) = (shared.clone(), members_stop.clone());
+        std::thread::Builder::new()
+            .name("sluice-members".to_owned())
+            .spawn(move || {
+                owners::follow(&shared.owners, &shared.reader, &shared.members_topic, &stop);
+            })
+            .map_err(AggregatorError::Spawn)?
+    };
     let http_stop = CancellationToken::new();
     let server = {
         let stop = http_stop.clone();
@@ -303,6 +374,8 @@ pub async fn run(
         })
         .map_err(AggregatorError::Spawn)?;
     let finished = done_rx.await;
+    members_stop.cancel();
+    let _ = tokio::task::spawn_blocking(move || members.join()).await;
     deliveries_stop.cancel();
     http_stop.cancel();
     let _ = deliveries.await;

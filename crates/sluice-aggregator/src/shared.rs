@@ -17,6 +17,7 @@ use sluice_config::ProxyConfig;
 use sluice_merge::{Merger, ResnapshotReason};
 
 use crate::metrics::Metrics;
+use crate::owners::Owners;
 use crate::snapshot::Deliveries;
 use crate::store::{Cell, Inner, Store, TargetDef};
 
@@ -52,6 +53,11 @@ pub struct Shared {
     pub reader: ClientConfig,
     /// The runtime base fetches run on.
     pub runtime: tokio::runtime::Handle,
+    /// Which aggregator of the group owns which partition (for routing clients), this one's
+    /// claims included.
+    pub owners: Owners,
+    /// The members topic.
+    pub members_topic: String,
     /// Partitions assigned now.
     assigned: Mutex<BTreeSet<TopicPartition>>,
     /// Whether the group assigned partitions (possibly none) at least once.
@@ -102,6 +108,7 @@ impl Shared {
         producer: BaseProducer<Deliveries>,
         reader: ClientConfig,
         runtime: tokio::runtime::Handle,
+        members_topic: String,
     ) -> Shared {
         Shared {
             defs,
@@ -116,6 +123,8 @@ impl Shared {
             next_delivery: AtomicUsize::new(1),
             reader,
             runtime,
+            owners: Owners::default(),
+            members_topic,
             assigned: Mutex::new(BTreeSet::new()),
             assigned_once: AtomicBool::new(false),
             fetch_queue: Mutex::new(Vec::new()),
@@ -131,11 +140,13 @@ impl Shared {
     /// Adds newly assigned partitions.
     pub fn add_assigned(&self, parts: &BTreeSet<TopicPartition>) {
         lock(&self.assigned).extend(parts.iter().cloned());
+        self.owners.claim(parts);
     }
 
     /// Removes revoked (or lost) partitions.
     pub fn remove_assigned(&self, parts: &BTreeSet<TopicPartition>) {
         lock(&self.assigned).retain(|p| !parts.contains(p));
+        self.owners.release(parts);
     }
 
     /// Records whether the group has assigned partitions since the last loss (`/readyz`).

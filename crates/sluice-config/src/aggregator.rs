@@ -67,6 +67,10 @@ pub struct AggregatorHttp {
     pub listen: SocketAddr,
     /// Connections served at once; one more is answered 503 and closed. Never 0.
     pub max_connections: usize,
+    /// The base URL other aggregators send clients to for the targets this one owns
+    /// (`scheme://host[:port]`, no trailing slash); `None` = `http://` and the listening
+    /// address (the host name when it listens on every interface).
+    pub advertise: Option<String>,
     /// The bearer token every read of the API (`/v1/…`, `/stream` included) must carry; `None`
     /// = the API is open. `/`, `/metrics`, `/healthz` and `/readyz` stay open either way.
     pub bearer: Option<SecretRef>,
@@ -126,11 +130,16 @@ pub struct AggregatorTopics {
     pub state: String,
     /// Where deltas that cannot be merged go; `None` = they are only counted and logged.
     pub dead_letter: Option<String>,
+    /// Compacted topic where each aggregator of the group says where it answers and which
+    /// partitions it owns, so any of them can send a client to a target's owner.
+    pub members: String,
 }
 
 impl AggregatorTopics {
     /// Default state topic.
     pub const DEFAULT_STATE: &'static str = "sluice.state";
+    /// Default members topic.
+    pub const DEFAULT_MEMBERS: &'static str = "sluice.aggregators";
 }
 
 /// Periodic snapshots of each target's state.

@@ -330,6 +330,7 @@ pub(crate) struct RawAggregator {
 pub(crate) struct RawAggregatorHttp {
     pub listen: Option<String>,
     pub max_connections: Option<u32>,
+    pub advertise: Option<String>,
     #[serde(default)]
     pub auth: RawHttpAuth,
     #[serde(default)]
@@ -371,6 +372,7 @@ pub(crate) struct RawAggregatorKafka {
 pub(crate) struct RawAggregatorTopics {
     pub state: Option<String>,
     pub dead_letter: Option<String>,
+    pub members: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -376,11 +376,14 @@ async fn two_aggregators_split_the_targets_and_together_hold_the_truth() {
         assert!(in_a.contains(id) || in_b.contains(id), "{id} is owned");
         assert_converges(owner, id, sim).await;
         let other = if in_a.contains(id) { &b } else { &a };
-        let (code, _) = other.get(&format!("/v1/targets/{id}/state")).await.unwrap();
+        // The other one does not serve it: it sends the client to the owner.
+        let (code, body) = other.get(&format!("/v1/targets/{id}/state")).await.unwrap();
         assert_eq!(
-            code, 404,
-            "{id} is not served by the aggregator that does not own it"
+            code, 307,
+            "{id} is not served by the aggregator that does not own it: {body}"
         );
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["owner"], owner.base(), "{id}");
     }
     drop(worker);
 }

@@ -307,3 +307,137 @@ async fn a_static_member_stopped_gracefully_leaves_so_the_other_serves_its_targe
     served_within(&first, &targets, Instant::now(), rig::LIMIT).await;
     drop(worker);
 }
+
+/// `GET path` on `aggregator` without following redirects: status, `Location`, body.
+async fn get_raw(aggregator: &Worker, path: &str) -> (u16, String, String) {
+    let response = rig::no_redirects()
+        .get(format!("{}{path}", aggregator.base()))
+        .send()
+        .await
+        .expect("the aggregator answers");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().expect("an ASCII Location").to_owned())
+        .unwrap_or_default();
+    (status, location, response.text().await.expect("a body"))
+}
+
+/// `/v1/targets`' `group`: target → owner URL (as that aggregator sees it).
+async fn group_view(aggregator: &Worker) -> BTreeMap<String, Option<String>> {
+    let (_, _, body) = get_raw(aggregator, "/v1/targets").await;
+    let list: Value = serde_json::from_str(&body).expect("json");
+    list["group"]
+        .as_array()
+        .expect("a group array")
+        .iter()
+        .map(|t| {
+            (
+                t["target"].as_str().expect("id").to_owned(),
+                t["owner"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_aggregator_sends_a_client_to_the_owner_and_lists_every_target_with_its_owner() {
+    if !real_broker_or_skip(
+        "any_aggregator_sends_a_client_to_the_owner_and_lists_every_target_with_its_owner",
+    ) {
+        return;
+    }
+    let (rig, _sims) = rig_with_targets("member-route", 4, 20_000).await;
+    let targets = one_target_per_partition(4);
+    let worker = rig.start("").await;
+    let a = start_member(&rig, "aggregator-0", true).await;
+    let b = start_member(&rig, "aggregator-1", false).await;
+    b.wait_for("the group to split the targets", async |b: &Worker| {
+        !owned(b).await.is_empty() && b.get("/readyz").await.is_some_and(|(c, _)| c == 200)
+    })
+    .await;
+    a.wait_ready().await;
+
+    // Both see every target's owner, and agree with what each says it holds.
+    let expected = async || -> BTreeMap<String, Option<String>> {
+        let (mine, theirs) = (owned(&a).await, owned(&b).await);
+        targets
+            .iter()
+            .map(|t| {
+                let owner = if mine.contains(t) {
+                    Some(a.base().to_owned())
+                } else if theirs.contains(t) {
+                    Some(b.base().to_owned())
+                } else {
+                    None
+                };
+                (t.clone(), owner)
+            })
+            .collect()
+    };
+    for member in [&a, &b] {
+        member
+            .wait_for("every owner known and right", async |m: &Worker| {
+                let want = expected().await;
+                want.values().all(Option::is_some) && group_view(m).await == want
+            })
+            .await;
+    }
+
+    // A request to the aggregator that does not own a target is sent to the one that does,
+    // path and query kept; the owner answers it.
+    let (on_a, on_b) = (owned(&a).await, owned(&b).await);
+    for (asked, owner, target) in [(&a, &b, &on_b[0]), (&b, &a, &on_a[0])] {
+        let path = format!("/v1/targets/{target}/state?timeout=1s");
+        let (status, location, body) = get_raw(asked, &path).await;
+        assert_eq!(status, 307, "{target} asked of a non-owner: {body}");
+        assert_eq!(location, format!("{}{path}", owner.base()));
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["owner"], owner.base());
+        let (status, _, state) = get_raw(owner, &path).await;
+        assert_eq!(status, 200, "{state}");
+        let state: Value = serde_json::from_str(&state).unwrap();
+        assert_eq!(state["target"], target.as_str());
+        // The stream and the entity reads are routed the same way.
+        for sub in ["entities?limit=1", "stream"] {
+            let (status, location, _) =
+                get_raw(asked, &format!("/v1/targets/{target}/{sub}")).await;
+            assert_eq!(status, 307, "{sub}");
+            assert_eq!(
+                location,
+                format!("{}/v1/targets/{target}/{sub}", owner.base())
+            );
+        }
+    }
+    let (status, _, body) = get_raw(&a, "/v1/targets/no-such-target/state").await;
+    assert_eq!(status, 404, "{body}");
+
+    // b stops (a scale-in): every answer a gives meanwhile is the state, a redirect or a 503
+    // with Retry-After, never anything else, until a serves b's targets itself.
+    let (exit, log) = b.terminate().await;
+    assert!(exit.success(), "{exit:?}\n{log}");
+    for target in &on_b {
+        let path = format!("/v1/targets/{target}/state");
+        a.wait_for(
+            "a to serve the stopped member's target",
+            async |a: &Worker| {
+                let (status, _, body) = get_raw(a, &path).await;
+                assert!(matches!(status, 200 | 307 | 503), "{status}: {body}");
+                status == 200
+            },
+        )
+        .await;
+    }
+    a.wait_for(
+        "a to list itself as every target's owner",
+        async |a: &Worker| {
+            group_view(a)
+                .await
+                .values()
+                .all(|owner| owner.as_deref() == Some(a.base()))
+        },
+    )
+    .await;
+    drop(worker);
+}

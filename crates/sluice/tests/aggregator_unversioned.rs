@@ -65,9 +65,15 @@ async fn a_json_patch_delta_taken_before_the_base_fetch_started_is_not_applied_t
     // Owned means assigned, and the partition pinned where it starts: a delta now is read.
     aggregator
         .wait_for("the target owned", async |a: &Worker| {
-            a.get("/v1/targets")
-                .await
-                .is_some_and(|(code, body)| code == 200 && body.contains("\"lists\""))
+            // Held here: in `targets` (`group` lists every target of the group).
+            a.get("/v1/targets").await.is_some_and(|(code, body)| {
+                code == 200
+                    && serde_json::from_str::<Value>(&body).is_ok_and(|list| {
+                        list["targets"]
+                            .as_array()
+                            .is_some_and(|t| t.iter().any(|t| t["target"] == "lists"))
+                    })
+            })
         })
         .await;
     let append = json!({"key": "a", "ops": [{"op": "add", "path": "/l/-", "value": 1}]});

@@ -13,6 +13,7 @@ mod access;
 mod cap;
 mod entities;
 mod read;
+mod routing;
 mod stream;
 
 use std::sync::Arc;
@@ -41,7 +42,12 @@ pub fn router(shared: Arc<Shared>, http: &AggregatorHttp) -> Router {
         .route("/v1/targets/{target}/state", get(state))
         .route("/v1/targets/{target}/entities", get(entities::list))
         .route("/v1/targets/{target}/entities/{key}", get(entity))
-        .route("/v1/targets/{target}/stream", get(stream::stream));
+        .route("/v1/targets/{target}/stream", get(stream::stream))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            routing::to_owner,
+        ));
+    // The token is checked before anything else (an outsider does not learn the owners).
     let app = Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -149,9 +155,34 @@ async fn targets(State(shared): State<Arc<Shared>>) -> Response {
         .into_iter()
         .map(|(topic, partition)| json!({ "topic": topic, "partition": partition }))
         .collect();
+    // Every target of the group with its owner, as the members topic says.
+    let me = shared.owners.my_url();
+    let mut group: Vec<_> = shared
+        .defs
+        .values()
+        .map(|def| {
+            let (id, topic) = (def.id(), &def.target.topic);
+            let partition = shared
+                .partition_count(topic)
+                .map(|count| sluice_publish::partition_for(id, count));
+            let owner = match partition.map(|p| shared.owners.owner_of(topic, p)) {
+                Some(crate::owners::Owner::Me) => me.clone(),
+                Some(crate::owners::Owner::Other(url)) => Some(url),
+                Some(crate::owners::Owner::Nobody) | None => None,
+            };
+            json!({
+                "target": id,
+                "topic": topic,
+                "partition": partition,
+                "owner": owner,
+                "here": shared.store.get(id).is_some(),
+            })
+        })
+        .collect();
+    group.sort_by(|a, b| a["target"].as_str().cmp(&b["target"].as_str()));
     json_response(
         StatusCode::OK,
-        serde_json::to_vec(&json!({ "targets": list, "partitions": partitions }))
+        serde_json::to_vec(&json!({ "targets": list, "partitions": partitions, "group": group }))
             .unwrap_or_default(),
     )
 }

@@ -68,6 +68,12 @@ impl ProducerContext for Deliveries {
             }
             return;
         }
+        if id == crate::owners::MEMBER_DELIVERY {
+            if let Err(error) = outcome {
+                tracing::warn!(%error, "member record not written; the next heartbeat writes it again");
+            }
+            return;
+        }
         lock(&self.unreported).remove(&id);
         lock(&self.results).insert(id, outcome);
     }

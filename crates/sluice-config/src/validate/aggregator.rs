@@ -89,7 +89,23 @@ pub(crate) fn aggregator(
             format!("topic {state:?} is also topics.state: dead letters need a topic of their own"),
         );
     }
-    let topics = AggregatorTopics { state, dead_letter };
+    let members = c.topic(
+        "topics.members",
+        raw.topics.members.as_deref(),
+        AggregatorTopics::DEFAULT_MEMBERS,
+    );
+    if members == state || dead_letter.as_ref() == Some(&members) {
+        c.report(
+            "topics.members",
+            ProblemKind::Invalid,
+            format!("topic {members:?} is also topics.state or topics.dead_letter: members need a topic of their own"),
+        );
+    }
+    let topics = AggregatorTopics {
+        state,
+        dead_letter,
+        members,
+    };
 
     let listen = c.listen(raw.http.listen.as_deref(), AggregatorConfig::DEFAULT_LISTEN);
     let max_connections = match raw.http.max_connections {
@@ -111,9 +127,21 @@ pub(crate) fn aggregator(
         .as_ref()
         .and_then(|token| c.secret("http.auth.bearer", token));
     let cors = cors_origins(&mut c, &raw.http.cors.allowed_origins);
+    let advertise = raw.http.advertise.as_deref().and_then(|text| match base_url(text) {
+        Ok(url) => Some(url),
+        Err(why) => {
+            c.report(
+                "http.advertise",
+                ProblemKind::Invalid,
+                format!("{text:?} is not a base URL ({why}): write scheme://host[:port], e.g. http://aggregator-0.aggregators:9091"),
+            );
+            None
+        }
+    });
     let http = AggregatorHttp {
         listen,
         max_connections,
+        advertise,
         bearer,
         cors,
     };
@@ -222,6 +250,7 @@ fn check_targets(c: &mut Checker<'_>, config: &AggregatorConfig) {
     let own = [
         ("topics.state", Some(&config.topics.state)),
         ("topics.dead_letter", config.topics.dead_letter.as_ref()),
+        ("topics.members", Some(&config.topics.members)),
     ];
     for (field, topic) in own {
         let Some(topic) = topic else {
@@ -285,6 +314,14 @@ fn cors_origins(c: &mut Checker, origins: &[String]) -> CorsOrigins {
         }
     }
     CorsOrigins::List(list)
+}
+
+/// `text` as a base URL (`scheme://host[:port]`, no trailing slash), or why it is none.
+fn base_url(text: &str) -> Result<String, &'static str> {
+    if text.contains('@') {
+        return Err("a base URL has no credentials");
+    }
+    origin_of(text)
 }
 
 /// The serialised origin of `text`, or why it is none.

@@ -42,6 +42,8 @@ pub struct Rig {
     pub state: String,
     /// The aggregator's dead-letter topic.
     pub dead_letter: String,
+    /// The aggregators' members topic (where each says where it answers and what it owns).
+    pub members: String,
     /// The aggregators' consumer group.
     pub group: String,
     /// When set, the worker and aggregator reach Kafka through its SASL_SSL listener (TLS and
@@ -127,6 +129,7 @@ impl Rig {
             targets: unique_topic(&format!("{name}.targets")),
             state,
             dead_letter,
+            members: unique_topic(&format!("{name}.members")),
             group: unique_topic(&format!("{name}.aggregators")),
             sasl: None,
             aggregator_properties: std::sync::Mutex::default(),
@@ -256,7 +259,7 @@ impl Rig {
             child,
             log,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: no_redirects(),
         };
         worker
             .wait_for("/healthz to answer 200", async |w: &Worker| {
@@ -284,7 +287,7 @@ impl Rig {
         let body = format!(
             "worker: worker.yaml\n\
              kafka:\n  group_id: {group}\n{kafka}\
-             topics:\n  state: {state}\n  dead_letter: {dead}\n\
+             topics:\n  state: {state}\n  dead_letter: {dead}\n  members: {members}\n\
              http:\n  listen: 127.0.0.1:{port}\n\
              snapshots:\n  interval: 2s\n  dir: snapshots\n\
              shutdown:\n  grace: 20s\n{extra}\n",
@@ -297,6 +300,7 @@ impl Rig {
             group = self.group,
             state = self.state,
             dead = self.dead_letter,
+            members = self.members,
         );
         std::fs::write(&path, body).expect("write aggregator.yaml");
         path
@@ -356,7 +360,7 @@ impl Rig {
             child,
             log,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: no_redirects(),
         };
         if ready {
             aggregator.wait_ready().await;
@@ -777,6 +781,15 @@ pub fn write_file(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, body).expect("write file");
     path
+}
+
+/// An HTTP client that shows redirects instead of following them (an aggregator sends a client
+/// to a target's owner with a 307: a test must see which one answered).
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
 }
 
 /// Applies an aggregator `/stream` change event (`upsert` / `delete`) to `state`; an
