@@ -102,6 +102,12 @@ impl AggregatorError {
     }
 }
 
+/// The OpenAPI 3.1 document of the aggregator's HTTP API, generated from its routes, as pretty
+/// JSON (the form of `docs/openapi/aggregator.json`).
+pub fn openapi_document() -> String {
+    http::openapi::document()
+}
+
 /// Reads each of `topics`' partition count from the brokers into `shared` (bounded; a topic
 /// that is missing or unreadable is left out).
 fn read_partition_counts(shared: &Shared, topics: &[String]) {

@@ -1,13 +1,12 @@
 //! The Python implementation: the scraper a typical user writes (`python/scraper.py`, embedded
-//! here), the virtualenv it runs in, and how it is started. The virtualenv is created with the
-//! system's `python3` (or `SLUICE_BENCH_PYTHON`) under `~/.cache/sluice-bench/venv` (or
-//! `SLUICE_BENCH_VENV`) and given the pinned packages from PyPI when they are missing, so the
-//! comparison stays one command on a fresh machine. It must not change what the script does
-//! to suit a measurement.
+//! here), the virtualenv it runs in, and how it is started. The virtualenv (`venv-bench`, see
+//! `sluice_testkit::python`) is created with the system's `python3` and given the pinned
+//! packages from PyPI when they are missing, so the comparison stays one command on a fresh
+//! machine. It must not change what the script does to suit a measurement.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tokio::process::Command;
 
 use crate::impls::Job;
@@ -22,58 +21,12 @@ pub const PACKAGES: [&str; 3] = [
     "sseclient-py==1.9.0",
 ];
 
-/// The virtualenv's directory.
-fn venv_dir() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("SLUICE_BENCH_VENV") {
-        return Ok(PathBuf::from(dir));
-    }
-    let home = std::env::var_os("HOME").context("HOME is not set (or set SLUICE_BENCH_VENV)")?;
-    Ok(Path::new(&home).join(".cache/sluice-bench/venv"))
-}
-
-/// Runs `command`, failing with its output when it fails.
-async fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
-    let output = command
-        .output()
-        .await
-        .with_context(|| format!("cannot run {what}"))?;
-    if !output.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
-}
-
-/// The virtualenv's interpreter, with [`PACKAGES`] installed (created and filled when missing;
-/// `pip` does nothing when they are there).
+/// The virtualenv's interpreter, with [`PACKAGES`] installed (created and filled when missing).
 pub async fn interpreter() -> anyhow::Result<PathBuf> {
-    let venv = venv_dir()?;
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        let system = std::env::var_os("SLUICE_BENCH_PYTHON").unwrap_or_else(|| "python3".into());
-        if let Some(parent) = venv.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let mut command = Command::new(&system);
-        command.arg("-m").arg("venv").arg(&venv);
-        run(command, &format!("{} -m venv", system.to_string_lossy())).await?;
-    }
-    let mut pip = Command::new(&python);
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-    ])
-    .args(PACKAGES);
-    run(pip, "pip install of the Python scraper's packages").await?;
-    Ok(python)
+    tokio::task::spawn_blocking(|| sluice_testkit::python::venv("bench", &PACKAGES))
+        .await
+        .context("the virtualenv task failed")?
+        .map_err(|error| anyhow::anyhow!(error))
 }
 
 /// The command that runs the scraper for `job`, its script written under `dir`.

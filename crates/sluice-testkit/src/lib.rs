@@ -42,6 +42,7 @@ pub mod head;
 pub mod kafka;
 pub mod prometheus;
 pub mod proxies;
+pub mod python;
 pub mod skip;
 
 mod daemon;

@@ -89,6 +89,8 @@ enum Command {
     Targets(cmd::admin::TargetsArgs),
     /// A target's checkpoint through a worker's admin API.
     Checkpoints(cmd::admin::CheckpointsArgs),
+    /// Print the OpenAPI document of an HTTP API, generated from its routes.
+    Openapi(cmd::openapi::OpenApiArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         Command::Metrics(_) => "metrics",
         Command::Targets(_) => "targets",
         Command::Checkpoints(_) => "checkpoints",
+        Command::Openapi(_) => "openapi",
     };
     // The root span of the run: there is always at least one span to export.
     let span = tracing::info_span!(telemetry::ROOT_SPAN, command);
@@ -120,6 +123,9 @@ fn run(command: Command, span: tracing::Span) -> ExitCode {
     }
     if let Command::Metrics(args) = &command {
         return span.in_scope(|| cmd::metrics::run(args));
+    }
+    if let Command::Openapi(args) = &command {
+        return span.in_scope(|| cmd::openapi::run(args));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -142,6 +148,7 @@ fn run(command: Command, span: tracing::Span) -> ExitCode {
                 Command::Demo(args) => cmd::demo::run(args, shutdown).await,
                 Command::DeadLetters(args) => cmd::dead_letters::run(args).await,
                 Command::Metrics(args) => cmd::metrics::run(&args),
+                Command::Openapi(args) => cmd::openapi::run(&args),
                 Command::Targets(args) => cmd::admin::targets(args).await,
                 Command::Checkpoints(args) => cmd::admin::checkpoints(args).await,
                 Command::Sim(args) => match cmd::sim::run(args, shutdown).await {

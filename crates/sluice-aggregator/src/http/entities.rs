@@ -105,6 +105,22 @@ fn expired(target: &str) -> Response {
 }
 
 /// The handler.
+#[utoipa::path(get, path = "/v1/targets/{target}/entities", tag = "state", security((), ("bearer" = [])),
+    params(
+        ("target" = String, Path, description = "The target id"),
+        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
+        ("after" = Option<String>, Query, description = "Only keys after this one"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Entities per page (default 100, at most 1000)"),
+        ("fields" = Option<String>, Query, pattern = "^(/([^~/,]|~[01])*)*(,(/([^~/,]|~[01])*)*)*$", description = "Comma-separated JSON pointers: each entity becomes an object of those pointers' values"),
+        ("cursor" = Option<String>, Query, description = "The `next` of the previous page (opaque: any other value is a 400): the same version, where it stopped; not with `prefix`, `after`, `min_version` or `min_seq`"),
+        super::openapi::Wait,
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer"),
+    ),
+    responses(
+        (status = 200, description = "A page: version, change_seq, entities (key and entity, in key order), next (a cursor, or null on the last page)", body = Object),
+        (status = 410, description = "The cursor's version is no longer kept: start again", body = super::openapi::Error),
+        super::openapi::ReadAnswers,
+    ))]
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     Path(target): Path<String>,

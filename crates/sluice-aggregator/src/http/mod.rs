@@ -12,6 +12,7 @@
 mod access;
 mod cap;
 mod entities;
+pub mod openapi;
 mod read;
 mod routing;
 mod stream;
@@ -23,7 +24,6 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
 use html_escape::{encode_double_quoted_attribute, encode_text};
 use serde_json::json;
 use sluice_config::AggregatorHttp;
@@ -34,28 +34,27 @@ use crate::metrics::TargetGauges;
 use crate::shared::{Shared, not_ready};
 use crate::store::Cell;
 
-/// The API's routes: the read API (`/v1/…`, behind the bearer token when one is configured),
-/// the open page and probes, and CORS headers for the configured origins.
+/// The API's routes: the read API (`/v1/…`, behind the bearer token when one is configured;
+/// a per-target read for a target held elsewhere is sent to its owner), the open page and
+/// probes, and CORS headers for the configured origins. Every route comes from [`openapi`].
 pub fn router(shared: Arc<Shared>, http: &AggregatorHttp) -> Router {
-    let api = Router::new()
-        .route("/v1/targets", get(targets))
-        .route("/v1/targets/{target}/state", get(state))
-        .route("/v1/targets/{target}/entities", get(entities::list))
-        .route("/v1/targets/{target}/entities/{key}", get(entity))
-        .route("/v1/targets/{target}/stream", get(stream::stream))
-        .route_layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            routing::to_owner,
-        ));
+    let (per_target, _) = openapi::per_target().split_for_parts();
+    let (listing, _) = openapi::listing().split_for_parts();
+    let (open, _) = openapi::open().split_for_parts();
+    let per_target = per_target.route_layer(axum::middleware::from_fn_with_state(
+        shared.clone(),
+        routing::to_owner,
+    ));
     // The token is checked before anything else (an outsider does not learn the owners).
-    let app = Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(access::require_bearer(api, http.bearer.clone()))
-        .with_state(shared);
+    let api = access::require_bearer(listing.merge(per_target), http.bearer.clone());
+    let app = open.merge(api).with_state(shared);
     access::with_cors(app, &http.cors)
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process serves HTTP", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
@@ -85,6 +84,11 @@ fn syncing(target: &str) -> Response {
     )
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Assigned partitions and every owned target synced", content_type = "text/plain", body = String),
+        (status = 503, description = "Not ready: says why (no assignment yet, targets syncing)", content_type = "text/plain", body = String),
+    ))]
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     match not_ready(&shared) {
         None => (StatusCode::OK, "ready\n").into_response(),
@@ -96,6 +100,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain; version=0.0.4", body = String)))]
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let text = tokio::task::spawn_blocking(move || {
         let mut scrape = shared.metrics.scrape();
@@ -148,6 +154,11 @@ fn summary(cell: &Cell) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(get, path = "/v1/targets", tag = "state", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "`targets`: the targets held here (version, entities, change sequence, partition, offset); `partitions`: this aggregator's partitions; `group`: every target of the group with its partition and owner (`null` during a rebalance)", body = Object),
+        (status = 401, description = "No valid bearer token (when `http.auth.bearer` is configured)", body = openapi::Error),
+    ))]
 async fn targets(State(shared): State<Arc<Shared>>) -> Response {
     let list: Vec<_> = shared.store.all().iter().map(|c| summary(c)).collect();
     let partitions: Vec<_> = shared
@@ -187,6 +198,16 @@ async fn targets(State(shared): State<Arc<Shared>>) -> Response {
     )
 }
 
+#[utoipa::path(get, path = "/v1/targets/{target}/state", tag = "state", security((), ("bearer" = [])),
+    params(
+        ("target" = String, Path, description = "The target id"),
+        openapi::Wait,
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 when the state is still that version"),
+    ),
+    responses(
+        (status = 200, description = "The whole state: target, version, change_seq, synced, as_of, kafka, entities (by key, in key order); `ETag` and the `Sluice-Version`, `Sluice-Change-Seq`, `Sluice-Kafka-Partition`, `Sluice-Kafka-Next-Offset` headers name it", body = Object),
+        openapi::ReadAnswers,
+    ))]
 async fn state(
     State(shared): State<Arc<Shared>>,
     Path(target): Path<String>,
@@ -218,6 +239,17 @@ async fn versioned_read(
     read::current(shared, target, wait).await
 }
 
+#[utoipa::path(get, path = "/v1/targets/{target}/entities/{key}", tag = "state", security((), ("bearer" = [])),
+    params(
+        ("target" = String, Path, description = "The target id"),
+        ("key" = String, Path, description = "The entity key"),
+        openapi::Wait,
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer"),
+    ),
+    responses(
+        (status = 200, description = "The entity, with the version headers of the state it was read from", body = Object),
+        openapi::ReadAnswers,
+    ))]
 async fn entity(
     State(shared): State<Arc<Shared>>,
     Path((target, key)): Path<(String, String)>,
@@ -244,6 +276,8 @@ async fn entity(
     read::with_version(response, &view)
 }
 
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses((status = 200, description = "A page listing the targets held here", content_type = "text/html", body = String)))]
 async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {
     let mut rows = String::new();
     for cell in shared.store.all() {

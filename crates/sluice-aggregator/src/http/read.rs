@@ -23,6 +23,24 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 /// The longest `timeout` a read may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// A `timeout` value: decimal seconds (`2`, `0.5`, `2s`) or whole milliseconds (`500ms`),
+/// exactly what the OpenAPI document's pattern allows.
+fn wait_duration(text: &str) -> Option<Duration> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(ms) = text.strip_suffix("ms") {
+        return digits(ms).then(|| ms.parse().ok().map(Duration::from_millis))?;
+    }
+    let seconds = text.strip_suffix('s').unwrap_or(text);
+    let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, "0"));
+    if !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    seconds
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
 /// The parameters every state read accepts.
 pub const WAIT_PARAMS: [&str; 3] = ["min_version", "min_seq", "timeout"];
 
@@ -90,17 +108,14 @@ impl Wait {
         let timeout = match params.get("timeout") {
             None => DEFAULT_WAIT,
             Some(v) => {
-                let parsed = v
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                    .or_else(|| humantime::parse_duration(v).ok())
-                    .ok_or_else(|| {
-                        Box::new(bad_param(
-                            "timeout",
-                            format!("{v:?} is not a duration (seconds, or e.g. 500ms)"),
-                        ))
-                    })?;
+                let parsed = wait_duration(v).ok_or_else(|| {
+                    Box::new(bad_param(
+                        "timeout",
+                        format!(
+                            "{v:?} is not a duration (seconds such as 2 or 0.5, or 2s, or 500ms)"
+                        ),
+                    ))
+                })?;
                 if parsed > MAX_WAIT {
                     return Err(Box::new(bad_param(
                         "timeout",

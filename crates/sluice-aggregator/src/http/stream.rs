@@ -301,6 +301,20 @@ impl Subscription {
     }
 }
 
+#[utoipa::path(get, path = "/v1/targets/{target}/stream", tag = "state", security((), ("bearer" = [])),
+    params(
+        ("target" = String, Path, description = "The target id"),
+        ("since" = Option<String>, Query, description = "`-1` (the default): the whole state, then changes; `now`: changes only; a change sequence number: the changes after it"),
+        ("Last-Event-ID" = Option<String>, Header, description = "A reconnect: resume after this change (wins over `since`)"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: `state` (the whole state), `upsert` and `delete` (one change each, id = its change sequence), `up-to-date` (the opening is sent), `refetch` (the position cannot be served: reason, then the whole state)", content_type = "text/event-stream", body = String),
+        (status = 307, description = "Another aggregator owns the target: `Location` is the same stream there", body = super::openapi::Error),
+        (status = 400, description = "A bad `since`, or another parameter", body = super::openapi::Error),
+        (status = 401, description = "No valid bearer token (when `http.auth.bearer` is configured)", body = super::openapi::Error),
+        (status = 404, description = "The group does not aggregate this target", body = super::openapi::Error),
+        (status = 503, description = "No aggregator owns the target right now: ask again after `Retry-After`", body = super::openapi::Error),
+    ))]
 pub(super) async fn stream(
     State(shared): State<Arc<Shared>>,
     Path(target): Path<String>,

@@ -7,6 +7,7 @@ pub mod builtin_config;
 pub mod dead_letters;
 pub mod demo;
 pub mod metrics;
+pub mod openapi;
 pub mod sim;
 pub mod tail;
 pub mod validate;
