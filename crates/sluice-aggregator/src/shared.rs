@@ -58,6 +58,8 @@ pub struct Shared {
     pub owners: Owners,
     /// The members topic.
     pub members_topic: String,
+    /// The last outcome of each target's deliveries (for the page and `/v1/targets`).
+    pub deliveries: crate::delivery::DeliveryStatus,
     /// Partitions assigned now.
     assigned: Mutex<BTreeSet<TopicPartition>>,
     /// Whether the group assigned partitions (possibly none) at least once.
@@ -125,6 +127,7 @@ impl Shared {
             runtime,
             owners: Owners::default(),
             members_topic,
+            deliveries: Default::default(),
             assigned: Mutex::new(BTreeSet::new()),
             assigned_once: AtomicBool::new(false),
             fetch_queue: Mutex::new(Vec::new()),

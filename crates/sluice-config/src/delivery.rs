@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::secret::SecretRef;
+
 /// One `deliveries:` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
@@ -73,11 +75,67 @@ impl DeliveryFormat {
 }
 
 /// Where deliveries are written.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
     /// A directory (resolved against the aggregator file's directory): each target's deliveries
     /// in `<dir>/<target>/`.
     Dir(PathBuf),
+    /// An S3 bucket (AWS or any S3-compatible server): each target's deliveries under
+    /// `<prefix><target>/`.
+    S3(S3Destination),
+}
+
+impl Destination {
+    /// Where it is, for logs and messages: the directory, or `s3://bucket/prefix` (with the
+    /// endpoint when there is one). Never a credential.
+    pub fn describe(&self) -> String {
+        match self {
+            Destination::Dir(dir) => dir.display().to_string(),
+            Destination::S3(s3) => s3.describe(),
+        }
+    }
+}
+
+/// `destination.s3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Destination {
+    /// The bucket's name.
+    pub bucket: String,
+    /// Prepended to every object name: empty, or ending in `/`.
+    pub prefix: String,
+    /// An S3-compatible server's base URL (`http` or `https`, path-style requests); `None`:
+    /// AWS's endpoint for the region.
+    pub endpoint: Option<String>,
+    /// The signing region.
+    pub region: String,
+    /// Explicit credentials; `None`: the AWS environment's (`AWS_*` variables, web identity,
+    /// instance metadata).
+    pub credentials: Option<S3Credentials>,
+}
+
+impl S3Destination {
+    /// Default [`S3Destination::region`].
+    pub const DEFAULT_REGION: &str = "us-east-1";
+
+    /// `s3://bucket/prefix`, with ` at <endpoint>` for a server other than AWS.
+    pub fn describe(&self) -> String {
+        let at = match &self.endpoint {
+            Some(endpoint) => format!(" at {endpoint}"),
+            None => String::new(),
+        };
+        format!("s3://{}/{}{at}", self.bucket, self.prefix)
+    }
+}
+
+/// `destination.s3` credentials, read at each delivery round (a rotated secret is picked up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// `access_key_id`.
+    pub access_key_id: SecretRef,
+    /// `secret_access_key`.
+    pub secret_access_key: SecretRef,
+    /// `session_token` (temporary credentials).
+    pub session_token: Option<SecretRef>,
 }
 
 /// When an entry's deliveries happen.

@@ -40,6 +40,7 @@ pub use definitions::{
 };
 pub use delivery::{
     CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets, Destination,
+    S3Credentials, S3Destination,
 };
 pub use fleet::{Fleet, FleetGroup, GroupProtocol};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};

@@ -409,4 +409,18 @@ pub(crate) enum RawDeliveryTargets {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDestination {
     pub dir: Option<String>,
+    pub s3: Option<RawS3>,
+}
+
+/// `deliveries[].destination.s3`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawS3 {
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<RawValueRef>,
+    pub secret_access_key: Option<RawValueRef>,
+    pub session_token: Option<RawValueRef>,
 }

@@ -4,6 +4,7 @@
 mod aggregate;
 mod aggregator;
 mod delivery;
+mod destination;
 mod fleet;
 mod pagination;
 mod request;

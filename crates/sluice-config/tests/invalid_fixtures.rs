@@ -347,6 +347,12 @@ fn aggregator_deliveries_name_known_targets_a_positive_interval_a_format_a_direc
 }
 
 #[test]
+fn aggregator_s3_deliveries_name_a_valid_bucket_prefix_endpoint_and_both_credentials_by_reference()
+{
+    assert_fixture("aggregator_delivery_s3");
+}
+
+#[test]
 fn aggregator_snapshot_interval_must_be_positive() {
     assert_fixture("aggregator_zero_snapshot_interval");
 }
@@ -420,6 +426,7 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "aggregator_bad_metrics_per_target",
         "aggregator_dead_letter_is_state",
         "aggregator_delivery_rules",
+        "aggregator_delivery_s3",
         "aggregator_empty_group_id",
         "aggregator_inline_bearer",
         "aggregator_managed_property",

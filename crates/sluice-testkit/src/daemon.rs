@@ -32,9 +32,20 @@ impl Daemon {
     /// 127.0.0.1:`port` accepts connections.
     pub(crate) fn spawn(
         program: &'static str,
+        command: Command,
+        dir: TempDir,
+        port: u16,
+    ) -> Result<Self, ProxyError> {
+        Self::spawn_within(program, command, dir, port, READY_ATTEMPTS)
+    }
+
+    /// [`Daemon::spawn`] for a program slower to start: readiness is probed `attempts` times.
+    pub(crate) fn spawn_within(
+        program: &'static str,
         mut command: Command,
         dir: TempDir,
         port: u16,
+        attempts: u32,
     ) -> Result<Self, ProxyError> {
         let output = dir.path().join("output.log");
         let out = File::create(&output).map_err(|source| ProxyError::Io {
@@ -63,14 +74,14 @@ impl Daemon {
             output,
             dir,
         };
-        daemon.wait_until_ready()?;
+        daemon.wait_until_ready(attempts)?;
         tracing::debug!(program, port, "test helper program ready");
         Ok(daemon)
     }
 
-    fn wait_until_ready(&mut self) -> Result<(), ProxyError> {
+    fn wait_until_ready(&mut self, attempts: u32) -> Result<(), ProxyError> {
         let addr = loopback(self.port);
-        for _ in 0..READY_ATTEMPTS {
+        for _ in 0..attempts {
             if let Some(status) = self.child.try_wait().map_err(|source| ProxyError::Io {
                 program: self.program,
                 action: "wait",

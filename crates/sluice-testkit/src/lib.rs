@@ -9,6 +9,7 @@
 //!   Debian programs on free loopback ports and kill them on drop.
 //! - [`compressed::CompressedSse`] is an SSE endpoint on loopback that answers one request with a
 //!   gzip, br or zstd body, each write compressed and flushed on its own, as the test releases it.
+//! - [`s3::S3Server`] is moto's S3-compatible server (from PyPI) on a loopback port.
 //! - [`read_head`] reads an HTTP request head off a raw socket, for servers of hand-written bytes.
 //! - [`free_port`] is a loopback port free right now; [`prometheus`] parses the `/metrics` text
 //!   tests scrape ([`prometheus::parse_samples`], [`metric_value`]).
@@ -43,6 +44,7 @@ pub mod kafka;
 pub mod prometheus;
 pub mod proxies;
 pub mod python;
+pub mod s3;
 pub mod skip;
 
 mod daemon;

@@ -4,6 +4,9 @@
 //! `keep`, a target that never syncs skipped and counted, and a directory that cannot be
 //! written failing (counted after its retries) while merging and the other deliveries go on.
 //! The CSV entry runs on a cron schedule (every second, seconds first), the others on intervals.
+//! The S3 path runs against moto's S3-compatible server (PyPI) on loopback: Parquet objects
+//! read back, retention, credentials by file reference kept out of the log, and a bucket that
+//! does not exist yet failing (counted, on the page and in `/v1/targets`) until it is created.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -252,29 +255,14 @@ fn assert_csv_is(bytes: &[u8], state: &BTreeMap<String, Value>) {
     assert_eq!(rows, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
-    let rig = rig().await;
-    // A regular file where the failing entry's target directory must go.
-    let blocked = rig.dir.join("blocked");
-    std::fs::create_dir_all(&blocked).unwrap();
-    std::fs::write(blocked.join(TARGET), "not a directory").unwrap();
-    // `all`: the per-target delivery families are not in `essential`.
-    let extra = format!(
-        "metrics:\n  per_target: all\n\
-         deliveries:\n\
-         \x20 - targets: all\n    every: 700ms\n    destination: {{ dir: out-jsonl }}\n    keep: {JSONL_KEEP}\n\
-         \x20 - targets: [{TARGET}]\n    cron: \"* * * * * *\"\n    format: csv\n    destination: {{ dir: out-csv }}\n    keep: {CSV_KEEP}\n\
-         \x20 - targets: [{TARGET}]\n    every: 800ms\n    format: parquet\n    destination: {{ dir: out-parquet }}\n    keep: {PARQUET_KEEP}\n\
-         \x20 - targets: [{TARGET}]\n    every: 1s\n    destination: {{ dir: blocked }}\n    keep: 1\n"
-    );
-    let aggregator = rig.start_aggregator(&extra, false).await;
+/// Waits for target `t` to sync, produces the [`DELTAS`] deltas and waits until they are
+/// applied; returns its `/state` answer and its entities.
+async fn merge_deltas(rig: &Rig, aggregator: &Worker) -> (Value, BTreeMap<String, Value>) {
     aggregator
         .wait_for("target t synced", async |a: &Worker| {
             a.metric("sluice_aggregator_synced{target=\"t\"}").await == 1.0
         })
         .await;
-
     let records = (1..=DELTAS).map(|v| {
         (
             rig::delta_headers(TARGET, &v.to_string()),
@@ -296,6 +284,27 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
     let entities: BTreeMap<String, Value> =
         serde_json::from_value(state["entities"].clone()).unwrap();
     assert_eq!(entities.len(), KEYS as usize);
+    (state, entities)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
+    let rig = rig().await;
+    // A regular file where the failing entry's target directory must go.
+    let blocked = rig.dir.join("blocked");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join(TARGET), "not a directory").unwrap();
+    // `all`: the per-target delivery families are not in `essential`.
+    let extra = format!(
+        "metrics:\n  per_target: all\n\
+         deliveries:\n\
+         \x20 - targets: all\n    every: 700ms\n    destination: {{ dir: out-jsonl }}\n    keep: {JSONL_KEEP}\n\
+         \x20 - targets: [{TARGET}]\n    cron: \"* * * * * *\"\n    format: csv\n    destination: {{ dir: out-csv }}\n    keep: {CSV_KEEP}\n\
+         \x20 - targets: [{TARGET}]\n    every: 800ms\n    format: parquet\n    destination: {{ dir: out-parquet }}\n    keep: {PARQUET_KEEP}\n\
+         \x20 - targets: [{TARGET}]\n    every: 1s\n    destination: {{ dir: blocked }}\n    keep: 1\n"
+    );
+    let aggregator = rig.start_aggregator(&extra, false).await;
+    let (state, entities) = merge_deltas(&rig, &aggregator).await;
 
     // Watch the directories until each saw more than `keep` deliveries and at least one of
     // the final state, then a failed one is counted for the blocked directory.
@@ -407,4 +416,251 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
             _ => assert_parquet_is(data, &entities),
         }
     }
+}
+
+/// A reader of the S3 server's bucket, as a client of the deliveries is (object_store with any
+/// credentials: moto accepts them), not the aggregator's own.
+struct BucketReader(object_store::aws::AmazonS3);
+
+impl BucketReader {
+    fn new(endpoint: &str, bucket: &str) -> BucketReader {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("reader")
+            .with_secret_access_key("reader")
+            .build()
+            .unwrap();
+        BucketReader(store)
+    }
+
+    /// The object names under `prefix`.
+    async fn list(&self, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let prefix = object_store::path::Path::from(prefix);
+        let mut names: Vec<String> = self
+            .0
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    async fn get(&self, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        let path = object_store::path::Path::from(key);
+        let object = self
+            .0
+            .get(&path)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        object.bytes().await.unwrap().to_vec()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_go_to_an_s3_bucket_whole_kept_to_their_retention_and_a_missing_bucket_is_retried()
+ {
+    let test = "deliveries_go_to_an_s3_bucket_whole_kept_to_their_retention_and_a_missing_bucket_is_retried";
+    if sluice_testkit::skip::find_program("python3").is_none() {
+        sluice_testkit::skip_or_fail(
+            test,
+            "python3 is not installed (Debian packages python3, python3-venv)",
+        );
+        return;
+    }
+    let s3 = tokio::task::spawn_blocking(sluice_testkit::s3::S3Server::start)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot start the S3 server: {e}"));
+    let endpoint = s3.endpoint();
+    let http = reqwest::Client::new();
+    let created = http
+        .put(format!("{endpoint}/sluice-out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "bucket created");
+
+    let rig = rig().await;
+    // Credentials as secret files; neither value may reach the log.
+    const KEY_ID: &str = "AKIDSLUICETEST0001";
+    const SECRET: &str = "s3cr3t-never-in-a-log-0b7d1f";
+    std::fs::write(rig.dir.join("s3-key-id"), KEY_ID).unwrap();
+    std::fs::write(rig.dir.join("s3-secret"), format!("{SECRET}\n")).unwrap();
+    let s3_entry = |bucket: &str, format: &str, every: &str, keep: usize| {
+        format!(
+            "\x20 - targets: [{TARGET}]\n    every: {every}\n    format: {format}\n    keep: {keep}\n    destination:\n      s3:\n        bucket: {bucket}\n        prefix: deliveries/daily\n        endpoint: {endpoint}\n        access_key_id: {{ file: s3-key-id }}\n        secret_access_key: {{ file: s3-secret }}\n"
+        )
+    };
+    let extra = format!(
+        "metrics:\n  per_target: all\ndeliveries:\n{}{}",
+        s3_entry("sluice-out", "parquet", "700ms", PARQUET_KEEP),
+        s3_entry("created-later", "jsonl", "500ms", 1),
+    );
+    let aggregator = rig.start_aggregator(&extra, false).await;
+    let (state, entities) = merge_deltas(&rig, &aggregator).await;
+    let final_seq = state["change_seq"].clone();
+
+    // The bucket that does not exist yet: its deliveries fail after their retries, are counted
+    // and shown, and merging goes on (every delta above was applied meanwhile).
+    aggregator
+        .wait_for("a failed delivery counted", async |a: &Worker| {
+            a.metric(&series("failed", TARGET)).await >= 1.0
+        })
+        .await;
+    let (_, page) = aggregator.get("/").await.unwrap();
+    assert!(
+        page.contains("s3://created-later/deliveries/daily/") && page.contains("failed"),
+        "the page shows the failing destination: {page}"
+    );
+    let (_, listing) = aggregator.get("/v1/targets").await.unwrap();
+    let listing: Value = serde_json::from_str(&listing).unwrap();
+    let shown = listing["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == TARGET)
+        .unwrap()["deliveries"]
+        .clone();
+    let failing = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            d["destination"]
+                .as_str()
+                .unwrap()
+                .starts_with("s3://created-later/")
+        })
+        .unwrap();
+    assert_eq!(failing["result"], "failed", "{shown}");
+    assert!(
+        failing["error"].as_str().unwrap().contains("created-later"),
+        "{shown}"
+    );
+    // The page for docs/ when asked (SLUICE_DELIVERY_SCREENSHOT=docs): one destination
+    // delivering, one failing.
+    if let Ok(dir) = std::env::var("SLUICE_DELIVERY_SCREENSHOT") {
+        let program = ["chromium", "chromium-browser", "google-chrome"]
+            .into_iter()
+            .find_map(sluice_testkit::skip::find_program)
+            .expect("chromium for the screenshot");
+        let path = Path::new(&dir).join("aggregator-deliveries.png");
+        let status = std::process::Command::new(program)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=1400,460",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                rig.dir.join("chromium").display()
+            ))
+            .arg(format!("--screenshot={}", path.display()))
+            .arg(format!("{}/", aggregator.base()))
+            .status()
+            .expect("chromium screenshot");
+        assert!(status.success(), "screenshot: {status}");
+    }
+    // Once the bucket exists, the next round delivers.
+    let created = http
+        .put(format!("{endpoint}/created-later"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let later = BucketReader::new(&endpoint, "created-later");
+    while !later
+        .list("deliveries/daily/t")
+        .await
+        .iter()
+        .any(|k| k.ends_with(".manifest.json"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery after the bucket was created\n{}",
+            aggregator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The good bucket: more than `keep` deliveries over time, one of the final state.
+    let out = BucketReader::new(&endpoint, "sluice-out");
+    let prefix = "deliveries/daily/t/";
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let keys = out.list(prefix).await;
+        let manifests: Vec<&String> = keys
+            .iter()
+            .filter(|k| k.ends_with(".manifest.json"))
+            .collect();
+        assert!(manifests.len() <= PARQUET_KEEP + 1, "retention: {keys:?}");
+        seen.extend(manifests.iter().map(|k| (*k).clone()));
+        let mut of_final = false;
+        for key in &manifests {
+            let manifest: Value = serde_json::from_slice(&out.get(key).await)
+                .unwrap_or_else(|e| panic!("{key} is not whole JSON: {e}"));
+            of_final |= manifest["change_seq"] == final_seq;
+        }
+        if seen.len() > PARQUET_KEEP && of_final {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries did not happen: {seen:?}\n{}",
+            aggregator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, log) = aggregator.terminate().await;
+    assert!(status.success(), "{log}");
+    for secret in [KEY_ID, SECRET] {
+        assert!(
+            !log.contains(secret),
+            "a credential in the aggregator's log"
+        );
+    }
+    // Stopped: exactly the kept deliveries, each a data object and its manifest.
+    let keys = out.list(prefix).await;
+    let manifests: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.ends_with(".manifest.json"))
+        .collect();
+    assert_eq!(manifests.len(), PARQUET_KEEP, "{keys:?}");
+    assert_eq!(
+        keys.len(),
+        2 * PARQUET_KEEP,
+        "data and manifest pairs: {keys:?}"
+    );
+    let newest: Vec<&String> = seen.iter().rev().take(PARQUET_KEEP).rev().collect();
+    assert_eq!(manifests, newest, "retention keeps the newest");
+    let mut final_checked = false;
+    for key in manifests {
+        let manifest: Value = serde_json::from_slice(&out.get(key).await).unwrap();
+        let data_key = format!("{prefix}{}", manifest["file"].as_str().unwrap());
+        let data = out.get(&data_key).await;
+        assert_eq!(manifest["bytes"], json!(data.len()));
+        let sha: String = Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(manifest["sha256"], json!(sha), "{key}: checksum");
+        if manifest["change_seq"] == final_seq {
+            assert_eq!(manifest["rows"], json!(KEYS));
+            assert_parquet_is(&data, &entities);
+            final_checked = true;
+        }
+    }
+    assert!(final_checked, "a kept delivery of the final state");
+    drop(s3);
 }

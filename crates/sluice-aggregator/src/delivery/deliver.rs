@@ -1,8 +1,10 @@
-//! One delivery of one state version: encode it, write the data file and then its manifest
-//! (both atomically, `file`), then apply retention. Blocking file I/O: run it on
-//! `spawn_blocking`. It must not touch the target's cell or its lock: it gets the version.
+//! One delivery of one state version: [`prepare`] encodes it (the data file and its manifest,
+//! in memory), [`write_dir`] writes both into a directory (atomically, `file`) and applies
+//! retention; the S3 path is `s3`. Preparing is CPU-bound and the directory write blocking: run
+//! both on `spawn_blocking`. Nothing here touches the target's cell or its lock: it gets the
+//! version.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -18,20 +20,21 @@ use crate::versions::StateView;
 pub struct DeliveryError {
     /// Where it failed.
     pub stage: Stage,
-    /// The file or directory.
+    /// The file, directory or object (never a credential).
     pub path: String,
-    /// The OS error.
+    /// The OS's, the encoder's or the object store's error.
     pub source: std::io::Error,
 }
 
 /// The step of a delivery that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Creating the target's directory.
+    /// Setting up the destination: creating the target's directory, or reading the S3
+    /// credentials and building the client.
     CreateDir,
     /// Encoding the state (the Parquet writer).
     Encode,
-    /// Writing (or syncing, renaming) the data file.
+    /// Writing (or syncing, renaming, uploading) the data file.
     Data,
     /// Writing the manifest.
     Manifest,
@@ -43,7 +46,7 @@ impl Stage {
     /// A bounded label for logs.
     pub fn as_str(self) -> &'static str {
         match self {
-            Stage::CreateDir => "create_dir",
+            Stage::CreateDir => "destination",
             Stage::Encode => "encode",
             Stage::Data => "data",
             Stage::Manifest => "manifest",
@@ -55,7 +58,7 @@ impl Stage {
 impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Stage::CreateDir => "creating the delivery directory",
+            Stage::CreateDir => "setting up the delivery destination",
             Stage::Encode => "encoding the delivery of",
             Stage::Data => "writing the delivery file",
             Stage::Manifest => "writing the delivery manifest",
@@ -65,24 +68,58 @@ impl std::fmt::Display for Stage {
 }
 
 impl DeliveryError {
-    /// A bounded label for logs. Every kind is retried: a full or read-only disk may be fixed
-    /// meanwhile.
+    /// A bounded label for logs. Every kind but encoding is retried: a full or read-only disk,
+    /// a missing bucket or a refused credential may be fixed meanwhile.
     pub fn kind(&self) -> &'static str {
         self.stage.as_str()
+    }
+
+    pub(super) fn new(
+        stage: Stage,
+        path: impl Into<String>,
+        source: impl std::fmt::Display,
+    ) -> Self {
+        DeliveryError {
+            stage,
+            path: path.into(),
+            source: std::io::Error::other(source.to_string()),
+        }
     }
 }
 
 /// What was written.
 #[derive(Debug)]
 pub struct Delivered {
-    /// The data file.
-    pub data: PathBuf,
+    /// The data file (a path, or `s3://bucket/key`).
+    pub data: String,
     /// Its manifest.
-    pub manifest: PathBuf,
+    pub manifest: String,
     /// Bytes of both files.
     pub bytes: u64,
     /// Older deliveries deleted by retention.
     pub deleted: usize,
+}
+
+/// A delivery ready to be written: both files' names and bytes.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The target (the directory, or the object names' last prefix segment).
+    pub target: String,
+    /// The data file's name.
+    pub data_name: String,
+    /// Its bytes.
+    pub data: bytes::Bytes,
+    /// The manifest's name.
+    pub manifest_name: String,
+    /// Its bytes.
+    pub manifest: bytes::Bytes,
+}
+
+impl Prepared {
+    /// Bytes of both files.
+    pub fn bytes(&self) -> u64 {
+        (self.data.len() + self.manifest.len()) as u64
+    }
 }
 
 /// The manifest (a JSON object next to the data file).
@@ -104,34 +141,16 @@ struct Manifest<'a> {
     delivered_at: String,
 }
 
-/// Delivers `view` into `dir/<target>/` in `format`, then keeps the newest `keep` there.
-/// Retention problems are logged, not failures (the delivery itself is complete).
-pub fn deliver(
-    dir: &Path,
+/// Encodes `view` in `format` with its manifest, named for `now`.
+pub fn prepare(
     view: &StateView,
     format: DeliveryFormat,
-    keep: usize,
     now: SystemTime,
-) -> Result<Delivered, DeliveryError> {
-    let target_dir = dir.join(view.target());
-    let error = |stage, path: &Path| {
-        let path = path.display().to_string();
-        move |source| DeliveryError {
-            stage,
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(&target_dir).map_err(error(Stage::CreateDir, &target_dir))?;
-    let encoded = format::encode(&view.entities, format).map_err(|e| DeliveryError {
-        stage: Stage::Encode,
-        path: target_dir.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+) -> Result<Prepared, DeliveryError> {
+    let encoded = format::encode(&view.entities, format)
+        .map_err(|e| DeliveryError::new(Stage::Encode, view.target(), e))?;
     let stem = file::stem(now, view.version, view.change_seq);
     let data_name = format!("{stem}.{}", format.as_str());
-    let data = file::write_atomic(&target_dir, &data_name, &encoded.bytes)
-        .map_err(error(Stage::Data, &target_dir.join(&data_name)))?;
     let manifest = Manifest {
         target: view.target(),
         file: &data_name,
@@ -147,20 +166,45 @@ pub fn deliver(
     };
     let mut manifest_bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     manifest_bytes.push(b'\n');
-    let manifest_name = format!("{stem}{MANIFEST_SUFFIX}");
-    let manifest_path = file::write_atomic(&target_dir, &manifest_name, &manifest_bytes)
-        .map_err(error(Stage::Manifest, &target_dir.join(&manifest_name)))?;
+    Ok(Prepared {
+        target: view.target().to_owned(),
+        manifest_name: format!("{stem}{MANIFEST_SUFFIX}"),
+        data_name,
+        data: encoded.bytes.into(),
+        manifest: manifest_bytes.into(),
+    })
+}
+
+/// Writes `prepared` into `dir/<target>/`, data then manifest, then keeps the newest `keep`
+/// there. Retention problems are logged, not failures (the delivery itself is complete).
+pub fn write_dir(dir: &Path, prepared: &Prepared, keep: usize) -> Result<Delivered, DeliveryError> {
+    let target_dir = dir.join(&prepared.target);
+    let error = |stage, path: &Path| {
+        let path = path.display().to_string();
+        move |source| DeliveryError {
+            stage,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(&target_dir).map_err(error(Stage::CreateDir, &target_dir))?;
+    let data = file::write_atomic(&target_dir, &prepared.data_name, &prepared.data)
+        .map_err(error(Stage::Data, &target_dir.join(&prepared.data_name)))?;
+    let manifest =
+        file::write_atomic(&target_dir, &prepared.manifest_name, &prepared.manifest).map_err(
+            error(Stage::Manifest, &target_dir.join(&prepared.manifest_name)),
+        )?;
     let deleted = match file::retain(&target_dir, keep) {
         Ok(deleted) => deleted,
         Err(error) => {
-            tracing::warn!(target_id = view.target(), dir = %target_dir.display(), %error, "delivery retention failed; the next delivery tries again");
+            tracing::warn!(target_id = %prepared.target, dir = %target_dir.display(), %error, "delivery retention failed; the next delivery tries again");
             0
         }
     };
     Ok(Delivered {
-        data,
-        manifest: manifest_path,
-        bytes: encoded.bytes.len() as u64 + manifest_bytes.len() as u64,
+        data: data.display().to_string(),
+        manifest: manifest.display().to_string(),
+        bytes: prepared.bytes(),
         deleted,
     })
 }

@@ -52,36 +52,65 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf>
     Ok(path)
 }
 
-/// Keeps the newest `keep` deliveries in `dir` (by manifest name) and deletes the rest, data
-/// and manifest, manifest first (so a delivery never shows without its data). A data file
-/// older than the oldest kept manifest and without a manifest of its own (a write interrupted
-/// between the two) goes too. Returns the deliveries deleted.
+/// Keeps the newest `keep` deliveries in `dir` and deletes the rest ([`expired`]). Returns the
+/// deliveries deleted.
 pub fn retain(dir: &Path, keep: usize) -> io::Result<usize> {
-    let mut names: Vec<String> = fs::read_dir(dir)?
+    let names: Vec<String> = fs::read_dir(dir)?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| !name.starts_with('.'))
         .collect();
+    let expired = expired(names, keep);
+    for name in &expired.names {
+        fs::remove_file(dir.join(name))?;
+    }
+    if !expired.names.is_empty() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(expired.deliveries)
+}
+
+/// What retention deletes from one target's listing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Expired {
+    /// Names to delete, in this order: the manifests first (so a delivery never shows without
+    /// its data), then data files.
+    pub names: Vec<String>,
+    /// Deliveries (manifests) among them.
+    pub deliveries: usize,
+}
+
+/// The deliveries beyond the newest `keep` (by manifest name) among `names` (one target's
+/// files), data and manifest; a data file older than the oldest kept manifest and without a
+/// manifest of its own (a write interrupted between the two) goes too. Dot-prefixed names (a
+/// write in flight) are never touched.
+pub fn expired(mut names: Vec<String>, keep: usize) -> Expired {
+    names.retain(|name| !name.starts_with('.'));
     names.sort();
-    let mut manifests: Vec<&str> = names
+    let manifests: Vec<&str> = names
         .iter()
         .filter_map(|name| name.strip_suffix(MANIFEST_SUFFIX))
         .collect();
     if manifests.len() <= keep {
-        return Ok(0);
+        return Expired {
+            names: Vec::new(),
+            deliveries: 0,
+        };
     }
-    let oldest_kept = manifests[manifests.len() - keep].to_owned();
-    manifests.truncate(manifests.len() - keep);
-    for stem in &manifests {
-        fs::remove_file(dir.join(format!("{stem}{MANIFEST_SUFFIX}")))?;
+    let old = &manifests[..manifests.len() - keep];
+    let oldest_kept = manifests[manifests.len() - keep];
+    let mut out: Vec<String> = old
+        .iter()
+        .map(|stem| format!("{stem}{MANIFEST_SUFFIX}"))
+        .collect();
+    out.extend(
+        names
+            .iter()
+            .filter(|name| !name.ends_with(MANIFEST_SUFFIX) && name.as_str() < oldest_kept)
+            .cloned(),
+    );
+    Expired {
+        names: out,
+        deliveries: old.len(),
     }
-    for name in &names {
-        if name.ends_with(MANIFEST_SUFFIX) || name.as_str() >= oldest_kept.as_str() {
-            continue;
-        }
-        fs::remove_file(dir.join(name))?;
-    }
-    File::open(dir)?.sync_all()?;
-    Ok(manifests.len())
 }
 
 #[cfg(test)]

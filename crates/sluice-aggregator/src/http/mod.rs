@@ -138,7 +138,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-fn summary(cell: &Cell) -> serde_json::Value {
+fn summary(shared: &Shared, cell: &Cell) -> serde_json::Value {
+    let deliveries = shared.deliveries.of(cell.def.id());
     let inner = cell.lock();
     json!({
         "target": cell.def.id(),
@@ -151,6 +152,7 @@ fn summary(cell: &Cell) -> serde_json::Value {
         "partition": inner.partition,
         "next_offset": inner.next_offset,
         "as_of": humantime::format_rfc3339_millis(inner.changed_at).to_string(),
+        "deliveries": deliveries,
     })
 }
 
@@ -160,7 +162,12 @@ fn summary(cell: &Cell) -> serde_json::Value {
         (status = 401, description = "No valid bearer token (when `http.auth.bearer` is configured)", body = openapi::Error),
     ))]
 async fn targets(State(shared): State<Arc<Shared>>) -> Response {
-    let list: Vec<_> = shared.store.all().iter().map(|c| summary(c)).collect();
+    let list: Vec<_> = shared
+        .store
+        .all()
+        .iter()
+        .map(|c| summary(&shared, c))
+        .collect();
     let partitions: Vec<_> = shared
         .assigned()
         .into_iter()
@@ -281,7 +288,7 @@ async fn entity(
 async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {
     let mut rows = String::new();
     for cell in shared.store.all() {
-        rows.push_str(&target_row(cell.def.id(), &summary(&cell)));
+        rows.push_str(&target_row(cell.def.id(), &summary(&shared, &cell)));
     }
     let ready = match not_ready(&shared) {
         None => "ready".to_owned(),
@@ -289,9 +296,9 @@ async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {
     };
     Html(format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sluice aggregator</title>\n\
-         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style>\n\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}td.deliveries{{max-width:60em;font-size:90%}}.ok{{color:#176f2c}}.failed{{color:#b3261e}}.skipped{{color:#8a6d00}}</style>\n\
          </head><body><h1>sluice aggregator</h1><p>{ready}</p>\n\
-         <table id=\"targets\"><thead><tr><th>target</th><th>state</th><th>version</th><th>entities</th><th>changes</th><th>partition</th><th>as of</th></tr></thead><tbody>\n{rows}</tbody></table>\n\
+         <table id=\"targets\"><thead><tr><th>target</th><th>state</th><th>version</th><th>entities</th><th>changes</th><th>partition</th><th>as of</th><th>deliveries</th></tr></thead><tbody>\n{rows}</tbody></table>\n\
          <p><a href=\"/v1/targets\">/v1/targets</a> · <a href=\"/metrics\">/metrics</a></p></body></html>\n"
     ))
 }
@@ -300,7 +307,7 @@ async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {
 /// goes (the id both in a quoted `href` and as text).
 fn target_row(id: &str, s: &serde_json::Value) -> String {
     format!(
-        "<tr><td><a href=\"/v1/targets/{href}/state\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+        "<tr><td><a href=\"/v1/targets/{href}/state\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"deliveries\">{}</td></tr>\n",
         if s["synced"] == true {
             "synced"
         } else {
@@ -311,9 +318,46 @@ fn target_row(id: &str, s: &serde_json::Value) -> String {
         s["change_seq"],
         s["partition"],
         encode_text(s["as_of"].as_str().unwrap_or_default()),
+        delivery_cell(&s["deliveries"]),
         href = encode_double_quoted_attribute(id),
         id = encode_text(id),
     )
+}
+
+/// The page's deliveries cell: per destination, the last result, the last file written and
+/// when, or the failures since and the last error; every text escaped.
+fn delivery_cell(deliveries: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| encode_text(v.as_str().unwrap_or_default()).into_owned();
+    let lines: Vec<String> = deliveries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let last_ok = match d["last_ok_file"].as_str() {
+                Some(_) => format!(
+                    "last: <code>{}</code> at {}",
+                    text(&d["last_ok_file"]),
+                    text(&d["last_ok_at"])
+                ),
+                None => "nothing delivered yet".to_owned(),
+            };
+            let result = match d["result"].as_str() {
+                Some("ok") => "<b class=\"ok\">ok</b>".to_owned(),
+                Some("failed") => format!(
+                    "<b class=\"failed\">failed</b> ({} round(s) since the last success: {})",
+                    d["failures"],
+                    text(&d["error"])
+                ),
+                _ => "<b class=\"skipped\">skipped</b> (not synced)".to_owned(),
+            };
+            format!("{}: {result}; {last_ok}", text(&d["destination"]))
+        })
+        .collect();
+    if lines.is_empty() {
+        "none".to_owned()
+    } else {
+        lines.join("<br>")
+    }
 }
 
 #[cfg(test)]
@@ -325,7 +369,17 @@ mod tests {
         let hostile = "\"><script>alert('x')</script>&";
         let row = target_row(
             hostile,
-            &json!({ "synced": true, "version": 1, "as_of": "<b>now</b>" }),
+            &json!({ "synced": true, "version": 1, "as_of": "<b>now</b>", "deliveries": [
+                {"destination": "<i>d</i>", "result": "failed", "failures": 2, "error": "<script>e",
+                 "last_ok_file": "<u>f</u>", "last_ok_at": "t"}
+            ] }),
+        );
+        for raw in ["<i>", "<u>"] {
+            assert!(!row.contains(raw), "{row}");
+        }
+        assert!(
+            row.contains("&lt;script&gt;e") && row.contains("2 round(s)"),
+            "{row}"
         );
         assert!(!row.contains("<script>") && !row.contains("<b>"), "{row}");
         assert!(

@@ -26,6 +26,7 @@ pub fn release(shared: &Shared, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartiti
         .remove_where(|c| parts.contains(&(c.def.target.topic.clone(), c.lock().partition)));
     for cell in removed {
         shared.metrics.forget_target(cell.def.id());
+        shared.deliveries.forget(cell.def.id());
     }
     shared.remove_assigned(&parts);
 }

@@ -133,7 +133,12 @@ pub(crate) fn aggregator(
             c.report(
                 "http.advertise",
                 ProblemKind::Invalid,
-                format!("{text:?} is not a base URL ({why}): write scheme://host[:port], e.g. http://aggregator-0.aggregators:9091"),
+                // Not echoed when it holds credentials, which the message must not repeat.
+                if text.contains('@') {
+                    format!("not a base URL ({why}): write scheme://host[:port], e.g. http://aggregator-0.aggregators:9091")
+                } else {
+                    format!("{text:?} is not a base URL ({why}): write scheme://host[:port], e.g. http://aggregator-0.aggregators:9091")
+                },
             );
             None
         }
@@ -317,7 +322,7 @@ fn cors_origins(c: &mut Checker, origins: &[String]) -> CorsOrigins {
 }
 
 /// `text` as a base URL (`scheme://host[:port]`, no trailing slash), or why it is none.
-fn base_url(text: &str) -> Result<String, &'static str> {
+pub(super) fn base_url(text: &str) -> Result<String, &'static str> {
     if text.contains('@') {
         return Err("a base URL has no credentials");
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::Checker;
 use crate::aggregator::AggregatorConfig;
 use crate::delivery::{
-    CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets, Destination,
+    CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets,
 };
 use crate::problem::ProblemKind;
 use crate::raw::{RawDelivery, RawDeliveryTargets};
@@ -82,16 +82,8 @@ fn delivery(c: &mut Checker<'_>, at: &str, raw: RawDelivery) -> Option<DeliveryC
             }
         },
     };
-    let dir = raw.destination.and_then(|d| d.dir).unwrap_or_default();
-    if dir.is_empty() {
-        c.report(
-            &format!("{at}.destination.dir"),
-            ProblemKind::Missing,
-            "missing delivery directory: name one, relative to this file".to_owned(),
-        );
-        ok = false;
-    }
-    let destination = Destination::Dir(c.dir().join(dir));
+    let destination = super::destination::destination(c, at, raw.destination);
+    ok &= destination.is_some();
     let keep = match raw.keep {
         None => DeliveryConfig::DEFAULT_KEEP,
         Some(0) => {
@@ -105,11 +97,11 @@ fn delivery(c: &mut Checker<'_>, at: &str, raw: RawDelivery) -> Option<DeliveryC
         }
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
-    ok.then_some(DeliveryConfig {
+    Some(DeliveryConfig {
         targets,
         schedule,
         format,
-        destination,
+        destination: destination.filter(|_| ok)?,
         keep,
     })
 }
@@ -175,7 +167,7 @@ pub(crate) fn check_ids(
     deliveries: &[(usize, DeliveryConfig)],
 ) {
     let aggregated: BTreeSet<&str> = config.targets().map(|(t, _)| t.id.as_str()).collect();
-    let mut seen: BTreeSet<(&Destination, &str)> = BTreeSet::new();
+    let mut seen: BTreeSet<(String, &str)> = BTreeSet::new();
     for (i, delivery) in deliveries {
         let covered: Vec<&str> = match &delivery.targets {
             DeliveryTargets::All => aggregated.iter().copied().collect(),
@@ -190,13 +182,13 @@ pub(crate) fn check_ids(
                         "unknown target {id:?}: not an enabled target with an aggregate section"
                     ),
                 );
-            } else if !seen.insert((&delivery.destination, id)) {
+            } else if !seen.insert((delivery.destination.describe(), id)) {
                 c.report(
                     &format!("deliveries[{i}].targets"),
                     ProblemKind::Invalid,
                     format!(
-                        "target {id:?} is delivered to this directory by an earlier entry too: \
-                         use another directory"
+                        "target {id:?} is delivered to this destination by an earlier entry \
+                         too: use another directory or prefix"
                     ),
                 );
             }
