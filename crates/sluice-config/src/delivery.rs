@@ -19,6 +19,58 @@ pub struct DeliveryConfig {
     pub destination: Destination,
     /// Deliveries kept per target (older ones are deleted, data and manifest); at least 1.
     pub keep: usize,
+    /// The columns of a CSV or Parquet delivery, after `key`; `None`: inferred from the
+    /// entities (every top-level field).
+    pub columns: Option<Vec<Column>>,
+}
+
+/// One configured column of a CSV or Parquet delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Its name in the file (unique, not `key`).
+    pub name: String,
+    /// A JSON Pointer into each entity.
+    pub pointer: String,
+    /// What it holds.
+    pub kind: ColumnType,
+}
+
+/// A configured column's type. A value that is not of it is written as null and counted in the
+/// manifest's `mismatched`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// A string as it is; any other value as JSON text.
+    String,
+    /// An integer that fits 64 bits.
+    Int64,
+    /// Any number.
+    Float64,
+    /// `true` or `false`.
+    Boolean,
+    /// Any value as JSON text (a string quoted).
+    Json,
+}
+
+impl ColumnType {
+    /// Every type, as written in the config.
+    pub const ALL: [ColumnType; 5] = [
+        ColumnType::String,
+        ColumnType::Int64,
+        ColumnType::Float64,
+        ColumnType::Boolean,
+        ColumnType::Json,
+    ];
+
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Json => "json",
+        }
+    }
 }
 
 impl DeliveryConfig {

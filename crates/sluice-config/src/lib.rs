@@ -39,8 +39,8 @@ pub use definitions::{
     TargetFile, read_target_file, read_target_files, target_file_paths, target_from_text,
 };
 pub use delivery::{
-    CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets, Destination,
-    S3Credentials, S3Destination,
+    Column, ColumnType, CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule,
+    DeliveryTargets, Destination, S3Credentials, S3Destination,
 };
 pub use fleet::{Fleet, FleetGroup, GroupProtocol};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};

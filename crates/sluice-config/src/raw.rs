@@ -392,6 +392,17 @@ pub(crate) struct RawDelivery {
     pub format: Option<String>,
     pub destination: Option<RawDestination>,
     pub keep: Option<u32>,
+    pub columns: Option<Vec<RawColumn>>,
+}
+
+/// One `deliveries[].columns` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawColumn {
+    pub name: Option<String>,
+    pub pointer: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
 }
 
 /// `deliveries[].targets`: `all`, or a list of target ids.

@@ -301,7 +301,13 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
          \x20 - targets: all\n    every: 700ms\n    destination: {{ dir: out-jsonl }}\n    keep: {JSONL_KEEP}\n\
          \x20 - targets: [{TARGET}]\n    cron: \"* * * * * *\"\n    format: csv\n    destination: {{ dir: out-csv }}\n    keep: {CSV_KEEP}\n\
          \x20 - targets: [{TARGET}]\n    every: 800ms\n    format: parquet\n    destination: {{ dir: out-parquet }}\n    keep: {PARQUET_KEEP}\n\
-         \x20 - targets: [{TARGET}]\n    every: 1s\n    destination: {{ dir: blocked }}\n    keep: 1\n"
+         \x20 - targets: [{TARGET}]\n    every: 1s\n    destination: {{ dir: blocked }}\n    keep: 1\n\
+         \x20 - targets: [{TARGET}]\n    every: 600ms\n    format: parquet\n    destination: {{ dir: out-columns }}\n    keep: 1\n\
+         \x20   columns:\n\
+         \x20     - {{ name: name, pointer: /name }}\n\
+         \x20     - {{ name: first, pointer: /nested/list/0, type: int64 }}\n\
+         \x20     - {{ name: flag, pointer: /only_some, type: boolean }}\n\
+         \x20     - {{ name: wrong, pointer: /name, type: int64 }}\n"
     );
     let aggregator = rig.start_aggregator(&extra, false).await;
     let (state, entities) = merge_deltas(&rig, &aggregator).await;
@@ -311,6 +317,7 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
     let jsonl_dir = rig.dir.join("out-jsonl").join(TARGET);
     let csv_dir = rig.dir.join("out-csv").join(TARGET);
     let parquet_dir = rig.dir.join("out-parquet").join(TARGET);
+    let columns_dir = rig.dir.join("out-columns").join(TARGET);
     let mut seen: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     let final_seq = state["change_seq"].clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -337,6 +344,10 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
                 .any(|m| m["change_seq"] == final_seq);
             done &= seen.len() > keep && of_final;
         }
+        done &= list(&columns_dir)
+            .manifests
+            .values()
+            .any(|m| m["change_seq"] == final_seq);
         done &= aggregator.metric(&series("failed", TARGET)).await >= 1.0;
         if done {
             break;
@@ -416,6 +427,7 @@ async fn deliveries_are_whole_versions_of_the_state_kept_to_their_retention() {
             _ => assert_parquet_is(data, &entities),
         }
     }
+    assert_configured_columns(&columns_dir, &final_seq, &entities);
 }
 
 /// A reader of the S3 server's bucket, as a client of the deliveries is (object_store with any
@@ -663,4 +675,63 @@ async fn deliveries_go_to_an_s3_bucket_whole_kept_to_their_retention_and_a_missi
     }
     assert!(final_checked, "a kept delivery of the final state");
     drop(s3);
+}
+
+/// The delivery with configured columns: exactly `key` and those columns, typed as configured,
+/// each the entity's value at its pointer; the `wrong` column (a string pointer typed int64) is
+/// all null and each of its cells counted as mismatched.
+fn assert_configured_columns(dir: &Path, final_seq: &Value, state: &BTreeMap<String, Value>) {
+    use arrow_array::{Array, BooleanArray, Int64Array, StringArray};
+    let listing = list(dir);
+    assert_manifests_match(dir, &listing, "parquet");
+    let (stem, manifest) = listing
+        .manifests
+        .iter()
+        .rfind(|(_, m)| &m["change_seq"] == final_seq)
+        .expect("a delivery of the final state with configured columns");
+    assert_eq!(manifest["mismatched"], json!(KEYS), "every `wrong` cell");
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(listing.data[stem].clone()))
+            .unwrap()
+            .build()
+            .unwrap();
+    let mut rows = 0;
+    for batch in reader {
+        let batch = batch.unwrap();
+        let schema = batch.schema();
+        let names: Vec<(&str, String)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type().to_string()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("key", "Utf8".to_owned()),
+                ("name", "Utf8".to_owned()),
+                ("first", "Int64".to_owned()),
+                ("flag", "Boolean".to_owned()),
+                ("wrong", "Int64".to_owned()),
+            ]
+        );
+        let column = |i: usize| batch.column(i).clone();
+        let (keys, name, first, flag, wrong) =
+            (column(0), column(1), column(2), column(3), column(4));
+        let keys = keys.as_any().downcast_ref::<StringArray>().unwrap();
+        let name = name.as_any().downcast_ref::<StringArray>().unwrap();
+        let first = first.as_any().downcast_ref::<Int64Array>().unwrap();
+        let flag = flag.as_any().downcast_ref::<BooleanArray>().unwrap();
+        for row in 0..batch.num_rows() {
+            let entity = &state[keys.value(row)];
+            assert_eq!(json!(name.value(row)), entity["name"]);
+            assert_eq!(json!(first.value(row)), entity["nested"]["list"][0]);
+            match entity.get("only_some") {
+                Some(v) => assert_eq!(json!(flag.value(row)), *v),
+                None => assert!(flag.is_null(row)),
+            }
+            assert!(wrong.is_null(row));
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, state.len());
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
-use sluice_config::DeliveryFormat;
+use sluice_config::{Column, DeliveryFormat};
 
 use super::file::{self, MANIFEST_SUFFIX};
 use super::format;
@@ -133,6 +133,9 @@ struct Manifest<'a> {
     change_seq: u64,
     kafka: serde_json::Value,
     rows: usize,
+    /// With configured columns: values written as null, not of their column's type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mismatched: Option<u64>,
     bytes: u64,
     sha256: String,
     /// When the state last changed.
@@ -141,13 +144,15 @@ struct Manifest<'a> {
     delivered_at: String,
 }
 
-/// Encodes `view` in `format` with its manifest, named for `now`.
+/// Encodes `view` in `format` (with the configured `columns`) with its manifest, named for
+/// `now`.
 pub fn prepare(
     view: &StateView,
     format: DeliveryFormat,
+    columns: Option<&[Column]>,
     now: SystemTime,
 ) -> Result<Prepared, DeliveryError> {
-    let encoded = format::encode(&view.entities, format)
+    let encoded = format::encode(&view.entities, format, columns)
         .map_err(|e| DeliveryError::new(Stage::Encode, view.target(), e))?;
     let stem = file::stem(now, view.version, view.change_seq);
     let data_name = format!("{stem}.{}", format.as_str());
@@ -159,6 +164,7 @@ pub fn prepare(
         change_seq: view.change_seq,
         kafka: view.kafka(),
         rows: encoded.rows,
+        mismatched: encoded.mismatched,
         bytes: encoded.bytes.len() as u64,
         sha256: hex(&Sha256::digest(&encoded.bytes)),
         as_of: view.as_of(),

@@ -10,8 +10,10 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use sluice_config::DeliveryFormat;
+use sluice_config::{Column, DeliveryFormat};
 use sluice_merge::Entities;
+
+use super::columns::{Cell, Table};
 
 /// The encoded file: its bytes and its row count (entities).
 pub struct Encoded {
@@ -19,23 +21,60 @@ pub struct Encoded {
     pub bytes: Vec<u8>,
     /// Entities written.
     pub rows: usize,
+    /// With configured columns: values written as null because they were not of their
+    /// column's type (`columns`).
+    pub mismatched: Option<u64>,
 }
 
-/// `entities` in `format` (Parquet: `columnar`). CPU-bound in the state's size: call it off
-/// the async workers. Only Parquet can fail (an error of the parquet crate's writer).
+/// `entities` in `format` (Parquet: `columnar`), with the configured `columns` (CSV and
+/// Parquet; `None`: inferred). CPU-bound in the state's size: call it off the async workers.
+/// Only Parquet can fail (an error of the parquet crate's writer).
 pub fn encode(
     entities: &Entities,
     format: DeliveryFormat,
+    columns: Option<&[Column]>,
 ) -> Result<Encoded, ::parquet::errors::ParquetError> {
-    let bytes = match format {
-        DeliveryFormat::Jsonl => jsonl(entities),
-        DeliveryFormat::Csv => csv(entities),
-        DeliveryFormat::Parquet => super::columnar::parquet(entities)?,
+    let mut mismatched = None;
+    let bytes = match (format, columns) {
+        (DeliveryFormat::Jsonl, _) => jsonl(entities),
+        (DeliveryFormat::Csv, None) => csv(entities),
+        (DeliveryFormat::Parquet, None) => super::columnar::parquet(entities)?,
+        (DeliveryFormat::Csv, Some(columns)) => {
+            let table = super::columns::table(entities, columns);
+            mismatched = Some(table.mismatched);
+            csv_table(&table, columns)
+        }
+        (DeliveryFormat::Parquet, Some(columns)) => {
+            let table = super::columns::table(entities, columns);
+            mismatched = Some(table.mismatched);
+            super::columnar::parquet_table(&table, columns)?
+        }
     };
     Ok(Encoded {
         bytes,
         rows: entities.len(),
+        mismatched,
     })
+}
+
+/// A CSV of configured columns: `key`, then each column's name; a null cell is empty.
+fn csv_table(table: &Table<'_>, columns: &[Column]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let header = std::iter::once("key").chain(columns.iter().map(|c| c.name.as_str()));
+    row(&mut out, header.map(std::borrow::Cow::Borrowed));
+    for (key, cells) in &table.rows {
+        let text = cells.iter().map(|cell| -> std::borrow::Cow<'_, str> {
+            match cell {
+                Cell::Null => "".into(),
+                Cell::Text(s) => s.as_str().into(),
+                Cell::Int(n) => n.to_string().into(),
+                Cell::Float(x) => x.to_string().into(),
+                Cell::Bool(b) => if *b { "true" } else { "false" }.into(),
+            }
+        });
+        row(&mut out, std::iter::once((*key).into()).chain(text));
+    }
+    out
 }
 
 fn jsonl(entities: &Entities) -> Vec<u8> {
@@ -147,7 +186,7 @@ mod tests {
     #[test]
     fn jsonl_writes_one_key_and_value_object_per_entity_in_key_order() {
         let e = entities(&[("b", json!({"n": 2})), ("a", json!([1, 2]))]);
-        let out = encode(&e, DeliveryFormat::Jsonl).unwrap();
+        let out = encode(&e, DeliveryFormat::Jsonl, None).unwrap();
         assert_eq!(out.rows, 2);
         assert_eq!(
             String::from_utf8(out.bytes).unwrap(),
@@ -164,7 +203,7 @@ mod tests {
                 json!({"m": null, "a": "say \"hi\"", "n": 1.5, "t": true}),
             ),
         ]);
-        let out = encode(&e, DeliveryFormat::Csv).unwrap();
+        let out = encode(&e, DeliveryFormat::Csv, None).unwrap();
         assert_eq!(
             String::from_utf8(out.bytes).unwrap(),
             "key,a,m,n,t,z\n\
@@ -176,7 +215,7 @@ mod tests {
     #[test]
     fn csv_puts_entities_that_are_not_objects_in_a_value_column() {
         let e = entities(&[("a", json!(7)), ("b", json!({"f": "x"}))]);
-        let out = encode(&e, DeliveryFormat::Csv).unwrap();
+        let out = encode(&e, DeliveryFormat::Csv, None).unwrap();
         assert_eq!(
             String::from_utf8(out.bytes).unwrap(),
             "key,_value,f\na,7,\nb,,x\n"
@@ -186,14 +225,58 @@ mod tests {
     #[test]
     fn an_entity_field_named_key_goes_in_its_own_column() {
         let e = entities(&[("a", json!({"key": "a", "n": 1}))]);
-        let out = encode(&e, DeliveryFormat::Csv).unwrap();
+        let out = encode(&e, DeliveryFormat::Csv, None).unwrap();
         assert_eq!(String::from_utf8(out.bytes).unwrap(), "key,_key,n\na,a,1\n");
+    }
+
+    #[test]
+    fn csv_with_configured_columns_has_exactly_them_typed_and_counts_mismatches() {
+        use sluice_config::ColumnType;
+        let e = entities(&[
+            ("a", json!({"p": 1.5, "v": {"n": "x, y"}, "q": 2})),
+            ("b", json!({"p": "n/a", "q": 7})),
+        ]);
+        let columns = [
+            Column {
+                name: "price".to_owned(),
+                pointer: "/p".to_owned(),
+                kind: ColumnType::Float64,
+            },
+            Column {
+                name: "venue".to_owned(),
+                pointer: "/v/n".to_owned(),
+                kind: ColumnType::String,
+            },
+            Column {
+                name: "qty".to_owned(),
+                pointer: "/q".to_owned(),
+                kind: ColumnType::Int64,
+            },
+        ];
+        let out = encode(&e, DeliveryFormat::Csv, Some(&columns)).unwrap();
+        assert_eq!(
+            String::from_utf8(out.bytes).unwrap(),
+            "key,price,venue,qty\na,1.5,\"x, y\",2\nb,,,7\n"
+        );
+        assert_eq!(out.mismatched, Some(1), "n/a in a float64 column");
+        assert_eq!(
+            encode(&e, DeliveryFormat::Csv, None).unwrap().mismatched,
+            None
+        );
     }
 
     #[test]
     fn an_empty_state_is_an_empty_jsonl_file_and_a_csv_header() {
         let e = Entities::default();
-        assert!(encode(&e, DeliveryFormat::Jsonl).unwrap().bytes.is_empty());
-        assert_eq!(encode(&e, DeliveryFormat::Csv).unwrap().bytes, b"key\n");
+        assert!(
+            encode(&e, DeliveryFormat::Jsonl, None)
+                .unwrap()
+                .bytes
+                .is_empty()
+        );
+        assert_eq!(
+            encode(&e, DeliveryFormat::Csv, None).unwrap().bytes,
+            b"key\n"
+        );
     }
 }

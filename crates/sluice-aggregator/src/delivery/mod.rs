@@ -14,6 +14,7 @@
 //! to [`CONCURRENT`] targets at once.
 
 mod columnar;
+mod columns;
 mod deliver;
 mod file;
 mod format;
@@ -234,11 +235,12 @@ async fn deliver_one(
 ) {
     let target = cell.def.id();
     let (version, change_seq, rows) = (view.version, view.change_seq, view.entities.len());
-    let format = entry.format;
-    let prepared =
-        tokio::task::spawn_blocking(move || deliver::prepare(&view, format, SystemTime::now()))
-            .await
-            .unwrap_or_else(|join| Err(DeliveryError::new(Stage::Task, target, join)));
+    let (format, columns) = (entry.format, entry.columns.clone());
+    let prepared = tokio::task::spawn_blocking(move || {
+        deliver::prepare(&view, format, columns.as_deref(), SystemTime::now())
+    })
+    .await
+    .unwrap_or_else(|join| Err(DeliveryError::new(Stage::Task, target, join)));
     let prepared = match prepared {
         Ok(prepared) => Arc::new(prepared),
         Err(error) => {

@@ -136,18 +136,8 @@ impl Bucket {
         })
     }
 
-    /// One object, whole or not at all.
     async fn upload(&self, path: &ObjectPath, bytes: bytes::Bytes) -> object_store::Result<()> {
-        if bytes.len() <= PART {
-            self.store.put(path, PutPayload::from(bytes)).await?;
-            return Ok(());
-        }
-        let upload = self.store.put_multipart(path).await?;
-        let mut parts = WriteMultipart::new_with_chunk_size(upload, PART);
-        parts.put(bytes);
-        // Aborts the upload when a part or the completion fails.
-        parts.finish().await?;
-        Ok(())
+        upload(&*self.store, path, bytes).await
     }
 
     /// Retention over the target's objects; returns the deliveries deleted.
@@ -165,6 +155,24 @@ impl Bucket {
         }
         Ok(expired.deliveries)
     }
+}
+
+/// One object, whole or not at all.
+async fn upload(
+    store: &dyn ObjectStore,
+    path: &ObjectPath,
+    bytes: bytes::Bytes,
+) -> object_store::Result<()> {
+    if bytes.len() <= PART {
+        store.put(path, PutPayload::from(bytes)).await?;
+        return Ok(());
+    }
+    let upload = store.put_multipart(path).await?;
+    let mut parts = WriteMultipart::new_with_chunk_size(upload, PART);
+    parts.put(bytes);
+    // Aborts the upload when a part or the completion fails.
+    parts.finish().await?;
+    Ok(())
 }
 
 /// An object store error as one line: the server's S3 error code and message when its answer
@@ -187,7 +195,28 @@ fn concise(error: &object_store::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    #[tokio::test]
+    async fn an_object_larger_than_a_part_is_uploaded_in_parts_and_reads_back_whole() {
+        let store = object_store::memory::InMemory::new();
+        let bytes: bytes::Bytes = (0..PART * 2 + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let path = ObjectPath::from("p/t/x.parquet");
+        upload(&store, &path, bytes.clone()).await.unwrap();
+        let read = store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert!(read == bytes, "the object reads back whole");
+        let small = bytes.slice(..100);
+        upload(&store, &path, small.clone()).await.unwrap();
+        assert_eq!(
+            store.get(&path).await.unwrap().bytes().await.unwrap(),
+            small
+        );
+    }
 
     #[test]
     fn an_s3_error_answer_is_cut_to_its_code_and_message() {

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use super::Checker;
 use crate::aggregator::AggregatorConfig;
 use crate::delivery::{
-    CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule, DeliveryTargets,
+    Column, ColumnType, CronSchedule, DeliveryConfig, DeliveryFormat, DeliverySchedule,
+    DeliveryTargets,
 };
 use crate::problem::ProblemKind;
-use crate::raw::{RawDelivery, RawDeliveryTargets};
+use crate::raw::{RawColumn, RawDelivery, RawDeliveryTargets};
 
 /// Every entry of `deliveries` with its index, each problem reported as
 /// `deliveries[i].field`. Entries with a problem are left out (the load fails anyway).
@@ -97,13 +98,120 @@ fn delivery(c: &mut Checker<'_>, at: &str, raw: RawDelivery) -> Option<DeliveryC
         }
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
+    let columns = match raw.columns {
+        None => None,
+        Some(raw) => {
+            let columns = columns(c, at, format, raw);
+            ok &= columns.is_some();
+            columns
+        }
+    };
     Some(DeliveryConfig {
         targets,
         schedule,
         format,
         destination: destination.filter(|_| ok)?,
         keep,
+        columns,
     })
+}
+
+/// `columns`: a non-empty list of named, typed JSON Pointers, for CSV and Parquet only.
+fn columns(
+    c: &mut Checker<'_>,
+    at: &str,
+    format: DeliveryFormat,
+    raw: Vec<RawColumn>,
+) -> Option<Vec<Column>> {
+    let field = format!("{at}.columns");
+    if format == DeliveryFormat::Jsonl {
+        c.report(
+            &field,
+            ProblemKind::Invalid,
+            "columns apply to csv and parquet: JSON Lines writes whole entities".to_owned(),
+        );
+        return None;
+    }
+    if raw.is_empty() {
+        c.report(
+            &field,
+            ProblemKind::Missing,
+            "empty column list: name at least one column, or leave columns out to infer them"
+                .to_owned(),
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, column) in raw.into_iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let name = column.name.unwrap_or_default();
+        let problem = if name.is_empty() {
+            Some((ProblemKind::Missing, "missing column name".to_owned()))
+        } else if name == "key" {
+            Some((
+                ProblemKind::Invalid,
+                "the column key is the entity's key, always first: name this one otherwise"
+                    .to_owned(),
+            ))
+        } else if name.chars().any(char::is_control) || name.len() > 128 {
+            Some((
+                ProblemKind::Invalid,
+                format!("bad column name {name:?}: 1 to 128 bytes, no control characters"),
+            ))
+        } else if !names.insert(name.clone()) {
+            Some((
+                ProblemKind::Invalid,
+                format!("column {name:?} is named twice"),
+            ))
+        } else {
+            None
+        };
+        if let Some((kind, message)) = problem {
+            c.report(&format!("{at}.name"), kind, message);
+            ok = false;
+        }
+        let pointer = match column.pointer {
+            None => {
+                c.report(
+                    &format!("{at}.pointer"),
+                    ProblemKind::Missing,
+                    "missing pointer: the JSON Pointer of the column's value in each entity, \
+                     e.g. /price"
+                        .to_owned(),
+                );
+                ok = false;
+                String::new()
+            }
+            Some(pointer) => c.pointer(&format!("{at}.pointer"), &pointer),
+        };
+        let kind = match column.kind.as_deref() {
+            None => ColumnType::String,
+            Some(word) => match ColumnType::ALL.iter().find(|t| t.as_str() == word) {
+                Some(kind) => *kind,
+                None => {
+                    let known: Vec<&str> = ColumnType::ALL.map(ColumnType::as_str).to_vec();
+                    c.report(
+                        &format!("{at}.type"),
+                        ProblemKind::Invalid,
+                        format!(
+                            "unknown type {word:?} (expected one of {})",
+                            known.join(", ")
+                        ),
+                    );
+                    ok = false;
+                    ColumnType::String
+                }
+            },
+        };
+        out.push(Column {
+            name,
+            pointer,
+            kind,
+        });
+    }
+    ok.then_some(out)
 }
 
 /// `every` or `cron`, exactly one of them.
