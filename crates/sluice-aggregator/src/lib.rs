@@ -82,6 +82,10 @@ pub enum AggregatorError {
     /// The consumer thread could not be started.
     #[error("starting the consumer thread failed: {0}")]
     Spawn(std::io::Error),
+    /// The HTTP client that forwards reads to their owners (`http.routing: proxy`) could not
+    /// be built.
+    #[error("{0}")]
+    Proxy(String),
     /// The consumer thread panicked.
     #[error("the consumer thread panicked")]
     EnginePanicked,
@@ -97,6 +101,7 @@ impl AggregatorError {
             AggregatorError::Bind { .. } => "bind",
             AggregatorError::PartitionCountChanged(error) => error.kind(),
             AggregatorError::Spawn(_) => "spawn",
+            AggregatorError::Proxy(_) => "proxy",
             AggregatorError::EnginePanicked => "engine_panicked",
         }
     }
@@ -338,7 +343,7 @@ pub async fn run(
     let http_stop = CancellationToken::new();
     let server = {
         let stop = http_stop.clone();
-        let app = http::router(shared.clone(), &config.http);
+        let app = http::router(shared.clone(), &config.http).map_err(AggregatorError::Proxy)?;
         let listener = http::CappedListener::new(
             listener,
             config.http.max_connections,

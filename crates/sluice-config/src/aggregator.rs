@@ -76,6 +76,29 @@ pub struct AggregatorHttp {
     pub bearer: Option<SecretRef>,
     /// Browser origins allowed to read the API (CORS).
     pub cors: CorsOrigins,
+    /// How a request for a target another aggregator owns is answered.
+    pub routing: Routing,
+}
+
+/// `http.routing`: what an aggregator does with a request for a target another one owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// `307` to the owner (the client follows it).
+    #[default]
+    Redirect,
+    /// Forward it to the owner and stream its answer back (clients that cannot reach the
+    /// owners, or do not follow redirects).
+    Proxy,
+}
+
+impl Routing {
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::Redirect => "redirect",
+            Routing::Proxy => "proxy",
+        }
+    }
 }
 
 /// The origins a browser may read the aggregator's API from.

@@ -33,7 +33,7 @@ use std::path::Path;
 pub use aggregate::AggregateConfig;
 pub use aggregator::{
     AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, CorsOrigins, Loaded,
-    SnapshotConfig,
+    Routing, SnapshotConfig,
 };
 pub use definitions::{
     TargetFile, read_target_file, read_target_files, target_file_paths, target_from_text,

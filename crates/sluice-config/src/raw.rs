@@ -331,6 +331,7 @@ pub(crate) struct RawAggregatorHttp {
     pub listen: Option<String>,
     pub max_connections: Option<u32>,
     pub advertise: Option<String>,
+    pub routing: Option<String>,
     #[serde(default)]
     pub auth: RawHttpAuth,
     #[serde(default)]

@@ -368,7 +368,7 @@ fn aggregator_bearer_token_is_never_inline() {
 }
 
 #[test]
-fn aggregator_max_connections_must_be_at_least_one() {
+fn aggregator_max_connections_must_be_at_least_one_and_routing_redirect_or_proxy() {
     assert_fixture("aggregator_zero_max_connections");
 }
 

@@ -441,3 +441,174 @@ async fn any_aggregator_sends_a_client_to_the_owner_and_lists_every_target_with_
     .await;
     drop(worker);
 }
+
+/// A read of the token-protected API of `aggregator`, not following redirects: status,
+/// headers, body.
+async fn api(
+    aggregator: &Worker,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut request = rig::no_redirects().get(format!("{}{path}", aggregator.base()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("the aggregator answers");
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    (status, headers, response.text().await.expect("a body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_routing_proxy_any_aggregator_serves_any_target_from_its_owner_with_its_own_token() {
+    if !real_broker_or_skip(
+        "with_routing_proxy_any_aggregator_serves_any_target_from_its_owner_with_its_own_token",
+    ) {
+        return;
+    }
+    // 300 events a target (3 s), then the states stand still and can be compared.
+    let (rig, _sims) = rig_with_targets("member-proxy", 4, 300).await;
+    let targets = one_target_per_partition(4);
+    const TOKEN: &str = "group-token-5d1c";
+    let token_file = rig.dir.join("api-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let token_path = token_file.display().to_string();
+    let worker = rig.start("").await;
+    let member = async |instance: &str| {
+        let env = [
+            (INSTANCE_ENV, instance),
+            ("SLUICE__HTTP__ROUTING", "proxy"),
+            ("SLUICE__HTTP__AUTH__BEARER__FILE", token_path.as_str()),
+        ];
+        rig.start_aggregator_with("", false, SESSION_TIMEOUT_MS, &env)
+            .await
+    };
+    let (a, b) = (member("aggregator-0").await, member("aggregator-1").await);
+    // Each holds some targets, and each knows every target's owner.
+    let held = async |m: &Worker| -> Vec<String> {
+        let (status, _, body) = api(m, "/v1/targets", Some(TOKEN), &[]).await;
+        if status != 200 {
+            return Vec::new();
+        }
+        let list: Value = serde_json::from_str(&body).unwrap();
+        list["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["target"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all_owned = async |m: &Worker| {
+        let (status, _, body) = api(m, "/v1/targets", Some(TOKEN), &[]).await;
+        let list: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        status == 200
+            && list["group"].as_array().is_some_and(|g| {
+                g.len() == targets.len() && g.iter().all(|t| t["owner"].is_string())
+            })
+    };
+    for m in [&a, &b] {
+        m.wait_for("ready, and every owner known", async |m: &Worker| {
+            m.get("/readyz").await.is_some_and(|(c, _)| c == 200)
+                && !held(m).await.is_empty()
+                && all_owned(m).await
+        })
+        .await;
+    }
+    let (on_a, on_b) = (held(&a).await, held(&b).await);
+    assert_eq!(on_a.len() + on_b.len(), targets.len(), "{on_a:?} {on_b:?}");
+
+    for (asked, owner, target) in [(&a, &b, &on_b[0]), (&b, &a, &on_a[0])] {
+        let path = format!("/v1/targets/{target}/state");
+        // Without the token the asked aggregator refuses before routing anything.
+        let (status, _, _) = api(asked, &path, None, &[]).await;
+        assert_eq!(status, 401);
+        // With it, the answer is the owner's own, byte for byte once the state stands still,
+        // served by the owner (which requires the token too: the proxy sent its own).
+        asked
+            .wait_for(
+                "the proxied state to equal the owner's",
+                async |asked: &Worker| {
+                    let (status, headers, body) = api(asked, &path, Some(TOKEN), &[]).await;
+                    let (_, _, direct) = api(owner, &path, Some(TOKEN), &[]).await;
+                    assert_eq!(status, 200, "{body}");
+                    assert_eq!(
+                        headers
+                            .get("sluice-served-by")
+                            .and_then(|v| v.to_str().ok()),
+                        Some(owner.base())
+                    );
+                    body == direct
+                },
+            )
+            .await;
+        // If-None-Match goes through: 304 once the state stands still (a 200 meanwhile
+        // carries the newer state's tag).
+        asked
+            .wait_for("a 304 through the proxy", async |asked: &Worker| {
+                let (_, headers, _) = api(asked, &path, Some(TOKEN), &[]).await;
+                let etag = headers["etag"].to_str().unwrap().to_owned();
+                let conditional = [("if-none-match", etag.as_str())];
+                let (status, _, _) = api(asked, &path, Some(TOKEN), &conditional).await;
+                assert!(matches!(status, 200 | 304), "{status}");
+                status == 304
+            })
+            .await;
+        // A change stream through the proxy: the whole state, then up to date.
+        let mut stream = rig::no_redirects()
+            .get(format!("{}/v1/targets/{target}/stream", asked.base()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        let mut text = String::new();
+        while !text.contains("event: up-to-date") {
+            let chunk = tokio::time::timeout(rig::LIMIT, stream.chunk())
+                .await
+                .expect("the proxied stream flows")
+                .unwrap()
+                .expect("the proxied stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(text.contains("event: state"), "{text}");
+        // One hop only: a forwarded request for a target the receiver does not hold is a 503.
+        let (status, headers, body) = api(
+            owner,
+            &format!(
+                "/v1/targets/{}/state",
+                if owner.base() == a.base() {
+                    &on_b[0]
+                } else {
+                    &on_a[0]
+                }
+            ),
+            Some(TOKEN),
+            &[("sluice-forwarded-by", "http://elsewhere:1")],
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(headers["retry-after"], "1");
+    }
+
+    // b stops: a answers b's targets with the state or a 503, never anything else, until it
+    // serves them itself.
+    let (exit, log) = b.terminate().await;
+    assert!(exit.success(), "{exit:?}\n{log}");
+    assert!(!log.contains(TOKEN), "the token in a log");
+    for target in &on_b {
+        let path = format!("/v1/targets/{target}/state");
+        a.wait_for(
+            "a to serve the stopped member's target",
+            async |a: &Worker| {
+                let (status, headers, body) = api(a, &path, Some(TOKEN), &[]).await;
+                assert!(matches!(status, 200 | 503), "{status}: {body}");
+                status == 200 && headers.get("sluice-served-by").is_none()
+            },
+        )
+        .await;
+    }
+    drop(worker);
+}

@@ -13,6 +13,7 @@ mod access;
 mod cap;
 mod entities;
 pub mod openapi;
+mod proxy;
 mod read;
 mod routing;
 mod stream;
@@ -26,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use html_escape::{encode_double_quoted_attribute, encode_text};
 use serde_json::json;
-use sluice_config::AggregatorHttp;
+use sluice_config::{AggregatorHttp, Routing};
 
 pub use cap::CappedListener;
 
@@ -37,18 +38,29 @@ use crate::store::Cell;
 /// The API's routes: the read API (`/v1/…`, behind the bearer token when one is configured;
 /// a per-target read for a target held elsewhere is sent to its owner), the open page and
 /// probes, and CORS headers for the configured origins. Every route comes from [`openapi`].
-pub fn router(shared: Arc<Shared>, http: &AggregatorHttp) -> Router {
+pub fn router(shared: Arc<Shared>, http: &AggregatorHttp) -> Result<Router, String> {
     let (per_target, _) = openapi::per_target().split_for_parts();
     let (listing, _) = openapi::listing().split_for_parts();
     let (open, _) = openapi::open().split_for_parts();
+    let proxy = match http.routing {
+        Routing::Redirect => None,
+        Routing::Proxy => Some(proxy::Proxy::new(
+            &shared.owners.my_url().unwrap_or_default(),
+            http.bearer.clone(),
+        )?),
+    };
+    let route = Arc::new(routing::Route {
+        shared: shared.clone(),
+        proxy,
+    });
     let per_target = per_target.route_layer(axum::middleware::from_fn_with_state(
-        shared.clone(),
+        route,
         routing::to_owner,
     ));
     // The token is checked before anything else (an outsider does not learn the owners).
     let api = access::require_bearer(listing.merge(per_target), http.bearer.clone());
     let app = open.merge(api).with_state(shared);
-    access::with_cors(app, &http.cors)
+    Ok(access::with_cors(app, &http.cors))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",

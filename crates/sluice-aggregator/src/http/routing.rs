@@ -1,9 +1,11 @@
 //! Any aggregator answers for any target: a request under `/v1/targets/{target}/` for a
-//! target this aggregator does not hold is sent to its owner (307, `Location` on the owner's
-//! base URL, the path and query kept), or answered 503 with `Retry-After` while no one owns its
-//! partition (a rebalance, or an owner that died and was not replaced yet), or 404 for a target
-//! the group does not aggregate. The owner is read from [`crate::owners`]; this must not serve a
-//! state itself, so a stale view costs a client a redirect, never a wrong state.
+//! target this aggregator does not hold goes to its owner: a 307 with `Location` on the owner's
+//! base URL (the path and query kept), or, with `http.routing: proxy`, the request forwarded to
+//! the owner and its answer streamed back (`proxy`). While no one owns the target's partition
+//! (a rebalance, or an owner that died and was not replaced yet) the answer is 503 with
+//! `Retry-After`; a target the group does not aggregate is 404. The owner is read from
+//! [`crate::owners`]; this must not serve a state itself, so a stale view costs a client a
+//! redirect or a 503, never a wrong state.
 
 use std::sync::Arc;
 
@@ -14,11 +16,19 @@ use serde_json::json;
 use sluice_publish::partition_for;
 
 use super::json_response;
+use super::proxy::Proxy;
 use crate::owners::Owner;
 use crate::shared::Shared;
 
 /// How long a client waits before asking again during a rebalance.
-const RETRY_AFTER: &str = "1";
+pub const RETRY_AFTER: &str = "1";
+
+/// The routing middleware's state: the shared state, and the proxy when requests are
+/// forwarded rather than redirected.
+pub struct Route {
+    pub shared: Arc<Shared>,
+    pub proxy: Option<Proxy>,
+}
 
 /// The target a path names, if it is under `/v1/targets/{target}/`.
 fn target_of(path: &str) -> Option<&str> {
@@ -27,34 +37,43 @@ fn target_of(path: &str) -> Option<&str> {
     (!target.is_empty()).then_some(target)
 }
 
-/// Where `target` is answered, as this aggregator sees it: here (`None`), or the answer.
-pub fn elsewhere(shared: &Shared, target: &str, path_and_query: &str) -> Option<Response> {
+/// Where a target is answered, as this aggregator sees it.
+enum Located {
+    /// Here.
+    Here,
+    /// By the aggregator at this base URL.
+    Owner(String),
+    /// Nowhere right now, or never: the answer.
+    Answer(Response),
+}
+
+fn locate(shared: &Shared, target: &str) -> Located {
     if shared.store.get(target).is_some() {
-        return None;
+        return Located::Here;
     }
     let Some(def) = shared.defs.get(target) else {
-        return Some(super::error(
+        return Located::Answer(super::error(
             StatusCode::NOT_FOUND,
             format!("target {target:?} is not aggregated by this group"),
         ));
     };
     let topic = &def.target.topic;
-    let owner = shared
-        .partition_count(topic)
-        .map(|count| (partition_for(target, count), count));
-    let (partition, owner) = match owner {
-        Some((partition, _)) => (partition, shared.owners.owner_of(topic, partition)),
+    let (partition, owner) = match shared.partition_count(topic) {
+        Some(count) => {
+            let partition = partition_for(target, count);
+            (partition, shared.owners.owner_of(topic, partition))
+        }
         None => (-1, Owner::Nobody),
     };
-    Some(match owner {
-        Owner::Other(url) => redirect(&url, path_and_query, target),
-        Owner::Me => unavailable(format!(
+    match owner {
+        Owner::Other(url) => Located::Owner(url),
+        Owner::Me => Located::Answer(unavailable(format!(
             "target {target:?} is being restored here (partition {partition} was just assigned)"
-        )),
-        Owner::Nobody => unavailable(format!(
+        ))),
+        Owner::Nobody => Located::Answer(unavailable(format!(
             "no aggregator owns target {target:?} right now (partition {partition} of {topic:?} is being reassigned)"
-        )),
-    })
+        ))),
+    }
 }
 
 fn redirect(base: &str, path_and_query: &str, target: &str) -> Response {
@@ -72,7 +91,8 @@ fn redirect(base: &str, path_and_query: &str, target: &str) -> Response {
     response
 }
 
-fn unavailable(message: String) -> Response {
+/// 503 with `Retry-After`: ask again in a moment.
+pub fn unavailable(message: String) -> Response {
     let mut response = super::error(StatusCode::SERVICE_UNAVAILABLE, message);
     response
         .headers_mut()
@@ -82,20 +102,30 @@ fn unavailable(message: String) -> Response {
 
 /// The middleware on the per-target routes: passes a request on when the target is here.
 pub async fn to_owner(
-    State(shared): State<Arc<Shared>>,
+    State(route): State<Arc<Route>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let uri = request.uri();
+    let Some(target) = target_of(uri.path()) else {
+        return next.run(request).await;
+    };
     let path_and_query = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
-    if let Some(target) = target_of(uri.path())
-        && let Some(answer) = elsewhere(&shared, target, &path_and_query)
-    {
-        return answer.into_response();
+    match locate(&route.shared, target) {
+        Located::Here => next.run(request).await,
+        Located::Answer(answer) => answer.into_response(),
+        Located::Owner(base) => match &route.proxy {
+            None => redirect(&base, &path_and_query, target),
+            Some(proxy) => {
+                let target = target.to_owned();
+                proxy
+                    .forward(&base, &path_and_query, &target, request)
+                    .await
+            }
+        },
     }
-    next.run(request).await
 }
 
 #[cfg(test)]

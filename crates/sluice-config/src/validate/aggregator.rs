@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::{CLIENT_MANAGED, Checker, Managed, PRODUCER_MANAGED, legal_kafka_name};
 use crate::aggregator::{
-    AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, CorsOrigins,
+    AggregatorConfig, AggregatorHttp, AggregatorKafka, AggregatorTopics, CorsOrigins, Routing,
     SnapshotConfig,
 };
 use crate::problem::{ConfigProblem, ProblemKind};
@@ -143,12 +143,25 @@ pub(crate) fn aggregator(
             None
         }
     });
+    let routing = match raw.http.routing.as_deref() {
+        None | Some("redirect") => Routing::Redirect,
+        Some("proxy") => Routing::Proxy,
+        Some(word) => {
+            c.report(
+                "http.routing",
+                ProblemKind::Invalid,
+                format!("unknown routing {word:?} (expected redirect or proxy)"),
+            );
+            Routing::Redirect
+        }
+    };
     let http = AggregatorHttp {
         listen,
         max_connections,
         advertise,
         bearer,
         cors,
+        routing,
     };
 
     let interval = c.duration(
