@@ -13,7 +13,6 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::json;
 use sluice_config::{SecretRef, TargetId, WorkerConfig};
 use sluice_publish::Publisher;
@@ -40,24 +39,12 @@ pub(crate) struct Admin {
     pub(crate) publisher: Publisher,
 }
 
-/// The admin routes, to merge into the operations router.
+/// The admin routes, to merge into the operations router. Every route comes from
+/// [`crate::openapi::admin`].
 pub(crate) fn router(admin: Admin) -> Router {
     let admin = Arc::new(admin);
-    Router::new()
-        .route("/v1/admin/targets", get(list))
-        .route(
-            "/v1/admin/targets/{id}",
-            get(get_target).put(put_target).delete(delete_target),
-        )
-        .route(
-            "/v1/admin/targets/{id}/checkpoint",
-            get(get_checkpoint)
-                .put(set_checkpoint)
-                .delete(reset_checkpoint),
-        )
-        .route("/v1/admin/targets/{id}/pause", post(pause))
-        .route("/v1/admin/targets/{id}/resume", post(resume))
-        .route("/v1/admin/targets/{id}/restart", post(restart))
+    let (routes, _) = crate::openapi::admin().split_for_parts();
+    routes
         // Every route, before its handler: no handler runs for a request without the token.
         .route_layer(axum::middleware::from_fn_with_state(
             admin.clone(),
@@ -132,7 +119,14 @@ fn control_error(error: &ControlError) -> Response {
     refuse(status, error.kind(), error.to_string())
 }
 
-async fn list(State(admin): State<Arc<Admin>>) -> Response {
+#[utoipa::path(get, path = "/v1/admin/targets", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`running` and `paused` target ids here, `defined` (`files`: id → file, `topic`: ids the targets topic defines), `problems`", body = Object),
+        (status = 401, description = "No valid bearer token", body = crate::openapi::Error),
+        (status = 503, description = "The admin token cannot be read, or the worker is stopping", body = crate::openapi::Error),
+        (status = 500, description = "The command failed or timed out (the final checkpoint was not stored)", body = crate::openapi::Error),
+    ))]
+pub(crate) async fn list(State(admin): State<Arc<Admin>>) -> Response {
     let running = admin.control.targets().await;
     let paused = admin.control.paused().await;
     match (running, paused) {
@@ -168,7 +162,20 @@ fn row_of(admin: &Admin, id: &TargetId) -> Option<crate::status::StatusRow> {
         .map(|row| row.row())
 }
 
-async fn get_target(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+#[utoipa::path(get, path = "/v1/admin/targets/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The target id: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    responses(
+        (status = 200, description = "`paused`, and `status`: the target's `/status` row", body = Object),
+        (status = 400, description = "Not a target id", body = crate::openapi::Error),
+        (status = 401, description = "No valid bearer token", body = crate::openapi::Error),
+        (status = 404, description = "The target does not run here", body = crate::openapi::Error),
+        (status = 503, description = "The admin token cannot be read, or the worker is stopping", body = crate::openapi::Error),
+        (status = 500, description = "The command failed or timed out (the final checkpoint was not stored)", body = crate::openapi::Error),
+    ))]
+pub(crate) async fn get_target(
+    State(admin): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -183,7 +190,19 @@ async fn get_target(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> 
     }
 }
 
-async fn get_checkpoint(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+#[utoipa::path(get, path = "/v1/admin/targets/{id}/checkpoint", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The target id: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    responses(
+        (status = 200, description = "`target`, `checkpoint` (the last event id stored, or null), `owner_epoch`", body = Object),
+        (status = 400, description = "Not a target id", body = crate::openapi::Error),
+        (status = 401, description = "No valid bearer token", body = crate::openapi::Error),
+        (status = 404, description = "The target does not run here", body = crate::openapi::Error),
+        (status = 503, description = "The admin token cannot be read, or the worker is stopping", body = crate::openapi::Error),
+    ))]
+pub(crate) async fn get_checkpoint(
+    State(admin): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -199,7 +218,14 @@ async fn get_checkpoint(State(admin): State<Arc<Admin>>, Path(id): Path<String>)
 }
 
 /// `PUT …/checkpoint` with `{"checkpoint": "EVENT_ID"}`: the target resumes after that id.
-async fn set_checkpoint(
+#[utoipa::path(put, path = "/v1/admin/targets/{id}/checkpoint", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The target id: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    request_body(content = crate::openapi::CheckpointBody, content_type = "application/json", description = "The event id to resume after"),
+    responses(
+        (status = 200, description = "`target` and the `checkpoint` written: the target resumes after it", body = Object),
+        crate::openapi::CommandRefusals,
+    ))]
+pub(crate) async fn set_checkpoint(
     State(admin): State<Arc<Admin>>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -234,7 +260,16 @@ async fn set_checkpoint(
 
 /// `DELETE …/checkpoint`: the target's checkpoint is reset (a tombstone, written through the
 /// target's owner as a move is); it starts over without `Last-Event-ID`.
-async fn reset_checkpoint(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+#[utoipa::path(delete, path = "/v1/admin/targets/{id}/checkpoint", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The target id: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    responses(
+        (status = 200, description = "`target`, `checkpoint: null`: it starts over without `Last-Event-ID`", body = Object),
+        crate::openapi::CommandRefusals,
+    ))]
+pub(crate) async fn reset_checkpoint(
+    State(admin): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -245,7 +280,13 @@ async fn reset_checkpoint(State(admin): State<Arc<Admin>>, Path(id): Path<String
     }
 }
 
-async fn pause(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+#[utoipa::path(post, path = "/v1/admin/targets/{id}/pause", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The target id: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    responses(
+        (status = 200, description = "`target`, `paused: true`, the final `checkpoint` stored", body = Object),
+        crate::openapi::CommandRefusals,
+    ))]
+pub(crate) async fn pause(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -259,7 +300,13 @@ async fn pause(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Respo
     }
 }
 
-async fn resume(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+#[utoipa::path(post, path = "/v1/admin/targets/{id}/resume", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The target id: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    responses(
+        (status = 200, description = "`target`, `paused: false`", body = Object),
+        crate::openapi::CommandRefusals,
+    ))]
+pub(crate) async fn resume(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -271,7 +318,13 @@ async fn resume(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Resp
 }
 
 /// Stops a running target (final checkpoint stored) and starts it again from that checkpoint.
-async fn restart(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+#[utoipa::path(post, path = "/v1/admin/targets/{id}/restart", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The target id: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    responses(
+        (status = 200, description = "`target`, `restarted_from`: the checkpoint it started again from", body = Object),
+        crate::openapi::CommandRefusals,
+    ))]
+pub(crate) async fn restart(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -291,7 +344,17 @@ async fn restart(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Res
 /// messages as `sluice validate` (400 with every problem), refused for an id a target file
 /// defines (409: files are read-only here), then written to the targets topic; answers once
 /// Kafka stored it. Every worker reads it; the owner of the target's partition runs it.
-async fn put_target(
+#[utoipa::path(put, path = "/v1/admin/targets/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The target id: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    request_body(content = String, content_type = "application/yaml", description = "A target file's YAML, as in targets/*.yaml"),
+    responses(
+        (status = 200, description = "`target`, `defined: true`, the targets topic's `partition` and `offset` it was stored at", body = Object),
+        (status = 400, description = "Not a target id, not UTF-8, an invalid definition (`problems`: field, message, kind, as `sluice validate` says), or another id in the body", body = crate::openapi::Error),
+        (status = 401, description = "No valid bearer token", body = crate::openapi::Error),
+        (status = 409, description = "A target file defines this id (files are read-only here)", body = crate::openapi::Error),
+        (status = 503, description = "The admin token cannot be read, or the targets topic was not written", body = crate::openapi::Error),
+    ))]
+pub(crate) async fn put_target(
     State(admin): State<Arc<Admin>>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -360,7 +423,20 @@ async fn put_target(
 
 /// `DELETE /v1/admin/targets/{id}`: a tombstone in the targets topic (its owner stops it);
 /// 409 for a file's target, 404 for one the topic does not define.
-async fn delete_target(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+#[utoipa::path(delete, path = "/v1/admin/targets/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The target id: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or digit", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    responses(
+        (status = 200, description = "`target`, `defined: false`, the tombstone's `partition` and `offset`", body = Object),
+        (status = 400, description = "Not a target id", body = crate::openapi::Error),
+        (status = 401, description = "No valid bearer token", body = crate::openapi::Error),
+        (status = 404, description = "The targets topic does not define it", body = crate::openapi::Error),
+        (status = 409, description = "A target file defines this id", body = crate::openapi::Error),
+        (status = 503, description = "The admin token cannot be read, or the targets topic was not written", body = crate::openapi::Error),
+    ))]
+pub(crate) async fn delete_target(
+    State(admin): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(refused) => return *refused,

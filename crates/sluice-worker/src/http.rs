@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -56,23 +55,18 @@ impl Ops {
     }
 }
 
-/// The router of the operations server.
+/// The router of the operations server. Every route comes from [`crate::openapi::ops`].
 pub fn router(ops: Arc<Ops>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .route("/status.json", get(status_json))
-        .route("/status.html", get(status_html))
-        .route("/status/history.json", get(history_json))
-        .route("/status/fleet.json", get(fleet_json))
-        .route("/status/definitions.json", get(definitions_json))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/", get(status_html))
-        .with_state(ops)
+    let (router, _) = crate::openapi::ops().split_for_parts();
+    router.with_state(ops)
 }
 
-async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 500, description = "Rendering failed", content_type = "text/plain", body = String),
+    ))]
+pub(crate) async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
     // Rendering 10,000 targets takes a while: keep it off the threads that move events.
     let in_flight = (ops.producer_in_flight)();
     let metrics = ops.metrics.clone();
@@ -97,7 +91,18 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process serves HTTP", content_type = "text/plain", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Checkpoints read and targets started, none stopped by a refused event", content_type = "text/plain", body = String),
+        (status = 503, description = "Starting (says what it waits for), stopping, or a target stopped for good", content_type = "text/plain", body = String),
+    ))]
+pub(crate) async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
     if ops.stopping.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
     } else if ops.ready.load(Ordering::Relaxed) {
@@ -169,12 +174,16 @@ fn fleet_now(ops: &Ops) -> Option<FleetView> {
 
 /// The target definitions: which file defines each, which the targets topic defines, and every
 /// problem with one.
-async fn definitions_json(State(ops): State<Arc<Ops>>) -> Response {
+#[utoipa::path(get, path = "/status/definitions.json", tag = "operations",
+    responses((status = 200, description = "`files` (id → file), `topic` (ids the targets topic defines), `topic_loaded`, `problems`", body = Object)))]
+pub(crate) async fn definitions_json(State(ops): State<Arc<Ops>>) -> Response {
     let view = crate::definitions::read_view(&ops.definitions);
     axum::Json(&*view).into_response()
 }
 
-async fn history_json(State(ops): State<Arc<Ops>>) -> Response {
+#[utoipa::path(get, path = "/status/history.json", tag = "operations",
+    responses((status = 200, description = "`every_seconds` and `samples` of the last hour (`at_ms`, `events_per_second`, `latency_p50`, `latency_p99`, `reconnects`), oldest first", body = Object)))]
+pub(crate) async fn history_json(State(ops): State<Arc<Ops>>) -> Response {
     #[derive(Serialize)]
     struct Body {
         every_seconds: u64,
@@ -187,7 +196,14 @@ async fn history_json(State(ops): State<Arc<Ops>>) -> Response {
     .into_response()
 }
 
-async fn fleet_json(
+#[utoipa::path(get, path = "/status/fleet.json", tag = "operations",
+    params(("target" = Option<String>, Query, description = "Answer for this target id only: its partition and owner")),
+    responses(
+        (status = 200, description = "The fleet: group, members and what each owns, unowned partitions and targets; with `target`: that target's `partition`, `owner`, `member_id`", body = Object),
+        (status = 404, description = "Not in a fleet (`fleet: none`)", content_type = "text/plain", body = String),
+        (status = 503, description = "The fleet's group is not described yet", content_type = "text/plain", body = String),
+    ))]
+pub(crate) async fn fleet_json(
     State(ops): State<Arc<Ops>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
@@ -228,7 +244,17 @@ fn parse_query(params: &HashMap<String, String>) -> Result<TableQuery, Refusal> 
     TableQuery::parse(params).map_err(|error| (StatusCode::BAD_REQUEST, format!("{error}\n")))
 }
 
-async fn status(
+#[utoipa::path(get, path = "/status", tag = "operations",
+    params(crate::openapi::StatusQuery),
+    responses(
+        (status = 200, description = "The status table: JSON (`ready`, `summary`, `matched`, `page`, `pages`, `targets`), or the console when `Accept` names text/html", content(
+            (Object = "application/json"),
+            (String = "text/html"),
+        )),
+        (status = 400, description = "A bad query parameter, named", content_type = "text/plain", body = String),
+        (status = 500, description = "Building the table failed", content_type = "text/plain", body = String),
+    ))]
+pub(crate) async fn status(
     State(ops): State<Arc<Ops>>,
     params: Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -244,7 +270,14 @@ async fn status(
     }
 }
 
-async fn status_json(
+#[utoipa::path(get, path = "/status.json", tag = "operations",
+    params(crate::openapi::StatusQuery),
+    responses(
+        (status = 200, description = "The status table: `ready`, `summary`, `matched`, `page`, `pages`, `targets`", body = Object),
+        (status = 400, description = "A bad query parameter, named", content_type = "text/plain", body = String),
+        (status = 500, description = "Building the table failed", content_type = "text/plain", body = String),
+    ))]
+pub(crate) async fn status_json(
     State(ops): State<Arc<Ops>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
@@ -258,7 +291,14 @@ async fn status_json(
     }
 }
 
-async fn status_html(
+#[utoipa::path(get, path = "/status.html", tag = "operations",
+    params(crate::openapi::StatusQuery),
+    responses(
+        (status = 200, description = "The operator's console (100 rows a page by default)", content_type = "text/html", body = String),
+        (status = 400, description = "A bad query parameter, named", content_type = "text/plain", body = String),
+        (status = 500, description = "Building the table failed", content_type = "text/plain", body = String),
+    ))]
+pub(crate) async fn status_html(
     State(ops): State<Arc<Ops>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
@@ -286,4 +326,19 @@ async fn status_html(
         .into_response(),
         Err(refusal) => refusal.into_response(),
     }
+}
+
+/// `/`: the console.
+#[utoipa::path(get, path = "/", tag = "operations",
+    params(crate::openapi::StatusQuery),
+    responses(
+        (status = 200, description = "The operator's console, as `/status.html`", content_type = "text/html", body = String),
+        (status = 400, description = "A bad query parameter, named", content_type = "text/plain", body = String),
+        (status = 500, description = "Building the table failed", content_type = "text/plain", body = String),
+    ))]
+pub(crate) async fn index(
+    State(ops): State<Arc<Ops>>,
+    params: Query<HashMap<String, String>>,
+) -> Response {
+    status_html(State(ops), params).await
 }

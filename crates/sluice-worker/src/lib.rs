@@ -21,6 +21,7 @@ mod landed;
 mod lanes;
 mod metrics;
 mod nudge;
+mod openapi;
 mod paused;
 mod pool;
 mod registry;
@@ -75,6 +76,12 @@ pub(crate) struct Shared {
     pub(crate) tokens: sluice_client::oauth::TokenSources,
     /// Which connection (lane) of its host each target streams on.
     pub(crate) lanes: lanes::Lanes,
+}
+
+/// The OpenAPI 3.1 document of the worker's HTTP API (operations server and admin API),
+/// generated from its routes, as pretty JSON (the form of `docs/openapi/worker.json`).
+pub fn openapi_document() -> String {
+    openapi::document()
 }
 
 /// Runs the worker until `shutdown` is cancelled, then drains within the grace period.

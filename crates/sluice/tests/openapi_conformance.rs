@@ -1,7 +1,8 @@
-//! The running aggregator answers as its committed OpenAPI document (`docs/openapi/
-//! aggregator.json`) says: schemathesis (from PyPI, in a virtualenv the test fills) sends
-//! generated requests to every documented operation but the SSE stream (which has its own
-//! tests) and checks status codes, content types, headers and bodies against the document.
+//! The running aggregator and worker answer as their committed OpenAPI documents
+//! (`docs/openapi/aggregator.json`, `worker.json`) say: schemathesis (from PyPI, in a
+//! virtualenv the test fills) sends generated requests to every documented operation but the
+//! aggregator's SSE stream (which has its own tests), the worker's admin API with its token,
+//! and checks status codes, content types, headers and bodies against the document.
 //! The real binary on the rig's Kafka, real HTTP on loopback. Skipped without `python3` (a
 //! failure under `SLUICE_TEST_STRICT=1`).
 
@@ -44,36 +45,55 @@ async fn the_running_aggregator_answers_as_its_openapi_document_says() {
         })
         .await;
 
+    // Every per-target request names the target that exists (the others only ever get 404).
+    // A short `timeout` everywhere: a wait for a version that never comes ends in its 504 at
+    // once instead of after the default 10 s.
+    let config =
+        format!("[parameters]\n\"path.target\" = \"{TARGET}\"\n\"query.timeout\" = \"0.2\"\n");
+    schemathesis(
+        &rig.dir,
+        "aggregator.json",
+        aggregator.base(),
+        &config,
+        &["--exclude-path", "/v1/targets/{target}/stream"],
+    )
+    .await;
+    assert!(
+        !aggregator.log().contains("panicked"),
+        "{}",
+        aggregator.log()
+    );
+}
+
+/// Runs schemathesis (installed into its virtualenv when missing) against the server at
+/// `base` with the committed document `docs/openapi/<document>` and `config` (TOML); fails the
+/// test on any answer that differs from the document.
+async fn schemathesis(dir: &Path, document: &str, base: &str, config: &str, extra: &[&str]) {
     let python = tokio::task::spawn_blocking(|| {
         sluice_testkit::python::venv("schemathesis", &[SCHEMATHESIS])
     })
     .await
     .unwrap()
     .unwrap_or_else(|error| panic!("cannot install schemathesis: {error}"));
-    let document = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi/aggregator.json");
-    // Every per-target request names the target that exists (the others only ever get 404).
-    let config = rig.dir.join("schemathesis.toml");
-    std::fs::write(
-        &config,
-        // A short `timeout` everywhere: a wait for a version that never comes ends in its
-        // 504 at once instead of after the default 10 s.
-        format!("[parameters]\n\"path.target\" = \"{TARGET}\"\n\"query.timeout\" = \"0.2\"\n"),
-    )
-    .unwrap();
+    let document = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/openapi")
+        .join(document);
+    let config_file = dir.join(format!("schemathesis-{}.toml", std::process::id()));
+    std::fs::write(&config_file, config).unwrap();
     let output = tokio::process::Command::new(python.with_file_name("schemathesis"))
         .arg("--config-file")
-        .arg(&config)
+        .arg(&config_file)
         .arg("run")
         .arg(&document)
-        .args(["--url", aggregator.base()])
+        .args(["--url", base])
         // 503 and 504 are documented answers (a wait for a version that does not come ends
-        // in 504 by design), so a 5xx alone is no failure: status_code_conformance still
-        // fails any status the document does not list. A page cursor is opaque and excludes
-        // `prefix` and `after`, which a schema cannot say, so generated requests with one are
-        // rightly refused: positive_data_acceptance cannot hold for them. A wait that is not
-        // reached takes its timeout (10 s by default), by design: no response time limit.
-        // The checks are every response check but not_a_server_error, positive_data_acceptance
-        // and max_response_time, for those reasons.
+        // in 504 by design, a worker not yet ready is 503), so a 5xx alone is no failure:
+        // status_code_conformance still fails any status the document does not list. A page
+        // cursor is opaque and excludes `prefix` and `after`, which a schema cannot say, so
+        // generated requests with one are rightly refused: positive_data_acceptance cannot
+        // hold for them. A wait that is not reached takes its timeout, by design: no
+        // response time limit. The checks are every response check but not_a_server_error,
+        // positive_data_acceptance and max_response_time, for those reasons.
         .args([
             "--checks",
             "status_code_conformance,content_type_conformance,response_headers_conformance,\
@@ -81,7 +101,7 @@ async fn the_running_aggregator_answers_as_its_openapi_document_says() {
              unsupported_method,allow_header_conformance",
         ])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--exclude-path", "/v1/targets/{target}/stream"])
+        .args(extra)
         .args(["--max-examples", "25", "--seed", "1"])
         .args(["--request-timeout", "35"])
         .env("SCHEMATHESIS_TELEMETRY", "false")
@@ -96,9 +116,31 @@ async fn the_running_aggregator_answers_as_its_openapi_document_says() {
         output.status.success(),
         "schemathesis found answers that differ from the document:\n{stdout}\n{stderr}"
     );
-    assert!(
-        !aggregator.log().contains("panicked"),
-        "{}",
-        aggregator.log()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_worker_answers_as_its_openapi_document_says() {
+    let test = "the_running_worker_answers_as_its_openapi_document_says";
+    if sluice_testkit::skip::find_program("python3").is_none() {
+        sluice_testkit::skip_or_fail(
+            test,
+            "python3 is not installed (Debian packages python3, python3-venv)",
+        );
+        return;
+    }
+    const TOKEN: &str = "openapi-admin-token";
+    let rig = Rig::new("worker-openapi").await;
+    let sim = rig::sim(1_000_000, 50.0).await;
+    rig.target(TARGET, &sim.stream_url(), "");
+    std::fs::write(rig.dir.join("admin-token"), format!("{TOKEN}\n")).unwrap();
+    let worker = rig.start("admin:\n  token: {file: admin-token}\n").await;
+    // Every admin request names the target that runs, with the token.
+    let config = format!(
+        "headers = {{ Authorization = \"Bearer {TOKEN}\" }}\n[parameters]\n\"path.id\" = \"{TARGET}\"\n"
     );
+    schemathesis(&rig.dir, "worker.json", worker.base(), &config, &[]).await;
+    let (status, log) = worker.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains(TOKEN), "the token in the log");
 }
