@@ -17,6 +17,7 @@ mod aggregator;
 mod definitions;
 mod delivery;
 mod fleet;
+mod guarantee;
 mod load;
 mod metrics;
 mod pagination;
@@ -43,6 +44,7 @@ pub use delivery::{
     DeliveryTargets, Destination, S3Credentials, S3Destination,
 };
 pub use fleet::{Fleet, FleetGroup, GroupProtocol};
+pub use guarantee::{DeliveryGuarantee, Transactions};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use metrics::{FamilyInfo, MetricsConfig, PerTarget, PerTargetError};
 pub use pagination::{PageMode, PageSize, Pagination};

@@ -28,6 +28,18 @@ pub(crate) struct RawWorker {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default)]
+    pub delivery: RawGuarantee,
+}
+
+/// `delivery`: the worker's delivery guarantee.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGuarantee {
+    pub mode: Option<String>,
+    pub commit_interval: Option<String>,
+    pub max_records: Option<u64>,
+    pub transaction_timeout: Option<String>,
 }
 
 /// `admin`: the worker's admin API (off without a token).

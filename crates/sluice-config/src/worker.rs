@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     pub metrics: MetricsConfig,
     /// The admin API on the operations server.
     pub admin: AdminConfig,
+    /// At least once, or exactly once (`delivery:`).
+    pub delivery: crate::DeliveryGuarantee,
     /// Every target, sorted by id, disabled ones included (see [`TargetConfig::enabled`]).
     pub targets: Vec<TargetConfig>,
 }

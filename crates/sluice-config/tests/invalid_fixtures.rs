@@ -353,6 +353,21 @@ fn aggregator_s3_deliveries_name_a_valid_bucket_prefix_endpoint_and_both_credent
 }
 
 #[test]
+fn exactly_once_takes_a_positive_interval_and_records_and_a_longer_transaction_timeout() {
+    assert_fixture("delivery_rules");
+}
+
+#[test]
+fn exactly_once_needs_fleet_none_for_now() {
+    assert_fixture("delivery_fleet");
+}
+
+#[test]
+fn the_delivery_mode_is_at_least_once_or_exactly_once() {
+    assert_fixture("delivery_unknown");
+}
+
+#[test]
 fn aggregator_snapshot_interval_must_be_positive() {
     assert_fixture("aggregator_zero_snapshot_interval");
 }
@@ -447,6 +462,9 @@ fn every_fixture_directory_has_a_test_and_every_problem_has_a_kind() {
         "bad_target_id",
         "bad_url",
         "client_cert_rules",
+        "delivery_fleet",
+        "delivery_rules",
+        "delivery_unknown",
         "duplicate_target_id",
         "empty_brokers",
         "fleet_rules",

@@ -20,6 +20,9 @@ use crate::checkpoint_record::{self, Mark, Offer, Resume, StoredCheckpoint};
 /// The consumer group id the compacted readers identify with; they never commit offsets.
 const READER_GROUP: &str = "sluice-checkpoint-reader";
 
+/// How long a read waits for a record before it looks at its positions (see the read loop).
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+
 /// The partitions of `topic` in `metadata`, each with a leader. Only the broker's "unknown
 /// topic" (or no entry at all) is [`CheckpointReadError::TopicMissing`]: any other error on the
 /// topic or one of its partitions (authorization denied, no leader while a broker restarts) is
@@ -333,7 +336,23 @@ pub fn read_compacted_records_of(
         if left.is_zero() {
             return Err(timed_out());
         }
-        let Some(message) = consumer.poll(left) else {
+        // A transactional topic's last offset is a commit or abort marker, which a consumer
+        // never receives: a partition whose position passed its end while no record came is
+        // read to its end too.
+        let Some(message) = consumer.poll(left.min(IDLE_CHECK)) else {
+            if let Ok(positions) = consumer.position() {
+                for element in positions.elements_for_topic(topic) {
+                    let reached = match element.offset() {
+                        Offset::Offset(position) => ends
+                            .get(&element.partition())
+                            .is_some_and(|end| position >= *end),
+                        _ => false,
+                    };
+                    if reached {
+                        ends.remove(&element.partition());
+                    }
+                }
+            }
             continue;
         };
         let message = message.map_err(CheckpointReadError::Consume)?;

@@ -298,6 +298,28 @@ impl Publisher {
         self.try_enqueue(message)
     }
 
+    /// Initialises a transactional producer (`transactional.id` in its config): fences every
+    /// earlier producer with that id and ends (aborts) its open transaction. Blocking.
+    pub fn init_transactions(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.init_transactions(timeout)
+    }
+
+    /// Starts a transaction: the records sent until it is committed or aborted are in it.
+    pub fn begin_transaction(&self) -> Result<(), KafkaError> {
+        self.producer.begin_transaction()
+    }
+
+    /// Sends every queued record of the transaction and commits it. Blocking.
+    pub fn commit_transaction(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.commit_transaction(timeout)
+    }
+
+    /// Aborts the transaction (its records are dropped from the queue, and `read_committed`
+    /// readers never see those already written). Blocking.
+    pub fn abort_transaction(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.abort_transaction(timeout)
+    }
+
     /// librdkafka's fatal error, once the producer has one (an idempotent producer that lost its
     /// guarantees, e.g. its producer id was refused): it delivers nothing more, ever.
     pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {

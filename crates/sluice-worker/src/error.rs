@@ -108,6 +108,12 @@ pub enum WorkerError {
         /// The producer's error.
         error: sluice_publish::PublishError,
     },
+    /// `delivery.mode: exactly_once`: the transactional producers could not start.
+    #[error("cannot start exactly-once delivery: {0}")]
+    Transactions(#[from] crate::exactly_once::LanesError),
+    /// `delivery.mode: exactly_once`: the checkpoint topic's partition count could not be read.
+    #[error("cannot start exactly-once delivery: {0}")]
+    TransactionPartitions(#[source] sluice_publish::PartitionsError),
     /// Shutdown did not finish within the grace period: some events read may be unacknowledged
     /// (they are not checkpointed, so a restart reads them again).
     #[error("shutdown grace period of {grace:?} passed with {targets} targets still draining")]

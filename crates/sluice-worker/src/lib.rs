@@ -14,6 +14,7 @@ mod catalogue;
 mod control;
 mod definitions;
 mod error;
+mod exactly_once;
 mod fleet;
 mod http;
 mod kafka_config;
@@ -281,6 +282,49 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         sluice_config::Fleet::Group(group) => Some(group.clone()),
         sluice_config::Fleet::None => None,
     };
+    // Exactly once: the lanes start (fencing whoever held their transactional ids and ending
+    // the transactions a killed run left open) before the checkpoints are read, which then sees
+    // only committed ones.
+    let mut checkpoint_reader = kafka.clone();
+    let lanes = match config.delivery {
+        sluice_config::DeliveryGuarantee::AtLeastOnce => None,
+        sluice_config::DeliveryGuarantee::ExactlyOnce(settings) => {
+            checkpoint_reader.set("isolation.level", "read_committed");
+            let topic = &config.topics.checkpoints;
+            let start = async {
+                // One that exists already is fine; a broker that cannot create it shows in the
+                // partition count, read until it is there.
+                let _ = sluice_publish::topics::create_topic(kafka, topic, true).await;
+                let mut attempts = 0;
+                let partitions = loop {
+                    match sluice_publish::topics::partition_count(kafka, topic).await {
+                        Ok(count) => break count,
+                        Err(error) if attempts < 50 => {
+                            attempts += 1;
+                            tracing::debug!(%error, "the checkpoint topic's partitions are not known yet");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(error) => return Err(WorkerError::TransactionPartitions(error)),
+                    }
+                };
+                Ok::<_, WorkerError>(
+                    exactly_once::Lanes::start(
+                        kafka,
+                        topic,
+                        partitions,
+                        settings,
+                        owner_name(config),
+                    )
+                    .await?,
+                )
+            };
+            tokio::select! {
+                lanes = start => Some(lanes?),
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    };
+    let kafka_reader = &checkpoint_reader;
     let loaded = tokio::select! {
         loaded = async {
             match &group {
@@ -288,7 +332,7 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
                 Some(group) => Ok(fleet::prepare_topic(kafka, &config.topics.checkpoints, group, ops, &shutdown)
                     .await?
                     .then(sluice_publish::Checkpoints::default)),
-                None => startup::load_checkpoints(kafka, &config.topics.checkpoints, None, ops, &shutdown).await,
+                None => startup::load_checkpoints(kafka_reader, &config.topics.checkpoints, None, ops, &shutdown).await,
             }
         } => loaded?,
         (code, reason) = producer_fatal(&publisher) => {
@@ -312,11 +356,15 @@ async fn run_targets(run: Run<'_>) -> Result<(), WorkerError> {
         hosts: HostLimits::new(config.defaults.per_host_connections),
     });
     let owner = owner_name(config);
-    let sink = Arc::new(KafkaSink::new(
+    let sink = KafkaSink::new(
         publisher.clone(),
         config.topics.checkpoints.clone(),
         owner.clone(),
-    ));
+    );
+    let sink = Arc::new(match lanes {
+        Some(lanes) => sink.with_lanes(lanes),
+        None => sink,
+    });
     // Follows the checkpoint topic from where it was read (or from now, for a fleet, before
     // any target starts): other processes' records for our targets.
     let mut watch = match watch::Watch::start(

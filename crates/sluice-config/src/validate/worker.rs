@@ -97,6 +97,8 @@ pub(crate) fn worker(
             .and_then(|token| c.secret("admin.token", token)),
     };
 
+    let delivery = guarantee(&mut c, &raw.delivery, &fleet);
+
     WorkerConfig {
         file: file.to_owned(),
         kafka,
@@ -110,7 +112,91 @@ pub(crate) fn worker(
         fleet,
         metrics,
         admin,
+        delivery,
         targets: Vec::new(),
+    }
+}
+
+/// `delivery`: `mode` (`at_least_once`, `exactly_once`) and the transactions' settings.
+fn guarantee(
+    c: &mut Checker<'_>,
+    raw: &crate::raw::RawGuarantee,
+    fleet: &crate::Fleet,
+) -> crate::DeliveryGuarantee {
+    use crate::{DeliveryGuarantee, Transactions};
+    let settings = raw.commit_interval.is_some()
+        || raw.max_records.is_some()
+        || raw.transaction_timeout.is_some();
+    match raw.mode.as_deref() {
+        None | Some("at_least_once") => {
+            if settings {
+                c.report(
+                    "delivery.mode",
+                    ProblemKind::Invalid,
+                    "commit_interval, max_records and transaction_timeout apply to mode: \
+                     exactly_once"
+                        .to_owned(),
+                );
+            }
+            DeliveryGuarantee::AtLeastOnce
+        }
+        Some("exactly_once") => {
+            let d = Transactions::DEFAULT;
+            let commit_interval = c.duration(
+                "delivery.commit_interval",
+                raw.commit_interval.as_deref(),
+                d.commit_interval,
+            );
+            c.positive("delivery.commit_interval", commit_interval);
+            let transaction_timeout = c.duration(
+                "delivery.transaction_timeout",
+                raw.transaction_timeout.as_deref(),
+                d.transaction_timeout,
+            );
+            if transaction_timeout < std::time::Duration::from_secs(1)
+                || transaction_timeout <= commit_interval * 2
+            {
+                c.report(
+                    "delivery.transaction_timeout",
+                    ProblemKind::Invalid,
+                    "must be at least 1s and more than twice commit_interval".to_owned(),
+                );
+            }
+            let max_records = match raw.max_records {
+                None => d.max_records,
+                Some(0) => {
+                    c.report(
+                        "delivery.max_records",
+                        ProblemKind::Invalid,
+                        "must be at least 1".to_owned(),
+                    );
+                    1
+                }
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            };
+            if matches!(fleet, crate::Fleet::Group(_)) {
+                c.report(
+                    "delivery.mode",
+                    ProblemKind::Invalid,
+                    "exactly_once runs with fleet: none for now (a fleet's handover is not \
+                     transactional yet)"
+                        .to_owned(),
+                );
+            }
+            DeliveryGuarantee::ExactlyOnce(Transactions {
+                commit_interval,
+                max_records,
+                transaction_timeout,
+            })
+        }
+        Some(other) => {
+            c.report(
+                "delivery.mode",
+                ProblemKind::Invalid,
+                format!("unknown mode {other:?} (expected at_least_once or exactly_once)"),
+            );
+            DeliveryGuarantee::AtLeastOnce
+        }
     }
 }
 

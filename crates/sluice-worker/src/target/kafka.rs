@@ -13,9 +13,12 @@ use sluice_config::TargetId;
 use tokio::sync::Notify;
 
 use super::in_flight::BoxFuture;
+use rdkafka::error::KafkaError;
 use sluice_publish::{
     Delivered, Mark, Pending, PublishError, Publisher, RecordMeta, Stamp, TrySendError,
 };
+
+use crate::exactly_once::{LaneAck, Lanes};
 use sluice_sse::Event;
 
 /// Where a target's records and checkpoints go.
@@ -49,15 +52,20 @@ pub(crate) trait Kafka: Send + Sync + 'static {
     /// Resolves after some record's answer came once this was called (a target whose records
     /// wait for room, with nothing of its own in flight, waits on it instead of polling).
     fn room(&self) -> BoxFuture<()>;
+
+    /// A run of `target` starts, stamping its checkpoints with owner `epoch`.
+    fn begin(&self, _target: &TargetId, _epoch: u64) {}
 }
 
-/// The production Kafka edge: the worker's one producer and its checkpoint topic.
+/// The production Kafka edge: the worker's one producer and its checkpoint topic, or with
+/// exactly-once delivery its transactional lanes (`crate::exactly_once`).
 pub(crate) struct KafkaSink {
     publisher: Publisher,
     checkpoint_topic: String,
     /// This worker process, as its checkpoint records name it.
     owner: Arc<str>,
     room: Room,
+    exactly_once: Option<Lanes>,
 }
 
 impl KafkaSink {
@@ -71,6 +79,42 @@ impl KafkaSink {
             checkpoint_topic,
             owner,
             room: Room::default(),
+            exactly_once: None,
+        }
+    }
+
+    /// This sink, its events and checkpoints going through `lanes` in transactions.
+    pub(crate) fn with_lanes(mut self, lanes: Lanes) -> KafkaSink {
+        self.exactly_once = Some(lanes);
+        self
+    }
+}
+
+/// Kafka's answer to a record of a [`KafkaSink`].
+pub(crate) enum SinkAck {
+    /// Acknowledged by the idempotent producer.
+    Sent(Pending),
+    /// Committed in a lane's transaction.
+    Committed(LaneAck),
+    /// Answered already (a checkpoint a lane writes itself).
+    Ready(Option<Result<Delivered, PublishError>>),
+}
+
+impl Future for SinkAck {
+    type Output = Result<Delivered, PublishError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut *self {
+            SinkAck::Sent(pending) => std::pin::Pin::new(pending).poll(cx),
+            SinkAck::Committed(ack) => std::pin::Pin::new(ack).poll(cx),
+            SinkAck::Ready(answer) => std::task::Poll::Ready(
+                answer
+                    .take()
+                    .unwrap_or(Err(PublishError::Delivery(KafkaError::Canceled))),
+            ),
         }
     }
 }
@@ -110,7 +154,7 @@ impl Drop for Waiting {
 }
 
 impl Kafka for KafkaSink {
-    type Ack = Pending;
+    type Ack = SinkAck;
 
     fn send_event(
         &self,
@@ -118,8 +162,16 @@ impl Kafka for KafkaSink {
         key: &[u8],
         event: &Event,
         meta: &RecordMeta<'_>,
-    ) -> Result<Pending, TrySendError> {
-        self.publisher.try_send_event(topic, key, event, meta)
+    ) -> Result<SinkAck, TrySendError> {
+        match &self.exactly_once {
+            None => self
+                .publisher
+                .try_send_event(topic, key, event, meta)
+                .map(SinkAck::Sent),
+            Some(lanes) => lanes
+                .send_event(topic, key, event, meta)
+                .map(SinkAck::Committed),
+        }
     }
 
     fn write_checkpoint(
@@ -128,7 +180,15 @@ impl Kafka for KafkaSink {
         event_id: &str,
         epoch: u64,
         mark: Mark,
-    ) -> Result<Pending, TrySendError> {
+    ) -> Result<SinkAck, TrySendError> {
+        if self.exactly_once.is_some() {
+            // A lane wrote this checkpoint in the transaction of the events it covers (a target
+            // asks for it only once they are acknowledged, that is committed): stored already.
+            return Ok(SinkAck::Ready(Some(Ok(Delivered {
+                partition: -1,
+                offset: -1,
+            }))));
+        }
         let stamp = Stamp {
             epoch,
             owner: self.owner.clone(),
@@ -136,6 +196,7 @@ impl Kafka for KafkaSink {
         };
         self.publisher
             .try_write_checkpoint(&self.checkpoint_topic, target, event_id, &stamp)
+            .map(SinkAck::Sent)
     }
 
     fn answered(&self) {
@@ -144,6 +205,12 @@ impl Kafka for KafkaSink {
 
     fn room(&self) -> BoxFuture<()> {
         self.room.wait()
+    }
+
+    fn begin(&self, target: &TargetId, epoch: u64) {
+        if let Some(lanes) = &self.exactly_once {
+            lanes.begin(target, epoch);
+        }
     }
 }
 

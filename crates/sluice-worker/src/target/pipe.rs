@@ -106,6 +106,7 @@ impl<K: Kafka> Pipe<K> {
         resume: &str,
         epoch: u64,
     ) -> Pipe<K> {
+        kafka.begin(&config.id, epoch);
         Pipe {
             kafka,
             config,

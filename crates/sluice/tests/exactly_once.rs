@@ -1,0 +1,66 @@
+//! `delivery.mode: exactly_once` end to end on a real broker (transactions, fencing and
+//! `read_committed` need one: librdkafka's mock cluster does not fence): the real worker
+//! binary, the simulator (ids 1, 2, … that it replays after `Last-Event-ID`), killed with
+//! SIGKILL while a transaction is open, then started again: a `read_committed` reader of the
+//! events topic sees every id exactly once, in order; the checkpoint names the last one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod rig;
+
+use rig::{Rig, ids_of};
+
+const TARGET: &str = "t";
+const EVENTS: u64 = 20_000;
+const EXACTLY_ONCE: &str = "delivery:\n  mode: exactly_once\n  commit_interval: 50ms\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_transaction_and_restarted_leaves_every_event_once_for_read_committed()
+{
+    if !rig::real_broker_or_skip(
+        "a_worker_killed_mid_transaction_and_restarted_leaves_every_event_once_for_read_committed",
+        "transactions, fencing and read_committed need a real broker",
+    ) {
+        return;
+    }
+    let rig = Rig::new("eos-kill").await;
+    // 2,000 events/s: a transaction of about 100 records is open at any time.
+    let sim = rig::sim(EVENTS, 2_000.0).await;
+    // From the first id on (a stream without `Last-Event-ID` starts at the feed's head).
+    rig.target(TARGET, &format!("{}?last_event_id=0", sim.stream_url()), "");
+    let worker = rig.start(EXACTLY_ONCE).await;
+    // A third of the events committed, then SIGKILL: its open transaction stays open on the
+    // broker until the restarted worker's lane takes its transactional id.
+    rig.records_until(|records| ids_of(records, TARGET).len() as u64 >= EVENTS / 3)
+        .await;
+    let log = worker.kill().await;
+    assert!(
+        log.contains("exactly-once delivery: one transactional producer per checkpoint partition"),
+        "{log}"
+    );
+    let worker = rig.start(EXACTLY_ONCE).await;
+    rig.wait_all_ids(&[(TARGET, EVENTS)]).await;
+    let (status, log) = worker.terminate().await;
+    assert!(status.success(), "{log}");
+
+    // Everything committed is in: read it all again (read_committed, librdkafka's default),
+    // up to the last id.
+    let records = rig
+        .records_until(|records| ids_of(records, TARGET).contains(&EVENTS))
+        .await;
+    let ids = ids_of(&records, TARGET);
+    let first_wrong = ids.iter().zip(1..).position(|(id, want)| *id != want);
+    assert!(
+        ids.len() as u64 == EVENTS && first_wrong.is_none(),
+        "every id exactly once, in order, for a read_committed reader: {} records, the first \
+         out of place at index {first_wrong:?} ({:?})",
+        ids.len(),
+        first_wrong.map(|i| &ids[i.saturating_sub(2)..(i + 3).min(ids.len())])
+    );
+    let checkpoints = rig.checkpoints().await;
+    assert_eq!(
+        checkpoints.get(TARGET).map(String::as_str),
+        Some(EVENTS.to_string().as_str()),
+        "the checkpoint covers exactly the committed events"
+    );
+}
