@@ -33,6 +33,11 @@
 //! 5. RSS (`VmRSS`) 1 s after ready (the base state, before the first snapshot round) and
 //!    `--settle` after the "merge" phase (with snapshot rounds and Kafka buffers).
 //!
+//! 6. With `--pagers N`, the `--big-entities` case also pages through its whole state (`pages`:
+//!    "pages only", "merge + pages", "merge after pages"); with `--delivery-format`, one more
+//!    `replace` case on `--big-entities` delivers it back to back while it merges
+//!    (`deliveries`: "merge + deliveries").
+//!
 //! Memory per entity = (RSS(big) - RSS(small)) / (big - small) entities, both `replace` cases
 //! with the same number of deltas, so Kafka client buffers cancel out. Ceiling = applied / the
 //! consumer thread's CPU-seconds: merging is that one thread, so it bounds the wall rate.
@@ -64,6 +69,10 @@ use crate::latency::Latencies;
 use crate::procfs::{self, ProcSample};
 use crate::report::{Table, count, load_average, machine_note, num};
 use crate::{command_line, parse_duration};
+
+mod deliveries;
+mod http1;
+mod pages;
 
 /// The target id of every case.
 const TARGET: &str = "bench";
@@ -138,6 +147,29 @@ pub struct AggregateArgs {
     /// The `sluice` binary (default: next to this executable).
     #[arg(long)]
     pub sluice_bin: Option<PathBuf>,
+    /// Paging clients of the `--big-entities` case (0: no paging phases): each walks the whole
+    /// state a page at a time, over and over, in "pages only" and "merge + pages", followed by
+    /// a second merge phase without them ("merge after pages").
+    #[arg(long, default_value_t = 0)]
+    pub pagers: usize,
+    /// Entities per page of the paging clients (`limit=`).
+    #[arg(long, default_value_t = 100)]
+    pub page_limit: u64,
+    /// Pages per second of all paging clients together (0: each back to back).
+    #[arg(long, default_value_t = 0.0)]
+    pub page_rate: f64,
+    /// Length of the "pages only" phase (the paging clients, no deltas).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub idle_pages: Duration,
+    /// `parquet`, `csv` or `jsonl`: one more `replace` case on `--big-entities` with a
+    /// `deliveries:` entry of this format, delivering while it merges ("merge + deliveries");
+    /// `none`: no such case.
+    #[arg(long, default_value = "none")]
+    pub delivery_format: String,
+    /// `every` of that delivery entry (a round that overruns delays the next: a short one means
+    /// back to back deliveries).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub delivery_every: Duration,
 }
 
 /// What one phase measured.
@@ -154,6 +186,10 @@ struct Phase {
     broker_cpu: Option<Duration>,
     harness_cpu: Option<Duration>,
     queries: Option<QueryStats>,
+    pages: Option<pages::PageStats>,
+    /// The wall clock at the start (SIGCONT) and end of the measured window.
+    started_at: SystemTime,
+    ended_at: SystemTime,
 }
 
 impl Phase {
@@ -196,6 +232,19 @@ struct Case {
     at_ready: ProcSample,
     settled: Option<ProcSample>,
     phases: Vec<Phase>,
+    deliveries: Option<deliveries::DeliveryStats>,
+}
+
+/// What one case runs.
+struct CasePlan {
+    strategy: String,
+    entities: usize,
+    /// The "queries only" and "merge + queries" phases.
+    queries: bool,
+    /// The paging phases.
+    pagers: Option<pages::PagePlan>,
+    /// A `deliveries:` entry of this format (the case's only phase is "merge + deliveries").
+    delivery: Option<String>,
 }
 
 /// Runs the aggregator benchmark and prints the report.
@@ -208,6 +257,16 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
     }
     if !(args.query_rate.is_finite() && args.query_rate >= 0.0) {
         bail!("--query-rate must be 0 or a positive number");
+    }
+    if !(args.page_rate.is_finite() && args.page_rate >= 0.0) {
+        bail!("--page-rate must be 0 or a positive number");
+    }
+    if args.page_limit == 0 || args.page_limit > 1000 {
+        bail!("--page-limit must be between 1 and 1000 (the aggregator's bounds)");
+    }
+    let delivery_format = deliveries::parse_format(&args.delivery_format)?;
+    if (args.pagers > 0 || delivery_format.is_some()) && args.big_entities == 0 {
+        bail!("--pagers and --delivery-format run on the --big-entities case: give it a size");
     }
     if args.kafka == "mock" {
         bail!(
@@ -229,22 +288,47 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
         .tempdir()
         .context("cannot create a temp dir")?;
 
-    let mut plan: Vec<(String, usize, bool)> = strategies
+    let page_plan = pages::PagePlan {
+        clients: args.pagers,
+        limit: args.page_limit,
+        rate: args.page_rate,
+    };
+    let mut plan: Vec<CasePlan> = strategies
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.clone(), args.entities, i == 0 && args.query_clients > 0))
+        .map(|(i, s)| CasePlan {
+            strategy: s.clone(),
+            entities: args.entities,
+            queries: i == 0 && args.query_clients > 0,
+            pagers: None,
+            delivery: None,
+        })
         .collect();
     if args.big_entities > 0 {
-        plan.push(("replace".to_owned(), args.big_entities, false));
+        plan.push(CasePlan {
+            strategy: "replace".to_owned(),
+            entities: args.big_entities,
+            queries: false,
+            pagers: (args.pagers > 0).then_some(page_plan),
+            delivery: None,
+        });
+    }
+    if let Some(format) = &delivery_format {
+        plan.push(CasePlan {
+            strategy: "replace".to_owned(),
+            entities: args.big_entities,
+            queries: false,
+            pagers: None,
+            delivery: Some(format.clone()),
+        });
     }
     let mut cases = Vec::new();
-    for (n, (strategy, entities, queries)) in plan.into_iter().enumerate() {
+    for (n, case_plan) in plan.iter().enumerate() {
+        let (strategy, entities) = (&case_plan.strategy, case_plan.entities);
         eprintln!("[aggregate] {strategy}, {entities} entities ...");
         let dir = work.path().join(format!("{n}-{strategy}-{entities}"));
         let case = run_case(
-            &strategy,
-            entities,
-            queries,
+            case_plan,
             &args,
             &mut kafka,
             &base,
@@ -266,6 +350,20 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
         .map(|dir| read_criterion(&dir, &strategies))
         .unwrap_or_default();
     print_report(&args, &kafka, &cases, &criterion, &command, &machine_before);
+    let extra = [
+        pages::report(&cases, &page_plan),
+        delivery_format
+            .as_deref()
+            .and_then(|f| deliveries::report(&cases, f, args.delivery_every)),
+    ];
+    for (text, markdown) in extra.into_iter().flatten() {
+        println!();
+        print!("{text}");
+        println!();
+        println!("markdown:");
+        println!();
+        print!("{markdown}");
+    }
     Ok(())
 }
 
@@ -289,9 +387,7 @@ fn parse_strategies(list: &str) -> anyhow::Result<Vec<String>> {
 
 #[allow(clippy::too_many_arguments)]
 async fn run_case(
-    strategy: &str,
-    entities: usize,
-    queries: bool,
+    plan: &CasePlan,
     args: &AggregateArgs,
     kafka: &mut Kafka,
     base: &BaseServer,
@@ -299,6 +395,12 @@ async fn run_case(
     dir: &Path,
     ticks: u64,
 ) -> anyhow::Result<Case> {
+    let (strategy, entities, queries) = (plan.strategy.as_str(), plan.entities, plan.queries);
+    let delivery_yaml = plan
+        .delivery
+        .as_deref()
+        .map(|format| deliveries::yaml(TARGET, format, args.delivery_every))
+        .unwrap_or_default();
     let stamp = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -321,6 +423,7 @@ async fn run_case(
             strategy,
             snapshot_interval: args.snapshot_interval,
             properties: &args.consumer_properties,
+            deliveries: &delivery_yaml,
         },
     )?;
     validate(sluice_bin, &config).await?;
@@ -395,11 +498,31 @@ async fn run_case(
         ticks,
     };
     let mut phases = Vec::new();
-    let merge = run_phase(&ctx, &mut aggregator, "merge", Feed::Deltas(1), None).await?;
+    let first = if plan.delivery.is_some() {
+        deliveries::MERGE_DELIVERIES
+    } else {
+        "merge"
+    };
+    let merge = run_phase(&ctx, &mut aggregator, first, Feed::Deltas(1), None, None).await?;
     let merged = merge.completed;
     phases.push(merge);
+    let mut next_seq = args.deltas + 1;
+    let mut delivered = None;
+    if plan.delivery.is_some() {
+        let metrics = http
+            .get(format!("{api}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        delivered = Some(deliveries::collect(
+            &dir.join("config"),
+            &phases[0],
+            &metrics,
+        )?);
+    }
     let mut settled = None;
-    if merged {
+    if merged && plan.delivery.is_none() {
         tokio::time::sleep(args.settle).await;
         aggregator.check_alive()?;
         settled = Some(procfs::sample(aggregator.pid)?);
@@ -410,8 +533,19 @@ async fn run_case(
             rate: args.query_rate,
         };
         let idle = Feed::Idle(args.idle_queries);
-        phases.push(run_phase(&ctx, &mut aggregator, "queries only", idle, Some(clients)).await?);
-        let more = Feed::Deltas(args.deltas + 1);
+        phases.push(
+            run_phase(
+                &ctx,
+                &mut aggregator,
+                "queries only",
+                idle,
+                Some(clients),
+                None,
+            )
+            .await?,
+        );
+        let more = Feed::Deltas(next_seq);
+        next_seq += args.deltas;
         phases.push(
             run_phase(
                 &ctx,
@@ -419,9 +553,20 @@ async fn run_case(
                 "merge + queries",
                 more,
                 Some(clients),
+                None,
             )
             .await?,
         );
+    }
+    if let Some(pagers) = plan.pagers.filter(|_| merged) {
+        let idle = Feed::Idle(args.idle_pages);
+        let load = Some(pagers);
+        phases.push(run_phase(&ctx, &mut aggregator, pages::PAGES_ONLY, idle, None, load).await?);
+        let more = Feed::Deltas(next_seq);
+        next_seq += args.deltas;
+        phases.push(run_phase(&ctx, &mut aggregator, pages::MERGE_PAGES, more, None, load).await?);
+        let after = Feed::Deltas(next_seq);
+        phases.push(run_phase(&ctx, &mut aggregator, pages::MERGE_AFTER, after, None, None).await?);
     }
     aggregator.check_alive()?;
     aggregator.stop(Duration::from_secs(60)).await;
@@ -432,6 +577,7 @@ async fn run_case(
         at_ready,
         settled,
         phases,
+        deliveries: delivered,
     })
 }
 
@@ -516,6 +662,7 @@ async fn run_phase(
     name: &'static str,
     feed: Feed,
     queries: Option<QueryPlan>,
+    pagers: Option<pages::PagePlan>,
 ) -> anyhow::Result<Phase> {
     let n = match feed {
         Feed::Deltas(_) => ctx.args.deltas,
@@ -534,6 +681,7 @@ async fn run_phase(
         aggregator.signal("CONT").await?;
     }
     let t0 = Instant::now();
+    let started_at = SystemTime::now();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -549,6 +697,7 @@ async fn run_phase(
             clients.push(tokio::spawn(client.run(stop.clone())));
         }
     }
+    let pagers = pagers.map(|plan| pages::spawn(&plan, ctx.listen, ctx.entities, &stop));
 
     let applied_before = before_counts.get("applied").copied().unwrap_or(0);
     let total_before: u64 = before_counts.values().sum();
@@ -584,6 +733,7 @@ async fn run_phase(
         aggregator.check_alive()?;
     };
     let wall = t0.elapsed();
+    let ended_at = SystemTime::now();
     let after = procfs::sample(aggregator.pid)?;
     let threads_after = procfs::thread_cpu_ticks(aggregator.pid);
     let broker_after = ctx.kafka.pid().and_then(|pid| procfs::sample(pid).ok());
@@ -597,6 +747,10 @@ async fn run_phase(
             stats.errors += result.errors;
         }
     }
+    let pages = match pagers {
+        Some(clients) => Some(pages::collect(clients).await?),
+        None => None,
+    };
 
     let cpu = |a: u64, b: u64| procfs::ticks_to_duration(a.saturating_sub(b), ctx.ticks);
     let mut threads: Vec<(String, Duration)> = threads_after
@@ -630,6 +784,9 @@ async fn run_phase(
             .zip(harness_after)
             .map(|(b, a)| cpu(a.cpu_ticks, b.cpu_ticks)),
         queries: stats,
+        pages,
+        started_at,
+        ended_at,
     };
     eprintln!(
         "[aggregate] {name}: {} applied in {:.2} s, {} deltas/s, CPU {:.2} s ({} deltas per CPU-s)",
@@ -886,6 +1043,8 @@ struct ConfigSpec<'a> {
     strategy: &'a str,
     snapshot_interval: Duration,
     properties: &'a [String],
+    /// A `deliveries:` section (empty: none).
+    deliveries: &'a str,
 }
 
 /// Writes `aggregator.yaml`, the `worker.yaml` it names and `targets/bench.yaml` under `dir`;
@@ -943,11 +1102,12 @@ fn write_config(dir: &Path, spec: &ConfigSpec<'_>) -> anyhow::Result<PathBuf> {
          topics:\n  state: {state}\n\
          http:\n  listen: {listen}\n\
          snapshots:\n  interval: {interval}ms\n\
-         shutdown:\n  grace: 30s\n",
+         shutdown:\n  grace: 30s\n{deliveries}",
         group = yaml_string(spec.group),
         state = yaml_string(spec.state),
         listen = yaml_string(spec.listen),
         interval = spec.snapshot_interval.as_millis(),
+        deliveries = spec.deliveries,
     );
     let file = dir.join("aggregator.yaml");
     std::fs::write(&file, aggregator).context("cannot write aggregator.yaml")?;
@@ -1368,6 +1528,7 @@ mod tests {
                 strategy: "merge_patch",
                 snapshot_interval: Duration::from_secs(10),
                 properties: &["fetch.wait.max.ms=10".to_owned()],
+                deliveries: "",
             },
         )
         .unwrap();
