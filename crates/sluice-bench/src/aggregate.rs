@@ -58,7 +58,7 @@ use sluice_config::{RecordKey, TargetId};
 use sluice_publish::{RecordMeta, build_record};
 use sluice_sim::KeyFormat;
 use sluice_sse::{Event, Text};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncWriteExt as _, BufReader};
 use tokio::process::Command;
 use tokio::time::Instant;
 
@@ -1151,29 +1151,7 @@ impl QueryClient {
             );
             let at = Instant::now();
             write.write_all(request.as_bytes()).await?;
-            line.clear();
-            read.read_line(&mut line).await?;
-            let ok = line.starts_with("HTTP/1.1 200");
-            if line.is_empty() {
-                bail!("the aggregator closed the query connection");
-            }
-            let mut length = None;
-            loop {
-                line.clear();
-                read.read_line(&mut line).await?;
-                let header = line.trim_end();
-                if header.is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = header.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse::<usize>().ok();
-                }
-            }
-            let length = length.context("a query response without content-length")?;
-            body.resize(length, 0);
-            read.read_exact(&mut body).await?;
+            let ok = http1::read_response(&mut read, &mut line, &mut body).await? == 200;
             stats
                 .latencies
                 .record(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
