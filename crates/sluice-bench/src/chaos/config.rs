@@ -66,6 +66,8 @@ pub struct Settings {
     pub snapshot_interval: Duration,
     /// The workers' fleet, when several share the targets.
     pub fleet: Option<FleetSettings>,
+    /// `delivery.mode: exactly_once` for the worker.
+    pub exactly_once: bool,
 }
 
 /// The `fleet:` section every worker of a fleet run gets (with its own `instance_id`).
@@ -192,6 +194,9 @@ fn worker_yaml(s: &Settings, listen: &str, n: usize) -> anyhow::Result<String> {
         yaml_string(&s.names.checkpoints),
         yaml_string(listen),
     )?;
+    if s.exactly_once {
+        writeln!(w, "delivery:\n  mode: exactly_once")?;
+    }
     if let Some(fleet) = s.fleet {
         // A stable static-membership id per worker, as a StatefulSet pod has: a kill -9 and
         // restart takes its partitions back; a pause longer than the session loses them.
@@ -283,6 +288,7 @@ mod tests {
             session_timeout: None,
             snapshot_interval: Duration::from_secs(5),
             fleet,
+            exactly_once: false,
         }
     }
 

@@ -110,6 +110,7 @@ async fn run_in(args: &HandoverArgs, bin: &Path, dir: &Path) -> anyhow::Result<(
         names: names.clone(),
         session_timeout: None,
         snapshot_interval: Duration::from_secs(5),
+        exactly_once: false,
         fleet: Some(config::FleetSettings {
             partitions: args.fleet_partitions,
             session_timeout: args.fleet_session_timeout,

@@ -111,6 +111,10 @@ pub struct ChaosArgs {
     /// The `sluice` binary (default: next to this executable).
     #[arg(long)]
     pub sluice_bin: Option<PathBuf>,
+    /// Run the worker with `delivery.mode: exactly_once` (one worker only): the events topic is
+    /// read `read_committed`, so every target should show 1.00 records per event.
+    #[arg(long)]
+    pub exactly_once: bool,
 }
 
 /// Runs the chaos test and prints its summary.
@@ -123,6 +127,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     );
     if args.workers == 0 {
         bail!("--workers must be at least 1");
+    }
+    if args.exactly_once && args.workers > 1 {
+        bail!("--exactly-once runs one worker (exactly-once delivery needs fleet: none for now)");
     }
     if args.workers > 1 && !(1..=10_000).contains(&args.fleet_partitions) {
         bail!("--fleet-partitions must be in 1..=10000");
@@ -195,6 +202,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, bin: &Path, dir: &Path) -> anyhow::
         session_timeout: args.session_timeout,
         snapshot_interval: args.snapshot_interval,
         fleet,
+        exactly_once: args.exactly_once,
     };
     let files = config::write(dir, &world, &secrets, &settings, args.workers)?;
     crate::impls::validate(bin, &files.aggregator).await?;

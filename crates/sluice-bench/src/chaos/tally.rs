@@ -211,7 +211,19 @@ pub async fn read_all(
                     }
                 }
                 Some(Err(e)) => bail!("reading {topic} failed: {e}"),
-                None => {}
+                // A transactional topic ends in a commit marker no consumer receives: a
+                // partition whose position passed its end is read to its end.
+                None => {
+                    if let Ok(positions) = consumer.position() {
+                        for element in positions.elements_for_topic(&topic) {
+                            if let rdkafka::Offset::Offset(at) = element.offset()
+                                && ends.get(&element.partition()).is_some_and(|end| at >= *end)
+                            {
+                                ends.remove(&element.partition());
+                            }
+                        }
+                    }
+                }
             }
         }
         Ok((findings, read))
