@@ -301,7 +301,10 @@ impl<K: Kafka> Pipe<K> {
             self.recovering = Some(self.recovering.map_or(seq, |s| s.max(seq)));
             self.hold_until = Some(Instant::now() + RETRY_DELAY);
         } else {
-            tracing::error!(target_id = %self.config.id, seq, %error, "kafka refused an event for good; the target stops before it (its checkpoint stays behind it)");
+            // Once: the records in flight behind it fail the same way (a fenced transaction).
+            if !self.failed {
+                tracing::error!(target_id = %self.config.id, seq, %error, "kafka refused an event for good; the target stops before it (its checkpoint stays behind it)");
+            }
             self.failed = true;
             self.status.set_delivery(Delivery::Failed);
             self.status
