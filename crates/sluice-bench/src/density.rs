@@ -105,7 +105,7 @@ pub async fn run(args: DensityArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.small >= args.connections {
         bail!("--connections must be at least 1 and above --small");
     }
-    let sluice_bin = if impls.contains(&Impl::Sluice) {
+    let sluice_bin = if impls.iter().any(|i| i.is_sluice()) {
         Some(crate::sluice_bin(args.sluice_bin.as_ref())?)
     } else {
         None
@@ -174,7 +174,7 @@ async fn run_one(
     let topic = format!("bench-density-{}-{connections}-{stamp}", which.name());
     let checkpoints = format!("{topic}-checkpoints");
     kafka.create_topic(&topic, args.partitions, false).await?;
-    if which == Impl::Sluice {
+    if which.is_sluice() {
         kafka.create_topic(&checkpoints, 1, true).await?;
     }
     let watermarks = Watermarks::new(kafka.bootstrap(), &topic, args.partitions)?;

@@ -182,7 +182,7 @@ fn start_worker(
     let own = dir.join(name);
     let port = crate::free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let config = write_sluice_config(&own, job, &listen)?;
+    let config = write_sluice_config(&own, job, &listen, false)?;
     let mut yaml = std::fs::read_to_string(&config).context("cannot read worker.yaml back")?;
     yaml.push_str(extra);
     std::fs::write(&config, yaml).context("cannot write worker.yaml")?;

@@ -47,13 +47,18 @@ impl Running {
         std::fs::create_dir_all(dir)?;
         let mut ops = None;
         let command = match which {
-            Impl::Sluice => {
+            Impl::Sluice | Impl::SluiceExactlyOnce => {
                 let bin = job
                     .sluice_bin
                     .clone()
                     .context("no sluice binary for the sluice implementation")?;
                 let listen = format!("127.0.0.1:{}", crate::free_port()?);
-                let config = write_sluice_config(&dir.join("config"), job, &listen)?;
+                let config = write_sluice_config(
+                    &dir.join("config"),
+                    job,
+                    &listen,
+                    which == Impl::SluiceExactlyOnce,
+                )?;
                 validate(&bin, &config).await?;
                 ops = Some(listen);
                 let mut command = Command::new(bin);
@@ -119,8 +124,14 @@ impl Running {
     }
 }
 
-/// Writes `worker.yaml` and one target file per connection under `dir`; returns the worker file.
-pub fn write_sluice_config(dir: &Path, job: &Job, listen: &str) -> anyhow::Result<PathBuf> {
+/// Writes `worker.yaml` (with `delivery.mode: exactly_once` when `exactly_once`) and one target
+/// file per connection under `dir`; returns the worker file.
+pub fn write_sluice_config(
+    dir: &Path,
+    job: &Job,
+    listen: &str,
+    exactly_once: bool,
+) -> anyhow::Result<PathBuf> {
     let targets = dir.join("targets");
     std::fs::create_dir_all(&targets).context("cannot create the config dir")?;
     let mut worker = String::new();
@@ -149,6 +160,9 @@ pub fn write_sluice_config(dir: &Path, job: &Job, listen: &str) -> anyhow::Resul
         job.connections.max(1)
     )?;
     worker.push_str("shutdown:\n  grace: 5s\n");
+    if exactly_once {
+        worker.push_str("delivery:\n  mode: exactly_once\n");
+    }
     let worker_file = dir.join("worker.yaml");
     std::fs::write(&worker_file, worker).context("cannot write worker.yaml")?;
     if job.urls.is_empty() {
@@ -207,7 +221,7 @@ mod tests {
             producer_properties: vec!["compression.type=lz4".to_owned()],
             sluice_bin: None,
         };
-        let worker = write_sluice_config(dir.path(), &job, "127.0.0.1:2").unwrap();
+        let worker = write_sluice_config(dir.path(), &job, "127.0.0.1:2", false).unwrap();
         let text = std::fs::read_to_string(worker).unwrap();
         assert!(text.contains("\"linger.ms\": \"5\""), "{text}");
         assert!(text.contains("\"compression.type\": \"lz4\""), "{text}");

@@ -126,6 +126,8 @@ struct BaselineArgs {
 pub enum Impl {
     /// `sluice worker`.
     Sluice,
+    /// `sluice worker` with `delivery.mode: exactly_once`.
+    SluiceExactlyOnce,
     /// Baseline (a).
     Await,
     /// Baseline (b).
@@ -135,10 +137,16 @@ pub enum Impl {
 }
 
 impl Impl {
+    /// Whether it is `sluice worker` (in either delivery mode).
+    pub fn is_sluice(self) -> bool {
+        matches!(self, Impl::Sluice | Impl::SluiceExactlyOnce)
+    }
+
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Impl::Sluice => "sluice",
+            Impl::SluiceExactlyOnce => "sluice-eos",
             Impl::Await => "await",
             Impl::Inflight => "inflight",
             Impl::Python => "python",
@@ -152,10 +160,13 @@ pub fn parse_impls(list: &str) -> anyhow::Result<Vec<Impl>> {
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let i = match name {
             "sluice" => Impl::Sluice,
+            "sluice-eos" | "eos" => Impl::SluiceExactlyOnce,
             "await" | "a" => Impl::Await,
             "inflight" | "b" => Impl::Inflight,
             "python" | "py" => Impl::Python,
-            other => bail!("unknown implementation {other:?} (sluice, await, inflight, python)"),
+            other => bail!(
+                "unknown implementation {other:?} (sluice, sluice-eos, await, inflight, python)"
+            ),
         };
         if !impls.contains(&i) {
             impls.push(i);

@@ -103,7 +103,7 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<()> {
             bail!("--rate must be a positive number (omit it for the firehose)");
         }
     }
-    let sluice_bin = if impls.contains(&Impl::Sluice) {
+    let sluice_bin = if impls.iter().any(|i| i.is_sluice()) {
         Some(crate::sluice_bin(args.sluice_bin.as_ref())?)
     } else {
         None
@@ -161,7 +161,7 @@ async fn run_one(
     let topic = format!("bench-pipeline-{}-{stamp}", which.name());
     let checkpoints = format!("{topic}-checkpoints");
     kafka.create_topic(&topic, args.partitions, false).await?;
-    if which == Impl::Sluice {
+    if which.is_sluice() {
         kafka.create_topic(&checkpoints, 1, true).await?;
     }
     let watermarks = Watermarks::new(kafka.bootstrap(), &topic, args.partitions)?;

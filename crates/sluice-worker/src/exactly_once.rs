@@ -7,8 +7,9 @@
 //! its `init_transactions` fences a previous holder (a zombie's next commit fails) and ends the
 //! transaction it left open. A target's records go to its checkpoint partition's lane, which
 //! keeps them in order in its own buffer, writes them in a transaction with one checkpoint record
-//! per target (its last event id in that transaction), and commits after `commit_interval` or
-//! `max_records`. Only then are the records acknowledged to their targets. A transaction that
+//! per target (its last event id in that transaction), and commits after `commit_interval`,
+//! `max_records`, or once records stop coming for a few milliseconds (the targets behind them
+//! wait for the acknowledgements). Only then are the records acknowledged to their targets. A transaction that
 //! cannot commit is aborted and the same records, in the same order, are sent again in a new one:
 //! nothing is dropped in the hope that the upstream replays it.
 //!
@@ -33,6 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Records a lane holds, waiting or in its transaction, before a sender is told it is full.
 const LANE_CAPACITY: usize = 20_000;
+/// A transaction is committed once no record came for this long (or at `commit_interval`, or
+/// at `max_records`, whichever is first).
+const LINGER: Duration = Duration::from_millis(5);
 /// A lane's pause after a failed transaction, doubling up to [`MAX_RETRY_PAUSE`].
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -240,13 +244,17 @@ impl Lane {
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.settings.commit_interval;
             while batch.len() < self.settings.max_records {
+                // Records that stop coming for LINGER end the transaction early: the targets
+                // behind them wait for its acknowledgements (their windows are full, or the
+                // upstream is quiet), so waiting longer only delays them.
+                let until = deadline.min(tokio::time::Instant::now() + LINGER);
                 tokio::select! {
                     biased;
                     item = rx.recv() => match item {
                         Some(item) => batch.push(item),
                         None => break,
                     },
-                    () = tokio::time::sleep_until(deadline) => break,
+                    () = tokio::time::sleep_until(until) => break,
                 }
             }
             if !self.commit(&mut batch).await {
@@ -335,9 +343,11 @@ impl Lane {
         }
         let producer = self.publisher.clone();
         let timeout = self.settings.transaction_timeout;
+        let started = tokio::time::Instant::now();
         tokio::task::spawn_blocking(move || producer.commit_transaction(timeout))
             .await
             .unwrap_or(Err(KafkaError::Canceled))?;
+        tracing::trace!(transactional_id = %self.id, records = batch.len(), commit_ms = started.elapsed().as_millis() as u64, "transaction committed");
         // Committed: every record of it was delivered.
         let mut delivered = Vec::with_capacity(pending.len());
         for answer in pending {
