@@ -113,12 +113,15 @@ impl Lanes {
             let id = format!("{checkpoint_topic}-{partition}");
             let mut config = kafka.clone();
             let timeout_ms = settings.transaction_timeout.as_millis().to_string();
+            let record_timeout_ms = (settings.transaction_timeout / 2).as_millis().to_string();
             config
                 .set("transactional.id", &id)
                 .set("transaction.timeout.ms", &timeout_ms)
                 // Bounded under transactions (librdkafka requires it): a record that times out
-                // fails its transaction, which is aborted and sent again, so none is lost.
-                .set("message.timeout.ms", &timeout_ms);
+                // fails its transaction, which is aborted and sent again, so none is lost. Half
+                // the transaction timeout, so the abort comes before the broker's coordinator
+                // times the transaction out itself (which fences this producer for good).
+                .set("message.timeout.ms", &record_timeout_ms);
             let publisher = Publisher::new(&config).map_err(|source| LanesError::Create {
                 id: id.clone(),
                 source,

@@ -4,7 +4,8 @@
 //! SIGKILL while a transaction is open, then started again: a `read_committed` reader of the
 //! events topic sees every id exactly once, in order; the checkpoint names the last one. And a
 //! worker frozen (SIGSTOP) while a second one takes its transactional ids: woken (SIGCONT), it
-//! is fenced, its target stops, and still every id is there exactly once.
+//! is fenced, its target stops, and still every id is there exactly once. And the broker
+//! killed (SIGKILL) with a transaction open and restarted: every id exactly once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -116,5 +117,47 @@ async fn a_paused_worker_whose_transactional_ids_were_taken_over_is_fenced_and_a
         "one error for the stopped target, not one per record"
     );
     assert!(log.contains("fenced"), "{log}");
+    assert_exactly_once(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_and_restarted_mid_run_leaves_every_event_once_for_read_committed() {
+    if !rig::real_broker_or_skip(
+        "a_broker_killed_and_restarted_mid_run_leaves_every_event_once_for_read_committed",
+        "transactions, fencing and read_committed need a real broker",
+    ) {
+        return;
+    }
+    let kafka = sluice_testkit::TestKafka::private().expect("a private broker");
+    let rig = Rig::with_kafka("eos-broker", kafka).await;
+    let sim = rig::sim(EVENTS, 2_000.0).await;
+    rig.target(TARGET, &format!("{}?last_event_id=0", sim.stream_url()), "");
+    let worker = rig.start(EXACTLY_ONCE).await;
+    rig.records_until(|records| ids_of(records, TARGET).len() as u64 >= EVENTS / 4)
+        .await;
+    // SIGKILL of the broker with a transaction open: its commit cannot finish until the
+    // broker is back (well within the transaction timeout); the lane holds its records and
+    // commits them then, or aborts and sends them again.
+    rig.kafka
+        .broker_down(sluice_testkit::Outage::Kill)
+        .await
+        .expect("broker down");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    rig.kafka
+        .broker_up(sluice_testkit::Outage::Kill)
+        .await
+        .unwrap_or_else(|e| panic!("broker up: {e}\n{}", rig.kafka.broker_log_tail(40)));
+    // Every event committed: its checkpoint (written in the same transactions) at the last.
+    worker
+        .wait_for("every event committed", async |w: &rig::Worker| {
+            let row = w.row(TARGET).await;
+            row["checkpoint"]
+                .as_str()
+                .and_then(|c| c.parse::<u64>().ok())
+                == Some(EVENTS)
+        })
+        .await;
+    let (status, log) = worker.terminate().await;
+    assert!(status.success(), "{log}");
     assert_exactly_once(&rig).await;
 }
