@@ -58,7 +58,7 @@ use sluice_config::{RecordKey, TargetId};
 use sluice_publish::{RecordMeta, build_record};
 use sluice_sim::KeyFormat;
 use sluice_sse::{Event, Text};
-use tokio::io::{AsyncWriteExt as _, BufReader};
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 use tokio::time::Instant;
 
@@ -1126,24 +1126,14 @@ struct QueryClient {
 impl QueryClient {
     /// Queries until `stop`; the response time of each query (request written to body read).
     async fn run(self, stop: Arc<AtomicBool>) -> anyhow::Result<QueryStats> {
-        let stream = tokio::net::TcpStream::connect(&self.addr)
-            .await
-            .with_context(|| format!("cannot connect to {}", self.addr))?;
-        stream.set_nodelay(true)?;
-        let (read, mut write) = stream.into_split();
-        let mut read = BufReader::new(read);
+        let (mut read, mut write) = http1::connect(&self.addr, 8 * 1024).await?;
         let keys = KeyFormat::new(self.entities);
         let mut stats = QueryStats::default();
         let mut line = String::new();
         let mut body = Vec::new();
-        let start = Instant::now();
-        let mut sent = 0u64;
+        let mut pacer = http1::Pacer::new(self.rate);
         while !stop.load(Ordering::Relaxed) {
-            if let Some(rate) = self.rate {
-                let due = start + Duration::from_secs_f64(sent as f64 / rate);
-                tokio::time::sleep_until(due).await;
-            }
-            sent += 1;
+            let sent = pacer.next().await;
             let key = keys.key(entity_of(mix(self.seed ^ (sent << 20)), self.entities));
             let request = format!(
                 "GET /v1/targets/{TARGET}/entities/{key} HTTP/1.1\r\nHost: {}\r\n\r\n",

@@ -327,15 +327,19 @@ impl Lane {
                 last.insert(&item.target, id);
             }
         }
-        let epochs = self
-            .epochs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let mut checkpoints = Vec::with_capacity(last.len());
-        for (target, id) in last {
+        let stamps: Vec<(&TargetId, &str, u64)> = {
+            let epochs = self
+                .epochs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            last.into_iter()
+                .map(|(target, id)| (target, id, epochs.get(target).copied().unwrap_or(0)))
+                .collect()
+        };
+        let mut checkpoints = Vec::with_capacity(stamps.len());
+        for (target, id, epoch) in stamps {
             let stamp = Stamp {
-                epoch: epochs.get(target).copied().unwrap_or(0),
+                epoch,
                 owner: self.owner.clone(),
                 mark: Mark::Plain,
             };

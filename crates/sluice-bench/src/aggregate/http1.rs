@@ -5,6 +5,51 @@
 use anyhow::{Context as _, bail};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncReadExt as _};
 
+/// A keep-alive connection to `addr` (Nagle off): its buffered read half (`capacity` bytes) and
+/// its write half.
+pub async fn connect(
+    addr: &str,
+    capacity: usize,
+) -> anyhow::Result<(
+    tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tokio::net::tcp::OwnedWriteHalf,
+)> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (read, write) = stream.into_split();
+    Ok((tokio::io::BufReader::with_capacity(capacity, read), write))
+}
+
+/// Paces a client's requests at `rate` per second (`None`: back to back).
+pub struct Pacer {
+    start: tokio::time::Instant,
+    sent: u64,
+    rate: Option<f64>,
+}
+
+impl Pacer {
+    /// Starts now.
+    pub fn new(rate: Option<f64>) -> Pacer {
+        Pacer {
+            start: tokio::time::Instant::now(),
+            sent: 0,
+            rate,
+        }
+    }
+
+    /// Waits until the next request is due; returns its number (from 1).
+    pub async fn next(&mut self) -> u64 {
+        if let Some(rate) = self.rate {
+            let due = self.start + std::time::Duration::from_secs_f64(self.sent as f64 / rate);
+            tokio::time::sleep_until(due).await;
+        }
+        self.sent += 1;
+        self.sent
+    }
+}
+
 /// Reads one HTTP/1.1 response with a `content-length` into `body`; returns its status.
 pub async fn read_response<R: AsyncBufRead + Unpin>(
     read: &mut R,

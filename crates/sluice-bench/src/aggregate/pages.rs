@@ -17,11 +17,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use tokio::io::{AsyncWriteExt as _, BufReader};
+use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -229,24 +228,14 @@ struct PageClient {
 impl PageClient {
     /// Pages until `stop`.
     async fn run(self, stop: Arc<AtomicBool>) -> anyhow::Result<PageStats> {
-        let stream = tokio::net::TcpStream::connect(&self.addr)
-            .await
-            .with_context(|| format!("cannot connect to {}", self.addr))?;
-        stream.set_nodelay(true)?;
-        let (read, mut write) = stream.into_split();
-        let mut read = BufReader::with_capacity(64 * 1024, read);
+        let (mut read, mut write) = super::http1::connect(&self.addr, 64 * 1024).await?;
         let mut stats = PageStats::default();
         let mut walk = Walk::new(self.limit, self.entities);
         let mut line = String::new();
         let mut body = Vec::new();
-        let start = Instant::now();
-        let mut sent = 0u64;
+        let mut pacer = super::http1::Pacer::new(self.rate);
         while !stop.load(Ordering::Relaxed) {
-            if let Some(rate) = self.rate {
-                let due = start + Duration::from_secs_f64(sent as f64 / rate);
-                tokio::time::sleep_until(due).await;
-            }
-            sent += 1;
+            pacer.next().await;
             let request = format!(
                 "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
                 walk.path(),
